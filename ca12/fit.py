@@ -1,0 +1,182 @@
+"""`python -m ca12.fit`: train one algorithm on one env from the command line.
+
+    python -m ca12.fit --algo ALGO [--env FAMILY/TASK] [--seed N] [--run-dir DIR]
+                       [--resume last|PATH] [KEY=VALUE ...]
+    python -m ca12.fit --list
+
+Composes conf/ with the overrides, builds the env, the algorithm's LightningModule and its data
+module, and hands them to a Lightning Trainer that writes everything to the run directory:
+config.yaml, metrics.csv, checkpoints/ and wandb/. Bad input exits with code 2 and one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+from ca12.errors import UsageError
+
+DEFAULT_ENV = "vmas/navigation"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m ca12.fit", description="Train a ca12 algorithm.")
+    parser.add_argument("--algo", help="algorithm name (see --list)")
+    parser.add_argument("--env", default=None, help=f"FAMILY/TASK (default {DEFAULT_ENV})")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default runs/<algo>/<family>-<task>/<timestamp>)")
+    parser.add_argument("--resume", default=None, metavar="last|PATH", help="continue the newest run of this algo/env, or a run directory / checkpoint file")
+    parser.add_argument("--list", action="store_true", help="print the known algorithms and envs, one per line")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. algo.lr=1e-4 trainer=gpu")
+    return parser
+
+
+def list_choices() -> list[str]:
+    from ca12.config import algo_names, env_config_names
+    from ca12.envs import env_families, family_tasks
+
+    lines = [f"algo {name}" for name in algo_names()]
+    envs = set(env_config_names())
+    for family in env_families():
+        envs.update(f"{family}/{task}" for task in family_tasks(family))
+    lines += [f"env {name}" for name in sorted(envs)]
+    return lines
+
+
+def default_run_dir(algo: str, env: str) -> Path:
+    family, _, task = env.partition("/")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / algo / f"{family}-{task}" / stamp
+
+
+def _holds_run(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.yaml").exists() or (path / "checkpoints").exists())
+
+
+def find_resume_checkpoint(resume: str, algo: str | None, env: str) -> Path:
+    """The checkpoint file that `--resume` names (see the module docstring)."""
+    if resume == "last":
+        if algo is None:
+            raise UsageError("--resume last needs --algo to know which runs to look in")
+        family, _, task = env.partition("/")
+        candidates = sorted(
+            (Path("runs") / algo / f"{family}-{task}").glob("*/checkpoints/last.ckpt"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not candidates:
+            raise UsageError(f"--resume last: no checkpoint under runs/{algo}/{family}-{task}/*/checkpoints/last.ckpt")
+        return candidates[-1]
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise UsageError(f"--resume: no checkpoint at '{path}'")
+    return path
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Train as `args` say; returns the run directory."""
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    from ca12.algos import algo_class
+    from ca12.checkpoints import read_checkpoint, run_dir_of
+    from ca12.config import apply_overrides, load_config, num_iterations
+    from ca12.envs import make_env
+    from ca12.tracking import make_loggers
+    from callbacks import FramesProgressBar, IterationCheckpoint
+
+    ckpt_path, wandb_id = None, None
+    if args.resume:
+        ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or DEFAULT_ENV)
+        saved = read_checkpoint(ckpt_path)
+        run_dir = run_dir_of(ckpt_path)
+        cfg = apply_overrides(OmegaConf.create(saved["run_config"]), args.overrides, seed=args.seed)
+        if args.algo and args.algo != cfg.algo.name:
+            raise UsageError(f"--resume: {ckpt_path} is a {cfg.algo.name} run, not {args.algo}")
+        wandb_id = saved.get("wandb_id")
+    else:
+        if not args.algo:
+            raise UsageError("--algo is required (see --list)")
+        env = args.env or DEFAULT_ENV
+        cfg = load_config(args.algo, env, args.overrides, seed=args.seed if args.seed is not None else None)
+        run_dir = args.run_dir or default_run_dir(args.algo, env)
+        if _holds_run(run_dir):
+            raise UsageError(f"run directory '{run_dir}' already holds a run; pass --resume {run_dir} to continue it or choose another --run-dir")
+
+    algorithm = algo_class(cfg.algo.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    env_factory = partial(make_env, cfg.env)
+    module = algorithm(cfg.algo, env_factory(cfg.seed))
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    datamodule = algorithm.datamodule_class(env_factory, cfg.collector.frames_per_batch, cfg.seed)
+
+    loggers = make_loggers(cfg, run_dir, wandb_id=wandb_id)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        max_epochs=num_iterations(cfg),  # one epoch = one collector batch = one iteration
+        logger=loggers,
+        callbacks=[
+            FramesProgressBar(cfg.collector.total_frames),
+            IterationCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_iters),
+        ],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        default_root_dir=str(run_dir),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    if trainer.is_global_zero:
+        final = trainer.callback_metrics.get("rollout/episode_reward_mean")
+        summary = f"final rollout/episode_reward_mean {float(final):.3f} | " if final is not None else ""
+        print(f"{summary}{module.frames} frames | run directory: {run_dir}")
+    return run_dir
+
+
+def _quiet_libraries() -> None:
+    """Keep the console to our progress bar and summary (warnings still reach the log files)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchrl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", category=UserWarning, module="torchrl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.list:
+            print("\n".join(list_choices()))
+            return 0
+        _quiet_libraries()
+        run(args)
+    except UsageError as exc:
+        print(f"ca12.fit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ca12.fit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
