@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> Path:
     from ca12.checkpoints import read_checkpoint, run_dir_of
     from ca12.config import apply_overrides, load_config, num_iterations
     from ca12.envs import make_env
-    from ca12.tracking import make_loggers
+    from ca12.tracking import finish_wandb, make_loggers
     from callbacks import FramesProgressBar, IterationCheckpoint
 
     ckpt_path, wandb_id = None, None
@@ -144,7 +144,10 @@ def run(args: argparse.Namespace) -> Path:
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    finally:
+        finish_wandb(loggers)
     if trainer.is_global_zero:
         final = trainer.callback_metrics.get("rollout/episode_reward_mean")
         summary = f"final rollout/episode_reward_mean {float(final):.3f} | " if final is not None else ""
@@ -153,11 +156,13 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def _quiet_libraries() -> None:
-    """Keep the console to our progress bar and summary (warnings still reach the log files)."""
+    """Keep the console to our progress bar, errors and summary."""
+    import lightning  # noqa: F401  (sets its loggers' levels on import; override them after)
+
     os.environ.setdefault("WANDB_SILENT", "true")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchrl"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", module="lightning.*")
     warnings.filterwarnings("ignore", category=UserWarning, module="torchrl")
 
 

@@ -83,8 +83,8 @@ def make_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None) ->
     return loggers
 
 
-def wandb_run_id(loggers: list[Logger]) -> str | None:
+def finish_wandb(loggers: list[Logger]) -> None:
+    """Close the W&B run (flushes an offline run to disk) once training is over."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            return logger.version
-    return None
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()

@@ -27,6 +27,6 @@ class IterationCheckpoint(L.Callback):
     @staticmethod
     def save(trainer: L.Trainer, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # written by rank 0 only; all ranks take part
+        trainer.save_checkpoint(tmp, weights_only=False)  # written by rank 0 only; all ranks take part
         if trainer.is_global_zero:
             os.replace(tmp, path)

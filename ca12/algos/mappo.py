@@ -49,6 +49,8 @@ class MAPPO(RLModule):
             action=(g, "action"),
             sample_log_prob=(g, "action_log_prob"),
             value=(g, "state_value"),
+            advantage=(g, "advantage"),
+            value_target=(g, "value_target"),
             done="done",  # team-level [B, T, 1]; MultiAgentGAE broadcasts it to the agents
             terminated="terminated",
         )

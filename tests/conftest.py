@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny configs and envs sized for 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ca12.config import load_config
+from ca12.envs import make_env
+
+# A run small enough to finish in seconds: 4 envs x 25 steps per batch, 2 batches, tiny nets.
+TINY = [
+    "env.num_envs=4",
+    "env.max_steps=25",
+    "collector.frames_per_batch=100",
+    "collector.total_frames=200",
+    "algo.hidden_sizes=[32,32]",
+    "algo.minibatch_size=50",
+    "algo.num_epochs=2",
+    "checkpoint.every_n_iters=1",
+]
+
+
+def tiny_config(algo: str = "mappo", *extra: str, env: str = "vmas/navigation"):
+    return load_config(algo, env, TINY + list(extra))
+
+
+@pytest.fixture
+def no_wandb_credentials(monkeypatch, tmp_path):
+    """A user with no W&B key: ca12 must fall back to an offline run by itself."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_env(cfg, seed: int = 0):
+    return make_env(cfg.env, seed)

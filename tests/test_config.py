@@ -1,0 +1,95 @@
+"""conf/ composes, every algorithm instantiates from it, and bad overrides are refused."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from ca12.algos import algo_class
+from ca12.config import algo_names, conf_dir, env_config_names, group_options, load_config
+from ca12.envs import make_env
+from ca12.errors import UsageError
+from conftest import tiny_config, tiny_env
+
+
+@pytest.mark.parametrize("algo", algo_names())
+def test_every_algo_config_composes_and_instantiates(algo):
+    cfg = tiny_config(algo)
+    assert cfg.algo.name == algo, "conf/algo/<name>.yaml must declare name: <name>"
+    module = algo_class(algo)(cfg.algo, tiny_env(cfg))
+    assert sum(p.numel() for p in module.parameters()) > 0
+    assert module.policy is not None
+
+
+@pytest.mark.parametrize("env", env_config_names())
+def test_every_env_config_builds_its_env(env):
+    cfg = load_config("mappo", env, ["env.num_envs=2"])
+    built = make_env(cfg.env, 0)
+    td = built.rollout(2)
+    assert td.batch_size[:2] == (2, 2)
+
+
+def test_public_override_keys_exist():
+    cfg = load_config("mappo", "vmas/navigation")
+    for key in (
+        "collector.frames_per_batch", "collector.total_frames", "env.num_envs", "env.max_steps",
+        "env.device", "algo.lr", "algo.num_epochs", "algo.minibatch_size", "trainer.devices",
+        "checkpoint.every_n_iters",
+    ):
+        assert OmegaConf.select(cfg, key) is not None, key
+    assert set(group_options("trainer")) >= {"cpu", "gpu", "ddp"}
+    assert set(group_options("logger")) >= {"wandb", "csv", "none"}
+
+
+def test_navigation_uses_benchmarl_task_settings():
+    env = load_config("mappo", "vmas/navigation").env
+    assert (env.n_agents, env.shared_rew, env.collisions, env.agents_with_same_goal) == (3, False, True, 1)
+    assert (env.lidar_range, env.agent_radius, env.max_steps) == (0.35, 0.1, 100)
+
+
+def test_overrides_apply_with_types():
+    cfg = load_config("ippo", "vmas/balance", ["algo.lr=1e-3", "env.num_envs=8", "collector.frames_per_batch=800", "trainer=ddp", "logger=none"], seed=3)
+    assert cfg.algo.lr == 1e-3 and cfg.env.num_envs == 8 and cfg.seed == 3
+    assert cfg.trainer.strategy == "ddp" and cfg.logger.name == "none"
+
+
+def test_any_vmas_scenario_by_name_with_scenario_kwargs():
+    cfg = load_config("mappo", "vmas/dispersion", ["env.n_agents=2", "env.num_envs=2"])
+    assert cfg.env.task == "dispersion" and cfg.env.n_agents == 2
+    td = make_env(cfg.env, 0).rollout(2)
+    assert td["agents", "observation"].shape[2] == 2
+
+
+@pytest.mark.parametrize(
+    "algo, env, overrides, fragment",
+    [
+        ("nope", "vmas/navigation", [], "unknown algorithm 'nope'; choose one of: ippo, mappo"),
+        ("mappo", "vmas/nowhere", [], "unknown vmas task 'nowhere'"),
+        ("mappo", "atari/pong", [], "unknown env 'atari/pong'"),
+        ("mappo", "vmas/navigation", ["algo.lrr=1"], "unknown override key 'algo.lrr'"),
+        ("mappo", "vmas/navigation", ["algo.lr=fast"], "algo.lr expects a number"),
+        ("mappo", "vmas/navigation", ["env.num_envs=2.5"], "env.num_envs expects an integer"),
+        ("mappo", "vmas/navigation", ["trainer=tpu"], "unknown trainer 'tpu'; choose one of: cpu, ddp, gpu"),
+        ("mappo", "vmas/navigation", ["logger=tensorboard"], "unknown logger 'tensorboard'"),
+        ("mappo", "vmas/navigation", ["collector.frames_per_batch=1001"], "must be a multiple of env.num_envs"),
+        ("mappo", "vmas/navigation", ["algo.num_epochs=0"], "algo.num_epochs must be positive"),
+        ("mappo", "vmas/navigation", ["lr"], "expected KEY=VALUE"),
+    ],
+)
+def test_bad_config_input_is_refused_with_one_line(algo, env, overrides, fragment):
+    with pytest.raises(UsageError) as info:
+        load_config(algo, env, overrides)
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_unknown_scenario_kwarg_is_refused_when_the_env_is_built():
+    cfg = load_config("mappo", "vmas/navigation", ["env.no_such_kwarg=1", "env.num_envs=2"])
+    with pytest.raises(UsageError, match="no_such_kwarg"):
+        make_env(cfg.env, 0)
+
+
+def test_conf_dir_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert (conf_dir() / "config.yaml").is_file()

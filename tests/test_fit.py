@@ -1,0 +1,106 @@
+"""End-to-end runs of `ca12.fit`: tiny fits of every algorithm, resume, and CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ca12.config import algo_names
+from ca12.fit import main
+from conftest import TINY
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("algo", algo_names())
+def test_tiny_fit_writes_checkpoints_metrics_and_an_offline_wandb_run(algo, tmp_path, no_wandb_credentials):
+    run_dir = tmp_path / "run"
+    assert main(["--algo", algo, "--run-dir", str(run_dir), *TINY]) == 0
+
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "iter_00001.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "iter_00002.ckpt").is_file()
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    assert cfg.algo.name == algo and cfg.collector.frames_per_batch == 100
+
+    rows = _rows(run_dir)
+    assert len(rows) == 2
+    for key in ("rollout/episode_reward_mean", "train/loss_objective", "train/loss_critic",
+                "time/frames_per_second", "time/collect_s", "time/update_s"):
+        assert all(row[key] != "" for row in rows), key
+    assert [float(r["time/frames"]) for r in rows] == [100.0, 200.0]
+
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["ca12"]["frames"] == 200 and state["ca12"]["wandb_id"] == offline[0].name.split("-")[-1]
+
+
+def test_resume_continues_frames_metrics_and_wandb_run(tmp_path, no_wandb_credentials):
+    run_dir = tmp_path / "run"
+    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY]) == 0
+    first_id = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ca12"]["wandb_id"]
+    assert main(["--resume", str(run_dir), "collector.total_frames=400"]) == 0
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ca12"]
+    assert state["frames"] == 400 and state["iterations"] == 4
+    assert state["wandb_id"] == first_id
+    assert [float(r["time/frames"]) for r in _rows(run_dir)][-2:] == [300.0, 400.0]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ca12.fit", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_list_names_algorithms_and_envs(tmp_path):
+    out = _cli("--list", cwd=tmp_path)
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert "algo mappo" in lines and "algo ippo" in lines
+    assert "env vmas/navigation" in lines and "env vmas/dispersion" in lines
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--algo", "dqn9"], "unknown algorithm 'dqn9'; choose one of: ippo, mappo"),
+        (["--algo", "mappo", "--env", "vmas/nowhere"], "unknown vmas task 'nowhere'"),
+        (["--algo", "mappo", "algo.lrr=1"], "unknown override key 'algo.lrr'"),
+        (["--algo", "mappo", "env.num_envs=many"], "env.num_envs expects an integer"),
+        (["--algo", "mappo", "--seed", "x"], "--seed: invalid int value: 'x'"),
+        (["--algo", "mappo", "--resume", "nowhere"], "no checkpoint at 'nowhere"),
+    ],
+)
+def test_cli_errors_exit_2_with_one_line(args, fragment, tmp_path):
+    out = _cli(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert fragment in lines[0]
+
+
+def test_cli_refuses_a_run_directory_that_holds_a_run(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"precious")
+    out = _cli("--algo", "mappo", "--run-dir", str(run_dir), cwd=tmp_path)
+    assert out.returncode == 2 and "already holds a run" in out.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"precious"
+
+
+def test_cli_refuses_a_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    out = _cli("--resume", str(bad), cwd=tmp_path)
+    assert out.returncode == 2 and "is not a readable checkpoint" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
