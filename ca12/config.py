@@ -179,6 +179,7 @@ def validate(cfg: DictConfig) -> None:
         ("env.max_steps", cfg.env.max_steps),
         ("checkpoint.every_n_iters", cfg.checkpoint.every_n_iters),
         ("trainer.devices", cfg.trainer.devices),
+        ("eval.episodes", cfg.eval.episodes),
     ):
         if value <= 0:
             raise UsageError(f"{key} must be positive, got {value}")
@@ -190,8 +191,16 @@ def validate(cfg: DictConfig) -> None:
     for key in ("num_epochs", "minibatch_size"):
         if key in cfg.algo and cfg.algo[key] <= 0:
             raise UsageError(f"algo.{key} must be positive, got {cfg.algo[key]}")
+    if cfg.eval.every_n_iters < 0:
+        raise UsageError(f"eval.every_n_iters must be 0 (never) or positive, got {cfg.eval.every_n_iters}")
     if "lr" in cfg.algo and not cfg.algo.lr > 0:
         raise UsageError(f"algo.lr must be positive, got {cfg.algo.lr}")
+
+
+def episode_aligned(cfg: DictConfig) -> bool:
+    """Every env runs whole episodes in each batch (what exact resume relies on)."""
+    steps_per_env = cfg.collector.frames_per_batch // cfg.env.num_envs
+    return steps_per_env % cfg.env.max_steps == 0
 
 
 def num_iterations(cfg: DictConfig) -> int:
@@ -210,7 +219,13 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
     texts = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
     for text in texts:
         key, value = _split_override(text)
-        if key.startswith(FROZEN_ON_RESUME) or key in ("algo", "env", *SWITCHABLE_GROUPS):
+        if key in SWITCHABLE_GROUPS:  # e.g. resume a DDP run in one process with trainer=cpu
+            options = group_options(key)
+            if value not in options:
+                raise UsageError(f"unknown {key} '{value}'; choose one of: {', '.join(options)}")
+            cfg[key] = OmegaConf.load(conf_dir() / key / f"{value}.yaml")
+            continue
+        if key.startswith(FROZEN_ON_RESUME) or key in ("algo", "env"):
             raise UsageError(f"'{key}' cannot change when resuming a run (it fixes the run's shapes or data)")
         default = OmegaConf.select(cfg, key, default=_MISSING)
         if default is _MISSING or OmegaConf.is_dict(default):

@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class UsageError(ValueError):
     """Bad input from the user: unknown name, wrong type, refused directory, bad checkpoint."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss term or gradient became NaN/inf; training stops, the last good checkpoint stays."""

@@ -20,7 +20,7 @@ import warnings
 from functools import partial
 from pathlib import Path
 
-from ca12.errors import UsageError
+from ca12.errors import NonFiniteError, UsageError
 
 DEFAULT_ENV = "vmas/navigation"
 
@@ -85,47 +85,76 @@ def find_resume_checkpoint(resume: str, algo: str | None, env: str) -> Path:
     return path
 
 
+def _launched_rank() -> int:
+    """This process's global rank when a launcher started it (Lightning's DDP children,
+    torchrun, SLURM); 0 for the process a user started."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    node, local = os.environ.get("NODE_RANK", "0"), os.environ.get("LOCAL_RANK", "0")
+    if local.isdigit() and int(local) > 0:
+        return int(local) + (int(node) if node.isdigit() else 0)
+    return 0
+
+
+def resolve_run(args: argparse.Namespace):
+    """The run's config, run directory, checkpoint to resume from and that checkpoint's ca12 state."""
+    from omegaconf import OmegaConf
+
+    from ca12.checkpoints import read_checkpoint, run_dir_of
+    from ca12.config import apply_overrides, load_config
+
+    if args.resume:
+        ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or DEFAULT_ENV)
+        saved = read_checkpoint(ckpt_path)
+        cfg = apply_overrides(OmegaConf.create(saved["run_config"]), args.overrides, seed=args.seed)
+        if args.algo and args.algo != cfg.algo.name:
+            raise UsageError(f"--resume: {ckpt_path} is a {cfg.algo.name} run, not {args.algo}")
+        return cfg, run_dir_of(ckpt_path), ckpt_path, saved
+    if not args.algo:
+        raise UsageError("--algo is required (see --list)")
+    env = args.env or DEFAULT_ENV
+    cfg = load_config(args.algo, env, args.overrides, seed=args.seed)
+    run_dir = args.run_dir or Path(os.environ.get(_RUN_DIR_VAR) or default_run_dir(args.algo, env))
+    if _holds_run(run_dir) and _launched_rank() == 0:
+        raise UsageError(f"run directory '{run_dir}' already holds a run; pass --resume {run_dir} to continue it or choose another --run-dir")
+    return cfg, run_dir, None, {}
+
+
+# Lightning's DDP launcher re-runs this command for ranks > 0; they read the run directory here.
+_RUN_DIR_VAR = "CA12_RUN_DIR"
+
+
 def run(args: argparse.Namespace) -> Path:
     """Train as `args` say; returns the run directory."""
     import lightning as L
     from omegaconf import OmegaConf
 
     from ca12.algos import algo_class
-    from ca12.checkpoints import read_checkpoint, run_dir_of
-    from ca12.config import apply_overrides, load_config, num_iterations
-    from ca12.envs import make_env
+    from ca12.config import episode_aligned, num_iterations
+    from ca12.envs import agent_group, make_env
+    from ca12.evaluation import Evaluator
     from ca12.tracking import finish_wandb, make_loggers
-    from callbacks import FramesProgressBar, IterationCheckpoint
+    from callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
 
-    ckpt_path, wandb_id = None, None
-    if args.resume:
-        ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or DEFAULT_ENV)
-        saved = read_checkpoint(ckpt_path)
-        run_dir = run_dir_of(ckpt_path)
-        cfg = apply_overrides(OmegaConf.create(saved["run_config"]), args.overrides, seed=args.seed)
-        if args.algo and args.algo != cfg.algo.name:
-            raise UsageError(f"--resume: {ckpt_path} is a {cfg.algo.name} run, not {args.algo}")
-        wandb_id = saved.get("wandb_id")
-    else:
-        if not args.algo:
-            raise UsageError("--algo is required (see --list)")
-        env = args.env or DEFAULT_ENV
-        cfg = load_config(args.algo, env, args.overrides, seed=args.seed if args.seed is not None else None)
-        run_dir = args.run_dir or default_run_dir(args.algo, env)
-        if _holds_run(run_dir):
-            raise UsageError(f"run directory '{run_dir}' already holds a run; pass --resume {run_dir} to continue it or choose another --run-dir")
-
+    cfg, run_dir, ckpt_path, saved = resolve_run(args)
     algorithm = algo_class(cfg.algo.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     env_factory = partial(make_env, cfg.env)
-    module = algorithm(cfg.algo, env_factory(cfg.seed))
+    spec_env = env_factory(cfg.seed)
+    algorithm.check_env(spec_env, agent_group(spec_env), cfg.algo.name)
+    module = algorithm(cfg.algo, spec_env)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
-    datamodule = algorithm.datamodule_class(env_factory, cfg.collector.frames_per_batch, cfg.seed)
+    datamodule = algorithm.datamodule_class(env_factory, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg))
 
-    loggers = make_loggers(cfg, run_dir, wandb_id=wandb_id)
+    if _launched_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        os.environ[_RUN_DIR_VAR] = str(run_dir.resolve())
+    loggers = make_loggers(cfg, run_dir, wandb_id=saved.get("wandb_id"), resume_iteration=saved.get("iterations"))
+    stop = GracefulStop()
+    evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -135,7 +164,9 @@ def run(args: argparse.Namespace) -> Path:
         logger=loggers,
         callbacks=[
             FramesProgressBar(cfg.collector.total_frames),
+            EvaluationCallback(evaluator, cfg.eval.every_n_iters, run_dir / "videos" if cfg.eval.video else None),
             IterationCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_iters),
+            stop,  # after the checkpoint: a signal stops the run once this iteration is saved
         ],
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -145,12 +176,15 @@ def run(args: argparse.Namespace) -> Path:
         default_root_dir=str(run_dir),
     )
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        # weights_only=False: the checkpoint holds RNG states and the config, which we wrote ourselves.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
     finally:
         finish_wandb(loggers)
     if trainer.is_global_zero:
         final = trainer.callback_metrics.get("rollout/episode_reward_mean")
         summary = f"final rollout/episode_reward_mean {float(final):.3f} | " if final is not None else ""
+        if stop.requested is not None:
+            summary = f"stopped by signal {stop.requested} after iteration {module.iterations}, checkpoint saved | " + summary
         print(f"{summary}{module.frames} frames | run directory: {run_dir}")
     return run_dir
 
@@ -177,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"ca12.fit: error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteError as exc:
+        print(f"ca12.fit: {exc}; the last good checkpoint is kept", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ca12.fit: interrupted", file=sys.stderr)
         return 130

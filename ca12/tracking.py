@@ -7,13 +7,16 @@ key. `logger.mode=online|offline|disabled` forces a mode.
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ca12.errors import UsageError
@@ -54,15 +57,87 @@ def wandb_mode(requested: str) -> str:
     return "online" if wandb_has_credentials() and _reachable(_wandb_host()) else "offline"
 
 
-def make_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None) -> list[Logger]:
-    """CSV logger writing `<run-dir>/metrics.csv`, plus a W&B logger when `cfg.logger.name == "wandb"`.
+ITERATION_KEY = "time/iteration"
+
+
+class MetricsCSV(Logger):
+    """`metrics.csv` with one row per training iteration.
+
+    Everything logged for an iteration (training metrics, evaluation) lands in that iteration's
+    row, keyed by `time/iteration`. The file is rewritten atomically on every save, so it is
+    never half-written. A resumed run keeps the rows up to its checkpoint's iteration and
+    continues the same file (rows a killed run wrote after its last checkpoint are dropped).
+
+    Args:
+        path: the CSV file.
+        keep_until_iteration: resume: keep the existing rows up to this iteration; None starts fresh.
+    """
+
+    def __init__(self, path: str | Path, keep_until_iteration: int | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.rows: dict[int, dict[str, Any]] = {}
+        self._last_iteration = 0
+        if keep_until_iteration is not None and self.path.is_file():
+            with open(self.path, newline="") as f:
+                for row in csv.DictReader(f):
+                    iteration = int(float(row[ITERATION_KEY]))
+                    if iteration <= keep_until_iteration:
+                        self.rows[iteration] = {k: v for k, v in row.items() if v != ""}
+            self._last_iteration = max(self.rows, default=0)
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.path.parent)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """The run's config is in config.yaml beside this file."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        iteration = int(metrics[ITERATION_KEY]) if ITERATION_KEY in metrics else self._last_iteration
+        self._last_iteration = iteration
+        row = self.rows.setdefault(iteration, {})
+        row.update({k: float(v) for k, v in metrics.items() if k != "epoch"})
+        row[ITERATION_KEY] = iteration
+
+    @rank_zero_only
+    def save(self) -> None:
+        if not self.rows:
+            return
+        keys = sorted({k for row in self.rows.values() for k in row} - {ITERATION_KEY})
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[ITERATION_KEY, *keys])
+            writer.writeheader()
+            writer.writerows(self.rows[i] for i in sorted(self.rows))
+        os.replace(tmp, self.path)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None, resume_iteration: int | None = None) -> list[Logger]:
+    """`<run-dir>/metrics.csv` always, plus a W&B logger when `cfg.logger.name == "wandb"`.
 
     Args:
         cfg: the resolved run config (logged to W&B as the run's config).
         run_dir: the run directory.
         wandb_id: continue this W&B run (resume) instead of starting a new one.
+        resume_iteration: the iteration a resumed run continues from (its metrics.csv rows up to
+            there are kept).
     """
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)]
+    loggers: list[Logger] = [MetricsCSV(run_dir / "metrics.csv", keep_until_iteration=resume_iteration)]
     if cfg.logger.name == "wandb":
         mode = wandb_mode(cfg.logger.mode)
         if mode != "disabled":

@@ -1,6 +1,8 @@
-"""Lightning callbacks ca12 runs with: frame-based progress bar and iteration checkpoints."""
+"""Lightning callbacks ca12 runs with: progress in frames, atomic per-iteration checkpoints,
+a clean stop on signals, and evaluation episodes."""
 
-from callbacks.checkpoint import IterationCheckpoint
+from callbacks.checkpoint import GracefulStop, IterationCheckpoint
+from callbacks.evaluation import EvaluationCallback
 from callbacks.progress import FramesProgressBar
 
-__all__ = ["FramesProgressBar", "IterationCheckpoint"]
+__all__ = ["EvaluationCallback", "FramesProgressBar", "GracefulStop", "IterationCheckpoint"]

@@ -1,4 +1,4 @@
-"""Checkpoints per training iteration, written atomically.
+"""Checkpoints per training iteration, written atomically, and a clean stop on Ctrl-C/SIGTERM.
 
 `last.ckpt` is rewritten after every iteration and `iter_<N>.ckpt` kept every `every_n_iters`.
 Each file is written under a temporary name and renamed into place, so a crash mid-write
@@ -8,6 +8,8 @@ leaves the previous `last.ckpt` intact.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -30,3 +32,42 @@ class IterationCheckpoint(L.Callback):
         trainer.save_checkpoint(tmp, weights_only=False)  # written by rank 0 only; all ranks take part
         if trainer.is_global_zero:
             os.replace(tmp, path)
+
+
+class GracefulStop(L.Callback):
+    """First SIGINT/SIGTERM: finish the current iteration, let its checkpoint be written, stop.
+    A second one interrupts at once (the previous iteration's checkpoint is intact).
+
+    Must come after `IterationCheckpoint` in the callback list.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.requested is not None:
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = signum
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.requested is not None:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()

@@ -42,3 +42,6 @@ class FramesProgressBar(ProgressBar):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.on_train_end(trainer, pl_module)  # end the bar's line before the error message

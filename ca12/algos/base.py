@@ -12,6 +12,10 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
+from torchrl.data import Categorical, OneHot
+from torchrl.envs import EnvBase
+
+from ca12.errors import NonFiniteError, UsageError
 
 
 class RLModule(L.LightningModule):
@@ -23,12 +27,26 @@ class RLModule(L.LightningModule):
     ends its `training_step` with `log_iteration`.
     """
 
+    # Action spaces the algorithm can act in; `check_env` refuses others before training starts.
+    action_spaces: tuple[str, ...] = ("continuous", "discrete")
+
+    @classmethod
+    def check_env(cls, env: EnvBase, group: str, name: str) -> None:
+        """Refuse an env whose actions this algorithm cannot produce (one line, names both)."""
+        spec = env.full_action_spec_unbatched[group, "action"]
+        kind = "discrete" if isinstance(spec, (Categorical, OneHot)) else "continuous"
+        if kind not in cls.action_spaces:
+            raise UsageError(
+                f"{name} cannot train on this env: its actions are {kind}, {name} handles {' and '.join(cls.action_spaces)} actions"
+            )
+
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
         self.frames = 0
         self.iterations = 0
+        self.skipped_updates = 0
         # The whole resolved run config (set by ca12.fit); saved so a checkpoint can resume alone.
         self.run_config: dict | None = None
         self._step_end_time: float | None = None
@@ -63,14 +81,41 @@ class RLModule(L.LightningModule):
                 "time/frames_per_second": new_frames / max(self._collect_s + update_s, 1e-9),
                 "time/frames": float(self.frames),
                 "time/iteration": float(self.iterations),
+                "train/skipped_updates": float(self.skipped_updates),
             }
         )
+
+    # --- one guarded optimiser step ---------------------------------------------------------------
+    def optimiser_step(self, optimiser, loss: torch.Tensor, terms: TensorDictBase) -> torch.Tensor:
+        """Backward, clip (through Lightning), step; refuse or skip a non-finite update.
+
+        With `algo.skip_nonfinite` a NaN/inf loss or gradient skips this update (counted in
+        `train/skipped_updates`); otherwise it raises `NonFiniteError` naming the iteration and
+        the loss term, before the bad update touches the weights. Returns the gradient norm
+        before clipping.
+        """
+        optimiser.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        params = [p for group in optimiser.param_groups for p in group["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # one host sync per update
+            bad = [k for k, v in terms.items() if k.startswith("loss_") and not torch.isfinite(v).all()]
+            what = f"loss term '{bad[0]}' is {float(terms[bad[0]].detach())}" if bad else "the gradient is not finite"
+            if not self.cfg.get("skip_nonfinite", False):
+                raise NonFiniteError(f"iteration {self.iterations + 1}: {what}; stopped (set algo.skip_nonfinite=true to skip such updates)")
+            optimiser.zero_grad(set_to_none=True)
+            self.skipped_updates += 1
+            return grad_norm
+        self.clip_gradients(optimiser, gradient_clip_val=self.cfg.max_grad_norm, gradient_clip_algorithm="norm")
+        optimiser.step()
+        return grad_norm
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         wandb_ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]
         checkpoint["ca12"] = {
             "frames": self.frames,
             "iterations": self.iterations,
+            "skipped_updates": self.skipped_updates,
             "run_config": self.run_config or {"algo": OmegaConf.to_container(self.cfg, resolve=True)},
             "wandb_id": wandb_ids[0] if wandb_ids else None,
         }
@@ -79,6 +124,7 @@ class RLModule(L.LightningModule):
         state = checkpoint.get("ca12", {})
         self.frames = state.get("frames", 0)
         self.iterations = state.get("iterations", 0)
+        self.skipped_updates = state.get("skipped_updates", 0)
 
     # --- metrics ----------------------------------------------------------------------------------
     def log_metrics(self, metrics: dict) -> None:

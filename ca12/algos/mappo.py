@@ -87,11 +87,9 @@ class MAPPO(RLModule):
             order = torch.randperm(frames.shape[0], device=frames.device)
             for index in order.split(self.cfg.minibatch_size):
                 total, terms = self.loss(frames[index])
-                optimiser.zero_grad(set_to_none=True)
-                self.manual_backward(total)
-                self.clip_gradients(optimiser, gradient_clip_val=self.cfg.max_grad_norm, gradient_clip_algorithm="norm")
-                optimiser.step()
+                grad_norm = self.optimiser_step(optimiser, total, terms)
                 terms = terms.detach()
+                terms["grad_norm"] = grad_norm
                 terms_sum = terms if terms_sum is None else terms_sum + terms
                 n_updates += 1
         metrics = {f"train/{key}": value.mean() / n_updates for key, value in terms_sum.items()}

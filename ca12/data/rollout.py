@@ -5,6 +5,11 @@ batch of `frames_per_batch` frames, shaped `[num_envs, frames_per_batch // num_e
 each batch the collector pulls the module's current policy weights (a no-op copy when the policy
 and env share a device), so every batch is sampled by the freshest policy. Sampling runs on the
 env's device and the batch stays there; Lightning moves it to the training device.
+
+Exact resume: when batches are aligned with episodes (every env runs whole episodes in a
+batch), each batch starts from a reset, so the env's state between iterations is a function of
+the random generators alone. `state_dict` saves those generators and the collector's counters;
+a resumed run restores them right before its first batch, and continues bit for bit.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import lightning as L
+import torch
 from tensordict import TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
+
+from ca12.seeding import capture_rng_state, restore_rng_state
 
 
 def _identity(batch):
@@ -25,17 +33,19 @@ def _identity(batch):
 class _OneBatchPerEpoch(IterableDataset):
     """Yields the collector's next batch once per `iter()`, keeping the collector running."""
 
-    def __init__(self, collector: Collector):
-        self.collector = collector
+    def __init__(self, datamodule: "RolloutDataModule"):
+        self.datamodule = datamodule
         self._batches: Iterator[TensorDictBase] | None = None
 
     def __len__(self) -> int:
         return 1
 
     def __iter__(self):
+        collector = self.datamodule.collector
         if self._batches is None:
-            self._batches = iter(self.collector)
-        self.collector.update_policy_weights_()
+            self._batches = iter(collector)
+        self.datamodule.restore_pending_state()
+        collector.update_policy_weights_()
         yield next(self._batches)
 
 
@@ -47,15 +57,19 @@ class RolloutDataModule(L.LightningDataModule):
             DDP rank samples its own episodes.
         frames_per_batch: frames (env steps x envs) per batch.
         seed: base seed of this run.
+        episode_aligned: every batch holds whole episodes of every env; the collector then resets
+            the envs at the start of each batch, which makes resume exact.
     """
 
-    def __init__(self, make_env: Callable[[int], EnvBase], frames_per_batch: int, seed: int):
+    def __init__(self, make_env: Callable[[int], EnvBase], frames_per_batch: int, seed: int, episode_aligned: bool = False):
         super().__init__()
         self.make_env = make_env
         self.frames_per_batch = frames_per_batch
         self.seed = seed
+        self.episode_aligned = episode_aligned
         self.env: EnvBase | None = None
         self.collector: Collector | None = None
+        self._pending: dict | None = None
 
     def setup(self, stage: str) -> None:
         if self.env is None:
@@ -65,20 +79,44 @@ class RolloutDataModule(L.LightningDataModule):
         # Asked for after the strategy moved the module to its device; the collector keeps a
         # copy of the policy on the env's device when the two differ.
         if self.collector is None:
-            policy = self.trainer.lightning_module.policy
             self.collector = Collector(
                 self.env,
-                policy,
+                self.trainer.lightning_module.policy,
                 frames_per_batch=self.frames_per_batch,
                 total_frames=-1,
                 env_device=self.env.device,
                 policy_device=self.env.device,
                 storing_device=self.env.device,
+                reset_at_each_iter=self.episode_aligned,
                 auto_register_policy_transforms=False,
             )
-        return DataLoader(_OneBatchPerEpoch(self.collector), batch_size=None, collate_fn=_identity)
+        # Its own generator: creating the loader's iterator must not draw from the global one.
+        return DataLoader(
+            _OneBatchPerEpoch(self), batch_size=None, collate_fn=_identity, generator=torch.Generator()
+        )
+
+    # --- checkpointed state ----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        collector = {}
+        if self.collector is not None:
+            collector = {k: v for k, v in self.collector.state_dict().items() if k != "policy_state_dict"}
+        return {"rng": capture_rng_state(), "collector": collector}
+
+    def load_state_dict(self, state: dict) -> None:
+        # Applied right before the next batch, after the env and collector were built (building
+        # a VMAS env reseeds the global generators).
+        self._pending = state
+
+    def restore_pending_state(self) -> None:
+        if self._pending is None:
+            return
+        if self._pending.get("collector"):
+            self.collector.load_state_dict(self._pending["collector"], strict=False)
+        restore_rng_state(self._pending["rng"])
+        self._pending = None
 
     def teardown(self, stage: str) -> None:
         if self.collector is not None:
             self.collector.shutdown()
             self.collector = None
+            self.env = None

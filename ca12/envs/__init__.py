@@ -48,6 +48,12 @@ def make_env(cfg: DictConfig, seed: int) -> EnvBase:
     return builder(cfg, seed)
 
 
+def render_frame(cfg: DictConfig, env: EnvBase, env_index: int = 0):
+    """An RGB frame of one world of `env`, or None when the family cannot render."""
+    render = getattr(_family_module(cfg.family), "render", None)
+    return None if render is None else render(env, env_index)
+
+
 def agent_group(env: EnvBase) -> str:
     """The single agent group of a multi-agent env (ca12's PPO family trains one group)."""
     groups = list(getattr(env, "group_map", {}) or {})

@@ -8,8 +8,21 @@ import vmas
 from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase, RewardSum, TransformedEnv
 from torchrl.envs.libs.vmas import VmasEnv
+from vmas.simulator.environment.environment import Environment
 
 from ca12.errors import UsageError
+from ca12.seeding import register_rng_source
+
+# VMAS draws resets from one random state shared by all its envs in a process (kept apart from
+# the global generators); checkpoints and evaluation isolation must cover it too.
+_VMAS_RNG = Environment.vmas_random_state  # [torch state, numpy state, python state], replaced in place
+
+
+def _set_vmas_rng(state: list) -> None:
+    _VMAS_RNG[:] = [state[0].clone(), state[1], state[2]]
+
+
+register_rng_source("vmas", lambda: [_VMAS_RNG[0].clone(), _VMAS_RNG[1], _VMAS_RNG[2]], _set_vmas_rng)
 
 
 def tasks() -> list[str]:
@@ -44,3 +57,8 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
             raise UsageError(f"vmas/{cfg.task} does not take {text.split(' passed')[0].split(': ', 1)[-1]}")
     (group,) = env.group_map  # VMAS puts agents of one kind in one group
     return TransformedEnv(env, RewardSum(in_keys=[(group, "reward")], out_keys=[(group, "episode_reward")]))
+
+
+def render(env: EnvBase, env_index: int = 0):
+    """One RGB frame (H x W x 3 uint8) of world `env_index`; works headless."""
+    return env.base_env._env.render(mode="rgb_array", env_index=env_index, visualize_when_rgb=False)

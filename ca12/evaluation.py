@@ -1,0 +1,118 @@
+"""Evaluation episodes: mean and std of episode return (overall and per agent), optionally
+rendered to a GIF.
+
+Evaluation never touches the training run's random stream: it builds its env and samples its
+actions inside `isolated_rng`, and reseeds its env (and torch) with a fixed seed every time, so
+the same weights always give the same result, in the training callback and in
+`python -m ca12.evaluate` alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from ca12.envs import agent_group, make_env, render_frame
+from ca12.seeding import isolated_rng
+
+# Evaluation seeds sit far from training seeds (seed + rank) so the episodes are new ones.
+EVAL_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class EvalResult:
+    episode_reward_mean: float
+    episode_reward_std: float
+    per_agent_reward_mean: list[float]
+    episodes: int
+    frames: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def metrics(self, prefix: str = "eval") -> dict[str, float]:
+        out = {f"{prefix}/episode_reward_mean": self.episode_reward_mean, f"{prefix}/episode_reward_std": self.episode_reward_std}
+        out.update({f"{prefix}/agent_{i}_reward_mean": r for i, r in enumerate(self.per_agent_reward_mean)})
+        return out
+
+
+class Evaluator:
+    """Runs `episodes` episodes in parallel (one env world each) with a given policy.
+
+    Args:
+        env_cfg: the run's `env` section; `num_envs` is replaced by `episodes`.
+        episodes: how many episodes (parallel worlds).
+        seed: the run's seed; evaluation uses `seed + EVAL_SEED_OFFSET`.
+        deterministic: act with the distribution's mode instead of sampling.
+    """
+
+    def __init__(self, env_cfg: DictConfig, episodes: int, seed: int, deterministic: bool):
+        self.env_cfg = OmegaConf.merge(env_cfg, {"num_envs": episodes})
+        self.episodes = episodes
+        self.seed = seed + EVAL_SEED_OFFSET
+        self.deterministic = deterministic
+        self._env: EnvBase | None = None
+
+    @property
+    def env(self) -> EnvBase:
+        if self._env is None:
+            with isolated_rng():
+                self._env = make_env(self.env_cfg, self.seed)
+        return self._env
+
+    @torch.no_grad()
+    def run(self, policy: torch.nn.Module, render: bool = False) -> EvalResult:
+        env = self.env
+        group = agent_group(env)
+        frames: list[np.ndarray] = []
+        callback = (lambda e, td: frames.append(render_frame(self.env_cfg, e, 0))) if render else None
+        exploration = ExplorationType.DETERMINISTIC if self.deterministic else ExplorationType.RANDOM
+        with isolated_rng(), set_exploration_type(exploration):
+            env.set_seed(self.seed)
+            torch.manual_seed(self.seed)
+            td = env.rollout(
+                self.env_cfg.max_steps, policy=_OnDevice(policy, env.device), callback=callback,
+                break_when_any_done=False, auto_cast_to_device=True,
+            )
+        reward = td["next", group, "reward"]  # [E, T, n_agents, 1]
+        done = td["next", "done"]  # [E, T, 1]
+        # Count each world's first episode only: steps up to and including its first done.
+        ended_before = (done.long().cumsum(1) - done.long()) > 0  # [E, T, 1]
+        per_agent = (reward * (~ended_before).unsqueeze(-1)).sum(1).squeeze(-1)  # [E, n_agents]
+        team = per_agent.mean(-1)  # [E]
+        return EvalResult(
+            episode_reward_mean=float(team.mean()),
+            episode_reward_std=float(team.std(unbiased=False)),
+            per_agent_reward_mean=per_agent.mean(0).tolist(),
+            episodes=self.episodes,
+            frames=[f for f in frames if f is not None],
+        )
+
+
+class _OnDevice(torch.nn.Module):
+    """Lets a policy that lives on the training device act in an env on another device."""
+
+    def __init__(self, policy: torch.nn.Module, env_device: torch.device):
+        super().__init__()
+        self.policy = policy
+        self.env_device = env_device
+
+    def forward(self, td):
+        device = next(self.policy.parameters()).device
+        return self.policy(td.to(device)).to(self.env_device)
+
+
+def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 20) -> Path:
+    """Write RGB frames as an animated GIF (Pillow)."""
+    from PIL import Image
+
+    if not frames:
+        raise ValueError("no frames to write: this env cannot render")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(np.asarray(frame, dtype=np.uint8)) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path

@@ -1,0 +1,149 @@
+"""Runs you can trust: exact resume, determinism, killed runs, NaN guard, evaluation."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ca12.fit import main
+from conftest import TINY
+
+FOUR_ITERS = TINY + ["collector.total_frames=400", "logger=none", "eval.every_n_iters=1", "eval.episodes=2"]
+
+
+def _ckpt(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def _assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), key
+    assert a["ca12"]["frames"] == b["ca12"]["frames"]
+
+
+def _column(run_dir: Path, key: str) -> list[float]:
+    with open(run_dir / "metrics.csv") as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+def test_n_iterations_equal_half_resume_half_bit_for_bit(tmp_path):
+    one_go, split = tmp_path / "one_go", tmp_path / "split"
+    assert main(["--algo", "mappo", "--run-dir", str(one_go), *FOUR_ITERS]) == 0
+    assert main(["--algo", "mappo", "--run-dir", str(split), *FOUR_ITERS, "collector.total_frames=200"]) == 0
+    assert _ckpt(split)["ca12"]["frames"] == 200
+    assert main(["--resume", str(split), "collector.total_frames=400"]) == 0
+
+    _assert_same_training_state(_ckpt(one_go), _ckpt(split))
+    assert _column(one_go, "rollout/episode_reward_mean") == _column(split, "rollout/episode_reward_mean")
+    assert _column(one_go, "eval/episode_reward_mean") == _column(split, "eval/episode_reward_mean")
+    assert len(_column(split, "time/frames")) == 4, "metrics.csv continues across the resume"
+
+
+def test_same_seed_same_result_other_seed_other_result(tmp_path):
+    runs = {}
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        assert main(["--algo", "ippo", "--seed", seed, "--run-dir", str(tmp_path / name), *TINY, "logger=none"]) == 0
+        runs[name] = _ckpt(tmp_path / name)
+    _assert_same_training_state(runs["a"], runs["b"])
+    key = next(iter(runs["a"]["state_dict"]))
+    assert not torch.equal(runs["a"]["state_dict"][key], runs["c"]["state_dict"][key])
+
+
+def _start_fit(run_dir: Path, *extra: str) -> subprocess.Popen:
+    args = ["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=none", "collector.total_frames=100000", *extra]
+    return subprocess.Popen([sys.executable, "-m", "ca12.fit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, iterations: int = 2) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        path = run_dir / "checkpoints" / f"iter_{iterations:05d}.ckpt"
+        if path.exists():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise TimeoutError("no checkpoint written")
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start_fit(run_dir)
+    _wait_for_checkpoint(run_dir, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = _ckpt(run_dir)["ca12"]["iterations"]
+    assert saved >= 2
+    assert main(["--resume", str(run_dir), f"collector.total_frames={(saved + 2) * 100}"]) == 0
+    assert _ckpt(run_dir)["ca12"]["iterations"] == saved + 2
+    assert _ckpt(run_dir)["ca12"]["frames"] == (saved + 2) * 100
+
+
+def test_sigterm_finishes_the_iteration_saves_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start_fit(run_dir)
+    _wait_for_checkpoint(run_dir, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    state = _ckpt(run_dir)["ca12"]
+    assert f"after iteration {state['iterations']}, checkpoint saved" in out
+    assert state["frames"] == state["iterations"] * 100 < 100000
+
+
+def _nan_critic_from_iteration(monkeypatch, iteration: int):
+    from ca12.algos.mappo import MAPPO
+
+    original = MAPPO.loss
+
+    def loss(self, minibatch):
+        total, terms = original(self, minibatch)
+        if self.iterations + 1 >= iteration:
+            terms["loss_critic"] = terms["loss_critic"] * float("nan")
+            total = total + terms["loss_critic"]
+        return total, terms
+
+    monkeypatch.setattr(MAPPO, "loss", loss)
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    _nan_critic_from_iteration(monkeypatch, 3)
+    run_dir = tmp_path / "run"
+    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *FOUR_ITERS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ca12.fit: iteration 3: loss term 'loss_critic' is nan")
+    saved = _ckpt(run_dir)
+    assert saved["ca12"]["iterations"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_skip_nonfinite_skips_the_bad_updates_and_goes_on(tmp_path, monkeypatch):
+    _nan_critic_from_iteration(monkeypatch, 4)
+    run_dir = tmp_path / "run"
+    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *FOUR_ITERS, "algo.skip_nonfinite=true"]) == 0
+    saved = _ckpt(run_dir)
+    assert saved["ca12"]["iterations"] == 4
+    assert saved["ca12"]["skipped_updates"] == 2 * 2  # iteration 4: 2 epochs x 2 minibatches
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_an_algorithm_refuses_an_env_it_cannot_act_in(tmp_path, monkeypatch, capsys):
+    from ca12.algos.mappo import MAPPO
+
+    monkeypatch.setattr(MAPPO, "action_spaces", ("discrete",))
+    run_dir = tmp_path / "run"
+    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ca12.fit: error: mappo cannot train on this env: its actions are continuous, mappo handles discrete actions"]
+    assert not run_dir.exists()
