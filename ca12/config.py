@@ -179,6 +179,7 @@ def validate(cfg: DictConfig) -> None:
         ("env.max_steps", cfg.env.max_steps),
         ("checkpoint.every_n_iters", cfg.checkpoint.every_n_iters),
         ("trainer.devices", cfg.trainer.devices),
+        ("trainer.num_nodes", cfg.trainer.num_nodes),
         ("eval.episodes", cfg.eval.episodes),
     ):
         if value <= 0:
@@ -203,9 +204,15 @@ def episode_aligned(cfg: DictConfig) -> bool:
     return steps_per_env % cfg.env.max_steps == 0
 
 
-def num_iterations(cfg: DictConfig) -> int:
-    """Iterations needed to collect collector.total_frames (the last batch may overshoot)."""
-    return -(-cfg.collector.total_frames // cfg.collector.frames_per_batch)
+def num_iterations(cfg: DictConfig, world_size: int = 1, done_iterations: int = 0, done_frames: int = 0) -> int:
+    """Iterations (in all) after which collector.total_frames are collected, when each of
+    `world_size` processes collects frames_per_batch per iteration (the last may overshoot).
+
+    A resumed run passes what it has done: its earlier iterations may have run on another
+    number of processes.
+    """
+    remaining = max(cfg.collector.total_frames - done_frames, 0)
+    return done_iterations + -(-remaining // (cfg.collector.frames_per_batch * world_size))
 
 
 # Settings that fix the shapes or the data of a run: a resumed run keeps them.
@@ -230,7 +237,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
         default = OmegaConf.select(cfg, key, default=_MISSING)
         if default is _MISSING or OmegaConf.is_dict(default):
             raise UsageError(f"unknown override key '{key}' for this run")
-        parsed = OmegaConf.create({"v": _parse_value(value)}).v
+        parsed = _parse_value(value)
         _check_type(key, default, parsed)
         OmegaConf.update(cfg, key, parsed, merge=False)
     validate(cfg)
@@ -238,10 +245,11 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
 
 
 def _parse_value(text: str) -> Any:
-    """A command-line value as YAML reads it (1 -> int, 1e-4 -> float, true -> bool, [1,2] -> list)."""
-    import yaml
+    """A command-line value as Hydra's override grammar reads it (1 -> int, 1e-4 -> float,
+    true -> bool, [1,2] -> list), so resume overrides read exactly like fresh ones."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+        return OverridesParser.create().parse_override(f"key={text}").value()
+    except Exception:
+        raise UsageError(f"cannot read the value '{text}'") from None

@@ -115,7 +115,11 @@ def resolve_run(args: argparse.Namespace):
         raise UsageError("--algo is required (see --list)")
     env = args.env or DEFAULT_ENV
     cfg = load_config(args.algo, env, args.overrides, seed=args.seed)
-    run_dir = args.run_dir or Path(os.environ.get(_RUN_DIR_VAR) or default_run_dir(args.algo, env))
+    launched_many = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if args.run_dir is None and launched_many and not (_launched_rank() > 0 and os.environ.get(_RUN_DIR_VAR)):
+        raise UsageError("launched as several processes (torchrun/SLURM): pass the same --run-dir to every process")
+    inherited = os.environ.get(_RUN_DIR_VAR) if _launched_rank() > 0 else None
+    run_dir = args.run_dir or Path(inherited or default_run_dir(args.algo, env))
     if _holds_run(run_dir) and _launched_rank() == 0:
         raise UsageError(f"run directory '{run_dir}' already holds a run; pass --resume {run_dir} to continue it or choose another --run-dir")
     return cfg, run_dir, None, {}
@@ -160,7 +164,7 @@ def run(args: argparse.Namespace) -> Path:
         devices=cfg.trainer.devices,
         strategy=cfg.trainer.strategy,
         precision=cfg.trainer.precision,
-        max_epochs=num_iterations(cfg),  # one epoch = one collector batch = one iteration
+        num_nodes=cfg.trainer.num_nodes,
         logger=loggers,
         callbacks=[
             FramesProgressBar(cfg.collector.total_frames),
@@ -175,11 +179,15 @@ def run(args: argparse.Namespace) -> Path:
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
     )
+    # One epoch = one collector batch per process = one iteration; frames count over all processes.
+    trainer.fit_loop.max_epochs = num_iterations(cfg, trainer.world_size, saved.get("iterations", 0), saved.get("frames", 0))
     try:
         # weights_only=False: the checkpoint holds RNG states and the config, which we wrote ourselves.
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
     finally:
         finish_wandb(loggers)
+        if _launched_rank() == 0:
+            os.environ.pop(_RUN_DIR_VAR, None)
     if trainer.is_global_zero:
         final = trainer.callback_metrics.get("rollout/episode_reward_mean")
         summary = f"final rollout/episode_reward_mean {float(final):.3f} | " if final is not None else ""

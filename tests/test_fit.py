@@ -104,3 +104,36 @@ def test_cli_refuses_a_corrupt_checkpoint(tmp_path):
     out = _cli("--resume", str(bad), cwd=tmp_path)
     assert out.returncode == 2 and "is not a readable checkpoint" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_ddp_with_two_cpu_processes_trains_and_resumes_in_one_process(tmp_path):
+    run_dir = tmp_path / "ddp"
+    out = _cli("--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=csv", "trainer=ddp", "trainer.devices=2",
+               "collector.total_frames=400", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ca12"]
+    assert state["iterations"] == 2 and state["frames"] == 400, "each iteration collects 100 frames on each of 2 ranks"
+    assert [float(r["time/frames"]) for r in _rows(run_dir)] == [200.0, 400.0]
+    assert len(list(run_dir.rglob("config.yaml"))) == 1, "only rank 0 writes"
+
+    out = _cli("--resume", str(run_dir), "trainer=cpu", "collector.total_frames=600", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ca12"]
+    assert state["iterations"] == 4 and state["frames"] == 600
+    assert [float(r["time/frames"]) for r in _rows(run_dir)] == [200.0, 400.0, 500.0, 600.0]
+
+
+def test_resume_last_finds_the_newest_run_and_refuses_frozen_overrides(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--algo", "ippo", *TINY, "logger=none"]) == 0
+    (run_dir,) = (tmp_path / "runs" / "ippo" / "vmas-navigation").iterdir()
+    assert main(["--resume", "last", "--algo", "ippo", "env.num_envs=8"]) == 2
+    assert "'env.num_envs' cannot change when resuming" in capsys.readouterr().err
+    assert main(["--resume", "last", "--algo", "mappo"]) == 2
+    assert "no checkpoint under runs/mappo/vmas-navigation" in capsys.readouterr().err
+    assert main(["--resume", str(run_dir), "--algo", "mappo"]) == 2
+    assert "is a ippo run, not mappo" in capsys.readouterr().err
+    assert main(["--resume", "last", "--algo", "ippo", "collector.total_frames=300", "algo.lr=1e-4"]) == 0
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ca12"]
+    assert state["frames"] == 300 and state["run_config"]["algo"]["lr"] == 1e-4
+    assert OmegaConf.load(run_dir / "config.yaml").collector.total_frames == 300

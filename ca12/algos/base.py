@@ -128,7 +128,8 @@ class RLModule(L.LightningModule):
 
     # --- metrics ----------------------------------------------------------------------------------
     def log_metrics(self, metrics: dict) -> None:
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
+        # Under DDP every rank has its own batch: log the mean over ranks.
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1, sync_dist=self.trainer.world_size > 1)
 
     def episode_reward_mean(self, batch: TensorDictBase, group: str) -> torch.Tensor:
         """Mean return of the episodes that ended in `batch` (over episodes and agents).

@@ -1,0 +1,79 @@
+"""`python -m ca12.evaluate` and the training-time evaluation agree; bad checkpoints are refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ca12.evaluate import main as evaluate_main
+from ca12.fit import main as fit_main
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    args = ["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=none",
+            "collector.total_frames=300", "eval.every_n_iters=3", "eval.episodes=5", "eval.video=true"]
+    assert fit_main(args) == 0
+    return run_dir
+
+
+def _logged_eval(run_dir) -> float:
+    with open(run_dir / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("eval/episode_reward_mean")]
+    assert [row["time/iteration"] for row in rows] == ["3"]
+    return float(rows[0]["eval/episode_reward_mean"])
+
+
+def test_evaluate_reproduces_the_training_time_eval_return(trained_run, capsys):
+    logged = _logged_eval(trained_run)
+    assert evaluate_main([str(trained_run), "--episodes", "5", "--deterministic", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["eval/episode_reward_mean"] == pytest.approx(logged, abs=1e-6)
+    assert result["episodes"] == 5 and result["frames"] == 300
+    assert "eval/agent_2_reward_mean" in result
+    # stochastic actions give another (but again reproducible) result
+    assert evaluate_main([str(trained_run), "--episodes", "5", "--json"]) == 0
+    stochastic = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episode_reward_mean"]
+    assert evaluate_main([str(trained_run), "--episodes", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episode_reward_mean"] == stochastic
+    assert stochastic != result["eval/episode_reward_mean"]
+
+
+def test_training_eval_renders_a_gif_and_evaluate_writes_one(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    gif = trained_run / "videos" / "iter_00003.gif"
+    assert gif.is_file()
+    with Image.open(gif) as image:
+        assert image.n_frames > 10 and image.size == (700, 700)
+    out = tmp_path / "episode.gif"
+    assert evaluate_main([str(trained_run / "checkpoints" / "last.ckpt"), "--episodes", "1", "--video", str(out)]) == 0
+    assert out.is_file() and "episode return:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [(None, "no checkpoint file at"), (b"garbage", "is not a readable checkpoint"), ("foreign", "is not a ca12 checkpoint"),
+     ("truncated", "is not a readable checkpoint")],
+)
+def test_evaluate_refuses_missing_corrupt_and_foreign_checkpoints(content, fragment, tmp_path, trained_run):
+    import torch
+
+    path = tmp_path / "x.ckpt"
+    if content == "foreign":
+        torch.save({"state_dict": {}, "epoch": 3}, path)
+    elif content == "truncated":
+        data = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif content is not None:
+        path.write_bytes(content)
+    out = subprocess.run([sys.executable, "-m", "ca12.evaluate", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0]
