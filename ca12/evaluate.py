@@ -37,7 +37,7 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = Fals
 
     from ca12.algos import algo_class
     from ca12.checkpoints import read_checkpoint
-    from ca12.envs import make_env
+    from ca12.envs import make_spec_env
     from ca12.evaluation import Evaluator, save_gif
     from ca12.seeding import isolated_rng
 
@@ -49,7 +49,7 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = Fals
         raise UsageError(f"--episodes must be positive, got {episodes}")
     evaluator = Evaluator(cfg.env, episodes, cfg.seed, deterministic)
     with isolated_rng():
-        module = algo_class(cfg.algo.name)(cfg.algo, make_env(OmegaConf.merge(cfg.env, {"num_envs": 1}), cfg.seed))
+        module = algo_class(cfg.algo.name)(cfg.algo, make_spec_env(cfg.env, cfg.seed))
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     module.to(evaluator.env.device)

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> Path:
 
     from ca12.algos import algo_class
     from ca12.config import episode_aligned, num_iterations
-    from ca12.envs import agent_group, make_env
+    from ca12.envs import agent_group, make_env, make_spec_env
     from ca12.evaluation import Evaluator
     from ca12.tracking import finish_wandb, make_loggers
     from callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> Path:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     env_factory = partial(make_env, cfg.env)
-    spec_env = env_factory(cfg.seed)
+    spec_env = make_spec_env(cfg.env, cfg.seed)
     algorithm.check_env(spec_env, agent_group(spec_env), cfg.algo.name)
     module = algorithm(cfg.algo, spec_env)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)

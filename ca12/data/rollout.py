@@ -53,15 +53,16 @@ class RolloutDataModule(L.LightningDataModule):
     """Collects on-policy batches with the training module's own policy.
 
     Args:
-        make_env: `seed -> EnvBase`; called once per process with `seed + global_rank`, so every
-            DDP rank samples its own episodes.
+        make_env: `(seed, process_device) -> EnvBase`; called once per process with
+            `seed + global_rank` and the process's device, so every DDP rank samples its own
+            episodes on its own device.
         frames_per_batch: frames (env steps x envs) per batch.
         seed: base seed of this run.
         episode_aligned: every batch holds whole episodes of every env; the collector then resets
             the envs at the start of each batch, which makes resume exact.
     """
 
-    def __init__(self, make_env: Callable[[int], EnvBase], frames_per_batch: int, seed: int, episode_aligned: bool = False):
+    def __init__(self, make_env: Callable[[int, torch.device], EnvBase], frames_per_batch: int, seed: int, episode_aligned: bool = False):
         super().__init__()
         self.make_env = make_env
         self.frames_per_batch = frames_per_batch
@@ -73,7 +74,7 @@ class RolloutDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if self.env is None:
-            self.env = self.make_env(self.seed + self.trainer.global_rank)
+            self.env = self.make_env(self.seed + self.trainer.global_rank, self.trainer.strategy.root_device)
 
     def train_dataloader(self) -> DataLoader:
         # Asked for after the strategy moved the module to its device; the collector keeps a

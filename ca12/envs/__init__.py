@@ -11,7 +11,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Callable
 
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase
 
 from ca12.errors import UsageError
@@ -42,10 +43,21 @@ def task_kwargs(cfg: DictConfig) -> dict:
     return {key: value for key, value in cfg.items() if key not in COMMON_KEYS}
 
 
-def make_env(cfg: DictConfig, seed: int) -> EnvBase:
-    """Build the batched env described by `cfg` (a composed `env` section), seeded."""
+def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = None) -> EnvBase:
+    """Build the batched env described by `cfg` (a composed `env` section), seeded.
+
+    `env.device: cuda` (no index) means "this process's GPU": under DDP each rank passes its
+    own device as `process_device` and samples there.
+    """
+    if cfg.device == "cuda" and process_device is not None and process_device.type == "cuda":
+        cfg = OmegaConf.merge(cfg, {"device": str(process_device)})
     builder: Callable[[DictConfig, int], EnvBase] = _family_module(cfg.family).make
     return builder(cfg, seed)
+
+
+def make_spec_env(cfg: DictConfig, seed: int) -> EnvBase:
+    """A one-world env on the CPU, to read specs from when building networks."""
+    return make_env(OmegaConf.merge(cfg, {"num_envs": 1, "device": "cpu"}), seed)
 
 
 def render_frame(cfg: DictConfig, env: EnvBase, env_index: int = 0):
