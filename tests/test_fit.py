@@ -22,9 +22,11 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("algo", algo_names())
-def test_tiny_fit_writes_checkpoints_metrics_and_an_offline_wandb_run(algo, tmp_path, no_wandb_credentials):
+@pytest.mark.parametrize("actions", ["continuous", "discrete"])
+def test_tiny_fit_writes_checkpoints_metrics_and_an_offline_wandb_run(algo, actions, tmp_path, no_wandb_credentials):
     run_dir = tmp_path / "run"
-    assert main(["--algo", algo, "--run-dir", str(run_dir), *TINY]) == 0
+    continuous = f"env.continuous_actions={str(actions == 'continuous').lower()}"
+    assert main(["--algo", algo, "--run-dir", str(run_dir), *TINY, continuous]) == 0
 
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "iter_00001.ckpt").is_file()

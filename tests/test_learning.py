@@ -13,24 +13,23 @@ import pytest
 from ca12.fit import main
 
 
-def _returns(run_dir) -> list[float]:
+def _train(algo: str, frames: int, tmp_path) -> list[float]:
+    """Train with the default config for `frames` frames; the return of every iteration."""
+    run_dir = tmp_path / algo
+    assert main(["--algo", algo, "--run-dir", str(run_dir), "logger=none", f"collector.total_frames={frames}"]) == 0
     with open(run_dir / "metrics.csv") as f:
         return [float(row["rollout/episode_reward_mean"]) for row in csv.DictReader(f)]
 
 
 @pytest.mark.slow
 def test_mappo_learns_navigation(tmp_path):
-    run_dir = tmp_path / "mappo"
-    assert main(["--algo", "mappo", "--run-dir", str(run_dir), "logger=none", "collector.total_frames=120000"]) == 0
-    returns = _returns(run_dir)
+    returns = _train("mappo", 120_000, tmp_path)
     assert len(returns) == 20
     assert sum(returns[-3:]) / 3 >= 0.75, returns
 
 
 @pytest.mark.slow
 def test_ippo_learns_navigation(tmp_path):
-    run_dir = tmp_path / "ippo"
-    assert main(["--algo", "ippo", "--run-dir", str(run_dir), "logger=none", "collector.total_frames=96000"]) == 0
-    returns = _returns(run_dir)
+    returns = _train("ippo", 96_000, tmp_path)
     assert len(returns) == 16
     assert sum(returns[-2:]) / 2 - returns[0] >= 0.8, returns
