@@ -18,7 +18,7 @@ from torchrl.envs import EnvBase
 from ca12.errors import UsageError
 
 # family -> module that defines `make(cfg, seed) -> EnvBase` and `tasks() -> list[str]`.
-_FAMILIES: dict[str, str] = {"vmas": "ca12.envs.vmas"}
+_FAMILIES: dict[str, str] = {"vmas": "ca12.envs.vmas", "matrix": "ca12.envs.matrix", "generic": "ca12.envs.generic"}
 
 # Keys of an env config that are not passed to the env's own constructor as kwargs.
 COMMON_KEYS = ("family", "task", "num_envs", "max_steps", "device", "continuous_actions")

@@ -1,0 +1,254 @@
+"""A generic cooperative multi-agent env in plain batched torch: agents gather at a shared goal.
+
+`MultiAgentEnvironment` is the smallest continuous-state cooperative task with a team reward,
+for any number of agents and any state dimension, and with no simulator dependency: it lets a
+user (or a test) train on a cooperative problem whose size is a constructor argument.
+
+Dynamics, per world (all worlds step together on `device`):
+    * Each agent has a position in [-1, 1]^state_dim; one goal per world, shared by the team.
+      Positions and goal are drawn uniformly at reset from the env's own `torch.Generator`.
+    * Continuous actions (`generic/coop`): a velocity in [-1, 1]^action_dim, with
+      action_dim == state_dim (velocity i moves coordinate i): pos += step_size * action.
+    * Discrete actions (`generic/coop_discrete`): one of 2*state_dim + 1 unit moves:
+      0 stays, 2k+1 moves +step_size along axis k, 2k+2 moves -step_size along axis k.
+    * Positions are clipped to the arena [-1, 1]^state_dim.
+    * Team reward (every agent gets it, [B, n, 1]): minus the mean distance of the agents to the
+      goal, plus `bonus` on every step where all agents are within `goal_radius` of it.
+    * Episodes last `max_steps` steps and are cut by the time limit, not ended by the task:
+      `done` and `truncated` are set at max_steps, `terminated` never (so value targets
+      bootstrap from the last state).
+
+Observation per agent, `("agents", "observation")` [B, n, 3*state_dim]:
+    `[own position | goal - own position | team mean position]`.
+
+Seeding: each env keeps its own generator (seeded by the constructor's `seed` and by `set_seed`),
+so building or seeding an env never touches torch's global generator. The generator is
+registered with `ca12.seeding.register_rng_source` under `generic/<device>/<seed>`, so a
+checkpoint of a training run captures the training env's reset stream and resume restores it.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+
+from ca12.errors import UsageError
+from ca12.seeding import register_rng_source
+
+# task -> continuous actions?
+_TASKS = {"coop": True, "coop_discrete": False}
+# Task kwargs this family takes (everything else in the env section is refused).
+_KWARGS = ("n_agents", "state_dim", "action_dim", "step_size", "goal_radius", "bonus")
+
+# Live envs per registered generator name (weak: a dead env is dropped, not kept alive).
+_LIVE: dict[str, list[weakref.ref]] = {}
+
+
+def tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def _live_envs(name: str) -> list["MultiAgentEnvironment"]:
+    envs = [env for env in (ref() for ref in _LIVE.get(name, [])) if env is not None]
+    _LIVE[name] = [weakref.ref(env) for env in envs]
+    return envs
+
+
+def _register(env: "MultiAgentEnvironment", seed: int) -> None:
+    """Make checkpoints capture `env`'s generator.
+
+    The name depends only on (device, seed), so a resumed run (a fresh process, or a second run
+    in the same process) finds the training env under the same name as the saved one. Envs built
+    with the same seed on the same device (fit's one-world spec env and the training env) share
+    the name: capture reads the newest live one, restore sets them all.
+    """
+    name = f"generic/{env.device}/{seed}"
+    _LIVE[name] = [weakref.ref(e) for e in _live_envs(name)] + [weakref.ref(env)]
+
+    def get_state():
+        envs = _live_envs(name)
+        return envs[-1]._rng.get_state() if envs else None
+
+    def set_state(state) -> None:
+        if state is None:
+            return
+        for live in _live_envs(name):
+            live._rng.set_state(state)
+
+    register_rng_source(name, get_state, set_state)
+
+
+class MultiAgentEnvironment(EnvBase):
+    """Batched cooperative goal-reaching for `n_agents` agents in `state_dim` dimensions.
+
+    Args:
+        num_envs: parallel worlds (the env's batch size).
+        n_agents: agents per world (one group, "agents").
+        state_dim: dimension of each agent's position.
+        action_dim: continuous: must equal state_dim (defaults to it); discrete: must equal
+            2*state_dim + 1 (defaults to it).
+        continuous_actions: velocity actions in [-1, 1]^action_dim if True, else unit moves.
+        max_steps: steps per episode.
+        step_size: distance moved per step by a unit action.
+        goal_radius: distance to the goal within which an agent counts as arrived.
+        bonus: team reward added on steps where every agent has arrived.
+        device: where the worlds live.
+        seed: seed of the env's own generator.
+
+    Raises:
+        UsageError: a non-positive size, or an action_dim that does not fit the dynamics.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        n_agents: int = 2,
+        state_dim: int = 2,
+        action_dim: int | None = None,
+        continuous_actions: bool = True,
+        max_steps: int = 50,
+        step_size: float = 0.1,
+        goal_radius: float = 0.1,
+        bonus: float = 1.0,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        for key, value in (("num_envs", num_envs), ("n_agents", n_agents), ("state_dim", state_dim), ("max_steps", max_steps)):
+            if value <= 0:
+                raise UsageError(f"{key} must be positive, got {value}")
+        expected = state_dim if continuous_actions else 2 * state_dim + 1
+        if action_dim is None:
+            action_dim = expected
+        if action_dim != expected:
+            rule = (
+                f"equal state_dim ({state_dim}): each velocity component moves one coordinate"
+                if continuous_actions
+                else f"be 2*state_dim+1 = {expected}: stay, or a unit move along +/- each axis"
+            )
+            raise UsageError(f"action_dim ({action_dim}) must {rule}")
+        super().__init__(device=device, batch_size=torch.Size([num_envs]))
+        self.n_agents, self.state_dim, self.action_dim = n_agents, state_dim, action_dim
+        self.continuous_actions = continuous_actions
+        self.max_steps, self.step_size, self.goal_radius, self.bonus = max_steps, step_size, goal_radius, bonus
+        self.group_map = {"agents": [f"agent_{i}" for i in range(n_agents)]}
+        self._rng = torch.Generator(device=self.device)
+        self._rng.manual_seed(seed)
+        _register(self, seed)
+
+        b, n, d = num_envs, n_agents, state_dim
+        self._pos = torch.zeros(b, n, d, device=self.device)  # [B, n, d]
+        self._goal = torch.zeros(b, d, device=self.device)  # [B, d]
+        self._t = torch.zeros(b, dtype=torch.long, device=self.device)  # [B]
+        if not continuous_actions:
+            moves = torch.zeros(action_dim, d, device=self.device)  # [2d+1, d]: row 0 stays
+            axes = torch.arange(d, device=self.device)
+            moves[2 * axes + 1, axes] = 1.0
+            moves[2 * axes + 2, axes] = -1.0
+            self._moves = moves
+
+        agents = (b, n)
+        self.full_observation_spec = Composite(
+            agents=Composite(observation=Unbounded(shape=(b, n, 3 * d), device=self.device), shape=agents),
+            shape=(b,),
+        )
+        if continuous_actions:
+            action = Bounded(-1.0, 1.0, shape=(b, n, action_dim), device=self.device)
+        else:
+            action = Categorical(action_dim, shape=(b, n), dtype=torch.int64, device=self.device)
+        self.full_action_spec = Composite(agents=Composite(action=action, shape=agents), shape=(b,))
+        self.full_reward_spec = Composite(
+            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=agents), shape=(b,)
+        )
+        flag = Categorical(2, shape=(b, 1), dtype=torch.bool, device=self.device)
+        self.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
+
+    def _uniform(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=self._rng, device=self.device) * 2 - 1
+
+    def _observation(self) -> torch.Tensor:
+        b, n, d = self._pos.shape
+        to_goal = self._goal.unsqueeze(1) - self._pos  # [B, n, d]
+        mean = self._pos.mean(1, keepdim=True).expand(b, n, d)  # [B, n, d]
+        return torch.cat([self._pos, to_goal, mean], dim=-1)  # [B, n, 3d]
+
+    def _out(self, done: torch.Tensor, reward: torch.Tensor | None = None) -> TensorDictBase:
+        agents = {"observation": self._observation()}
+        if reward is not None:
+            agents["reward"] = reward
+        return TensorDict(
+            {
+                "agents": TensorDict(agents, batch_size=(self.batch_size[0], self.n_agents)),
+                "done": done.clone(),
+                "terminated": torch.zeros_like(done),
+                "truncated": done.clone(),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDictBase:
+        b, n, d = self._pos.shape
+        mask = torch.ones(b, dtype=torch.bool, device=self.device)  # [B]
+        if tensordict is not None and "_reset" in tensordict.keys():
+            mask = tensordict.get("_reset").reshape(b)
+        # Draw for every world whatever the mask, so the stream does not depend on which reset.
+        pos, goal = self._uniform(b, n, d), self._uniform(b, d)
+        self._pos = torch.where(mask.view(b, 1, 1), pos, self._pos)
+        self._goal = torch.where(mask.view(b, 1), goal, self._goal)
+        self._t = torch.where(mask, torch.zeros_like(self._t), self._t)
+        return self._out(torch.zeros(b, 1, dtype=torch.bool, device=self.device))
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        b, n, _ = self._pos.shape
+        action = tensordict.get(("agents", "action"))
+        if self.continuous_actions:
+            velocity = action.clamp(-1.0, 1.0)  # [B, n, d]
+        else:
+            velocity = self._moves[action.long()]  # [B, n, d]
+        self._pos = (self._pos + self.step_size * velocity).clamp(-1.0, 1.0)
+        self._t = self._t + 1
+        distance = (self._goal.unsqueeze(1) - self._pos).norm(dim=-1)  # [B, n]
+        arrived = (distance <= self.goal_radius).all(-1)  # [B]
+        team = -distance.mean(-1) + self.bonus * arrived.float()  # [B]
+        reward = team.view(b, 1, 1).expand(b, n, 1).clone()  # [B, n, 1]
+        return self._out((self._t >= self.max_steps).unsqueeze(-1), reward)
+
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is not None:
+            self._rng.manual_seed(seed)
+
+
+def make(cfg: DictConfig, seed: int) -> EnvBase:
+    """`MultiAgentEnvironment` as the config says, seeded, with a per-agent return counter.
+
+    Raises:
+        UsageError: unknown task or kwarg, or continuous_actions disagreeing with the task.
+    """
+    from ca12.envs import task_kwargs
+
+    if cfg.task not in _TASKS:
+        raise UsageError(f"unknown generic task '{cfg.task}'; choose one of: {', '.join(tasks())}")
+    kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)
+    unknown = sorted(set(kwargs) - set(_KWARGS))
+    if unknown:
+        raise UsageError(f"generic/{cfg.task} does not take {', '.join(unknown)}; it takes {', '.join(_KWARGS)}")
+    if bool(cfg.continuous_actions) != _TASKS[cfg.task]:
+        other = "coop" if cfg.continuous_actions else "coop_discrete"
+        raise UsageError(
+            f"generic/{cfg.task} has {'continuous' if _TASKS[cfg.task] else 'discrete'} actions; "
+            f"use --env generic/{other} for env.continuous_actions={str(cfg.continuous_actions).lower()}"
+        )
+    env = MultiAgentEnvironment(
+        num_envs=cfg.num_envs,
+        continuous_actions=_TASKS[cfg.task],
+        max_steps=cfg.max_steps,
+        device=cfg.device,
+        seed=seed,
+        **kwargs,
+    )
+    return TransformedEnv(env, RewardSum(in_keys=[("agents", "reward")], out_keys=[("agents", "episode_reward")]))

@@ -1,0 +1,210 @@
+"""Repeated n-player matrix games, vectorised in torch over `num_envs` worlds.
+
+A matrix game is the smallest multi-agent problem that still shows the failure modes of
+decentralised learning: miscoordination and relative overgeneralisation (Claus & Boutilier 1998,
+"The Dynamics of Reinforcement Learning in Cooperative Multiagent Systems"), and the cycling of
+independent learners in zero-sum games. Here every world plays the same stage game `max_steps`
+times (`max_steps=1` is the one-shot game); the payoff tensor comes from the config
+(`conf/env/matrix/<game>.yaml`, or `env.payoffs=...` with `--env matrix/custom`).
+
+Conventions:
+    * `payoffs` has shape `(n_players, n_actions, ..., n_actions)` (one action axis per player):
+      `payoffs[i, a_0, ..., a_{n-1}]` is player i's payoff when player j plays `a_j`.
+    * Reward per agent is that player's own payoff, `("agents", "reward")` [B, n, 1]; in a
+      common-payoff game all entries are equal, in a zero-sum game they sum to zero.
+    * Observation per agent, `("agents", "observation")` [B, n, n*A + n + 1]:
+      `[one-hot of a_0 | ... | one-hot of a_{n-1}]` of the previous joint action (all zeros at
+      the start of an episode), then the agent's one-hot index (so one shared-parameter network
+      can tell players apart in a general-sum game), then `t / max_steps` (the repeated game
+      is finite; without time a value function could not tell the last play from the first).
+    * The game really ends after `max_steps` plays: `done` and `terminated` are both set then.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
+from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+
+from ca12.errors import UsageError
+
+# Named games: each has conf/env/matrix/<name>.yaml with its payoff tensor.
+GAMES = ("climbing", "coordination", "matching_pennies", "penalty", "prisoners_dilemma", "rock_paper_scissors")
+# The generic template conf/env/matrix/scenario.yaml: the user gives env.payoffs.
+CUSTOM = "custom"
+# Task kwargs this family takes (everything else in the env section is refused).
+_KWARGS = ("payoffs", "categorical_actions")
+
+
+def tasks() -> list[str]:
+    return sorted(GAMES + (CUSTOM,))
+
+
+def payoff_tensor(payoffs, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Check and convert a nested-list payoff table to a float tensor [n, A, ..., A].
+
+    Raises:
+        UsageError: not numeric, not one action axis per player, or players with different
+            numbers of actions (the env gives every agent the same action spec).
+    """
+    try:
+        table = torch.as_tensor(payoffs, dtype=torch.float32, device=device)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"env.payoffs must be a rectangular nested list of numbers: {exc}") from None
+    shape = tuple(table.shape)
+    if table.ndim < 2 or shape[0] != table.ndim - 1:
+        raise UsageError(
+            f"env.payoffs has shape {shape}; expected (n_players, n_actions, ..., n_actions) "
+            "with one action axis per player"
+        )
+    if len(set(shape[1:])) != 1:
+        raise UsageError(
+            f"env.payoffs has shape {shape}: every player must have the same number of actions "
+            f"(got {', '.join(str(a) for a in shape[1:])})"
+        )
+    if shape[1] < 2:
+        raise UsageError(f"env.payoffs has shape {shape}: each player needs at least 2 actions")
+    if not bool(torch.isfinite(table).all()):
+        raise UsageError("env.payoffs must be finite numbers")
+    return table
+
+
+class MatrixGameEnv(EnvBase):
+    """A repeated n-player matrix game played in `num_envs` parallel worlds.
+
+    Args:
+        payoffs: payoff table, nested lists or a tensor of shape (n_players, A, ..., A).
+        num_envs: parallel worlds (the env's batch size).
+        max_steps: plays per episode; 1 is the one-shot game.
+        categorical_actions: integer actions (`Categorical`) if True, else one-hot (`OneHot`).
+        device: where the game is played.
+
+    The game is deterministic, so there is no generator to seed.
+    """
+
+    def __init__(
+        self,
+        payoffs,
+        num_envs: int = 1,
+        max_steps: int = 1,
+        categorical_actions: bool = True,
+        device: torch.device | str = "cpu",
+    ):
+        if max_steps <= 0:
+            raise UsageError(f"env.max_steps must be positive, got {max_steps}")
+        super().__init__(device=device, batch_size=torch.Size([num_envs]))
+        self.payoffs = payoff_tensor(payoffs, self.device)  # [n, A, ..., A]
+        self.n_agents = self.payoffs.shape[0]
+        self.n_actions = self.payoffs.shape[1]
+        self.max_steps = max_steps
+        self.categorical_actions = categorical_actions
+        self.group_map = {"agents": [f"player_{i}" for i in range(self.n_agents)]}
+        n, a, b = self.n_agents, self.n_actions, num_envs
+        # Flattened joint-action index: a_0 * A^(n-1) + ... + a_{n-1}.
+        self._flat = self.payoffs.reshape(n, -1)  # [n, A^n]
+        self._place = a ** torch.arange(n - 1, -1, -1, device=self.device)  # [n]
+        self._agent_id = torch.eye(n, device=self.device).expand(b, n, n)  # [B, n, n]
+        self.obs_dim = n * a + n + 1
+        self._t = torch.zeros(b, dtype=torch.long, device=self.device)  # [B]
+        self._prev = torch.zeros(b, n * a, device=self.device)  # [B, n*A], previous joint action one-hots
+
+        agents = (b, n)
+        self.full_observation_spec = Composite(
+            agents=Composite(
+                observation=Bounded(0.0, 1.0, shape=(b, n, self.obs_dim), dtype=torch.float32, device=self.device),
+                shape=agents,
+            ),
+            shape=(b,),
+        )
+        if categorical_actions:
+            action = Categorical(a, shape=(b, n), dtype=torch.int64, device=self.device)
+        else:
+            action = OneHot(a, shape=(b, n, a), dtype=torch.bool, device=self.device)
+        self.full_action_spec = Composite(agents=Composite(action=action, shape=agents), shape=(b,))
+        self.full_reward_spec = Composite(
+            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=agents), shape=(b,)
+        )
+        flag = Categorical(2, shape=(b, 1), dtype=torch.bool, device=self.device)
+        self.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
+
+    def _observation(self) -> torch.Tensor:
+        b, n = self.batch_size[0], self.n_agents
+        joint = self._prev.unsqueeze(1).expand(b, n, self._prev.shape[-1])  # [B, n, n*A]
+        time = (self._t.float() / self.max_steps).view(b, 1, 1).expand(b, n, 1)  # [B, n, 1]
+        return torch.cat([joint, self._agent_id, time], dim=-1)  # [B, n, obs_dim]
+
+    def _flags(self, done: torch.Tensor) -> dict:
+        return {"done": done.clone(), "terminated": done.clone(), "truncated": torch.zeros_like(done)}
+
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDictBase:
+        b = self.batch_size[0]
+        mask = torch.ones(b, dtype=torch.bool, device=self.device)  # [B]
+        if tensordict is not None and "_reset" in tensordict.keys():
+            mask = tensordict.get("_reset").reshape(b)
+        self._t = torch.where(mask, torch.zeros_like(self._t), self._t)
+        self._prev = torch.where(mask.unsqueeze(-1), torch.zeros_like(self._prev), self._prev)
+        done = torch.zeros(b, 1, dtype=torch.bool, device=self.device)  # [B, 1]
+        return TensorDict(
+            {"agents": TensorDict({"observation": self._observation()}, batch_size=(b, self.n_agents)), **self._flags(done)},
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def joint_actions(self, action: torch.Tensor) -> torch.Tensor:
+        """Integer joint actions [B, n] from the action key's value (integers or one-hot)."""
+        return action.long() if self.categorical_actions else action.long().argmax(-1)
+
+    def rewards(self, joint: torch.Tensor) -> torch.Tensor:
+        """Each player's payoff [B, n, 1] for integer joint actions `joint` [B, n]."""
+        index = (joint * self._place).sum(-1)  # [B]
+        return self._flat[:, index].T.unsqueeze(-1)  # [B, n, 1]
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        b = self.batch_size[0]
+        joint = self.joint_actions(tensordict.get(("agents", "action")))  # [B, n]
+        reward = self.rewards(joint)  # [B, n, 1]
+        self._prev = torch.nn.functional.one_hot(joint, self.n_actions).float().reshape(b, -1)  # [B, n*A]
+        self._t = self._t + 1
+        done = (self._t >= self.max_steps).unsqueeze(-1)  # [B, 1]
+        return TensorDict(
+            {
+                "agents": TensorDict({"observation": self._observation(), "reward": reward}, batch_size=(b, self.n_agents)),
+                **self._flags(done),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        """Nothing to seed: payoffs and transitions are deterministic."""
+
+
+def make(cfg: DictConfig, seed: int) -> EnvBase:
+    """The game in `cfg` (payoffs from its YAML or `env.payoffs`), with a per-agent return counter.
+
+    Raises:
+        UsageError: continuous actions asked for, no or malformed payoffs, unknown kwargs.
+    """
+    from ca12.envs import task_kwargs
+
+    if cfg.task not in tasks():
+        raise UsageError(f"unknown matrix task '{cfg.task}'; choose one of: {', '.join(tasks())}")
+    kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)
+    unknown = sorted(set(kwargs) - set(_KWARGS))
+    if unknown:
+        raise UsageError(f"matrix/{cfg.task} does not take {', '.join(unknown)}; it takes {', '.join(_KWARGS)}")
+    if "payoffs" not in kwargs:
+        raise UsageError(f"matrix/{cfg.task} needs its payoff table: env.payoffs=[[...]] of shape (n_players, A, ..., A)")
+    if cfg.continuous_actions:
+        raise UsageError("matrix games have discrete actions; set env.continuous_actions=false")
+    env = MatrixGameEnv(
+        kwargs["payoffs"],
+        num_envs=cfg.num_envs,
+        max_steps=cfg.max_steps,
+        categorical_actions=bool(kwargs.get("categorical_actions", True)),
+        device=cfg.device,
+    )
+    env.set_seed(seed)
+    return TransformedEnv(env, RewardSum(in_keys=[("agents", "reward")], out_keys=[("agents", "episode_reward")]))
