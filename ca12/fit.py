@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> Path:
     from omegaconf import OmegaConf
 
     from ca12.algos import algo_class
-    from ca12.config import episode_aligned, num_iterations
+    from ca12.config import num_iterations
     from ca12.envs import agent_group, make_env, make_spec_env
     from ca12.evaluation import Evaluator
     from ca12.tracking import finish_wandb, make_loggers
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> Path:
     algorithm.check_env(spec_env, agent_group(spec_env), cfg.algo.name)
     module = algorithm(cfg.algo, spec_env)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
-    datamodule = algorithm.datamodule_class(env_factory, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg))
+    datamodule = algorithm.make_datamodule(cfg, env_factory)
 
     if _launched_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

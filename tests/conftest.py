@@ -9,20 +9,31 @@ from ca12.config import load_config
 from ca12.envs import make_env
 
 # A run small enough to finish in seconds: 4 envs x 25 steps per batch, 2 batches, tiny nets.
-TINY = [
+TINY_RUN = [
     "env.num_envs=4",
     "env.max_steps=25",
     "collector.frames_per_batch=100",
     "collector.total_frames=200",
     "algo.hidden_sizes=[32,32]",
-    "algo.minibatch_size=50",
-    "algo.num_epochs=2",
     "checkpoint.every_n_iters=1",
 ]
+# PPO family: 2 epochs of 2 minibatches per batch.
+TINY = TINY_RUN + ["algo.minibatch_size=50", "algo.num_epochs=2"]
+# Replay family: updates from the first batch on, 5 Adam steps of 32 transitions per batch.
+TINY_REPLAY = TINY_RUN + ["algo.minibatch_size=32", "algo.warmup_frames=100", "algo.updates_per_frame=0.05"]
+
+
+def tiny_args(algo: str) -> list[str]:
+    """TINY overrides that fit `algo` (its config keys, an env with actions it can take)."""
+    from ca12.algos import algo_class
+
+    cls = algo_class(algo)
+    args = TINY_REPLAY if "updates_per_frame" in load_config(algo, "vmas/navigation", ["env.continuous_actions=false"]).algo else TINY
+    return args + ([] if "continuous" in cls.action_spaces else ["env.continuous_actions=false"])
 
 
 def tiny_config(algo: str = "mappo", *extra: str, env: str = "vmas/navigation"):
-    return load_config(algo, env, TINY + list(extra))
+    return load_config(algo, env, tiny_args(algo) + list(extra))
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from tensordict import TensorDictBase
 from torchrl.data import Categorical, OneHot
 from torchrl.envs import EnvBase
 
+from ca12.config import episode_aligned
+from ca12.data import RolloutDataModule
 from ca12.errors import NonFiniteError, UsageError
 
 
@@ -23,8 +25,9 @@ class RLModule(L.LightningModule):
 
     Keeps `frames` (env steps x envs over all ranks) and `iterations` as checkpointed counters,
     and logs the timing metrics of ../shared/ARCHITECTURE.md around each `training_step`.
-    A subclass defines `policy` (the module the collector acts with), `datamodule_class`, and
-    ends its `training_step` with `log_iteration`.
+    A subclass defines `policy` (the module the collector acts with), overrides
+    `make_datamodule` if it does not learn from on-policy rollouts, and ends its
+    `training_step` with `log_iteration`.
     """
 
     # Action spaces the algorithm can act in; `check_env` refuses others before training starts.
@@ -36,9 +39,15 @@ class RLModule(L.LightningModule):
         spec = env.full_action_spec_unbatched[group, "action"]
         kind = "discrete" if isinstance(spec, (Categorical, OneHot)) else "continuous"
         if kind not in cls.action_spaces:
+            hint = " (VMAS envs switch with env.continuous_actions=false)" if cls.action_spaces == ("discrete",) else ""
             raise UsageError(
-                f"{name} cannot train on this env: its actions are {kind}, {name} handles {' and '.join(cls.action_spaces)} actions"
+                f"{name} cannot train on this env: its actions are {kind}, {name} handles {' and '.join(cls.action_spaces)} actions{hint}"
             )
+
+    @classmethod
+    def make_datamodule(cls, cfg: DictConfig, make_env) -> L.LightningDataModule:
+        """The data module this algorithm trains from (on-policy rollouts by default)."""
+        return RolloutDataModule(make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg))
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
@@ -99,7 +108,7 @@ class RLModule(L.LightningModule):
         params = [p for group in optimiser.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # one host sync per update
-            bad = [k for k, v in terms.items() if k.startswith("loss_") and not torch.isfinite(v).all()]
+            bad = [k for k, v in terms.items() if k.startswith("loss") and not torch.isfinite(v).all()]
             what = f"loss term '{bad[0]}' is {float(terms[bad[0]].detach())}" if bad else "the gradient is not finite"
             if not self.cfg.get("skip_nonfinite", False):
                 raise NonFiniteError(f"iteration {self.iterations + 1}: {what}; stopped (set algo.skip_nonfinite=true to skip such updates)")

@@ -17,7 +17,6 @@ from torchrl.objectives import ValueEstimators
 from torchrl.objectives.multiagent import MAPPOLoss
 
 from ca12.algos.base import RLModule
-from ca12.data import RolloutDataModule
 from ca12.envs import agent_group
 from ca12.nets import make_actor, make_critic
 
@@ -27,7 +26,6 @@ class MAPPO(RLModule):
 
     loss_class = MAPPOLoss
     centralised_critic = True
-    datamodule_class = RolloutDataModule
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg)

@@ -31,22 +31,16 @@ def _identity(batch):
 
 
 class _OneBatchPerEpoch(IterableDataset):
-    """Yields the collector's next batch once per `iter()`, keeping the collector running."""
+    """Yields the data module's next batch once per `iter()` (one Lightning epoch = one iteration)."""
 
     def __init__(self, datamodule: "RolloutDataModule"):
         self.datamodule = datamodule
-        self._batches: Iterator[TensorDictBase] | None = None
 
     def __len__(self) -> int:
         return 1
 
     def __iter__(self):
-        collector = self.datamodule.collector
-        if self._batches is None:
-            self._batches = iter(collector)
-        self.datamodule.restore_pending_state()
-        collector.update_policy_weights_()
-        yield next(self._batches)
+        yield self.datamodule.next_batch()
 
 
 class RolloutDataModule(L.LightningDataModule):
@@ -70,6 +64,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.episode_aligned = episode_aligned
         self.env: EnvBase | None = None
         self.collector: Collector | None = None
+        self._batches: Iterator[TensorDictBase] | None = None
         self._pending: dict | None = None
 
     def setup(self, stage: str) -> None:
@@ -96,6 +91,14 @@ class RolloutDataModule(L.LightningDataModule):
             _OneBatchPerEpoch(self), batch_size=None, collate_fn=_identity, generator=torch.Generator()
         )
 
+    def next_batch(self) -> TensorDictBase:
+        """Collect the next batch with the module's current weights."""
+        if self._batches is None:
+            self._batches = iter(self.collector)
+        self.restore_pending_state()
+        self.collector.update_policy_weights_()
+        return next(self._batches)
+
     # --- checkpointed state ----------------------------------------------------------------
     def state_dict(self) -> dict:
         collector = {}
@@ -120,4 +123,5 @@ class RolloutDataModule(L.LightningDataModule):
         if self.collector is not None:
             self.collector.shutdown()
             self.collector = None
+            self._batches = None
             self.env = None

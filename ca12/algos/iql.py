@@ -1,0 +1,39 @@
+"""IQL (Tan 1993, "Multi-Agent Reinforcement Learning: Independent vs. Cooperative Agents"):
+every agent learns its own Q(o_a, u_a) by DQN on its own reward, treating the others as part of
+the environment. QMIX's replay, exploration and target updates with TorchRL's `DQNLoss` on
+per-agent values instead of a mixed team value.
+"""
+
+from __future__ import annotations
+
+from tensordict import TensorDictBase
+from torchrl.envs import EnvBase
+from torchrl.objectives import DQNLoss
+
+from ca12.algos.qmix import QMIX
+
+
+class IQL(QMIX):
+    def make_loss(self, env: EnvBase) -> DQNLoss:
+        g = self.group
+        loss = DQNLoss(self.qnet, delay_value=True, action_space=env.full_action_spec_unbatched[g, "action"])
+        loss.set_keys(
+            action_value=(g, "action_value"),
+            value=(g, "chosen_action_value"),
+            action=(g, "action"),
+            reward=(g, "reward"),
+            done=(g, "done"),  # written by `prepare` [*B, n_agents, 1]
+            terminated=(g, "terminated"),
+        )
+        return loss
+
+    def prepare(self, sample: TensorDictBase) -> TensorDictBase:
+        """Env-level done/terminated [*B, 1] -> per agent [*B, n_agents, 1]."""
+        n_agents = sample["next", self.group, "reward"].shape[-2]
+        for key in ("done", "terminated"):
+            flag = sample["next", key]
+            sample.set(("next", self.group, key), flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1))
+        return sample
+
+
+ALGORITHM = IQL

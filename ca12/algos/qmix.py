@@ -1,0 +1,110 @@
+"""QMIX (Rashid et al. 2018, "QMIX: Monotonic Value Function Factorisation for Deep Multi-Agent
+Reinforcement Learning").
+
+Per-agent Q-networks on local observations; a mixing network, conditioned on the global state
+(here all agents' observations), combines the agents' chosen Q-values into Q_tot with
+non-negative weights, so arg max Q_tot decomposes into each agent's arg max. Trained by DQN on
+Q_tot from a replay buffer of joint transitions with a soft-updated target network; the team
+reward is the mean of the agents' rewards. The loss is TorchRL's `QMixerLoss`; VDN (vdn.py)
+swaps the mixer for a sum, IQL (iql.py) drops it.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torchrl.envs import EnvBase
+from torchrl.modules import QMixer
+from torchrl.objectives import SoftUpdate
+from torchrl.objectives.multiagent import QMixerLoss
+
+from ca12.algos.base import RLModule
+from ca12.config import episode_aligned
+from ca12.data import ReplayBatch, ReplayDataModule
+from ca12.envs import agent_group
+from ca12.nets.qnets import make_egreedy, make_qnet
+
+
+class QMIX(RLModule):
+    """QMIX as a LightningModule; `training_step` consumes a `ReplayBatch`."""
+
+    action_spaces = ("discrete",)
+
+    def __init__(self, cfg: DictConfig, env: EnvBase):
+        super().__init__(cfg)
+        self.group = agent_group(env)
+        self.qnet = make_qnet(env, self.group, share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
+        self.exploration = make_egreedy(env, self.group, eps_init=cfg.eps_init, eps_end=cfg.eps_end, annealing_frames=cfg.annealing_frames)
+        self._policy = TensorDictSequential(self.qnet, self.exploration)
+        self.loss_module = self.make_loss(env)
+        self.loss_module.make_value_estimator(gamma=cfg.gamma)
+        self.target_updater = SoftUpdate(self.loss_module, tau=cfg.tau)
+
+    def make_mixer(self, env: EnvBase) -> TensorDictModule:
+        n_agents, obs_dim = env.full_observation_spec_unbatched[self.group, "observation"].shape
+        mixer = QMixer(state_shape=(n_agents, obs_dim), mixing_embed_dim=self.cfg.mixing_embed_dim, n_agents=n_agents, device=env.device)
+        g = self.group
+        return TensorDictModule(mixer, in_keys=[(g, "chosen_action_value"), (g, "observation")], out_keys=["chosen_action_value"])
+
+    def make_loss(self, env: EnvBase):
+        g = self.group
+        loss = QMixerLoss(self.qnet, self.make_mixer(env), delay_value=True, action_space=env.full_action_spec_unbatched[g, "action"])
+        loss.set_keys(
+            action_value=(g, "action_value"),
+            local_value=(g, "chosen_action_value"),
+            global_value="chosen_action_value",
+            action=(g, "action"),
+            reward="reward",  # the team reward, written by `prepare` [*B, 1]
+            done="done",
+            terminated="terminated",
+        )
+        return loss
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The exploring policy the collector acts with (greedy actions in evaluation)."""
+        return self._policy
+
+    @classmethod
+    def make_datamodule(cls, cfg: DictConfig, make_env) -> ReplayDataModule:
+        return ReplayDataModule(
+            make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg),
+            buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
+            minibatch_size=cfg.algo.minibatch_size, prioritized=cfg.algo.prioritized,
+        )
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.loss_module.parameters(), lr=self.cfg.lr)
+
+    def prepare(self, sample: TensorDictBase) -> TensorDictBase:
+        """Team reward = mean of the agents' rewards: [*B, n_agents, 1] -> [*B, 1]."""
+        sample.set(("next", "reward"), sample["next", self.group, "reward"].mean(-2))
+        return sample
+
+    def loss(self, sample: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+        terms = self.loss_module(self.prepare(sample))
+        return terms["loss"], terms
+
+    def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
+        optimiser = self.optimizers()
+        fresh_frames = batch.fresh.numel()
+        self.exploration.step(fresh_frames)
+        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh, self.group), "train/epsilon": self.exploration.eps}
+        if len(batch.buffer) >= self.cfg.warmup_frames:
+            terms_sum, n_updates = None, max(1, round(self.cfg.updates_per_frame * fresh_frames))
+            for _ in range(n_updates):
+                sample = batch.buffer.sample().to(self.device)
+                total, terms = self.loss(sample)
+                terms = terms.detach().select(*[k for k in terms.keys() if k.startswith("loss")])
+                terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
+                self.target_updater.step()
+                if self.cfg.prioritized:
+                    batch.buffer.update_tensordict_priority(sample)
+                terms_sum = terms if terms_sum is None else terms_sum + terms
+            metrics.update({f"train/{k}": v / n_updates for k, v in terms_sum.items()})
+        self.log_iteration(batch.fresh, metrics)
+
+
+ALGORITHM = QMIX
