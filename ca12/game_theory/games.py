@@ -29,7 +29,7 @@ def to_array(values: Any) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"payoffs must be numeric, got {values!r}") from err
+        raise ValueError(f"payoffs must be numeric, got {repr(values)[:120]}") from err
     return array
 
 
