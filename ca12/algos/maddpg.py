@@ -1,0 +1,134 @@
+"""MADDPG (Lowe et al. 2017, "Multi-Agent Actor-Critic for Mixed Cooperative-Competitive
+Environments").
+
+Decentralised deterministic actors mu(o_a) and, for every agent, a centralised critic
+Q_a(o_1..o_n, a_1..a_n) that sees all agents' observations and actions: with the others' actions
+as inputs the environment is stationary from each critic's point of view, which is what makes
+DDPG (Lillicrap et al. 2016) work with many learners. Trained off-policy from a replay buffer of
+joint transitions (all agents' actions stored together) with soft-updated target actors and
+critics, each agent on its own reward. Exploration is annealed additive Gaussian noise on the
+collector's actions; discrete actions use a straight-through Gumbel-softmax actor, as in the
+paper (see ca12/nets/actor_critic.py for how its one-hot meets the env's action format).
+
+The losses are TorchRL's `DDPGLoss` with multi-agent keys (as BenchMARL wires it); the critic
+and the actor have their own Adam optimisers and are updated in that order on each minibatch.
+IDDPG (iddpg.py) only swaps the critic for a per-agent one.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictSequential
+from torchrl.envs import EnvBase
+from torchrl.objectives import DDPGLoss, SoftUpdate
+
+from ca12.algos.base import RLModule
+from ca12.config import episode_aligned
+from ca12.data import ReplayBatch, ReplayDataModule
+from ca12.envs import agent_group
+from ca12.nets.actor_critic import make_deterministic_actor, make_exploration, make_q_critic
+
+
+class OffPolicyActorCritic(RLModule):
+    """The replay loop shared by MADDPG/IDDPG and MASAC/ISAC.
+
+    Subclasses build `loss_module`, `target_updater` and `policy`, and define `update(sample)`:
+    the optimiser steps of one minibatch, returning its (detached, scalar) terms. This class does
+    the rest of QMIX's loop: anneal exploration by the fresh frames, wait for `warmup_frames`,
+    `updates_per_frame` minibatches per collected frame, a soft target update after each,
+    priorities, and the mean terms as metrics (`train/loss` is the sum of the loss terms).
+    """
+
+    centralised_critic = True
+
+    @classmethod
+    def make_datamodule(cls, cfg: DictConfig, make_env) -> ReplayDataModule:
+        return ReplayDataModule(
+            make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg),
+            buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
+            minibatch_size=cfg.algo.minibatch_size, prioritized=cfg.algo.prioritized,
+        )
+
+    def prepare(self, sample: TensorDictBase) -> TensorDictBase:
+        """Env-level done/terminated [*B, 1] -> per agent [*B, n_agents, 1] for the per-agent targets."""
+        n_agents = sample["next", self.group, "reward"].shape[-2]
+        for key in ("done", "terminated"):
+            flag = sample["next", key]
+            sample.set(("next", self.group, key), flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1))
+        return sample
+
+    def exploration_metrics(self, fresh_frames: int) -> dict:
+        """Anneal exploration by this batch's frames; its current scale as metrics."""
+        return {}
+
+    def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
+        fresh_frames = batch.fresh.numel()
+        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh, self.group), **self.exploration_metrics(fresh_frames)}
+        if len(batch.buffer) >= self.cfg.warmup_frames:
+            terms_sum, n_updates = None, max(1, round(self.cfg.updates_per_frame * fresh_frames))
+            for _ in range(n_updates):
+                sample = self.prepare(batch.buffer.sample().to(self.device))
+                terms = self.update(sample)
+                self.target_updater.step()
+                if self.cfg.prioritized:
+                    sample.set("td_error", sample["td_error"].reshape(sample.shape[0], -1).amax(-1))
+                    batch.buffer.update_tensordict_priority(sample)
+                terms_sum = terms if terms_sum is None else terms_sum + terms
+            metrics.update({f"train/{k}": v / n_updates for k, v in terms_sum.items()})
+        self.log_iteration(batch.fresh, metrics)
+
+
+class MADDPG(OffPolicyActorCritic):
+    """MADDPG as a LightningModule; `training_step` consumes a `ReplayBatch`."""
+
+    def __init__(self, cfg: DictConfig, env: EnvBase):
+        super().__init__(cfg)
+        self.group = g = agent_group(env)
+        nets = dict(share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
+        self.actor = make_deterministic_actor(env, g, gumbel_temperature=cfg.gumbel_temperature, **nets)
+        self.critic = make_q_critic(env, g, centralised=self.centralised_critic, **nets)
+        self.exploration = make_exploration(env, g, sigma_init=cfg.sigma_init, sigma_end=cfg.sigma_end, annealing_frames=cfg.annealing_frames)
+        self._policy = self.actor if self.exploration is None else TensorDictSequential(self.actor, self.exploration)
+        self.loss_module = DDPGLoss(self.actor, self.critic, loss_function=cfg.loss_function, delay_actor=True, delay_value=True)
+        self.loss_module.set_keys(
+            state_action_value=(g, "state_action_value"),
+            reward=(g, "reward"),
+            done=(g, "done"),  # written by `prepare` [*B, n_agents, 1]
+            terminated=(g, "terminated"),
+        )
+        self.loss_module.make_value_estimator(gamma=cfg.gamma)
+        self.target_updater = SoftUpdate(self.loss_module, tau=cfg.tau)
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The exploring policy the collector acts with (noise-free in deterministic evaluation)."""
+        return self._policy
+
+    def configure_optimizers(self):
+        actor = torch.optim.Adam(list(self.loss_module.actor_network_params.values(True, True)), lr=self.cfg.actor_lr)
+        critic = torch.optim.Adam(list(self.loss_module.value_network_params.values(True, True)), lr=self.cfg.critic_lr)
+        return [actor, critic]
+
+    def exploration_metrics(self, fresh_frames: int) -> dict:
+        if self.exploration is None:
+            return {}
+        self.exploration.step(fresh_frames)
+        return {"train/sigma": self.exploration.sigma.detach()}
+
+    def update(self, sample: TensorDictBase) -> TensorDictBase:
+        """Critic step on the TD(0) target of the target actor and critic, then the actor step
+        through the (already updated) critic, as in DDPG."""
+        actor_opt, critic_opt = self.optimizers()
+        loss_value, _ = self.loss_module.loss_value(sample)
+        terms = TensorDict({"loss_value": loss_value.detach()})
+        terms["grad_norm"] = self.optimiser_step(critic_opt, loss_value, terms)
+        loss_actor, _ = self.loss_module.loss_actor(sample)
+        terms["loss_actor"] = loss_actor.detach()
+        terms["grad_norm_actor"] = self.optimiser_step(actor_opt, loss_actor, terms)
+        terms["loss"] = terms["loss_value"] + terms["loss_actor"]
+        return terms
+
+
+ALGORITHM = MADDPG
