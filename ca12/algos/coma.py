@@ -1,0 +1,176 @@
+"""COMA (Foerster et al. 2018, "Counterfactual Multi-Agent Policy Gradients").
+
+Decentralised stochastic actors pi_a(u_a | o_a) and one centralised critic Q(s, u) over the
+joint action. Credit assignment: each agent's advantage compares the joint action's value with
+the value it would have had, in expectation over the agent's own policy, had only that agent
+acted differently (the counterfactual baseline, eq. 4):
+
+    A_a(s, u) = Q(s, u) - sum_{u'} pi_a(u' | o_a) Q(s, (u^-a, u'))
+
+The critic is trained on TD(lambda) targets (eq. 3 of the paper's appendix; lambda-returns of
+the critic's own values, computed once per batch with the critic as it stood at the start of the
+iteration, which acts as the target network). TorchRL has no COMA: the maths is written here in
+two small functions, `coma_advantages` and `lambda_returns`. Teams share one reward: the mean of
+the agents' rewards.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from tensordict import TensorDict, TensorDictBase
+from torch import nn
+from torchrl.envs import EnvBase
+
+from ca12.algos.base import RLModule
+from ca12.envs import agent_group
+from ca12.nets import make_actor
+from ca12.nets.policies import activation_class
+
+
+def coma_advantages(q_all: torch.Tensor, probs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counterfactual advantages (Foerster et al. 2018, eq. 4).
+
+    Args:
+        q_all: [*, n_agents, n_actions], Q(s, (u^-a, u')) for every alternative u' of agent a.
+        probs: [*, n_agents, n_actions], pi_a(u' | o_a).
+        actions: [*, n_agents] integer actions taken.
+
+    Returns:
+        The advantage of the taken actions [*, n_agents] and of every alternative
+        [*, n_agents, n_actions]; the latter has zero mean under each agent's policy.
+    """
+    baseline = (probs * q_all).sum(-1, keepdim=True)  # [*, n_agents, 1]
+    all_advantages = q_all - baseline
+    taken = all_advantages.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return taken, all_advantages
+
+
+def lambda_returns(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, continues: torch.Tensor, gamma: float, lmbda: float) -> torch.Tensor:
+    """TD(lambda) targets along time dim -2 (Sutton & Barto 2018, eq. 12.3, recursive form).
+
+    G_t = r_t + gamma (1 - term_t) [ Q_{t+1} + lambda c_t (G_{t+1} - Q_{t+1}) ], where
+    Q_{t+1} is the critic's value of the next state and joint action and c_t says whether
+    step t+1 continues the same trajectory inside the batch (else G_{t+1} is not known and the
+    target bootstraps from Q_{t+1} alone).
+
+    Args:
+        reward, next_q, terminated, continues: [*, T, k] (any trailing k, e.g. agents).
+    """
+    returns = torch.zeros_like(next_q)
+    following = torch.zeros_like(next_q[..., -1, :])
+    for t in reversed(range(reward.shape[-2])):
+        bootstrap = next_q[..., t, :] + lmbda * continues[..., t, :] * (following - next_q[..., t, :])
+        following = reward[..., t, :] + gamma * (1.0 - terminated[..., t, :]) * bootstrap
+        returns[..., t, :] = following
+    return returns
+
+
+class COMACritic(nn.Module):
+    """Q(s, (u^-a, .)) for every agent a: input = all agents' observations (the state), the
+    other agents' one-hot actions (agent a's own zeroed) and a's one-hot id; one output per
+    action of agent a (the paper's critic architecture, Fig. 1c)."""
+
+    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden_sizes, activation: str):
+        super().__init__()
+        self.n_agents, self.n_actions = n_agents, n_actions
+        layers, width = [], n_agents * obs_dim + n_agents * n_actions + n_agents
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), activation_class(activation)()]
+            width = size
+        self.net = nn.Sequential(*layers, nn.Linear(width, n_actions))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs [*, n, obs_dim], actions [*, n] -> Q [*, n, n_actions]."""
+        n, batch = self.n_agents, obs.shape[:-2]
+        state = obs.flatten(-2).unsqueeze(-2).expand(*batch, n, -1)  # [*, n, n*obs]
+        onehot = F.one_hot(actions, self.n_actions).to(obs.dtype)  # [*, n, A]
+        others = onehot.unsqueeze(-3).expand(*batch, n, n, self.n_actions)  # [*, a, b, A]: b's action seen by a
+        others = others * (1 - torch.eye(n, device=obs.device, dtype=obs.dtype)).unsqueeze(-1)
+        ids = torch.eye(n, device=obs.device, dtype=obs.dtype).expand(*batch, n, n)
+        return self.net(torch.cat([state, others.flatten(-2), ids], -1))
+
+
+class COMA(RLModule):
+    """COMA as a LightningModule; `training_step` consumes one on-policy collector batch [B, T]."""
+
+    action_spaces = ("discrete",)
+
+    def __init__(self, cfg: DictConfig, env: EnvBase):
+        super().__init__(cfg)
+        self.group = agent_group(env)
+        self.actor = make_actor(env, self.group, share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
+        n_agents, obs_dim = env.full_observation_spec_unbatched[self.group, "observation"].shape
+        n_actions = env.full_action_spec_unbatched[self.group, "action"].space.n
+        self.critic = COMACritic(n_agents, obs_dim, n_actions, cfg.critic_hidden_sizes, cfg.activation).to(env.device)
+
+    @property
+    def policy(self) -> nn.Module:
+        return self.actor
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(
+            [{"params": self.actor.parameters(), "lr": self.cfg.lr}, {"params": self.critic.parameters(), "lr": self.cfg.critic_lr}]
+        )
+
+    def _action_index(self, td: TensorDictBase) -> torch.Tensor:
+        """Integer actions [*, n_agents] from categorical or one-hot action entries."""
+        action = td[self.group, "action"]
+        return action if not (action.dtype.is_floating_point or action.dtype == torch.bool) else action.long().argmax(-1)
+
+    @torch.no_grad()
+    def critic_targets(self, batch: TensorDictBase) -> torch.Tensor:
+        """TD(lambda) targets [B, T, n_agents] for the taken joint actions."""
+        g = self.group
+        actions, next_obs = self._action_index(batch), batch["next", g, "observation"]
+        q_taken = self.critic(batch[g, "observation"], actions).gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, n]
+        # The next step's value: the next transition's own joint action inside the same trajectory,
+        # else a joint action sampled from the current policies at the next observation.
+        sampled = self.actor(batch["next"].select((g, "observation")).clone())
+        next_actions = self._action_index(sampled)
+        q_sampled = self.critic(next_obs, next_actions).gather(-1, next_actions.unsqueeze(-1)).squeeze(-1)
+        done = batch["next", "done"].float()  # [B, T, 1]
+        continues = torch.ones_like(done)
+        continues[:, -1] = 0.0
+        continues = continues * (1.0 - done)
+        next_q = torch.where(continues.bool(), torch.roll(q_taken, -1, dims=1), q_sampled)
+        reward = batch["next", g, "reward"].mean(-2)  # team reward [B, T, 1]
+        terminated = batch["next", "terminated"].float()
+        return lambda_returns(reward, next_q, terminated, continues, self.cfg.gamma, self.cfg.lmbda)
+
+    def loss(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+        g = self.group
+        actions = self._action_index(minibatch)
+        q_all = self.critic(minibatch[g, "observation"], actions)  # [M, n, A]
+        q_taken = q_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        loss_critic = F.mse_loss(q_taken, minibatch["coma_target"])
+        dist = self.actor.get_dist(minibatch.select((g, "observation")).clone())
+        probs = dist.probs  # [M, n, A]
+        advantage, _ = coma_advantages(q_all.detach(), probs.detach(), actions)
+        loss_objective = -(dist.log_prob(minibatch[g, "action"]) * advantage).mean()
+        entropy = dist.entropy().mean()
+        loss_entropy = -self.cfg.entropy_coeff * entropy
+        terms = TensorDict(
+            {"loss_objective": loss_objective, "loss_critic": loss_critic, "loss_entropy": loss_entropy, "entropy": entropy.detach()}, []
+        )
+        return loss_objective + loss_critic + loss_entropy, terms
+
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        optimiser = self.optimizers()
+        batch.set("coma_target", self.critic_targets(batch))
+        frames = batch.reshape(-1)
+        terms_sum, n_updates = None, 0
+        for _ in range(self.cfg.num_epochs):
+            for index in torch.randperm(frames.shape[0], device=frames.device).split(self.cfg.minibatch_size):
+                total, terms = self.loss(frames[index])
+                terms = terms.detach()
+                terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
+                terms_sum = terms if terms_sum is None else terms_sum + terms
+                n_updates += 1
+        metrics = {f"train/{k}": v / n_updates for k, v in terms_sum.items()}
+        metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch, self.group)
+        self.log_iteration(batch, metrics)
+
+
+ALGORITHM = COMA
