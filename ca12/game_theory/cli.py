@@ -62,6 +62,14 @@ def _floats(x: Any) -> Any:
     return np.asarray(x, dtype=float).tolist()
 
 
+def _distinct(rows: list[list[float]]) -> list[list[float]]:
+    out: list[list[float]] = []
+    for row in rows:
+        if row not in out:
+            out.append(row)
+    return out
+
+
 def analyze(game: NormalFormGame) -> dict[str, Any]:
     """Everything the command reports, as JSON-ready Python values."""
     ce = correlated_equilibrium(game, "welfare")
@@ -73,7 +81,7 @@ def analyze(game: NormalFormGame) -> dict[str, Any]:
         "constant_sum": game.is_constant_sum(),
         "pure_nash": [list(p) for p in pure_nash_equilibria(game)],
         "correlated": {"distribution": _floats(ce.distribution), "payoffs": _floats(ce.payoffs)},
-        "pareto": [_floats(game.payoff(p)) for p in pareto_optimal_profiles(game)],
+        "pareto": _distinct([_floats(game.payoff(p)) for p in pareto_optimal_profiles(game)]),
         "pareto_profiles": [list(p) for p in pareto_optimal_profiles(game)],
         "dominance": {
             "strictly_dominated": [dominated_actions(game, i) for i in range(game.n_players)],
