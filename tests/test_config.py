@@ -63,7 +63,7 @@ def test_any_vmas_scenario_by_name_with_scenario_kwargs():
 @pytest.mark.parametrize(
     "algo, env, overrides, fragment",
     [
-        ("nope", "vmas/navigation", [], "unknown algorithm 'nope'; choose one of: coma, iql, ippo, mappo, qmix, vdn"),
+        ("nope", "vmas/navigation", [], f"unknown algorithm 'nope'; choose one of: {', '.join(algo_names())}"),
         ("mappo", "vmas/nowhere", [], "unknown vmas task 'nowhere'"),
         ("mappo", "atari/pong", [], "unknown env 'atari/pong'"),
         ("mappo", "vmas/navigation", ["algo.lrr=1"], "unknown override key 'algo.lrr'"),

@@ -79,7 +79,7 @@ def test_cli_list_names_algorithms_and_envs(tmp_path):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--algo", "dqn9"], "unknown algorithm 'dqn9'; choose one of: coma, iql, ippo, mappo, qmix, vdn"),
+        (["--algo", "dqn9"], f"unknown algorithm 'dqn9'; choose one of: {', '.join(algo_names())}"),
         (["--algo", "mappo", "--env", "vmas/nowhere"], "unknown vmas task 'nowhere'"),
         (["--algo", "mappo", "algo.lrr=1"], "unknown override key 'algo.lrr'"),
         (["--algo", "mappo", "env.num_envs=many"], "env.num_envs expects an integer"),
