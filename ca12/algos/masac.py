@@ -1,0 +1,92 @@
+"""MASAC: soft actor-critic (Haarnoja et al. 2018, "Soft Actor-Critic: Off-Policy Maximum Entropy
+Deep Reinforcement Learning with a Stochastic Actor"; "Soft Actor-Critic Algorithms and
+Applications" for the automatic temperature) with centralised critics, as in BenchMARL.
+
+Decentralised stochastic actors pi(a_a | o_a) and, for every agent, twin soft Q critics that see
+all agents' observations and actions (continuous) or all observations with one output per own
+action (discrete). Each agent maximises its own reward plus alpha times its policy's entropy;
+alpha is tuned so the entropy tracks a target: -|A_a| for continuous actions (Haarnoja et al.),
+0.98 log |A_a| for discrete ones (Christodoulou 2019, "Soft Actor-Critic for Discrete Action
+Settings", TorchRL's default). The clipped double-Q target (minimum of the two target critics)
+curbs overestimation; targets are soft-updated.
+
+The losses are TorchRL's `SACLoss` (TanhNormal actor, Q(s, a) critic) and `DiscreteSACLoss`
+(Categorical actor, Q(s, .) critic) with multi-agent keys. Actor, critics and temperature have
+their own Adam optimisers. ISAC (isac.py) swaps in per-agent critics.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from tensordict import TensorDict, TensorDictBase
+from torchrl.envs import EnvBase
+from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
+
+from ca12.algos.maddpg import OffPolicyActorCritic
+from ca12.envs import agent_group
+from ca12.nets import make_actor
+from ca12.nets.actor_critic import is_discrete, make_discrete_q_critic, make_q_critic
+
+
+class MASAC(OffPolicyActorCritic):
+    """MASAC as a LightningModule; `training_step` consumes a `ReplayBatch`."""
+
+    def __init__(self, cfg: DictConfig, env: EnvBase):
+        super().__init__(cfg)
+        self.group = g = agent_group(env)
+        nets = dict(share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
+        spec = env.full_action_spec_unbatched[g, "action"]
+        self.actor = make_actor(env, g, **nets)
+        common = dict(num_qvalue_nets=cfg.num_qvalue_nets, loss_function=cfg.loss_function, alpha_init=cfg.alpha_init, delay_qvalue=True)
+        if is_discrete(env, g):
+            self.critic = make_discrete_q_critic(env, g, centralised=self.centralised_critic, **nets)
+            self.loss_module = DiscreteSACLoss(self.actor, self.critic, action_space=spec, num_actions=spec.space.n, **common)
+            self.loss_module.set_keys(action_value=(g, "action_value"))
+        else:
+            self.critic = make_q_critic(env, g, centralised=self.centralised_critic, **nets)
+            # Target entropy -|A| per agent: the actions' last dimension, not the whole group's.
+            self.loss_module = SACLoss(self.actor, self.critic, target_entropy=-float(spec.shape[-1]), **common)
+            self.loss_module.set_keys(state_action_value=(g, "state_action_value"))
+        self.loss_module.set_keys(
+            action=(g, "action"),
+            log_prob=(g, "action_log_prob"),
+            reward=(g, "reward"),
+            done=(g, "done"),  # written by `prepare` [*B, n_agents, 1]
+            terminated=(g, "terminated"),
+        )
+        self.loss_module.make_value_estimator(gamma=cfg.gamma)
+        self.target_updater = SoftUpdate(self.loss_module, tau=cfg.tau)
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The stochastic actor: it samples while collecting and takes its mode in deterministic evaluation."""
+        return self.actor
+
+    def configure_optimizers(self):
+        loss = self.loss_module
+        actor = torch.optim.Adam(list(loss.actor_network_params.values(True, True)), lr=self.cfg.actor_lr)
+        critic = torch.optim.Adam(list(loss.qvalue_network_params.values(True, True)), lr=self.cfg.critic_lr)
+        alpha = torch.optim.Adam([loss.log_alpha], lr=self.cfg.alpha_lr)
+        return [actor, critic, alpha]
+
+    def update(self, sample: TensorDictBase) -> TensorDictBase:
+        """One step of each optimiser on its own term of one forward pass of the loss.
+
+        The terms' graphs are disjoint in what they train (the actor term reads detached critic
+        parameters and a detached alpha, the critic term bootstraps without gradients, the alpha
+        term reads detached log-probabilities), so stepping one does not disturb the next backward.
+        """
+        actor_opt, critic_opt, alpha_opt = self.optimizers()
+        out = self.loss_module(sample)
+        terms = TensorDict({k: out[k].detach() for k in ("loss_actor", "loss_qvalue", "loss_alpha")})
+        terms["grad_norm_actor"] = self.optimiser_step(actor_opt, out["loss_actor"], terms)
+        terms["grad_norm"] = self.optimiser_step(critic_opt, out["loss_qvalue"], terms)
+        self.optimiser_step(alpha_opt, out["loss_alpha"], terms)
+        terms["loss"] = terms["loss_actor"] + terms["loss_qvalue"] + terms["loss_alpha"]
+        terms["alpha"] = out["alpha"].detach()
+        terms["entropy"] = out["entropy"].detach()
+        return terms
+
+
+ALGORITHM = MASAC
