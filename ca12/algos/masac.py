@@ -56,6 +56,9 @@ class MASAC(OffPolicyActorCritic):
             terminated=(g, "terminated"),
         )
         self.loss_module.make_value_estimator(gamma=cfg.gamma)
+        # SACLoss registers its target-entropy buffer on first use: make it now, so a fresh
+        # module has the same state_dict keys as a checkpoint (resume).
+        _ = self.loss_module.target_entropy
         self.target_updater = SoftUpdate(self.loss_module, tau=cfg.tau)
 
     @property
