@@ -174,17 +174,17 @@ def test_maddpg_learns_generic_coop(tmp_path):
     """MADDPG on the generic cooperative goal-reaching task (3 agents, 2-D): a short run with
     small nets and 25 updates of each network per 250-frame batch.
 
-    Measured (seed 0, 2 CPU cores, ~20 s): returns go from about -28 / -21 in the first two
-    batches to about -13 / -13 / -12 in batches 14-16 (and -10 by batch 20); the test asks for
-    half of that improvement.
+    Measured (seed 0, 2 shared CPU cores, ~20 s): returns go from about -28 / -21 in the first
+    two batches to about -18 / -15 / -16 in batches 10-12 (and -10 by batch 20); the test asks
+    for half of that improvement.
     """
     run_dir = tmp_path / "maddpg"
     args = [
         "--algo", "maddpg", "--env", "generic/coop", "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
-        "env.num_envs=10", "env.max_steps=25", "collector.frames_per_batch=250", "collector.total_frames=4000",
+        "env.num_envs=10", "env.max_steps=25", "collector.frames_per_batch=250", "collector.total_frames=3000",
         "algo.hidden_sizes=[64,64]", "algo.warmup_frames=250", "algo.actor_lr=1e-3", "algo.critic_lr=1e-3",
     ]
     assert main(args) == 0
     returns = _column(run_dir, "rollout/episode_reward_mean")
-    assert len(returns) == 16
-    assert sum(returns[-3:]) / 3 - sum(returns[:2]) / 2 >= 6.0, returns
+    assert len(returns) == 12
+    assert sum(returns[-3:]) / 3 - sum(returns[:2]) / 2 >= 4.0, returns
