@@ -167,7 +167,7 @@ def test_off_policy_actor_critic_resume_is_bit_for_bit(tmp_path):
     assert storage_a["_len"] == storage_b["_len"] == 200
     _assert_same_storage(storage_a["_storage"], storage_b["_storage"], 200)
     for column in ("train/loss", "train/loss_actor", "eval/episode_reward_mean"):
-        assert _column(one_go, column) == _column(split, column), column
+        assert _column(one_go, column) and _column(one_go, column) == _column(split, column), column
 
 
 def test_maddpg_learns_generic_coop(tmp_path):
