@@ -1,0 +1,85 @@
+"""Learning checks with reward thresholds: does each algorithm learn its task within a budget?
+
+    python benchmarks/learning.py                 # every row
+    python benchmarks/learning.py --only vdn coma # some algorithms
+    python benchmarks/learning.py --list          # the rows, without running
+
+Each row is a real `python -m ca12.fit` run (seed 0, logger=csv) with the overrides shown; its
+final return is the mean `rollout/episode_reward_mean` of the last 3 iterations, and the row
+passes when that reaches the threshold. Prints a table: algorithm, env, frames, wall-clock
+seconds, final return, threshold, pass. The fast variants of these checks run in the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ca12.config import algo_names
+from ca12.fit import main as fit_main
+
+# One-step coordination game: greedy play earns the optimum 8; rollout returns still include the
+# eps_end=0.05 exploration (about 7.7), hence the threshold 7.5.
+ONE_STEP_MATRIX = ["env.max_steps=1", "env.num_envs=100", "collector.frames_per_batch=100", "algo.hidden_sizes=[64]",
+                   "algo.lr=1e-3", "algo.minibatch_size=256", "algo.warmup_frames=200", "algo.updates_per_frame=0.15"]
+
+
+@dataclass
+class Row:
+    algo: str
+    env: str
+    frames: int
+    threshold: float
+    overrides: list[str] = field(default_factory=list)
+
+
+ROWS = [
+    Row("mappo", "vmas/navigation", 240_000, 0.8),
+    Row("ippo", "vmas/navigation", 240_000, 0.8),
+    Row("coma", "matrix/coordination", 6_000, 80.0, ["env.num_envs=50", "collector.frames_per_batch=500", "algo.minibatch_size=100"]),
+    Row("vdn", "matrix/coordination", 2_000, 7.5, ONE_STEP_MATRIX + ["algo.annealing_frames=1500"]),
+    Row("qmix", "matrix/coordination", 2_000, 7.5, ONE_STEP_MATRIX + ["algo.annealing_frames=1500"]),
+    Row("iql", "matrix/coordination", 2_000, 7.5, ONE_STEP_MATRIX + ["algo.annealing_frames=1500"]),
+]
+
+
+def run(row: Row) -> tuple[float, float]:
+    """(final return, seconds) of one row's fit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        argv = ["--algo", row.algo, "--env", row.env, "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
+                f"collector.total_frames={row.frames}", *row.overrides]
+        start = time.perf_counter()
+        if fit_main(argv) != 0:
+            raise SystemExit(f"{row.algo} on {row.env} failed")
+        seconds = time.perf_counter() - start
+        with open(run_dir / "metrics.csv") as f:
+            returns = [float(r["rollout/episode_reward_mean"]) for r in csv.DictReader(f)]
+    last = returns[-3:]
+    return sum(last) / len(last), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="algorithms to run")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    rows = [r for r in ROWS if r.algo in algo_names() and (args.only is None or r.algo in args.only)]
+    header = f"{'algorithm':<10}{'env':<22}{'frames':>9}{'seconds':>9}{'final return':>14}{'threshold':>11}  pass"
+    if args.list:
+        for row in rows:
+            print(f"{row.algo:<10}{row.env:<22}{row.frames:>9}{'':>9}{'':>14}{row.threshold:>11.2f}  {' '.join(row.overrides)}")
+        return
+    results = [(row, *run(row)) for row in rows]
+    print("\n" + header)
+    print("-" * len(header))
+    for row, final, seconds in results:
+        print(f"{row.algo:<10}{row.env:<22}{row.frames:>9}{seconds:>9.0f}{final:>14.3f}{row.threshold:>11.2f}  {'yes' if final >= row.threshold else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
