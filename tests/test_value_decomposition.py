@@ -47,7 +47,7 @@ def test_vdn_fits_row_mean_plus_column_mean_minus_grand_mean_on_uniform_data():
     batch = _uniform_one_step_batch(env, CLIMBING, copies=4)
     optimiser = torch.optim.Adam(module.loss_module.parameters(), lr=3e-3)
     for _ in range(1500):  # full-batch least squares: the fit converges to the exact minimiser
-        total, _ = module.loss(batch.clone())
+        total, _ = module.loss(module.prepare(batch.clone()))
         optimiser.zero_grad()
         total.backward()
         optimiser.step()

@@ -10,6 +10,7 @@ from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.objectives import DQNLoss
 
+from ca12.algos.off_policy import per_agent_flags
 from ca12.algos.qmix import QMIX
 
 
@@ -28,12 +29,8 @@ class IQL(QMIX):
         return loss
 
     def prepare(self, sample: TensorDictBase) -> TensorDictBase:
-        """Env-level done/terminated [*B, 1] -> per agent [*B, n_agents, 1]."""
-        n_agents = sample["next", self.group, "reward"].shape[-2]
-        for key in ("done", "terminated"):
-            flag = sample["next", key]
-            sample.set(("next", self.group, key), flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1))
-        return sample
+        """Per-agent rewards and done flags: no team reward (each agent learns alone)."""
+        return per_agent_flags(sample, self.group)
 
 
 ALGORITHM = IQL

@@ -24,64 +24,15 @@ from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
 from torchrl.objectives import DDPGLoss, SoftUpdate
 
-from ca12.algos.base import RLModule
-from ca12.config import episode_aligned
-from ca12.data import ReplayBatch, ReplayDataModule
+from ca12.algos.off_policy import OffPolicyModule
 from ca12.envs import agent_group
 from ca12.nets.actor_critic import make_deterministic_actor, make_exploration, make_q_critic
 
 
-class OffPolicyActorCritic(RLModule):
-    """The replay loop shared by MADDPG/IDDPG and MASAC/ISAC.
-
-    Subclasses build `loss_module`, `target_updater` and `policy`, and define `update(sample)`:
-    the optimiser steps of one minibatch, returning its (detached, scalar) terms. This class does
-    the rest of QMIX's loop: anneal exploration by the fresh frames, wait for `warmup_frames`,
-    `updates_per_frame` minibatches per collected frame, a soft target update after each,
-    priorities, and the mean terms as metrics (`train/loss` is the sum of the loss terms).
-    """
-
-    centralised_critic = True
-
-    @classmethod
-    def make_datamodule(cls, cfg: DictConfig, make_env) -> ReplayDataModule:
-        return ReplayDataModule(
-            make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg),
-            buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
-            minibatch_size=cfg.algo.minibatch_size, prioritized=cfg.algo.prioritized,
-        )
-
-    def prepare(self, sample: TensorDictBase) -> TensorDictBase:
-        """Env-level done/terminated [*B, 1] -> per agent [*B, n_agents, 1] for the per-agent targets."""
-        n_agents = sample["next", self.group, "reward"].shape[-2]
-        for key in ("done", "terminated"):
-            flag = sample["next", key]
-            sample.set(("next", self.group, key), flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1))
-        return sample
-
-    def exploration_metrics(self, fresh_frames: int) -> dict:
-        """Anneal exploration by this batch's frames; its current scale as metrics."""
-        return {}
-
-    def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
-        fresh_frames = batch.fresh.numel()
-        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh, self.group), **self.exploration_metrics(fresh_frames)}
-        if len(batch.buffer) >= self.cfg.warmup_frames:
-            terms_sum, n_updates = None, max(1, round(self.cfg.updates_per_frame * fresh_frames))
-            for _ in range(n_updates):
-                sample = self.prepare(batch.buffer.sample().to(self.device))
-                terms = self.update(sample)
-                self.target_updater.step()
-                if self.cfg.prioritized:
-                    sample.set("td_error", sample["td_error"].reshape(sample.shape[0], -1).amax(-1))
-                    batch.buffer.update_tensordict_priority(sample)
-                terms_sum = terms if terms_sum is None else terms_sum + terms
-            metrics.update({f"train/{k}": v / n_updates for k, v in terms_sum.items()})
-        self.log_iteration(batch.fresh, metrics)
-
-
-class MADDPG(OffPolicyActorCritic):
+class MADDPG(OffPolicyModule):
     """MADDPG as a LightningModule; `training_step` consumes a `ReplayBatch`."""
+
+    centralised_critic = True  # I* variants set False: each agent's critic sees only its own
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg)

@@ -23,14 +23,16 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
 
-from ca12.algos.maddpg import OffPolicyActorCritic
+from ca12.algos.off_policy import OffPolicyModule
 from ca12.envs import agent_group
 from ca12.nets import make_actor
 from ca12.nets.actor_critic import is_discrete, make_discrete_q_critic, make_q_critic
 
 
-class MASAC(OffPolicyActorCritic):
+class MASAC(OffPolicyModule):
     """MASAC as a LightningModule; `training_step` consumes a `ReplayBatch`."""
+
+    centralised_critic = True  # I* variants set False: each agent's critic sees only its own
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg)

@@ -20,15 +20,13 @@ from torchrl.modules import QMixer
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.multiagent import QMixerLoss
 
-from ca12.algos.base import RLModule
-from ca12.config import episode_aligned
-from ca12.data import ReplayBatch, ReplayDataModule
+from ca12.algos.off_policy import OffPolicyModule
 from ca12.envs import agent_group
 from ca12.nets.qnets import make_egreedy, make_qnet
 
 
-class QMIX(RLModule):
-    """QMIX as a LightningModule; `training_step` consumes a `ReplayBatch`."""
+class QMIX(OffPolicyModule):
+    """QMIX as a LightningModule; the replay loop is `OffPolicyModule.training_step`."""
 
     action_spaces = ("discrete",)
 
@@ -67,14 +65,6 @@ class QMIX(RLModule):
         """The exploring policy the collector acts with (greedy actions in evaluation)."""
         return self._policy
 
-    @classmethod
-    def make_datamodule(cls, cfg: DictConfig, make_env) -> ReplayDataModule:
-        return ReplayDataModule(
-            make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg),
-            buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
-            minibatch_size=cfg.algo.minibatch_size, prioritized=cfg.algo.prioritized,
-        )
-
     def configure_optimizers(self):
         return torch.optim.Adam(self.loss_module.parameters(), lr=self.cfg.lr)
 
@@ -83,28 +73,20 @@ class QMIX(RLModule):
         sample.set(("next", "reward"), sample["next", self.group, "reward"].mean(-2))
         return sample
 
+    def exploration_metrics(self, fresh_frames: int) -> dict:
+        self.exploration.step(fresh_frames)
+        return {"train/epsilon": self.exploration.eps}
+
     def loss(self, sample: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
-        terms = self.loss_module(self.prepare(sample))
+        """TD loss on a prepared minibatch (see `prepare`) and its terms."""
+        terms = self.loss_module(sample)
         return terms["loss"], terms
 
-    def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
-        optimiser = self.optimizers()
-        fresh_frames = batch.fresh.numel()
-        self.exploration.step(fresh_frames)
-        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh, self.group), "train/epsilon": self.exploration.eps}
-        if len(batch.buffer) >= self.cfg.warmup_frames:
-            terms_sum, n_updates = None, max(1, round(self.cfg.updates_per_frame * fresh_frames))
-            for _ in range(n_updates):
-                sample = batch.buffer.sample().to(self.device)
-                total, terms = self.loss(sample)
-                terms = terms.detach().select(*[k for k in terms.keys() if k.startswith("loss")])
-                terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
-                self.target_updater.step()
-                if self.cfg.prioritized:
-                    batch.buffer.update_tensordict_priority(sample)
-                terms_sum = terms if terms_sum is None else terms_sum + terms
-            metrics.update({f"train/{k}": v / n_updates for k, v in terms_sum.items()})
-        self.log_iteration(batch.fresh, metrics)
+    def update(self, sample: TensorDictBase) -> TensorDictBase:
+        total, terms = self.loss(sample)
+        terms = terms.detach().select(*[k for k in terms.keys() if k.startswith("loss")])
+        terms["grad_norm"] = self.optimiser_step(self.optimizers(), total, terms)
+        return terms
 
 
 ALGORITHM = QMIX
