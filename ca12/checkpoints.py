@@ -11,9 +11,10 @@ from ca12.errors import UsageError
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The `ca12` section of a Lightning checkpoint written by `ca12.fit`.
+    """A whole Lightning checkpoint written by `ca12.fit`, checked to be one.
 
-    Holds `run_config` (the resolved run config), `frames`, `iterations` and `wandb_id`.
+    Its `ca12` section holds `run_config` (the resolved run config), `frames`, `iterations`
+    and `wandb_id`; `state_dict` holds the module's weights.
     """
     path = Path(path)
     if not path.is_file():
@@ -24,7 +25,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise UsageError(f"'{path}' is not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or "run_config" not in checkpoint.get("ca12", {}):
         raise UsageError(f"'{path}' is not a ca12 checkpoint (no ca12 run config inside)")
-    return checkpoint["ca12"]
+    return checkpoint
 
 
 def run_dir_of(checkpoint_path: Path) -> Path:

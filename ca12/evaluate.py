@@ -32,7 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def evaluate(path: Path, episodes: int | None = None, deterministic: bool = False, video: Path | None = None):
     """Load the checkpoint at `path` (file or run directory) and run evaluation episodes."""
-    import torch
     from omegaconf import OmegaConf
 
     from ca12.algos import algo_class
@@ -42,7 +41,8 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = Fals
     from ca12.seeding import isolated_rng
 
     ckpt_path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-    saved = read_checkpoint(ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path)
+    saved = checkpoint["ca12"]
     cfg = OmegaConf.create(saved["run_config"])
     episodes = cfg.eval.episodes if episodes is None else episodes
     if episodes <= 0:
@@ -50,8 +50,7 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = Fals
     evaluator = Evaluator(cfg.env, episodes, cfg.seed, deterministic)
     with isolated_rng():
         module = algo_class(cfg.algo.name)(cfg.algo, make_spec_env(cfg.env, cfg.seed))
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    module.load_state_dict(checkpoint["state_dict"])
     module.to(evaluator.env.device)
     result = evaluator.run(module.policy, render=video is not None)
     if video is not None:

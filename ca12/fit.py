@@ -106,7 +106,7 @@ def resolve_run(args: argparse.Namespace):
 
     if args.resume:
         ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or DEFAULT_ENV)
-        saved = read_checkpoint(ckpt_path)
+        saved = read_checkpoint(ckpt_path)["ca12"]
         cfg = apply_overrides(OmegaConf.create(saved["run_config"]), args.overrides, seed=args.seed)
         if args.algo and args.algo != cfg.algo.name:
             raise UsageError(f"--resume: {ckpt_path} is a {cfg.algo.name} run, not {args.algo}")
