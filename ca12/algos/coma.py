@@ -157,18 +157,8 @@ class COMA(RLModule):
         return loss_objective + loss_critic + loss_entropy, terms
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
-        optimiser = self.optimizers()
         batch.set("coma_target", self.critic_targets(batch))
-        frames = batch.reshape(-1)
-        terms_sum, n_updates = None, 0
-        for _ in range(self.cfg.num_epochs):
-            for index in torch.randperm(frames.shape[0], device=frames.device).split(self.cfg.minibatch_size):
-                total, terms = self.loss(frames[index])
-                terms = terms.detach()
-                terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
-                terms_sum = terms if terms_sum is None else terms_sum + terms
-                n_updates += 1
-        metrics = {f"train/{k}": v / n_updates for k, v in terms_sum.items()}
+        metrics = self.minibatch_epochs(batch.reshape(-1))
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch, self.group)
         self.log_iteration(batch, metrics)
 

@@ -77,20 +77,8 @@ class MAPPO(RLModule):
         return total, terms
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
-        optimiser = self.optimizers()
         self.compute_advantage(batch)
-        frames = batch.reshape(-1)  # [B * T] frames, each holding all agents
-        terms_sum, n_updates = None, 0
-        for _ in range(self.cfg.num_epochs):
-            order = torch.randperm(frames.shape[0], device=frames.device)
-            for index in order.split(self.cfg.minibatch_size):
-                total, terms = self.loss(frames[index])
-                grad_norm = self.optimiser_step(optimiser, total, terms)
-                terms = terms.detach()
-                terms["grad_norm"] = grad_norm
-                terms_sum = terms if terms_sum is None else terms_sum + terms
-                n_updates += 1
-        metrics = {f"train/{key}": value.mean() / n_updates for key, value in terms_sum.items()}
+        metrics = self.minibatch_epochs(batch.reshape(-1))  # [B * T] frames, each holding all agents
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch, self.group)
         self.log_iteration(batch, metrics)
 
