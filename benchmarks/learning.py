@@ -4,7 +4,7 @@
     python benchmarks/learning.py --only vdn coma # some algorithms
     python benchmarks/learning.py --list          # the rows, without running
 
-Each row is a real `python -m ca12.fit` run (seed 0, logger=csv) with the overrides shown; its
+Each row is a real `python -m ca12.fit` run (seed 0 unless --seed, logger=csv) with the overrides shown; its
 final return is the mean `rollout/episode_reward_mean` of the last 3 iterations, and the row
 passes when that reaches the threshold. Prints a table: algorithm, env, frames, wall-clock
 seconds, final return, threshold, pass. The fast variants of these checks run in the tests.
@@ -38,6 +38,11 @@ class Row:
     threshold: float
     overrides: list[str] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        """The env, marked when its actions were made discrete."""
+        return self.env + (" (discrete)" if "env.continuous_actions=false" in self.overrides else "")
+
 
 ROWS = [
     Row("mappo", "vmas/navigation", 240_000, 0.8),
@@ -48,14 +53,17 @@ ROWS = [
     Row("iql", "matrix/coordination", 2_000, 7.5, ONE_STEP_MATRIX + ["algo.annealing_frames=1500"]),
     Row("iql", "vmas/navigation", 120_000, 0.8, DISCRETE_NAVIGATION),
     Row("vdn", "vmas/navigation", 120_000, 0.4, DISCRETE_NAVIGATION),
+    Row("qmix", "vmas/navigation", 150_000, 0.5, ["env.continuous_actions=false"]),
+    Row("maddpg", "vmas/navigation", 150_000, 0.5),
+    Row("masac", "vmas/navigation", 150_000, 0.5),
 ]
 
 
-def run(row: Row) -> tuple[float, float]:
+def run(row: Row, seed: int = 0) -> tuple[float, float]:
     """(final return, seconds) of one row's fit."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        argv = ["--algo", row.algo, "--env", row.env, "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
+        argv = ["--algo", row.algo, "--env", row.env, "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
                 f"collector.total_frames={row.frames}", *row.overrides]
         start = time.perf_counter()
         if fit_main(argv) != 0:
@@ -70,19 +78,20 @@ def run(row: Row) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="algorithms to run")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     rows = [r for r in ROWS if r.algo in algo_names() and (args.only is None or r.algo in args.only)]
-    header = f"{'algorithm':<10}{'env':<22}{'frames':>9}{'seconds':>9}{'final return':>14}{'threshold':>11}  pass"
+    header = f"{'algorithm':<10}{'env':<34}{'frames':>9}{'seconds':>9}{'final return':>14}{'threshold':>11}  pass"
     if args.list:
         for row in rows:
-            print(f"{row.algo:<10}{row.env:<22}{row.frames:>9}{'':>9}{'':>14}{row.threshold:>11.2f}  {' '.join(row.overrides)}")
+            print(f"{row.algo:<10}{row.label:<34}{row.frames:>9}{'':>9}{'':>14}{row.threshold:>11.2f}  {' '.join(row.overrides)}")
         return
-    results = [(row, *run(row)) for row in rows]
+    results = [(row, *run(row, args.seed)) for row in rows]
     print("\n" + header)
     print("-" * len(header))
     for row, final, seconds in results:
-        print(f"{row.algo:<10}{row.env:<22}{row.frames:>9}{seconds:>9.0f}{final:>14.3f}{row.threshold:>11.2f}  {'yes' if final >= row.threshold else 'NO'}")
+        print(f"{row.algo:<10}{row.label:<34}{row.frames:>9}{seconds:>9.0f}{final:>14.3f}{row.threshold:>11.2f}  {'yes' if final >= row.threshold else 'NO'}")
 
 
 if __name__ == "__main__":
