@@ -189,9 +189,14 @@ def validate(cfg: DictConfig) -> None:
             f"collector.frames_per_batch ({fpb}) must be a multiple of env.num_envs ({num_envs}): "
             "every env steps the same number of times per batch"
         )
-    for key in ("num_epochs", "minibatch_size"):
+    for key in ("num_epochs", "actor_epochs", "minibatch_size"):
         if key in cfg.algo and cfg.algo[key] <= 0:
             raise UsageError(f"algo.{key} must be positive, got {cfg.algo[key]}")
+    storage = cfg.algo.get("buffer_storage", "memory")
+    if storage not in ("memory", "memmap"):
+        raise UsageError(f"algo.buffer_storage must be memory or memmap, got {storage!r}")
+    if storage == "memmap" and str(cfg.algo.buffer_device) != "cpu":
+        raise UsageError(f"algo.buffer_storage=memmap keeps the buffer in files on the host: set algo.buffer_device=cpu (got {cfg.algo.buffer_device})")
     if cfg.eval.every_n_iters < 0:
         raise UsageError(f"eval.every_n_iters must be 0 (never) or positive, got {cfg.eval.every_n_iters}")
     if "lr" in cfg.algo and not cfg.algo.lr > 0:

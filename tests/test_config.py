@@ -74,6 +74,8 @@ def test_any_vmas_scenario_by_name_with_scenario_kwargs():
         ("mappo", "vmas/navigation", ["collector.frames_per_batch=1001"], "must be a multiple of env.num_envs"),
         ("mappo", "vmas/navigation", ["algo.num_epochs=0"], "algo.num_epochs must be positive"),
         ("mappo", "vmas/navigation", ["lr"], "expected KEY=VALUE"),
+        ("vdn", "vmas/navigation", ["algo.buffer_storage=disk"], "algo.buffer_storage must be memory or memmap, got 'disk'"),
+        ("vdn", "vmas/navigation", ["algo.buffer_storage=memmap", "algo.buffer_device=cuda"], "set algo.buffer_device=cpu"),
     ],
 )
 def test_bad_config_input_is_refused_with_one_line(algo, env, overrides, fragment):

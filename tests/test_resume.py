@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage
 
+from ca12.algos import algo_class
 from ca12.fit import main
-from conftest import TINY, tiny_args
+from conftest import TINY, tiny_args, tiny_config
 
 FOUR_ITERS = TINY + ["collector.total_frames=400", "logger=none", "eval.every_n_iters=1", "eval.episodes=2"]
 
@@ -60,11 +62,22 @@ def _prioritized_replay_loads() -> bool:
         return False
 
 
-@pytest.mark.parametrize("algo, extra", [("vdn", []), ("qmix", ["algo.prioritized=true"])])
+def _tensors(state: dict, prefix: str = "") -> dict:
+    """The tensors of a (nested) state dict, keyed by their dotted path."""
+    out = {}
+    for name, value in state.items():
+        if torch.is_tensor(value):
+            out[prefix + name] = value
+        elif isinstance(value, dict):
+            out.update(_tensors(value, f"{prefix}{name}."))
+    return out
+
+
+@pytest.mark.parametrize("algo, extra", [("vdn", []), ("iql", ["algo.buffer_storage=memmap"]), ("qmix", ["algo.prioritized=true"])])
 def test_off_policy_resume_is_bit_for_bit_replay_buffer_included(algo, extra, tmp_path, capsys):
     args = [*tiny_args(algo), *extra, "logger=none", "eval.every_n_iters=1", "eval.episodes=2", "collector.total_frames=400"]
     one_go, split = tmp_path / "one_go", tmp_path / "split"
-    if extra and not _prioritized_replay_loads():  # TorchRL's C++ extension missing: refused, one line
+    if "algo.prioritized=true" in extra and not _prioritized_replay_loads():  # TorchRL's C++ extension missing: refused, one line
         assert main(["--algo", algo, "--run-dir", str(one_go), *args]) == 2
         assert "algo.prioritized=true needs TorchRL's C++ extension" in capsys.readouterr().err
         return
@@ -77,12 +90,19 @@ def test_off_policy_resume_is_bit_for_bit_replay_buffer_included(algo, extra, tm
     (key,) = [k for k in a if k.endswith("ReplayDataModule")]
     buffer_a, buffer_b = a[key]["buffer"]["_storage"], b[key]["buffer"]["_storage"]
     assert buffer_a["_len"] == buffer_b["_len"] == 400
-    storage_a, storage_b = buffer_a["_storage"], buffer_b["_storage"]
+    storage_a, storage_b = _tensors(buffer_a["_storage"]), _tensors(buffer_b["_storage"])
+    assert storage_a.keys() == storage_b.keys() and "next.agents.reward" in storage_a
     for name, value in storage_a.items():  # the filled part (the rest is uninitialised memory)
-        if torch.is_tensor(value):
-            assert torch.equal(value[:400], storage_b[name][:400]), name
+        assert torch.equal(value[:400], storage_b[name][:400]), name
     assert _column(one_go, "train/loss") == _column(split, "train/loss")
     assert _column(one_go, "eval/episode_reward_mean") == _column(split, "eval/episode_reward_mean")
+
+
+def test_buffer_storage_picks_memory_or_memory_mapped_files():
+    for storage, kind in (("memory", LazyTensorStorage), ("memmap", LazyMemmapStorage)):
+        cfg = tiny_config("iql", f"algo.buffer_storage={storage}")
+        buffer = algo_class("iql").make_datamodule(cfg, make_env=None).buffer
+        assert type(buffer.storage) is kind
 
 
 def test_same_seed_same_result_other_seed_other_result(tmp_path):

@@ -119,21 +119,24 @@ class RLModule(L.LightningModule):
         optimiser.step()
         return grad_norm
 
-    def minibatch_epochs(self, frames: TensorDictBase) -> dict:
-        """`algo.num_epochs` passes over `frames` [N] in shuffled minibatches of
-        `algo.minibatch_size`, one guarded optimiser step on `self.loss` each (the on-policy
-        update of PPO and COMA). Returns the mean loss terms and gradient norm as `train/` metrics.
+    def minibatch_epochs(self, frames: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "") -> dict:
+        """`num_epochs` (default `algo.num_epochs`) passes over `frames` [N] in shuffled
+        minibatches of `algo.minibatch_size`, one guarded optimiser step on `loss` (default
+        `self.loss`) each: the on-policy update of PPO and COMA. Returns the mean loss terms and
+        gradient norm as `train/` metrics, each name followed by `suffix`.
         """
-        optimiser = self.optimizers()
+        optimiser, loss = self.optimizers(), loss or self.loss
         terms_sum, n_updates = None, 0
-        for _ in range(self.cfg.num_epochs):
+        for _ in range(self.cfg.num_epochs if num_epochs is None else num_epochs):
             for index in torch.randperm(frames.shape[0], device=frames.device).split(self.cfg.minibatch_size):
-                total, terms = self.loss(frames[index])
+                total, terms = loss(frames[index])
                 terms = terms.detach()
                 terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
                 terms_sum = terms if terms_sum is None else terms_sum + terms
                 n_updates += 1
-        return {f"train/{key}": value.mean() / n_updates for key, value in terms_sum.items()}
+        if terms_sum is None:
+            return {}
+        return {f"train/{key}{suffix}": value.mean() / n_updates for key, value in terms_sum.items()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         wandb_ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]

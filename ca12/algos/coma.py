@@ -139,26 +139,42 @@ class COMA(RLModule):
         terminated = batch["next", "terminated"].float()
         return lambda_returns(reward, next_q, terminated, continues, self.cfg.gamma, self.cfg.lmbda)
 
-    def loss(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+    def loss_critic(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+        """Regression of Q(s, u) for the taken joint action on its TD(lambda) target."""
+        actions = self._action_index(minibatch)
+        q_taken = self.critic(minibatch[self.group, "observation"], actions).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        loss_critic = F.mse_loss(q_taken, minibatch["coma_target"])
+        return loss_critic, TensorDict({"loss": loss_critic}, [])  # logged as train/loss_critic
+
+    def loss_actor(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+        """Policy gradient on the counterfactual advantages (the critic is not trained here).
+
+        With `normalize_advantage` the advantages are divided by their standard deviation over
+        the minibatch (not centred: sum_u pi(u) A(u) = 0 per agent is kept), so the step size
+        does not depend on the reward's scale and the entropy bonus keeps a fixed weight.
+        """
         g = self.group
         actions = self._action_index(minibatch)
-        q_all = self.critic(minibatch[g, "observation"], actions)  # [M, n, A]
-        q_taken = q_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        loss_critic = F.mse_loss(q_taken, minibatch["coma_target"])
+        with torch.no_grad():
+            q_all = self.critic(minibatch[g, "observation"], actions)  # [M, n, A]
         dist = self.actor.get_dist(minibatch.select((g, "observation")).clone())
-        probs = dist.probs  # [M, n, A]
-        advantage, _ = coma_advantages(q_all.detach(), probs.detach(), actions)
+        advantage, _ = coma_advantages(q_all, dist.probs.detach(), actions)
+        if self.cfg.normalize_advantage:
+            advantage = advantage / advantage.std().clamp(min=1e-8)
         loss_objective = -(dist.log_prob(minibatch[g, "action"]) * advantage).mean()
         entropy = dist.entropy().mean()
         loss_entropy = -self.cfg.entropy_coeff * entropy
-        terms = TensorDict(
-            {"loss_objective": loss_objective, "loss_critic": loss_critic, "loss_entropy": loss_entropy, "entropy": entropy.detach()}, []
-        )
-        return loss_objective + loss_critic + loss_entropy, terms
+        terms = TensorDict({"loss_objective": loss_objective, "loss_entropy": loss_entropy, "entropy": entropy.detach()}, [])
+        return loss_objective + loss_entropy, terms
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        """Critic first (`num_epochs` passes on the batch's TD(lambda) targets), then the actors
+        (`actor_epochs` passes, few: the plain policy gradient has no ratio clipping, so it must
+        stay close to the policy that collected the batch) on the updated critic's advantages."""
         batch.set("coma_target", self.critic_targets(batch))
-        metrics = self.minibatch_epochs(batch.reshape(-1))
+        frames = batch.reshape(-1)
+        metrics = self.minibatch_epochs(frames, self.loss_critic, self.cfg.num_epochs, suffix="_critic")
+        metrics.update(self.minibatch_epochs(frames, self.loss_actor, self.cfg.actor_epochs))
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch, self.group)
         self.log_iteration(batch, metrics)
 

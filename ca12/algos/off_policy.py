@@ -35,6 +35,7 @@ class OffPolicyModule(RLModule):
         return ReplayDataModule(
             make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg),
             buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
+            buffer_storage=cfg.algo.get("buffer_storage", "memory"),
             minibatch_size=cfg.algo.minibatch_size, prioritized=cfg.algo.prioritized,
         )
 

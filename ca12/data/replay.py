@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import LazyTensorStorage, PrioritizedSampler, RandomSampler, TensorDictReplayBuffer
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, PrioritizedSampler, RandomSampler, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
 from ca12.data.rollout import RolloutDataModule
@@ -42,6 +42,15 @@ def replay_view(batch: TensorDictBase) -> TensorDictBase:
     return batch.exclude(*drop, "collector")
 
 
+def _storage(kind: str, buffer_size: int, device: str) -> LazyTensorStorage:
+    """The buffer's storage: tensors in memory on `device`, or memory-mapped files (CPU only) in
+    a temporary directory removed at exit, for buffers larger than RAM. Either way the contents
+    go into checkpoints as plain tensors."""
+    if kind == "memmap":  # config.check refuses a memmap buffer on a GPU
+        return LazyMemmapStorage(buffer_size, device="cpu")
+    return LazyTensorStorage(buffer_size, device=device)
+
+
 def _prioritized_sampler(buffer_size: int, alpha: float, beta: float) -> PrioritizedSampler:
     """TorchRL's prioritised sampler runs on its C++ segment trees; refuse clearly where that
     extension does not load (torchrl 0.14.1's wheel against torch 2.13, for one)."""
@@ -61,6 +70,7 @@ class ReplayDataModule(RolloutDataModule):
         make_env, frames_per_batch, seed, episode_aligned: as for `RolloutDataModule`.
         buffer_size: transitions the buffer holds (oldest overwritten first).
         buffer_device: where the buffer's storage lives ("cpu", "cuda").
+        buffer_storage: "memory" (tensors on `buffer_device`) or "memmap" (memory-mapped files).
         minibatch_size: transitions per sampled minibatch.
         prioritized: sample by TD error (Schaul et al. 2016) with exponents `alpha`, `beta`.
     """
@@ -74,6 +84,7 @@ class ReplayDataModule(RolloutDataModule):
         *,
         buffer_size: int,
         buffer_device: str = "cpu",
+        buffer_storage: str = "memory",
         minibatch_size: int,
         prioritized: bool = False,
         alpha: float = 0.6,
@@ -82,7 +93,7 @@ class ReplayDataModule(RolloutDataModule):
         super().__init__(make_env, frames_per_batch, seed, episode_aligned)
         sampler = _prioritized_sampler(buffer_size, alpha, beta) if prioritized else RandomSampler()
         self.buffer = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(buffer_size, device=buffer_device),
+            storage=_storage(buffer_storage, buffer_size, buffer_device),
             sampler=sampler,
             batch_size=minibatch_size,
             priority_key="td_error",
