@@ -12,6 +12,16 @@ the critic's own values, computed once per batch with the critic as it stood at 
 iteration, which acts as the target network). TorchRL has no COMA: the maths is written here in
 two small functions, `coma_advantages` and `lambda_returns`. Teams share one reward: the mean of
 the agents' rewards.
+
+Each iteration trains the critic first (`num_epochs` passes over the batch), then the actors
+(`actor_epochs` passes) on the updated critic's advantages. COMA's policy gradient has no ratio
+clipping, so few actor passes: ten collapsed the policies to one deterministic action.
+
+COMA is built for one shared team reward. On a task whose agents have their own rewards and are
+penalised for collisions (vmas/navigation as BenchMARL sets it), the mean of those rewards
+rewards moving in lock-step, which avoids collisions: measured, every agent settles on the same
+fixed action (return about -2.6, below a random policy's -0.6). With the task's shared reward
+(`env.shared_rew=true`), or without collisions, it learns navigation (see benchmarks/learning.py).
 """
 
 from __future__ import annotations
@@ -68,14 +78,19 @@ def lambda_returns(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch
 
 
 class COMACritic(nn.Module):
-    """Q(s, (u^-a, .)) for every agent a: input = all agents' observations (the state), the
-    other agents' one-hot actions (agent a's own zeroed) and a's one-hot id; one output per
-    action of agent a (the paper's critic architecture, Fig. 1c)."""
+    """Q(s, (u^-a, .)) for every agent a, one output per action of agent a (the paper's critic,
+    Fig. 1c): input = a's own observation, all agents' observations (the state), the other
+    agents' one-hot actions (a's own zeroed) and a's one-hot id.
+
+    The own observation is in the input on purpose (the paper has it too): a shared critic given
+    only the state and the id must first learn which slice of the state is agent a's, and until
+    it has, its action values are the same for every agent and push all of them the same way.
+    """
 
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden_sizes, activation: str):
         super().__init__()
         self.n_agents, self.n_actions = n_agents, n_actions
-        layers, width = [], n_agents * obs_dim + n_agents * n_actions + n_agents
+        layers, width = [], obs_dim + n_agents * obs_dim + n_agents * n_actions + n_agents
         for size in hidden_sizes:
             layers += [nn.Linear(width, size), activation_class(activation)()]
             width = size
@@ -89,7 +104,7 @@ class COMACritic(nn.Module):
         others = onehot.unsqueeze(-3).expand(*batch, n, n, self.n_actions)  # [*, a, b, A]: b's action seen by a
         others = others * (1 - torch.eye(n, device=obs.device, dtype=obs.dtype)).unsqueeze(-1)
         ids = torch.eye(n, device=obs.device, dtype=obs.dtype).expand(*batch, n, n)
-        return self.net(torch.cat([state, others.flatten(-2), ids], -1))
+        return self.net(torch.cat([obs, state, others.flatten(-2), ids], -1))
 
 
 class COMA(RLModule):
