@@ -33,6 +33,7 @@ class MADDPG(OffPolicyModule):
     """MADDPG as a LightningModule; `training_step` consumes a `ReplayBatch`."""
 
     centralised_critic = True  # I* variants set False: each agent's critic sees only its own
+    squared_td_error = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg)

@@ -19,16 +19,24 @@ from ca12.data import ReplayBatch, ReplayDataModule
 
 
 def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:
-    """Env-level done/terminated [*B, 1] -> per agent [*B, n_agents, 1], for per-agent targets."""
+    """Env-level done/terminated [*B, 1] -> per agent [*B, n_agents, 1], for per-agent targets;
+    a prioritised minibatch's importance weights [B] -> [B, n_agents], the shape of the
+    per-agent losses TorchRL reduces with them (a [B] weight would not broadcast against them)."""
     n_agents = sample["next", group, "reward"].shape[-2]
     for key in ("done", "terminated"):
         flag = sample["next", key]
         sample.set(("next", group, key), flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1))
+    if "priority_weight" in sample.keys():
+        weight = sample["priority_weight"]
+        sample.set("priority_weight", weight.unsqueeze(-1).expand(*weight.shape, n_agents))
     return sample
 
 
 class OffPolicyModule(RLModule):
     """Base LightningModule of the replay methods; `training_step` consumes a `ReplayBatch`."""
+
+    # TorchRL's DQN, QMIX and DDPG losses write the squared TD error as "td_error", SAC's |TD error|.
+    squared_td_error = False
 
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> ReplayDataModule:
@@ -37,6 +45,7 @@ class OffPolicyModule(RLModule):
             buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
             buffer_storage=cfg.algo.get("buffer_storage", "memory"),
             minibatch_size=cfg.algo.minibatch_size, prioritized=cfg.algo.prioritized,
+            alpha=cfg.algo.get("priority_alpha", 0.6), beta=cfg.algo.get("priority_beta", 0.4),
         )
 
     def prepare(self, sample: TensorDictBase) -> TensorDictBase:
@@ -56,9 +65,9 @@ class OffPolicyModule(RLModule):
                 sample = self.prepare(batch.buffer.sample().to(self.device))
                 terms = self.update(sample)
                 self.target_updater.step()
-                if self.cfg.prioritized:  # one priority per transition: the largest TD error over agents
-                    sample.set("td_error", sample["td_error"].reshape(sample.shape[0], -1).amax(-1))
-                    batch.buffer.update_tensordict_priority(sample)
+                if self.cfg.prioritized:  # one priority per transition: the largest |TD error| over agents
+                    td_error = sample["td_error"].reshape(sample.shape[0], -1).abs().amax(-1)
+                    batch.buffer.update_priority(sample["index"], td_error.sqrt() if self.squared_td_error else td_error)
                 terms_sum = terms if terms_sum is None else terms_sum + terms
             metrics.update({f"train/{k}": v / n_updates for k, v in terms_sum.items()})
         self.log_iteration(batch.fresh, metrics)

@@ -29,6 +29,7 @@ class QMIX(OffPolicyModule):
     """QMIX as a LightningModule; the replay loop is `OffPolicyModule.training_step`."""
 
     action_spaces = ("discrete",)
+    squared_td_error = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg)

@@ -15,11 +15,11 @@ from typing import Callable
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import LazyMemmapStorage, LazyTensorStorage, PrioritizedSampler, RandomSampler, TensorDictReplayBuffer
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
+from ca12.data.priority import TensorPrioritizedSampler
 from ca12.data.rollout import RolloutDataModule
-from ca12.errors import UsageError
 
 
 @dataclass
@@ -51,18 +51,6 @@ def _storage(kind: str, buffer_size: int, device: str) -> LazyTensorStorage:
     return LazyTensorStorage(buffer_size, device=device)
 
 
-def _prioritized_sampler(buffer_size: int, alpha: float, beta: float) -> PrioritizedSampler:
-    """TorchRL's prioritised sampler runs on its C++ segment trees; refuse clearly where that
-    extension does not load (torchrl 0.14.1's wheel against torch 2.13, for one)."""
-    try:
-        return PrioritizedSampler(buffer_size, alpha=alpha, beta=beta)
-    except RuntimeError as exc:
-        raise UsageError(
-            f"algo.prioritized=true needs TorchRL's C++ extension, which does not load with torch {torch.__version__} "
-            f"here ({exc}); use algo.prioritized=false"
-        ) from None
-
-
 class ReplayDataModule(RolloutDataModule):
     """Collects with the module's exploration policy into a replay buffer.
 
@@ -72,7 +60,8 @@ class ReplayDataModule(RolloutDataModule):
         buffer_device: where the buffer's storage lives ("cpu", "cuda").
         buffer_storage: "memory" (tensors on `buffer_device`) or "memmap" (memory-mapped files).
         minibatch_size: transitions per sampled minibatch.
-        prioritized: sample by TD error (Schaul et al. 2016) with exponents `alpha`, `beta`.
+        prioritized: sample by TD error (Schaul et al. 2016) with exponents `alpha`, `beta`
+            (`TensorPrioritizedSampler`; minibatches then carry `priority_weight`).
     """
 
     def __init__(
@@ -91,7 +80,8 @@ class ReplayDataModule(RolloutDataModule):
         beta: float = 0.4,
     ):
         super().__init__(make_env, frames_per_batch, seed, episode_aligned)
-        sampler = _prioritized_sampler(buffer_size, alpha, beta) if prioritized else RandomSampler()
+        device = "cpu" if buffer_storage == "memmap" else buffer_device
+        sampler = TensorPrioritizedSampler(buffer_size, alpha, beta, device=device) if prioritized else RandomSampler()
         self.buffer = TensorDictReplayBuffer(
             storage=_storage(buffer_storage, buffer_size, buffer_device),
             sampler=sampler,
