@@ -197,6 +197,9 @@ def validate(cfg: DictConfig) -> None:
         raise UsageError(f"algo.buffer_storage must be memory or memmap, got {storage!r}")
     if storage == "memmap" and str(cfg.algo.buffer_device) != "cpu":
         raise UsageError(f"algo.buffer_storage=memmap keeps the buffer in files on the host: set algo.buffer_device=cpu (got {cfg.algo.buffer_device})")
+    for key in ("priority_alpha", "priority_beta"):
+        if key in cfg.algo and not cfg.algo[key] >= 0:
+            raise UsageError(f"algo.{key} must be non-negative, got {cfg.algo[key]}")
     if cfg.eval.every_n_iters < 0:
         raise UsageError(f"eval.every_n_iters must be 0 (never) or positive, got {cfg.eval.every_n_iters}")
     if "lr" in cfg.algo and not cfg.algo.lr > 0:

@@ -76,6 +76,7 @@ def test_any_vmas_scenario_by_name_with_scenario_kwargs():
         ("mappo", "vmas/navigation", ["lr"], "expected KEY=VALUE"),
         ("vdn", "vmas/navigation", ["algo.buffer_storage=disk"], "algo.buffer_storage must be memory or memmap, got 'disk'"),
         ("vdn", "vmas/navigation", ["algo.buffer_storage=memmap", "algo.buffer_device=cuda"], "set algo.buffer_device=cpu"),
+        ("qmix", "vmas/navigation", ["algo.priority_alpha=-1"], "algo.priority_alpha must be non-negative, got -1"),
     ],
 )
 def test_bad_config_input_is_refused_with_one_line(algo, env, overrides, fragment):

@@ -46,7 +46,7 @@ def _storage(kind: str, buffer_size: int, device: str) -> LazyTensorStorage:
     """The buffer's storage: tensors in memory on `device`, or memory-mapped files (CPU only) in
     a temporary directory removed at exit, for buffers larger than RAM. Either way the contents
     go into checkpoints as plain tensors."""
-    if kind == "memmap":  # config.check refuses a memmap buffer on a GPU
+    if kind == "memmap":  # config.validate refuses a memmap buffer on a GPU
         return LazyMemmapStorage(buffer_size, device="cpu")
     return LazyTensorStorage(buffer_size, device=device)
 
