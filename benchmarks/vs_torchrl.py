@@ -76,19 +76,30 @@ def plain_torchrl(args, seed: int) -> list[float]:
     return times[1:]
 
 
-def ca12_fit(args, seed: int) -> list[float]:
-    """Seconds per iteration of `python -m ca12.fit --algo mappo` (from its metrics.csv)."""
-    trainer = "gpu" if args.device == "cuda" else "cpu"
+def ca12_fit(algo: str, overrides: list[str], device: str, seed: int) -> list[float]:
+    """Seconds per iteration of `python -m ca12.fit --algo ALGO OVERRIDES`, the first
+    (warm-up) iteration dropped. From its metrics.csv: collect_s runs from the end of one
+    training_step to the start of the next, so collect_s + update_s is the whole iteration,
+    Lightning's hooks and the checkpoint included."""
+    trainer = "gpu" if device == "cuda" else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        argv = ["--algo", "mappo", "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv", f"trainer={trainer}", *overrides(args)]
+        argv = ["--algo", algo, "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv", f"trainer={trainer}", *overrides]
         if fit_main(argv) != 0:
-            raise SystemExit("ca12 fit failed")
+            raise SystemExit(f"ca12 fit of {algo} failed")
         with open(run_dir / "metrics.csv") as f:
             rows = list(csv.DictReader(f))
-    # collect_s runs from the end of one training_step to the start of the next, so
-    # collect_s + update_s is the whole iteration, Lightning's hooks and the checkpoint included.
     return [float(r["time/collect_s"]) + float(r["time/update_s"]) for r in rows][1:]
+
+
+def report(plain: list[float], ours: list[float], rate: str, per_iteration: float) -> None:
+    """The comparison table: median seconds per iteration of each side, `rate` = per_iteration
+    units per second (e.g. frames/s), every round, and the ratio."""
+    p, o = statistics.median(plain), statistics.median(ours)
+    print(f"{'':<22}{'s/iteration':>12}{rate:>12}   per round")
+    print(f"{'plain TorchRL loop':<22}{p:>12.3f}{per_iteration / p:>12,.1f}   {', '.join(f'{x:.3f}' for x in plain)}")
+    print(f"{'ca12 (Lightning)':<22}{o:>12.3f}{per_iteration / o:>12,.1f}   {', '.join(f'{x:.3f}' for x in ours)}")
+    print(f"ca12 / plain time: {o / p:.3f}  (Lightning + ca12 overhead {100 * (o / p - 1):+.1f} %)")
 
 
 def main() -> None:
@@ -113,16 +124,11 @@ def main() -> None:
     plain, ours = [], []
     for round_ in range(args.rounds):
         plain.append(statistics.mean(plain_torchrl(args, seed=round_)))
-        ours.append(statistics.mean(ca12_fit(args, seed=round_)))
+        ours.append(statistics.mean(ca12_fit("mappo", overrides(args), args.device, seed=round_)))
     fpb = args.num_envs * args.max_steps
-    p, o = statistics.median(plain), statistics.median(ours)
     print(f"\nMAPPO vmas/navigation on {args.device}: {args.num_envs} envs, {fpb} frames/iteration, "
           f"{args.epochs} epochs x minibatch {args.minibatch}; median of {args.rounds} rounds x {args.iters - 1} timed iterations")
-    print(f"{'':<22}{'s/iteration':>12}{'frames/s':>12}   per round")
-    print(f"{'plain TorchRL loop':<22}{p:>12.3f}{fpb / p:>12,.0f}   {', '.join(f'{x:.3f}' for x in plain)}")
-    print(f"{'ca12 (Lightning)':<22}{o:>12.3f}{fpb / o:>12,.0f}   {', '.join(f'{x:.3f}' for x in ours)}")
-    print(f"ca12 / plain time: {o / p:.3f}  (Lightning + ca12 overhead {100 * (o / p - 1):+.1f} %)")
-
+    report(plain, ours, "frames/s", fpb)
 
 if __name__ == "__main__":
     main()

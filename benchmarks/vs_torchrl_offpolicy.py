@@ -21,11 +21,8 @@ Prints seconds per iteration (median over rounds of each run's mean) and the rat
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from torch.nn.utils import clip_grad_norm_
@@ -36,7 +33,8 @@ from ca12.algos import algo_class
 from ca12.config import load_config
 from ca12.data.replay import replay_view
 from ca12.envs import make_env, make_spec_env
-from ca12.fit import main as fit_main
+
+from vs_torchrl import ca12_fit, report  # the sibling script: run from anywhere, benchmarks/ is on sys.path
 
 FRAMES, ENVS = 6000, 60
 
@@ -96,20 +94,6 @@ def plain_torchrl(args, seed: int) -> list[float]:
     return times[1:]
 
 
-def ca12_fit(args, seed: int) -> list[float]:
-    """Seconds per iteration of `python -m ca12.fit` (collect_s + update_s from its metrics.csv:
-    the whole iteration, Lightning's hooks and the checkpoint included)."""
-    trainer = "gpu" if args.device == "cuda" else "cpu"
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "run"
-        argv = ["--algo", args.algo, "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv", f"trainer={trainer}", *overrides(args)]
-        if fit_main(argv) != 0:
-            raise SystemExit("ca12 fit failed")
-        with open(run_dir / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
-    return [float(r["time/collect_s"]) + float(r["time/update_s"]) for r in rows][1:]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", choices=("maddpg", "masac"), default="maddpg")
@@ -123,15 +107,10 @@ def main() -> None:
     plain, ours = [], []
     for round_ in range(args.rounds):
         plain.append(statistics.mean(plain_torchrl(args, seed=round_)))
-        ours.append(statistics.mean(ca12_fit(args, seed=round_)))
-    p, o = statistics.median(plain), statistics.median(ours)
+        ours.append(statistics.mean(ca12_fit(args.algo, overrides(args), args.device, seed=round_)))
     print(f"\n{args.algo.upper()} vmas/navigation on {args.device}: {ENVS} envs, {FRAMES} frames + {args.updates} updates of "
           f"{args.minibatch} per iteration; median of {args.rounds} rounds x {args.iters - 1} timed iterations")
-    print(f"{'':<22}{'s/iteration':>12}{'ms/update':>11}   per round")
-    print(f"{'plain TorchRL loop':<22}{p:>12.3f}{1000 * p / args.updates:>11.2f}   {', '.join(f'{x:.3f}' for x in plain)}")
-    print(f"{'ca12 (Lightning)':<22}{o:>12.3f}{1000 * o / args.updates:>11.2f}   {', '.join(f'{x:.3f}' for x in ours)}")
-    print(f"ca12 / plain time: {o / p:.3f}  (Lightning + ca12 overhead {100 * (o / p - 1):+.1f} %)")
-
+    report(plain, ours, "updates/s", args.updates)
 
 if __name__ == "__main__":
     main()
