@@ -42,6 +42,19 @@ def overrides(args) -> list[str]:
     ]
 
 
+def timed_batches(collector: Collector, times: list[float]):
+    """The collector's batches; after the loop body has used each one, pulls fresh policy weights
+    and appends the iteration's wall-clock seconds to `times`. Shuts the collector down at the end."""
+    start = time.perf_counter()
+    for batch in collector:
+        yield batch
+        collector.update_policy_weights_()
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    collector.shutdown()
+
+
 def plain_torchrl(args, seed: int) -> list[float]:
     """Seconds per iteration of a hand-written TorchRL MAPPO loop (same nets and loss as ca12)."""
     cfg = load_config("mappo", "vmas/navigation", overrides(args))
@@ -54,8 +67,8 @@ def plain_torchrl(args, seed: int) -> list[float]:
         reset_at_each_iter=True, auto_register_policy_transforms=False,
     )
     optimiser = torch.optim.Adam(loss_module.parameters(), lr=cfg.algo.lr)
-    times, start = [], time.perf_counter()
-    for batch in collector:
+    times = []
+    for batch in timed_batches(collector, times):
         with torch.no_grad():
             loss_module.value_estimator(batch, params=loss_module.critic_network_params,
                                         target_params=loss_module.target_critic_network_params)
@@ -68,11 +81,6 @@ def plain_torchrl(args, seed: int) -> list[float]:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.algo.max_grad_norm)
                 optimiser.step()
-        collector.update_policy_weights_()
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    collector.shutdown()
     return times[1:]
 
 

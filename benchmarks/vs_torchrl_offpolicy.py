@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch.nn.utils import clip_grad_norm_
@@ -34,7 +33,7 @@ from ca12.config import load_config
 from ca12.data.replay import replay_view
 from ca12.envs import make_env, make_spec_env
 
-from vs_torchrl import ca12_fit, report  # the sibling script: run from anywhere, benchmarks/ is on sys.path
+from vs_torchrl import ca12_fit, report, timed_batches  # the sibling script: run from anywhere, benchmarks/ is on sys.path
 
 FRAMES, ENVS = 6000, 60
 
@@ -71,8 +70,8 @@ def plain_torchrl(args, seed: int) -> list[float]:
         clip_grad_norm_([p for group in optimiser.param_groups for p in group["params"]], 5.0)
         optimiser.step()
 
-    times, start = [], time.perf_counter()
-    for batch in collector:
+    times = []
+    for batch in timed_batches(collector, times):
         buffer.extend(replay_view(batch).reshape(-1))
         if getattr(module, "exploration", None) is not None:  # MADDPG's annealed action noise
             module.exploration.step(batch.numel())
@@ -86,11 +85,6 @@ def plain_torchrl(args, seed: int) -> list[float]:
                 for optimiser, key in zip(optimisers, ("loss_actor", "loss_qvalue", "loss_alpha")):
                     step(optimiser, out[key])
             module.target_updater.step()
-        collector.update_policy_weights_()
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    collector.shutdown()
     return times[1:]
 
 
