@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -82,13 +83,118 @@ def test_bad_input_exits_2_with_one_line(tmp_path, content, name):
         target = str(path)
     elif name.endswith(".json"):
         target = str(tmp_path / name)
-    proc = _run(target, "--json")
-    assert proc.returncode == 2
-    assert proc.stdout == ""
+    for mode in ([], ["--json"]):
+        _assert_usage_error(_run(target, *mode))
+
+
+@pytest.mark.parametrize("args", [(), ("chicken", "--bogus"), ("chicken", "extra")])
+def test_usage_errors_are_one_prefixed_line(args):
+    _assert_usage_error(_run(*args))
+
+
+def test_unwritable_plot_dir_is_one_prefixed_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _assert_usage_error(_run("chicken", "--plots", str(blocker)))
+
+
+def _assert_usage_error(proc: subprocess.CompletedProcess) -> None:
+    """The user sees exactly one ``ca12.game_theory: error: ...`` line and exit code 2."""
+    assert proc.returncode == 2 and proc.stdout == "", proc
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("ca12.game_theory: error: "), proc.stderr
 
 
-def test_missing_argument_is_one_line():
-    proc = _run()
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+def _pareto_table(stdout: str) -> list[str]:
+    """Header and rows of the text output's Pareto table (the indented lines after its title)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Pareto-optimal")) + 1
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        table.append(line)
+    return table
+
+
+def _pareto_rows(stdout: str, n_players: int) -> dict[str, list[float]]:
+    """Profile label -> payoffs, parsed from the Pareto table (payoffs must be plain numbers)."""
+    rows = {}
+    for line in _pareto_table(stdout)[1:]:
+        profile, *payoffs = line.strip().rsplit(None, n_players)
+        rows[profile] = [float(v) for v in payoffs]
+    return rows
+
+
+def _three_player_file(tmp_path) -> tuple[str, np.ndarray]:
+    u = np.zeros((3, 2, 2, 2))
+    for a in np.ndindex(2, 2, 2):
+        u[(slice(None), *a)] = [1 + 2.5 * a[0] - a[1], 10 * a[1] + a[2], 0.125 * a[0] - 3 * a[2]]
+    path = tmp_path / "three.json"
+    path.write_text(json.dumps({"payoffs": u.tolist()}))
+    return str(path), u
+
+
+def test_pareto_payoffs_are_plain_numbers():
+    proc = _run("prisoners_dilemma")
+    assert proc.returncode == 0, proc.stderr
+    section = "\n".join(_pareto_table(proc.stdout))
+    assert "'" not in section and '"' not in section and "[" not in section
+    assert _pareto_rows(proc.stdout, 2) == {
+        "(C, C)": [3.0, 3.0], "(C, D)": [0.0, 5.0], "(D, C)": [5.0, 0.0]
+    }
+
+
+@pytest.mark.parametrize("n_players", [2, 3])
+def test_pareto_table_columns_line_up(tmp_path, n_players):
+    game = "chicken" if n_players == 2 else _three_player_file(tmp_path)[0]
+    proc = _run(game)
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = _pareto_table(proc.stdout)
+    players = [f"player {i}" for i in range(n_players)]
+    assert header.split(None, 1)[1].split("  ") == players
+    ends = [header.index(p) + len(p) for p in players]
+    for row in rows:
+        numbers = list(re.finditer(r"\S+", row))[-n_players:]
+        assert [m.end() for m in numbers] == ends, "\n".join([header, *rows])
+        assert row.index("(") == header.index("profile")
+    if n_players == 3:
+        u = _three_player_file(tmp_path)[1]
+        out = json.loads(_run(game, "--json").stdout)
+        expected = {
+            "(" + ", ".join(map(str, p)) + ")": u[(slice(None), *p)].tolist()
+            for p in out["pareto_profiles"]
+        }
+        assert _pareto_rows(proc.stdout, 3) == expected and len(rows) == 4
+
+
+def test_text_output_uses_action_names(tmp_path):
+    text = _run("prisoners_dilemma").stdout
+    assert "pure Nash equilibria: (D, D)" in text
+    assert "follower plays D," in text
+    assert set(_pareto_rows(text, 2)) == {"(C, C)", "(C, D)", "(D, C)"}
+    assert "strictly dominated (pure): player 0: C; player 1: C" in text
+    assert "IESDS survivors: player 0: D; player 1: D" in text
+    path = tmp_path / "pd.json"
+    path.write_text(json.dumps({"payoffs": [[[3, 0], [5, 1]], [[3, 5], [0, 1]]]}))
+    unnamed = _run(str(path)).stdout
+    assert "pure Nash equilibria: (1, 1)" in unnamed and "follower plays 1," in unnamed
+    assert "IESDS survivors: player 0: 1; player 1: 1" in unnamed
+    named, indexed = (json.loads(_run(g, "--json").stdout) for g in ("pd", str(path)))
+    assert named["pure_nash"] == indexed["pure_nash"] == [[1, 1]]
+    assert named["stackelberg"]["follower_action"] == 1
+    assert named["action_names"] == [["C", "D"], ["C", "D"]] and indexed["action_names"] is None
+
+
+def test_plots_documented_and_written(tmp_path):
+    help_text = " ".join(_run("--help").stdout.split())
+    assert "--plots DIR" in help_text
+    assert "<game>_pareto.png" in help_text and "<game>_equilibria.png" in help_text
+    proc = _run("chicken", "--plots", str(tmp_path / "plots"))
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert written == ["chicken_equilibria.png", "chicken_pareto.png"]
+    assert str(tmp_path / "plots" / "chicken_pareto.png") in proc.stdout
+    three = _run(_three_player_file(tmp_path)[0], "--plots", str(tmp_path / "none"))
+    assert "plots: skipped (2-player games only)" in three.stdout
+    assert not (tmp_path / "none").exists()
