@@ -26,7 +26,7 @@ from ca12.fit import main as fit_main
 # eps_end=0.05 exploration (about 7.7), hence the threshold 7.5.
 # Discrete VMAS navigation for the value methods: few, large minibatches per collected frame.
 DISCRETE_NAVIGATION = ["env.continuous_actions=false", "algo.updates_per_frame=0.02", "algo.minibatch_size=512", "algo.annealing_frames=60000"]
-ONE_STEP_MATRIX = ["env.max_steps=1", "env.num_envs=100", "collector.frames_per_batch=100", "algo.hidden_sizes=[64]",
+ONE_STEP_MATRIX = ["env.max_steps=1", "env.num_envs=100", "collector.frames_per_batch=100", "model.hidden_sizes=[64]", "critic_model.hidden_sizes=[64]",
                    "algo.lr=1e-3", "algo.minibatch_size=256", "algo.warmup_frames=200", "algo.updates_per_frame=0.15"]
 
 

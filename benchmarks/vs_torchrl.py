@@ -59,7 +59,7 @@ def plain_torchrl(args, seed: int) -> list[float]:
     """Seconds per iteration of a hand-written TorchRL MAPPO loop (same nets and loss as ca12)."""
     cfg = load_config("mappo", "vmas/navigation", overrides(args))
     torch.manual_seed(seed)
-    module = algo_class("mappo")(cfg.algo, make_spec_env(cfg.env, seed))  # TorchRL actor, critic, MAPPOLoss
+    module = algo_class("mappo")(cfg, make_spec_env(cfg.env, seed))  # TorchRL actor, critic, MAPPOLoss
     loss_module = module.loss_module.to(args.device)
     env = make_env(cfg.env, seed)
     collector = Collector(

@@ -52,7 +52,7 @@ def plain_torchrl(args, seed: int) -> list[float]:
     """Seconds per iteration of a hand-written TorchRL replay loop (ca12's nets and loss module)."""
     cfg = load_config(args.algo, "vmas/navigation", overrides(args))
     torch.manual_seed(seed)
-    module = algo_class(args.algo)(cfg.algo, make_spec_env(cfg.env, seed)).to(args.device)
+    module = algo_class(args.algo)(cfg, make_spec_env(cfg.env, seed)).to(args.device)
     loss = module.loss_module
     groups = [loss.actor_network_params, loss.value_network_params if args.algo == "maddpg" else loss.qvalue_network_params]
     optimisers = [torch.optim.Adam(list(p.values(True, True)), lr=5e-5) for p in groups]

@@ -1,16 +1,16 @@
-"""Composing and validating run configs from conf/ (Hydra's compose API).
+"""Composing and validating run configs from conf/ (Hydra's compose API + typed schemas).
 
-The YAML in conf/ is the truth: this module composes it with the command line's overrides,
-checks every override against the composed defaults (key exists, value has the default's type)
-and refuses what does not fit with a `UsageError` naming the bad input and what is allowed.
-Nothing here patches the config after validation.
+The YAML in conf/ gives the values; each section is checked against the schema that lives next
+to the code reading it (`ca12.schema`): the algorithm's `schema` (ca12/algos/<name>.py), the
+networks' (ca12/nets/builder.py), the collector's (ca12/data/collectors.py), the env's common
+keys (ca12/envs/__init__.py), the loggers' (ca12/tracking.py), evaluation's and checkpoints',
+and the Trainer's own signature for `trainer.*`. Nothing here knows any algorithm's keys, and
+nothing patches the config after validation. Bad input is a one-line `UsageError`.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+import dataclasses
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -18,30 +18,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from ca12.errors import UsageError
+from ca12.paths import conf_dir, group_options
 
-# Config groups a user may switch with GROUP=OPTION; algo and env are chosen by --algo/--env.
-SWITCHABLE_GROUPS = ("trainer", "logger")
+# Config groups a user may switch with GROUP=OPTION (algo and env are chosen by --algo/--env);
+# critic_model takes the options of conf/model/.
+SWITCHABLE_GROUPS = {"model": "model", "critic_model": "model", "collector": "collector", "trainer": "trainer", "logger": "logger"}
 # conf/env/<family>/scenario.yaml is the template for any scenario of a family without a YAML.
 GENERIC_ENV = "scenario"
-
-
-def conf_dir() -> Path:
-    """Where conf/ lives: $CA12_CONF, the source tree beside the package, or the installed copy."""
-    candidates = []
-    if os.environ.get("CA12_CONF"):
-        candidates.append(Path(os.environ["CA12_CONF"]))
-    candidates.append(Path(__file__).resolve().parent.parent / "conf")
-    candidates.append(Path(sys.prefix) / "share" / "ca12" / "conf")
-    for path in candidates:
-        if (path / "config.yaml").is_file():
-            return path
-    raise FileNotFoundError(f"ca12 cannot find its conf/ directory (looked in {[str(p) for p in candidates]})")
-
-
-def group_options(group: str) -> list[str]:
-    """Options of a config group, e.g. group_options('trainer') -> ['cpu', 'ddp', 'gpu']."""
-    root = conf_dir() / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
 def algo_names() -> list[str]:
@@ -76,45 +59,34 @@ def _split_override(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def _group_override(group: str, value: str) -> str:
+    """`GROUP=OPTION` (or `logger=[a,b]`) checked against conf/, as Hydra's override string."""
+    options = group_options(SWITCHABLE_GROUPS[group])
+    chosen = [v.strip() for v in value.strip("[]").split(",")] if group == "logger" else [value]
+    for option in chosen:
+        if option not in options:
+            raise UsageError(f"unknown {group} '{option}'; choose one of: {', '.join(options)}")
+    if group == "critic_model":
+        return f"model@critic_model={value}"
+    return f"{group}={value}"
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         return compose(config_name="config", overrides=overrides)
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _check_type(key: str, default: Any, value: Any) -> None:
-    """Refuse an override whose value is not of the default's type (ints are fine for floats)."""
-    if default is None or value is None:
-        return
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(default, bool) and isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float))
-    elif isinstance(default, int):
-        ok = isinstance(value, int)
-    elif OmegaConf.is_list(default):
-        ok = OmegaConf.is_list(value) or isinstance(value, list)
-    elif OmegaConf.is_dict(default):
-        ok = OmegaConf.is_dict(value) or isinstance(value, dict)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise UsageError(f"{key} expects {_type_name(default)} (default {default!r}), got {value!r}")
+_MISSING = object()
 
 
 def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: int | None = None) -> DictConfig:
-    """Compose conf/ for one run and validate the overrides.
+    """Compose conf/ for one run, apply the overrides and check the result against the schemas.
 
     Args:
         algo: registered algorithm name (a file in conf/algo/).
         env: `family/task`; a task without its own YAML uses the family's generic template.
-        overrides: Hydra-style `KEY=VALUE` strings; `trainer=`/`logger=` switch groups.
+        overrides: Hydra-style `KEY=VALUE` strings; `GROUP=OPTION` switches a group.
         seed: if given, sets `seed`.
 
     Raises:
@@ -130,23 +102,20 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
         if key in ("algo", "env"):
             raise UsageError(f"choose the {key} with --{key}, not {key}={value}")
         if key in SWITCHABLE_GROUPS:
-            options = group_options(key)
-            if value not in options:
-                raise UsageError(f"unknown {key} '{value}'; choose one of: {', '.join(options)}")
-            group_overrides.append(f"{key}={value}")
+            group_overrides.append(_group_override(key, value))
         else:
             value_overrides.append((key, value))
     base = _compose(group_overrides + env_overrides)
 
     final = group_overrides + env_overrides + ([f"seed={seed}"] if seed is not None else [])
-    checked: list[tuple[str, Any]] = []
     for key, value in value_overrides:
         node = OmegaConf.select(base, key, default=_MISSING)
         if node is _MISSING:
             parent, _, leaf = key.rpartition(".")
             section = OmegaConf.select(base, parent) if parent else base
-            if parent == "env" and OmegaConf.is_dict(section):
-                # Scenario kwargs the env YAML does not list: the env itself checks the name.
+            if parent in ("env", "trainer") and OmegaConf.is_dict(section):
+                # Scenario kwargs the env YAML does not list (the env checks their names when
+                # built) and Lightning Trainer arguments (checked against its signature).
                 final.append(f"+{key}={value}")
                 continue
             known = ", ".join(sorted(section.keys())) if OmegaConf.is_dict(section) else "none"
@@ -154,62 +123,56 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
         if OmegaConf.is_dict(node):
             raise UsageError(f"'{key}' is a section, not a value; set one of its keys: {', '.join(node.keys())}")
         final.append(f"{key}={value}")
-        checked.append((key, node))
     try:
         cfg = _compose(final)
     except Exception as exc:  # Hydra's parse errors are multi-line; keep the first line.
         raise UsageError(f"bad override: {str(exc).strip().splitlines()[0]}") from None
-    for key, default in checked:
-        _check_type(key, default, OmegaConf.select(cfg, key))
-    validate(cfg)
-    return cfg
+    return validate(cfg)
 
 
-_MISSING = object()
+def validate(cfg: DictConfig) -> DictConfig:
+    """`cfg` checked section by section against the schemas, plus the checks across keys that
+    no single schema can express. Returns the typed config."""
+    from ca12.algos import algo_class
+    from ca12.data.collectors import CollectorConfig, envs_per_batch
+    from ca12.envs import EnvConfig
+    from ca12.evaluation import EvalConfig
+    from ca12.nets.builder import model_schema
+    from ca12.schema import typed
+    from ca12.tracking import LoggerConfig
+    from ca12.trainer import CheckpointConfig, check_trainer_args
 
-
-def validate(cfg: DictConfig) -> None:
-    """Checks across keys that no single type can express."""
-    fpb, total = cfg.collector.frames_per_batch, cfg.collector.total_frames
-    num_envs = cfg.env.num_envs
-    for key, value in (
-        ("collector.frames_per_batch", fpb),
-        ("collector.total_frames", total),
-        ("env.num_envs", num_envs),
-        ("env.max_steps", cfg.env.max_steps),
-        ("checkpoint.every_n_iters", cfg.checkpoint.every_n_iters),
-        ("trainer.devices", cfg.trainer.devices),
-        ("trainer.num_nodes", cfg.trainer.num_nodes),
-        ("eval.episodes", cfg.eval.episodes),
-    ):
-        if value <= 0:
-            raise UsageError(f"{key} must be positive, got {value}")
+    if "name" not in cfg.get("algo", {}):
+        raise UsageError("the config has no algo.name")
+    sections = {
+        "algo": (algo_class(cfg.algo.name).schema, False),
+        "model": (model_schema(cfg.model.get("kind")), False),
+        "critic_model": (model_schema(cfg.critic_model.get("kind")), False),
+        "collector": (CollectorConfig, False),
+        "env": (EnvConfig, True),  # scenario kwargs: the env checks their names when built
+        "logger": (LoggerConfig, False),
+        "eval": (EvalConfig, False),
+        "checkpoint": (CheckpointConfig, False),
+    }
+    unknown = sorted(set(cfg.keys()) - set(sections) - {"seed", "trainer"})
+    if unknown:
+        raise UsageError(f"unknown config section '{unknown[0]}'")
+    out = OmegaConf.create({"seed": cfg.seed})
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise UsageError(f"seed expects an integer, got {cfg.seed!r}")
+    for name, (schema, open_keys) in sections.items():
+        out[name] = typed(schema, cfg[name], name, open_keys=open_keys)
+    out.trainer = check_trainer_args(cfg.trainer)
+    fpb, num_envs = out.collector.frames_per_batch, envs_per_batch(out)
     if fpb % num_envs:
         raise UsageError(
-            f"collector.frames_per_batch ({fpb}) must be a multiple of env.num_envs ({num_envs}): "
-            "every env steps the same number of times per batch"
+            f"collector.frames_per_batch ({fpb}) must be a multiple of env.num_envs ({out.env.num_envs})"
+            + (f" x collector.workers ({out.collector.workers})" if num_envs != out.env.num_envs else "")
+            + ": every env steps the same number of times per batch"
         )
-    for key in ("num_epochs", "actor_epochs", "minibatch_size"):
-        if key in cfg.algo and cfg.algo[key] <= 0:
-            raise UsageError(f"algo.{key} must be positive, got {cfg.algo[key]}")
-    storage = cfg.algo.get("buffer_storage", "memory")
-    if storage not in ("memory", "memmap"):
-        raise UsageError(f"algo.buffer_storage must be memory or memmap, got {storage!r}")
-    if storage == "memmap" and str(cfg.algo.buffer_device) != "cpu":
-        raise UsageError(f"algo.buffer_storage=memmap keeps the buffer in files on the host: set algo.buffer_device=cpu (got {cfg.algo.buffer_device})")
-    for key in ("priority_alpha", "priority_beta"):
-        if key in cfg.algo and not cfg.algo[key] >= 0:
-            raise UsageError(f"algo.{key} must be non-negative, got {cfg.algo[key]}")
-    if cfg.eval.every_n_iters < 0:
-        raise UsageError(f"eval.every_n_iters must be 0 (never) or positive, got {cfg.eval.every_n_iters}")
-    if "lr" in cfg.algo and not cfg.algo.lr > 0:
-        raise UsageError(f"algo.lr must be positive, got {cfg.algo.lr}")
-
-
-def episode_aligned(cfg: DictConfig) -> bool:
-    """Every env runs whole episodes in each batch (what exact resume relies on)."""
-    steps_per_env = cfg.collector.frames_per_batch // cfg.env.num_envs
-    return steps_per_env % cfg.env.max_steps == 0
+    if out.algo.get("buffer_storage") == "memmap" and str(out.algo.buffer_device) != "cpu":
+        raise UsageError(f"algo.buffer_storage=memmap keeps the buffer in files on the host: set algo.buffer_device=cpu (got {out.algo.buffer_device})")
+    return out
 
 
 def num_iterations(cfg: DictConfig, world_size: int = 1, done_iterations: int = 0, done_frames: int = 0) -> int:
@@ -224,32 +187,34 @@ def num_iterations(cfg: DictConfig, world_size: int = 1, done_iterations: int = 
 
 
 # Settings that fix the shapes or the data of a run: a resumed run keeps them.
-FROZEN_ON_RESUME = ("env.", "algo.name", "algo.share_params", "algo.hidden_sizes", "algo.activation", "collector.frames_per_batch", "seed")
+FROZEN_ON_RESUME = ("env.", "algo.name", "algo.groups", "model.", "critic_model.", "collector.frames_per_batch", "collector.kind", "collector.workers", "seed")
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | None = None) -> DictConfig:
     """Apply `KEY=VALUE` overrides to a saved run config (for `--resume`), with the same checks
-    as `load_config`; keys that cannot change mid-run are refused."""
-    cfg = cfg.copy()
+    as `load_config`. A key that fixes the run's shapes or data may be restated with its saved
+    value (a user repeating the run's own command) but not changed."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
     texts = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
     for text in texts:
         key, value = _split_override(text)
-        if key in SWITCHABLE_GROUPS:  # e.g. resume a DDP run in one process with trainer=cpu
-            options = group_options(key)
-            if value not in options:
-                raise UsageError(f"unknown {key} '{value}'; choose one of: {', '.join(options)}")
-            cfg[key] = OmegaConf.load(conf_dir() / key / f"{value}.yaml")
+        if key in ("trainer", "logger"):  # e.g. resume a DDP run in one process with trainer=cpu
+            _group_override(key, value)
+            cfg[key] = _compose([f"{key}={value}"])[key]
             continue
-        if key.startswith(FROZEN_ON_RESUME) or key in ("algo", "env"):
+        if key in ("algo", "env") or key in SWITCHABLE_GROUPS:
             raise UsageError(f"'{key}' cannot change when resuming a run (it fixes the run's shapes or data)")
         default = OmegaConf.select(cfg, key, default=_MISSING)
         if default is _MISSING or OmegaConf.is_dict(default):
             raise UsageError(f"unknown override key '{key}' for this run")
         parsed = _parse_value(value)
-        _check_type(key, default, parsed)
+        if key.startswith(FROZEN_ON_RESUME) or key == "seed":
+            saved = OmegaConf.to_container(default) if OmegaConf.is_config(default) else default
+            if parsed != saved:
+                raise UsageError(f"'{key}' cannot change when resuming a run (it fixes the run's shapes or data): saved {saved!r}, given {parsed!r}")
+            continue
         OmegaConf.update(cfg, key, parsed, merge=False)
-    validate(cfg)
-    return cfg
+    return validate(cfg)
 
 
 def _parse_value(text: str) -> Any:
@@ -261,3 +226,48 @@ def _parse_value(text: str) -> Any:
         return OverridesParser.create().parse_override(f"key={text}").value()
     except Exception:
         raise UsageError(f"cannot read the value '{text}'") from None
+
+
+def describe(cfg: DictConfig) -> str:
+    """The composed config as YAML-like lines, each key followed by its one-line doc
+    (`python -m ca12.fit --show-config`)."""
+    from ca12.algos import algo_class
+    from ca12.data.collectors import CollectorConfig
+    from ca12.envs import EnvConfig
+    from ca12.evaluation import EvalConfig
+    from ca12.nets.builder import model_schema
+    from ca12.tracking import LoggerConfig
+    from ca12.trainer import CheckpointConfig
+
+    schemas = {
+        "algo": algo_class(cfg.algo.name).schema, "model": model_schema(cfg.model.kind),
+        "critic_model": model_schema(cfg.critic_model.kind), "collector": CollectorConfig,
+        "env": EnvConfig, "logger": LoggerConfig, "eval": EvalConfig, "checkpoint": CheckpointConfig,
+    }
+    lines = [f"seed: {cfg.seed}  # seeds Python, NumPy, torch and the env"]
+    for section, node in cfg.items():
+        if section == "seed":
+            continue
+        lines.append(f"{section}:")
+        docs = _field_docs(schemas.get(section))
+        for name, value in node.items():
+            if section == "logger" and value is None:
+                continue
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            doc = docs.get(name) or ("Lightning Trainer argument" if section == "trainer" else "scenario kwarg" if section == "env" else "")
+            lines.append(f"  {name}: {_yaml_value(shown)}" + (f"  # {doc}" if doc else ""))
+    return "\n".join(lines)
+
+
+def _field_docs(schema: type | None) -> dict[str, str]:
+    if schema is None:
+        return {}
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(schema)}
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value).replace("'", "") if isinstance(value, (list, dict)) else str(value)

@@ -1,11 +1,12 @@
 """`python -m ca12.evaluate`: evaluation episodes of a trained checkpoint.
 
-    python -m ca12.evaluate CHECKPOINT_OR_RUN_DIR [--episodes N] [--deterministic] [--video PATH]
+    python -m ca12.evaluate CHECKPOINT_OR_RUN_DIR [--episodes N] [--stochastic] [--video PATH]
 
 Rebuilds the run's env and algorithm from the config stored in the checkpoint, loads the
 weights, and prints the mean and std of the episode return (over episodes, of the agents' mean)
 and each agent's mean return. It runs the same `Evaluator` as the training-time evaluation, with
-the same seed, so `--episodes` and `--deterministic` as in the run's `eval` config reproduce
+the same seed and, by default, the same deterministic actions (the policy's mode) as training's
+evaluation, so `--episodes` as in the run's `eval` config reproduces
 the logged `eval/episode_reward_mean`.
 """
 
@@ -24,13 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m ca12.evaluate", description="Evaluate a ca12 checkpoint.")
     parser.add_argument("path", type=Path, help="a checkpoint file, or a run directory (its checkpoints/last.ckpt)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval.episodes)")
-    parser.add_argument("--deterministic", action="store_true", help="act with the policy's mode instead of sampling")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
+                      help="act with the policy's mode, as training's evaluation does (the default)")
+    mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions from the policy instead")
     parser.add_argument("--video", type=Path, default=None, metavar="PATH", help="write the first episode as a GIF")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser
 
 
-def evaluate(path: Path, episodes: int | None = None, deterministic: bool = False, video: Path | None = None):
+def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True, video: Path | None = None):
     """Load the checkpoint at `path` (file or run directory) and run evaluation episodes."""
     from omegaconf import OmegaConf
 
@@ -47,9 +51,9 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = Fals
     episodes = cfg.eval.episodes if episodes is None else episodes
     if episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {episodes}")
-    evaluator = Evaluator(cfg.env, episodes, cfg.seed, deterministic)
     with isolated_rng():
-        module = algo_class(cfg.algo.name)(cfg.algo, make_spec_env(cfg.env, cfg.seed))
+        module = algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
+    evaluator = Evaluator(cfg.env, episodes, cfg.seed, deterministic, cfg.algo.groups, module.env_transforms())
     module.load_state_dict(checkpoint["state_dict"])
     module.to(evaluator.env.device)
     result = evaluator.run(module.policy, render=video is not None)

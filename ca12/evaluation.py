@@ -18,11 +18,22 @@ from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ca12.envs import agent_group, make_env, render_frame
+from ca12.envs import AgentLayout, make_env, render_frame
+from ca12.schema import key
 from ca12.seeding import isolated_rng
 
 # Evaluation seeds sit far from training seeds (seed + rank) so the episodes are new ones.
 EVAL_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class EvalConfig:
+    """The run config's `eval` section."""
+
+    every_n_iters: int = key("evaluation episodes every N iterations and after the last (0: never)", minimum=0)
+    episodes: int = key("episodes per evaluation (parallel worlds)", positive=True)
+    deterministic: bool = key("act with the policy's mode (true) or sample from it (false)")
+    video: bool = key("render the first episode to <run-dir>/videos/iter_<N>.gif (and W&B)")
 
 
 @dataclass
@@ -44,29 +55,33 @@ class Evaluator:
 
     Args:
         env_cfg: the run's `env` section; `num_envs` is replaced by `episodes`.
+        groups: the agent groups whose returns count (the trained ones; None: all).
+        transforms: what the policy needs on the env (see `RLModule.env_transforms`).
         episodes: how many episodes (parallel worlds).
         seed: the run's seed; evaluation uses `seed + EVAL_SEED_OFFSET`.
         deterministic: act with the distribution's mode instead of sampling.
     """
 
-    def __init__(self, env_cfg: DictConfig, episodes: int, seed: int, deterministic: bool):
+    def __init__(self, env_cfg: DictConfig, episodes: int, seed: int, deterministic: bool, groups: list[str] | None = None, transforms: list | None = None):
         self.env_cfg = OmegaConf.merge(env_cfg, {"num_envs": episodes})
         self.episodes = episodes
         self.seed = seed + EVAL_SEED_OFFSET
         self.deterministic = deterministic
+        self.groups = None if groups is None else list(groups)
+        self.transforms = transforms or []
         self._env: EnvBase | None = None
 
     @property
     def env(self) -> EnvBase:
         if self._env is None:
             with isolated_rng():
-                self._env = make_env(self.env_cfg, self.seed)
+                self._env = make_env(self.env_cfg, self.seed, transforms=self.transforms)
         return self._env
 
     @torch.no_grad()
     def run(self, policy: torch.nn.Module, render: bool = False) -> EvalResult:
         env = self.env
-        group = agent_group(env)
+        groups = [g.name for g in AgentLayout.from_env(env).select(self.groups)]
         frames: list[np.ndarray] = []
         callback = (lambda e, td: frames.append(render_frame(self.env_cfg, e, 0))) if render else None
         exploration = ExplorationType.DETERMINISTIC if self.deterministic else ExplorationType.RANDOM
@@ -77,7 +92,7 @@ class Evaluator:
                 self.env_cfg.max_steps, policy=_OnDevice(policy, env.device), callback=callback,
                 break_when_any_done=False, auto_cast_to_device=True,
             )
-        reward = td["next", group, "reward"]  # [E, T, n_agents, 1]
+        reward = torch.cat([td["next", g, "reward"] for g in groups], -2)  # [E, T, n_agents, 1], the evaluated groups' agents
         done = td["next", "done"]  # [E, T, 1]
         # Count each world's first episode only: steps up to and including its first done.
         ended_before = (done.long().cumsum(1) - done.long()) > 0  # [E, T, 1]

@@ -1,7 +1,7 @@
 """`python -m ca12.fit`: train one algorithm on one env from the command line.
 
     python -m ca12.fit --algo ALGO [--env FAMILY/TASK] [--seed N] [--run-dir DIR]
-                       [--resume last|PATH] [KEY=VALUE ...]
+                       [--resume last|PATH] [--show-config] [KEY=VALUE ...]
     python -m ca12.fit --list
 
 Composes conf/ with the overrides, builds the env, the algorithm's LightningModule and its data
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default runs/<algo>/<family>-<task>/<timestamp>)")
     parser.add_argument("--resume", default=None, metavar="last|PATH", help="continue the newest run of this algo/env, or a run directory / checkpoint file")
     parser.add_argument("--list", action="store_true", help="print the known algorithms and envs, one per line")
+    parser.add_argument("--show-config", action="store_true", help="print the composed config with each key's one-line doc, and exit")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. algo.lr=1e-4 trainer=gpu")
     return parser
 
@@ -61,7 +63,35 @@ def default_run_dir(algo: str, env: str) -> Path:
 
 
 def _holds_run(path: Path) -> bool:
-    return path.is_dir() and ((path / "config.yaml").exists() or (path / "checkpoints").exists())
+    """A directory holds a run once it has a checkpoint (a config.yaml alone is a run that
+    never started)."""
+    return path.is_dir() and any((path / "checkpoints").glob("*.ckpt"))
+
+
+# Every run started from this working directory, wherever its run directory is (one path a
+# line), so `--resume last` finds runs started with --run-dir too.
+RUN_INDEX = Path("runs") / "index.txt"
+
+
+def _remember_run(run_dir: Path) -> None:
+    RUN_INDEX.parent.mkdir(parents=True, exist_ok=True)
+    with open(RUN_INDEX, "a") as f:
+        f.write(f"{run_dir.resolve()}\n")
+
+
+def _known_runs(algo: str, env: str) -> list[Path]:
+    """Last checkpoints of the runs of `algo` on `env` under runs/ and in the run index."""
+    family, _, task = env.partition("/")
+    paths = set((Path("runs") / algo / f"{family}-{task}").glob("*/checkpoints/last.ckpt"))
+    if RUN_INDEX.is_file():
+        for line in RUN_INDEX.read_text().splitlines():
+            run = Path(line)
+            config = run / "config.yaml"
+            if (run / "checkpoints" / "last.ckpt").is_file() and config.is_file():
+                text = config.read_text()
+                if f"name: {algo}\n" in text and f"family: {family}\n" in text and f"task: {task}\n" in text:
+                    paths.add(run / "checkpoints" / "last.ckpt")
+    return sorted(paths, key=lambda p: p.stat().st_mtime)
 
 
 def find_resume_checkpoint(resume: str, algo: str | None, env: str) -> Path:
@@ -70,12 +100,9 @@ def find_resume_checkpoint(resume: str, algo: str | None, env: str) -> Path:
         if algo is None:
             raise UsageError("--resume last needs --algo to know which runs to look in")
         family, _, task = env.partition("/")
-        candidates = sorted(
-            (Path("runs") / algo / f"{family}-{task}").glob("*/checkpoints/last.ckpt"),
-            key=lambda p: p.stat().st_mtime,
-        )
+        candidates = _known_runs(algo, env)
         if not candidates:
-            raise UsageError(f"--resume last: no checkpoint under runs/{algo}/{family}-{task}/*/checkpoints/last.ckpt")
+            raise UsageError(f"--resume last: no run of {algo} on {env} under runs/{algo}/{family}-{task}/ or in {RUN_INDEX}")
         return candidates[-1]
     path = Path(resume)
     if path.is_dir():
@@ -129,76 +156,121 @@ def resolve_run(args: argparse.Namespace):
 _RUN_DIR_VAR = "CA12_RUN_DIR"
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Train as `args` say; returns the run directory."""
+def run(args: argparse.Namespace) -> Path | None:
+    """Train as `args` say; returns the run directory (None when there was nothing to do)."""
     import lightning as L
     from omegaconf import OmegaConf
 
     from ca12.algos import algo_class
     from ca12.config import num_iterations
-    from ca12.envs import agent_group, make_env, make_spec_env
+    from ca12.envs import make_env, make_spec_env
     from ca12.evaluation import Evaluator
+    from ca12.trainer import check_devices, make_trainer
     from ca12.tracking import finish_wandb, make_loggers
     from callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
 
     cfg, run_dir, ckpt_path, saved = resolve_run(args)
+    if args.show_config:
+        from ca12.config import describe
+
+        print(describe(cfg))
+        return None
+    check_devices(cfg)
+    if saved and saved.get("frames", 0) >= cfg.collector.total_frames:
+        print(
+            f"ca12.fit: the run in {run_dir} is complete ({saved['frames']} of collector.total_frames={cfg.collector.total_frames} frames); "
+            f"train it longer with --resume {run_dir} collector.total_frames=N (N > {saved['frames']})"
+        )
+        return run_dir
+    _note_rounding(cfg, saved)
     algorithm = algo_class(cfg.algo.name)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    env_factory = partial(make_env, cfg.env)
     spec_env = make_spec_env(cfg.env, cfg.seed)
-    algorithm.check_env(spec_env, agent_group(spec_env), cfg.algo.name)
-    module = algorithm(cfg.algo, spec_env)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    module = algorithm(cfg, spec_env)
+    env_factory = partial(make_env, cfg.env, transforms=module.env_transforms())
     datamodule = algorithm.make_datamodule(cfg, env_factory)
 
-    if _launched_rank() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        os.environ[_RUN_DIR_VAR] = str(run_dir.resolve())
-    loggers = make_loggers(cfg, run_dir, wandb_id=saved.get("wandb_id"), resume_iteration=saved.get("iterations"))
-    stop = GracefulStop()
-    evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic)
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision,
-        num_nodes=cfg.trainer.num_nodes,
-        logger=loggers,
-        callbacks=[
+    created = _launched_rank() == 0 and not run_dir.exists()
+    try:
+        if _launched_rank() == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            os.environ[_RUN_DIR_VAR] = str(run_dir.resolve())
+            if not ckpt_path:
+                _remember_run(run_dir)
+        loggers = make_loggers(cfg, run_dir, wandb_id=saved.get("wandb_id"), resume_iteration=saved.get("iterations"))
+        stop = GracefulStop()
+        evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic, cfg.algo.groups, module.env_transforms())
+        trainer = make_trainer(cfg, run_dir, loggers, [
             FramesProgressBar(cfg.collector.total_frames),
             EvaluationCallback(evaluator, cfg.eval.every_n_iters, run_dir / "videos" if cfg.eval.video else None),
             IterationCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_iters),
             stop,  # after the checkpoint: a signal stops the run once this iteration is saved
-        ],
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        default_root_dir=str(run_dir),
-    )
-    # One epoch = one collector batch per process = one iteration; frames count over all processes.
-    trainer.fit_loop.max_epochs = num_iterations(cfg, trainer.world_size, saved.get("iterations", 0), saved.get("frames", 0))
-    try:
-        # weights_only=False: the checkpoint holds RNG states and the config, which we wrote ourselves.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
-    finally:
-        finish_wandb(loggers)
-        if _launched_rank() == 0:
-            os.environ.pop(_RUN_DIR_VAR, None)
+        ])
+        # One epoch = one collector batch per process = one iteration; frames count over all processes.
+        trainer.fit_loop.max_epochs = num_iterations(cfg, trainer.world_size, saved.get("iterations", 0), saved.get("frames", 0))
+        try:
+            # weights_only=True: PyTorch's safe loader; a checkpoint holds plain values only (ca12.checkpoints).
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        finally:
+            finish_wandb(loggers)
+            if _launched_rank() == 0:
+                os.environ.pop(_RUN_DIR_VAR, None)
+    except BaseException as exc:
+        if created and not _holds_run(run_dir):  # never leave a run directory that holds no run
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if _out_of_memory(exc):
+            raise UsageError(
+                f"out of memory ({type(exc).__name__}) with env.num_envs={cfg.env.num_envs}, "
+                f"collector.frames_per_batch={cfg.collector.frames_per_batch}: lower them"
+            ) from None
+        raise
     if trainer.is_global_zero:
         final = trainer.callback_metrics.get("rollout/episode_reward_mean")
         summary = f"final rollout/episode_reward_mean {float(final):.3f} | " if final is not None else ""
         if stop.requested is not None:
             summary = f"stopped by signal {stop.requested} after iteration {module.iterations}, checkpoint saved | " + summary
         print(f"{summary}{module.frames} frames | run directory: {run_dir}")
+    if stop.requested is not None:
+        raise Interrupted(stop.requested)
     return run_dir
+
+
+class Interrupted(Exception):
+    """A signal stopped the run after its iteration was saved (exit 128 + signal number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    text = str(exc)
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "DefaultCPUAllocator: can't allocate memory" in text)
+    )
+
+
+def _note_rounding(cfg, saved: dict) -> None:
+    """Say so when total_frames is not a whole number of batches (the last batch overshoots)."""
+    fpb, total = cfg.collector.frames_per_batch, cfg.collector.total_frames
+    if total % fpb:
+        iterations = -(-total // fpb)
+        print(
+            f"ca12.fit: note: collector.total_frames={total} is not a multiple of collector.frames_per_batch={fpb}; "
+            f"training runs {iterations} iterations = {iterations * fpb} frames",
+            file=sys.stderr,
+        )
 
 
 def _quiet_libraries() -> None:
     """Keep the console to our progress bar, errors and summary."""
+    # TorchRL sets its logger's level from RL_LOGGING_LEVEL when first imported (INFO by default,
+    # which printed every replay buffer's storage size).
+    os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
     import lightning  # noqa: F401  (sets its loggers' levels on import; override them after)
 
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -210,7 +282,8 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        # Intermixed: overrides may stand between flags, as Hydra users write them.
+        args = build_parser().parse_intermixed_args(argv)
         if args.list:
             print("\n".join(list_choices()))
             return 0
@@ -222,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as exc:
         print(f"ca12.fit: {exc}; the last good checkpoint is kept", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("ca12.fit: interrupted", file=sys.stderr)
         return 130

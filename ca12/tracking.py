@@ -1,8 +1,9 @@
-"""Experiment tracking: metrics.csv always, Weights & Biases when `logger=wandb`.
+"""Experiment tracking: metrics.csv always, plus the loggers `logger=` names (Weights & Biases,
+TensorBoard; several at once with `logger=[wandb,tensorboard]`).
 
 W&B runs online only when credentials exist *and* its server answers; otherwise it runs
 offline into `<run-dir>/wandb` by itself, so a run never hangs on the network or prompts for a
-key. `logger.mode=online|offline|disabled` forces a mode.
+key. `logger.wandb.mode=online|offline|disabled` forces a mode.
 """
 
 from __future__ import annotations
@@ -15,13 +16,42 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+from dataclasses import dataclass, field
+from typing import Optional
+
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ca12.errors import UsageError
+from ca12.schema import key
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+@dataclass
+class WandbConfig:
+    """conf/logger/wandb.yaml."""
+
+    project: str = key("W&B project")
+    entity: Optional[str] = key("W&B entity (null: your default)")
+    mode: str = key("auto (online when credentials and the server answer, else offline), online, offline, disabled", choices=WANDB_MODES)
+    tags: list[str] = key("W&B run tags")
+
+
+@dataclass
+class TensorBoardConfig:
+    """conf/logger/tensorboard.yaml (Lightning's TensorBoardLogger under <run-dir>/tensorboard)."""
+
+    log_graph: bool = key("also log the model graph")
+
+
+@dataclass
+class LoggerConfig:
+    """The run config's `logger` section: one entry per chosen logger (metrics.csv is always written)."""
+
+    wandb: Optional[WandbConfig] = field(default=None, metadata={"doc": "Weights & Biases (logger=wandb)"})
+    tensorboard: Optional[TensorBoardConfig] = field(default=None, metadata={"doc": "TensorBoard (logger=tensorboard)"})
 
 
 def _wandb_host() -> str:
@@ -128,7 +158,7 @@ class MetricsCSV(Logger):
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None, resume_iteration: int | None = None) -> list[Logger]:
-    """`<run-dir>/metrics.csv` always, plus a W&B logger when `cfg.logger.name == "wandb"`.
+    """`<run-dir>/metrics.csv` always, plus every logger the `logger` section names.
 
     Args:
         cfg: the resolved run config (logged to W&B as the run's config).
@@ -138,23 +168,30 @@ def make_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None, re
             there are kept).
     """
     loggers: list[Logger] = [MetricsCSV(run_dir / "metrics.csv", keep_until_iteration=resume_iteration)]
-    if cfg.logger.name == "wandb":
-        mode = wandb_mode(cfg.logger.mode)
+    wandb_cfg = cfg.logger.get("wandb")
+    if wandb_cfg is not None:
+        mode = wandb_mode(wandb_cfg.mode)
         if mode != "disabled":
             loggers.append(
                 WandbLogger(
-                    project=cfg.logger.project,
-                    entity=cfg.logger.entity,
+                    project=wandb_cfg.project,
+                    entity=wandb_cfg.entity,
                     save_dir=str(run_dir),
                     name=run_dir.name,
                     id=wandb_id,
                     resume="allow" if wandb_id else None,
-                    tags=list(cfg.logger.tags),
+                    tags=list(wandb_cfg.tags),
                     mode=mode,
                     config=OmegaConf.to_container(cfg, resolve=True),
                     settings={"silent": True, "init_timeout": 60},
                 )
             )
+        if loggers[-1].__class__ is WandbLogger:
+            # Lightning always passes wandb.init an `anonymous` entry, which wandb >= 0.19 answers
+            # with a deprecation warning on the terminal; None means "not set", so leave it out.
+            loggers[-1]._wandb_init.pop("anonymous", None)
+    if cfg.logger.get("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", log_graph=cfg.logger.tensorboard.log_graph, default_hp_metric=False))
     return loggers
 
 

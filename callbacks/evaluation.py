@@ -1,4 +1,5 @@
-"""Evaluation during training: every `every_n_iters` iterations, run the evaluation episodes
+"""Evaluation during training: every `every_n_iters` iterations and after the last one (so a
+run shorter than the interval is still evaluated), run the evaluation episodes
 (on rank 0) and log `eval/episode_reward_mean` (+ std, per-agent means); optionally render the
 first episode to `<run-dir>/videos/iter_<N>.gif` and to W&B."""
 
@@ -20,7 +21,8 @@ class EvaluationCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         iteration = trainer.current_epoch + 1  # one epoch is one iteration
-        if self.every_n_iters <= 0 or iteration % self.every_n_iters or not trainer.is_global_zero:
+        last = iteration >= trainer.max_epochs
+        if self.every_n_iters <= 0 or (iteration % self.every_n_iters and not last) or not trainer.is_global_zero:
             return
         result = self.evaluator.run(pl_module.policy, render=self.video_dir is not None)
         # Straight to the loggers, in this iteration's row/step, before its checkpoint is written.

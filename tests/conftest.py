@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
+# One intra-op thread per test process (and the CLI subprocesses it starts): the suite's nets are
+# tiny, and on a shared 2-core machine torch's spinning worker threads made a 20x64 matmul take
+# 10 ms instead of 30 us.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
+
+torch.set_num_threads(1)
 
 from ca12.config import load_config
 from ca12.envs import make_env
@@ -14,7 +23,8 @@ TINY_RUN = [
     "env.max_steps=25",
     "collector.frames_per_batch=100",
     "collector.total_frames=200",
-    "algo.hidden_sizes=[32,32]",
+    "model.hidden_sizes=[32,32]",
+    "critic_model.hidden_sizes=[32,32]",
     "checkpoint.every_n_iters=1",
 ]
 # PPO family: 2 epochs of 2 minibatches per batch.

@@ -29,7 +29,7 @@ def _module_and_batch(algo: str, actions: str, steps: int = 4):
     continuous = f"env.continuous_actions={str(actions == 'continuous').lower()}"
     cfg = load_config(algo, "vmas/navigation", tiny_args(algo) + ["env.num_envs=2", continuous])
     env = make_env(cfg.env, 0)
-    module = algo_class(algo)(cfg.algo, env)
+    module = algo_class(algo)(cfg, env)
     with torch.no_grad():
         batch = env.rollout(steps, policy=module.policy)
     return module, module.prepare(batch.reshape(-1))
@@ -182,7 +182,7 @@ def test_maddpg_learns_generic_coop(tmp_path):
     args = [
         "--algo", "maddpg", "--env", "generic/coop", "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
         "env.num_envs=10", "env.max_steps=25", "collector.frames_per_batch=250", "collector.total_frames=3000",
-        "algo.hidden_sizes=[64,64]", "algo.warmup_frames=250", "algo.actor_lr=1e-3", "algo.critic_lr=1e-3",
+        "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]", "algo.warmup_frames=250", "algo.actor_lr=1e-3", "algo.critic_lr=1e-3",
     ]
     assert main(args) == 0
     returns = _column(run_dir, "rollout/episode_reward_mean")
@@ -202,7 +202,7 @@ def test_masac_learns_generic_coop(tmp_path):
     args = [
         "--algo", "masac", "--env", "generic/coop", "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
         "env.num_envs=10", "env.max_steps=25", "collector.frames_per_batch=250", "collector.total_frames=5000",
-        "algo.hidden_sizes=[64,64]", "algo.warmup_frames=250", "algo.actor_lr=1e-3", "algo.critic_lr=1e-3", "algo.alpha_init=0.1",
+        "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]", "algo.warmup_frames=250", "algo.actor_lr=1e-3", "algo.critic_lr=1e-3", "algo.alpha_init=0.1",
     ]
     assert main(args) == 0
     returns = _column(run_dir, "rollout/episode_reward_mean")

@@ -46,7 +46,7 @@ def test_lambda_returns_match_td0_monte_carlo_and_a_hand_computation():
 def test_critic_sees_the_other_agents_actions_but_not_its_own():
     cfg = tiny_config("coma", "env.num_envs=2")
     env = tiny_env(cfg)
-    module = algo_class("coma")(cfg.algo, env)
+    module = algo_class("coma")(cfg, env)
     obs = torch.randn(4, *env.full_observation_spec_unbatched["agents", "observation"].shape)  # [4, 3 agents, obs]
     actions = torch.randint(0, module.critic.n_actions, (4, 3))
     q = module.critic(obs, actions)

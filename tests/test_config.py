@@ -16,7 +16,7 @@ from conftest import tiny_config, tiny_env
 def test_every_algo_config_composes_and_instantiates(algo):
     cfg = tiny_config(algo)
     assert cfg.algo.name == algo, "conf/algo/<name>.yaml must declare name: <name>"
-    module = algo_class(algo)(cfg.algo, tiny_env(cfg))
+    module = algo_class(algo)(cfg, tiny_env(cfg))
     assert sum(p.numel() for p in module.parameters()) > 0
     assert module.policy is not None
 
@@ -50,7 +50,7 @@ def test_navigation_uses_benchmarl_task_settings():
 def test_overrides_apply_with_types():
     cfg = load_config("ippo", "vmas/balance", ["algo.lr=1e-3", "env.num_envs=8", "collector.frames_per_batch=800", "trainer=ddp", "logger=none"], seed=3)
     assert cfg.algo.lr == 1e-3 and cfg.env.num_envs == 8 and cfg.seed == 3
-    assert cfg.trainer.strategy == "ddp" and cfg.logger.name == "none"
+    assert cfg.trainer.strategy == "ddp" and cfg.logger.wandb is None and cfg.logger.tensorboard is None
 
 
 def test_any_vmas_scenario_by_name_with_scenario_kwargs():
@@ -70,13 +70,17 @@ def test_any_vmas_scenario_by_name_with_scenario_kwargs():
         ("mappo", "vmas/navigation", ["algo.lr=fast"], "algo.lr expects a number"),
         ("mappo", "vmas/navigation", ["env.num_envs=2.5"], "env.num_envs expects an integer"),
         ("mappo", "vmas/navigation", ["trainer=tpu"], "unknown trainer 'tpu'; choose one of: cpu, ddp, gpu"),
-        ("mappo", "vmas/navigation", ["logger=tensorboard"], "unknown logger 'tensorboard'"),
+        ("mappo", "vmas/navigation", ["logger=comet"], "unknown logger 'comet'"),
+        ("mappo", "vmas/navigation", ["model=transformer"], "unknown model 'transformer'; choose one of: gru, lstm, mlp"),
+        ("mappo", "vmas/navigation", ["model.activation=sigmoid"], "model.activation must be one of tanh, relu, elu, gelu, got 'sigmoid'"),
+        ("mappo", "vmas/navigation", ["trainer.max_epochs=3"], "trainer.max_epochs is set by ca12 itself"),
+        ("mappo", "vmas/navigation", ["collector=multisync", "collector.frames_per_batch=6060"], "x collector.workers (2)"),
         ("mappo", "vmas/navigation", ["collector.frames_per_batch=1001"], "must be a multiple of env.num_envs"),
         ("mappo", "vmas/navigation", ["algo.num_epochs=0"], "algo.num_epochs must be positive"),
         ("mappo", "vmas/navigation", ["lr"], "expected KEY=VALUE"),
-        ("vdn", "vmas/navigation", ["algo.buffer_storage=disk"], "algo.buffer_storage must be memory or memmap, got 'disk'"),
+        ("vdn", "vmas/navigation", ["algo.buffer_storage=disk"], "algo.buffer_storage must be one of memory, memmap, got 'disk'"),
         ("vdn", "vmas/navigation", ["algo.buffer_storage=memmap", "algo.buffer_device=cuda"], "set algo.buffer_device=cpu"),
-        ("qmix", "vmas/navigation", ["algo.priority_alpha=-1"], "algo.priority_alpha must be non-negative, got -1"),
+        ("qmix", "vmas/navigation", ["algo.priority_alpha=-1"], "algo.priority_alpha must be >= 0.0, got -1"),
     ],
 )
 def test_bad_config_input_is_refused_with_one_line(algo, env, overrides, fragment):

@@ -217,7 +217,7 @@ def test_families_are_listed():
 
 
 TINY_FIT = [
-    "logger=none", "algo.hidden_sizes=[16]", "algo.num_epochs=1", "eval.every_n_iters=0", "env.num_envs=4",
+    "logger=none", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.num_epochs=1", "eval.every_n_iters=0", "env.num_envs=4",
 ]
 
 
@@ -236,7 +236,7 @@ def test_tiny_fit_runs(env, extra, tmp_path):
 def test_generic_run_resumes_bit_for_bit(tmp_path):
     """The env's own generator is in the checkpoint: half a run plus a resume is the whole run."""
     args = [
-        "logger=none", "algo.hidden_sizes=[16]", "algo.num_epochs=1", "eval.every_n_iters=1", "eval.episodes=2",
+        "logger=none", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.num_epochs=1", "eval.every_n_iters=1", "eval.episodes=2",
         "env.num_envs=4", "env.max_steps=5",
         "collector.frames_per_batch=20", "algo.minibatch_size=20",
     ]

@@ -37,10 +37,13 @@ def test_evaluate_reproduces_the_training_time_eval_return(trained_run, capsys):
     assert result["eval/episode_reward_mean"] == pytest.approx(logged, abs=1e-6)
     assert result["episodes"] == 5 and result["frames"] == 300
     assert "eval/agent_2_reward_mean" in result
+    # a new user runs it without flags: deterministic, like training's evaluation, is the default
+    assert evaluate_main([str(trained_run), "--episodes", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episode_reward_mean"] == result["eval/episode_reward_mean"]
     # stochastic actions give another (but again reproducible) result
-    assert evaluate_main([str(trained_run), "--episodes", "5", "--json"]) == 0
+    assert evaluate_main([str(trained_run), "--episodes", "5", "--stochastic", "--json"]) == 0
     stochastic = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episode_reward_mean"]
-    assert evaluate_main([str(trained_run), "--episodes", "5", "--json"]) == 0
+    assert evaluate_main([str(trained_run), "--episodes", "5", "--stochastic", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episode_reward_mean"] == stochastic
     assert stochastic != result["eval/episode_reward_mean"]
 

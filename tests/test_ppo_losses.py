@@ -13,7 +13,7 @@ from conftest import tiny_config, tiny_env
 def _module_and_batch(algo: str, *extra: str, steps: int = 5):
     cfg = tiny_config(algo, "env.num_envs=2", "env.max_steps=3", *extra)
     env = tiny_env(cfg)
-    module = algo_class(algo)(cfg.algo, env)
+    module = algo_class(algo)(cfg, env)
     with torch.no_grad():
         # max_steps=3 < steps: episodes end and reset inside the batch.
         batch = env.rollout(steps, policy=module.policy, break_when_any_done=False)

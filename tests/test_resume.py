@@ -133,13 +133,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert _ckpt(run_dir)["ca12"]["frames"] == (saved + 2) * 100
 
 
-def test_sigterm_finishes_the_iteration_saves_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_finishes_the_iteration_saves_and_exits_with_128_plus_its_number(signum, tmp_path):
     run_dir = tmp_path / "run"
     proc = _start_fit(run_dir)
     _wait_for_checkpoint(run_dir, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 128 + signum, err  # 130 for Ctrl-C, 143 for SIGTERM: interrupted, not done
     state = _ckpt(run_dir)["ca12"]
     assert f"after iteration {state['iterations']}, checkpoint saved" in out
     assert state["frames"] == state["iterations"] * 100 < 100000

@@ -41,9 +41,9 @@ def _uniform_one_step_batch(env, payoff: torch.Tensor, copies: int) -> TensorDic
 
 
 def test_vdn_fits_row_mean_plus_column_mean_minus_grand_mean_on_uniform_data():
-    cfg = load_config("vdn", "matrix/climbing", ["env.max_steps=1", "env.num_envs=1", "algo.hidden_sizes=[64]"])
+    cfg = load_config("vdn", "matrix/climbing", ["env.max_steps=1", "env.num_envs=1", "model.hidden_sizes=[64]", "critic_model.hidden_sizes=[64]"])
     env = make_env(cfg.env, 0)
-    module = algo_class("vdn")(cfg.algo, make_spec_env(cfg.env, 0))
+    module = algo_class("vdn")(cfg, make_spec_env(cfg.env, 0))
     batch = _uniform_one_step_batch(env, CLIMBING, copies=4)
     optimiser = torch.optim.Adam(module.loss_module.parameters(), lr=3e-3)
     for _ in range(1500):  # full-batch least squares: the fit converges to the exact minimiser
@@ -63,7 +63,7 @@ def _fit_and_evaluate(algo: str, game: str, tmp_path, *extra: str) -> float:
     args = [
         "--algo", algo, "--env", f"matrix/{game}", "--run-dir", str(run_dir), "logger=none",
         "env.max_steps=1", "env.num_envs=100", "collector.frames_per_batch=100", "collector.total_frames=2000",
-        "algo.hidden_sizes=[64]", "algo.lr=1e-3", "algo.minibatch_size=256", "algo.warmup_frames=200",
+        "model.hidden_sizes=[64]", "critic_model.hidden_sizes=[64]", "algo.lr=1e-3", "algo.minibatch_size=256", "algo.warmup_frames=200",
         "algo.updates_per_frame=0.15", "eval.every_n_iters=0", *extra,
     ]
     assert fit_main(args) == 0

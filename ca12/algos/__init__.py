@@ -6,12 +6,12 @@ from __future__ import annotations
 from importlib import import_module
 
 from ca12.errors import UsageError
+from ca12.paths import group_options
 
 
 def algo_class(name: str):
     """The LightningModule class registered under `name`."""
-    from ca12.config import algo_names
-
-    if name not in algo_names():
-        raise UsageError(f"unknown algorithm '{name}'; choose one of: {', '.join(algo_names())}")
+    names = group_options("algo")
+    if name not in names:
+        raise UsageError(f"unknown algorithm '{name}'; choose one of: {', '.join(names)}")
     return import_module(f"ca12.algos.{name}").ALGORITHM

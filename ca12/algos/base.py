@@ -7,84 +7,127 @@ as `policy`, and do their whole update in `training_step` (manual optimisation).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
-from torchrl.data import Categorical, OneHot
-from torchrl.envs import EnvBase
+from torchrl.envs import EnvBase, InitTracker
+from torchrl.modules import set_recurrent_mode
 
-from ca12.config import episode_aligned
 from ca12.data import RolloutDataModule
+from ca12.data.collectors import episode_aligned
+from ca12.envs.layout import AgentLayout
 from ca12.errors import NonFiniteError, UsageError
+from ca12.nets.builder import is_recurrent
+from ca12.schema import key
+
+
+@dataclass
+class AlgoConfig:
+    """Keys every algorithm reads (conf/algo/base/common.yaml)."""
+
+    name: str = key("the algorithm (--algo)")
+    max_grad_norm: float = key("gradient-norm clip of every optimiser step", positive=True)
+    skip_nonfinite: bool = key("a NaN/inf loss or gradient stops the run (false) or skips that update (true)")
+    groups: Optional[list[str]] = key("agent groups to train (null: all); the others act with a fixed random policy")
 
 
 class RLModule(L.LightningModule):
     """Base LightningModule for ca12 algorithms.
 
     Keeps `frames` (env steps x envs over all ranks) and `iterations` as checkpointed counters,
-    and logs the timing metrics of ../shared/ARCHITECTURE.md around each `training_step`.
-    A subclass defines `policy` (the module the collector acts with), overrides
-    `make_datamodule` if it does not learn from on-policy rollouts, and ends its
-    `training_step` with `log_iteration`.
+    counted in Lightning's batch hooks, and logs the timing metrics of ../shared/ARCHITECTURE.md
+    around each `training_step`. A subclass builds its networks from `self.groups` (the agent
+    groups it trains, from the env's specs) with the network builder, defines `policy` (the
+    module the collector acts with), overrides `make_datamodule` if it does not learn from
+    on-policy rollouts, and returns its metrics from `training_step`.
     """
 
-    # Action spaces the algorithm can act in; `check_env` refuses others before training starts.
+    # The typed schema of conf/algo/<name>.yaml (a subclass of AlgoConfig, next to the algorithm).
+    schema: type = AlgoConfig
+    # Action spaces the algorithm can act in; others are refused before training starts.
     action_spaces: tuple[str, ...] = ("continuous", "discrete")
-
-    @classmethod
-    def check_env(cls, env: EnvBase, group: str, name: str) -> None:
-        """Refuse an env whose actions this algorithm cannot produce (one line, names both)."""
-        spec = env.full_action_spec_unbatched[group, "action"]
-        kind = "discrete" if isinstance(spec, (Categorical, OneHot)) else "continuous"
-        if kind not in cls.action_spaces:
-            hint = " (VMAS envs switch with env.continuous_actions=false)" if cls.action_spaces == ("discrete",) else ""
-            raise UsageError(
-                f"{name} cannot train on this env: its actions are {kind}, {name} handles {' and '.join(cls.action_spaces)} actions{hint}"
-            )
+    # Trains several agent groups at once (each its own networks); else exactly one is named.
+    multi_group = False
+    # Can act with a recurrent actor (model=gru|lstm).
+    recurrent = False
 
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> L.LightningDataModule:
         """The data module this algorithm trains from (on-policy rollouts by default)."""
-        return RolloutDataModule(make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg))
+        return RolloutDataModule(make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg), collector=cfg.collector)
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, env: EnvBase):
+        """
+        Args:
+            cfg: the whole (validated) run config; the algorithm's keys are `cfg.algo`.
+            env: an env to read specs from (never stepped here).
+        """
         super().__init__()
         self.automatic_optimization = False
-        self.cfg = cfg
+        self.cfg = cfg.algo
+        self.model_cfg, self.critic_model_cfg = cfg.model, cfg.critic_model
+        self.layout = AgentLayout.from_env(env)
+        self.groups = self.layout.select(cfg.algo.groups) if self.multi_group else [self.layout.only(cfg.algo.name, cfg.algo.groups)]
+        self._check(cfg)
         self.frames = 0
         self.iterations = 0
         self.skipped_updates = 0
-        # The whole resolved run config (set by ca12.fit); saved so a checkpoint can resume alone.
-        self.run_config: dict | None = None
+        # The whole resolved run config; saved so a checkpoint can resume alone.
+        self.run_config: dict = OmegaConf.to_container(cfg, resolve=True)
         self._step_end_time: float | None = None
         # Last known episode return; kept on device so logging it needs no host sync.
         self.register_buffer("_last_return", torch.zeros(()), persistent=False)
 
-    # --- counters and timing ------------------------------------------------------------------
+    def _check(self, cfg: DictConfig) -> None:
+        """Refuse, in one line, an env or network this algorithm cannot act with."""
+        name = cfg.algo.name
+        for group in self.groups:
+            if group.action_kind not in self.action_spaces:
+                hint = " (VMAS envs switch with env.continuous_actions=false)" if self.action_spaces == ("discrete",) else ""
+                raise UsageError(
+                    f"{name} cannot train on this env: its actions are {group.action_kind}, {name} handles {' and '.join(self.action_spaces)} actions{hint}"
+                )
+        if is_recurrent(cfg.model) and not self.recurrent:
+            raise UsageError(f"{name} has no recurrent version yet: model={cfg.model.kind} is refused (use model=mlp)")
+        if is_recurrent(cfg.critic_model):
+            raise UsageError(f"critic_model={cfg.critic_model.kind}: critics are feed-forward (critic_model=mlp); recurrent actors take model={cfg.critic_model.kind}")
+
+    @property
+    def group(self) -> str:
+        """The name of the trained group, for algorithms that train one."""
+        return self.groups[0].name
+
+    def env_transforms(self) -> list:
+        """Transforms the acting policy needs on every env it steps (collector, evaluation):
+        recurrent networks need `InitTracker` and their hidden-state primers."""
+        primers = [m.make_tensordict_primer() for m in self.modules() if hasattr(m, "make_tensordict_primer")]
+        return [InitTracker(), *primers] if primers else []
+
+    # --- counters and timing (Lightning's hooks: no algorithm can forget them) ---------------------
     def on_train_start(self) -> None:
         self._step_end_time = time.perf_counter()
 
-    def on_train_batch_start(self, batch: TensorDictBase, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
         now = time.perf_counter()
         self._collect_s = now - (self._step_end_time or now)
         self._update_start = now
 
-    def log_iteration(self, batch: TensorDictBase, metrics: dict) -> None:
-        """Count the batch's frames and log `metrics` with the iteration's timings.
-
-        Called by every algorithm at the end of `training_step`.
-        """
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Count the batch's frames and log what `training_step` returned with the timings."""
         now = time.perf_counter()
         update_s = now - self._update_start
-        new_frames = batch.numel() * self.trainer.world_size
+        fresh = batch.fresh if hasattr(batch, "fresh") else batch
+        new_frames = fresh.numel() * self.trainer.world_size
         self.frames += new_frames
         self.iterations += 1
         self._step_end_time = now
         self.log_metrics(
             {
-                **metrics,
+                **(outputs or {}),
                 "time/collect_s": self._collect_s,
                 "time/update_s": update_s,
                 "time/frames_per_second": new_frames / max(self._collect_s + update_s, 1e-9),
@@ -119,21 +162,27 @@ class RLModule(L.LightningModule):
         optimiser.step()
         return grad_norm
 
-    def minibatch_epochs(self, frames: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "") -> dict:
-        """`num_epochs` (default `algo.num_epochs`) passes over `frames` [N] in shuffled
-        minibatches of `algo.minibatch_size`, one guarded optimiser step on `loss` (default
-        `self.loss`) each: the on-policy update of PPO and COMA. Returns the mean loss terms and
+    def minibatch_epochs(self, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "") -> dict:
+        """`num_epochs` (default `algo.num_epochs`) passes over a collected batch [B, T] in
+        shuffled minibatches of `algo.minibatch_size` frames, one guarded optimiser step on `loss`
+        (default `self.loss`) each: the on-policy update of PPO and COMA. A recurrent actor gets
+        minibatches of whole trajectories ([b, T], b = minibatch_size // T) replayed in
+        sequence mode; otherwise frames are shuffled singly. Returns the mean loss terms and
         gradient norm as `train/` metrics, each name followed by `suffix`.
         """
         optimiser, loss = self.optimizers(), loss or self.loss
+        sequences = is_recurrent(self.model_cfg)
+        frames = batch if sequences else batch.reshape(-1)
+        size = max(1, self.cfg.minibatch_size // batch.shape[-1]) if sequences else self.cfg.minibatch_size
         terms_sum, n_updates = None, 0
-        for _ in range(self.cfg.num_epochs if num_epochs is None else num_epochs):
-            for index in torch.randperm(frames.shape[0], device=frames.device).split(self.cfg.minibatch_size):
-                total, terms = loss(frames[index])
-                terms = terms.detach()
-                terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
-                terms_sum = terms if terms_sum is None else terms_sum + terms
-                n_updates += 1
+        with set_recurrent_mode(sequences):
+            for _ in range(self.cfg.num_epochs if num_epochs is None else num_epochs):
+                for index in torch.randperm(frames.shape[0], device=frames.device).split(size):
+                    total, terms = loss(frames[index])
+                    terms = terms.detach()
+                    terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
+                    terms_sum = terms if terms_sum is None else terms_sum + terms
+                    n_updates += 1
         if terms_sum is None:
             return {}
         return {f"train/{key}{suffix}": value.mean() / n_updates for key, value in terms_sum.items()}
@@ -144,7 +193,7 @@ class RLModule(L.LightningModule):
             "frames": self.frames,
             "iterations": self.iterations,
             "skipped_updates": self.skipped_updates,
-            "run_config": self.run_config or {"algo": OmegaConf.to_container(self.cfg, resolve=True)},
+            "run_config": self.run_config,
             "wandb_id": wandb_ids[0] if wandb_ids else None,
         }
 
@@ -159,14 +208,15 @@ class RLModule(L.LightningModule):
         # Under DDP every rank has its own batch: log the mean over ranks.
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1, sync_dist=self.trainer.world_size > 1)
 
-    def episode_reward_mean(self, batch: TensorDictBase, group: str) -> torch.Tensor:
-        """Mean return of the episodes that ended in `batch` (over episodes and agents).
+    def episode_reward_mean(self, batch: TensorDictBase) -> torch.Tensor:
+        """Mean return of the episodes that ended in `batch` (over episodes and the trained
+        groups' agents).
 
         Uses the `RewardSum` counter every ca12 env carries. A batch in which no episode ended
         reports the last known value; nothing here waits on the device.
         """
         done = batch["next", "done"]  # [B, T, 1]
-        returns = batch["next", group, "episode_reward"].mean(-2)  # [B, T, 1], mean over agents
+        returns = torch.cat([batch["next", g.name, "episode_reward"] for g in self.groups], -2).mean(-2)  # [B, T, 1]
         n_done = done.sum()
         mean = (returns * done).sum() / n_done.clamp(min=1)
         self._last_return = torch.where(n_done > 0, mean, self._last_return.to(mean.device))

@@ -26,6 +26,8 @@ fixed action (return about -2.6, below a random policy's -0.6). With the task's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -33,10 +35,25 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import RLModule
-from ca12.envs import agent_group
-from ca12.nets import make_actor
-from ca12.nets.policies import activation_class
+from ca12.algos.base import AlgoConfig, RLModule
+from ca12.nets.builder import activation_class
+from ca12.nets.policies import make_actor
+from ca12.schema import key
+
+
+@dataclass
+class Config(AlgoConfig):
+    """COMA's keys."""
+
+    lr: float = key("Adam learning rate of the actors", positive=True)
+    critic_lr: float = key("Adam learning rate of the critic", positive=True)
+    num_epochs: int = key("critic passes over each batch (on its TD(lambda) targets)", positive=True)
+    actor_epochs: int = key("actor passes over each batch (plain policy gradient: keep it small)", positive=True)
+    minibatch_size: int = key("frames per minibatch", positive=True)
+    gamma: float = key("discount factor", minimum=0.0)
+    lmbda: float = key("TD(lambda) of the critic targets", minimum=0.0)
+    entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
+    normalize_advantage: bool = key("divide advantages by their minibatch std (not centred)")
 
 
 def coma_advantages(q_all: torch.Tensor, probs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,15 +127,16 @@ class COMACritic(nn.Module):
 class COMA(RLModule):
     """COMA as a LightningModule; `training_step` consumes one on-policy collector batch [B, T]."""
 
+    schema = Config
+
     action_spaces = ("discrete",)
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
-        super().__init__(cfg)
-        self.group = agent_group(env)
-        self.actor = make_actor(env, self.group, share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
-        n_agents, obs_dim = env.full_observation_spec_unbatched[self.group, "observation"].shape
-        n_actions = env.full_action_spec_unbatched[self.group, "action"].space.n
-        self.critic = COMACritic(n_agents, obs_dim, n_actions, cfg.critic_hidden_sizes, cfg.activation).to(env.device)
+        super().__init__(cfg, env)
+        group = self.groups[0]
+        self.actor = make_actor(group, self.model_cfg, device=env.device)
+        critic = self.critic_model_cfg
+        self.critic = COMACritic(group.n_agents, group.obs_dim, group.n_actions, critic.hidden_sizes, critic.activation).to(env.device)
 
     @property
     def policy(self) -> nn.Module:
@@ -182,16 +200,15 @@ class COMA(RLModule):
         terms = TensorDict({"loss_objective": loss_objective, "loss_entropy": loss_entropy, "entropy": entropy.detach()}, [])
         return loss_objective + loss_entropy, terms
 
-    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> dict:
         """Critic first (`num_epochs` passes on the batch's TD(lambda) targets), then the actors
         (`actor_epochs` passes, few: the plain policy gradient has no ratio clipping, so it must
         stay close to the policy that collected the batch) on the updated critic's advantages."""
         batch.set("coma_target", self.critic_targets(batch))
-        frames = batch.reshape(-1)
-        metrics = self.minibatch_epochs(frames, self.loss_critic, self.cfg.num_epochs, suffix="_critic")
-        metrics.update(self.minibatch_epochs(frames, self.loss_actor, self.cfg.actor_epochs))
-        metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch, self.group)
-        self.log_iteration(batch, metrics)
+        metrics = self.minibatch_epochs(batch, self.loss_critic, self.cfg.num_epochs, suffix="_critic")
+        metrics.update(self.minibatch_epochs(batch, self.loss_actor, self.cfg.actor_epochs))
+        metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch)
+        return metrics
 
 
 ALGORITHM = COMA

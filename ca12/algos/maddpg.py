@@ -17,6 +17,8 @@ IDDPG (iddpg.py) only swaps the critic for a per-agent one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
@@ -24,24 +26,38 @@ from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
 from torchrl.objectives import DDPGLoss, SoftUpdate
 
-from ca12.algos.off_policy import OffPolicyModule
-from ca12.envs import agent_group
+from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
+from ca12.schema import key
 from ca12.nets.actor_critic import make_deterministic_actor, make_exploration, make_q_critic
+
+
+@dataclass
+class Config(ReplayConfig):
+    """MADDPG's and IDDPG's keys."""
+
+    actor_lr: float = key("Adam learning rate of the actors", positive=True)
+    critic_lr: float = key("Adam learning rate of the critics", positive=True)
+    sigma_init: float = key("exploration: first std of the Gaussian action noise (unit actions)", minimum=0.0)
+    sigma_end: float = key("exploration: final noise std", minimum=0.0)
+    annealing_frames: int = key("collected frames over which the noise std falls linearly", positive=True)
+    gumbel_temperature: float = key("discrete actions: straight-through Gumbel-softmax temperature", positive=True)
+    loss_function: str = key("critic regression loss", choices=("l2", "l1", "smooth_l1"))
 
 
 class MADDPG(OffPolicyModule):
     """MADDPG as a LightningModule; `training_step` consumes a `ReplayBatch`."""
 
+    schema = Config
+
     centralised_critic = True  # I* variants set False: each agent's critic sees only its own
     squared_td_error = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
-        super().__init__(cfg)
-        self.group = g = agent_group(env)
-        nets = dict(share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
-        self.actor = make_deterministic_actor(env, g, gumbel_temperature=cfg.gumbel_temperature, **nets)
-        self.critic = make_q_critic(env, g, centralised=self.centralised_critic, **nets)
-        self.exploration = make_exploration(env, g, sigma_init=cfg.sigma_init, sigma_end=cfg.sigma_end, annealing_frames=cfg.annealing_frames)
+        super().__init__(cfg, env)
+        cfg, group, g = self.cfg, self.groups[0], self.group
+        self.actor = make_deterministic_actor(group, self.model_cfg, gumbel_temperature=cfg.gumbel_temperature, device=env.device)
+        self.critic = make_q_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device)
+        self.exploration = make_exploration(group, sigma_init=cfg.sigma_init, sigma_end=cfg.sigma_end, annealing_frames=cfg.annealing_frames, device=env.device)
         self._policy = self.actor if self.exploration is None else TensorDictSequential(self.actor, self.exploration)
         self.loss_module = DDPGLoss(self.actor, self.critic, loss_function=cfg.loss_function, delay_actor=True, delay_value=True)
         self.loss_module.set_keys(

@@ -9,78 +9,116 @@ minibatches, each one Adam step with gradient-norm clipping through Lightning.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictSequential
+from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.objectives import ValueEstimators
 from torchrl.objectives.multiagent import MAPPOLoss
 
-from ca12.algos.base import RLModule
-from ca12.envs import agent_group
-from ca12.nets import make_actor, make_critic
+from ca12.algos.base import AlgoConfig, RLModule
+from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
+from ca12.schema import key
+
+
+@dataclass
+class Config(AlgoConfig):
+    """MAPPO's and IPPO's keys (TorchRL's names: they pass straight to MAPPOLoss / GAE)."""
+
+    lr: float = key("Adam learning rate of actor and critic", positive=True)
+    num_epochs: int = key("passes over each collected batch", positive=True)
+    minibatch_size: int = key("frames per minibatch (one Adam step each)", positive=True)
+    gamma: float = key("discount factor", minimum=0.0)
+    lmbda: float = key("GAE lambda", minimum=0.0)
+    clip_epsilon: float = key("PPO ratio clip", minimum=0.0)
+    entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
+    critic_coeff: float = key("weight of the value loss", minimum=0.0)
+    normalize_advantage: bool = key("standardise advantages per minibatch")
 
 
 class MAPPO(RLModule):
-    """MAPPO as a LightningModule; `training_step` consumes one collector batch `[B, T]`."""
+    """MAPPO as a LightningModule; `training_step` consumes one collector batch `[B, T]`.
 
+    Trains every group `algo.groups` names (default: all), each with its own actor, critic and
+    loss; the other groups act with a fixed uniform-random policy. A single-agent env is a
+    group of one, so this is PPO there. With `model=gru|lstm` the actors are recurrent and the
+    update replays whole trajectories.
+    """
+
+    schema = Config
     loss_class = MAPPOLoss
     centralised_critic = True
+    multi_group = True
+    recurrent = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
-        super().__init__(cfg)
-        self.group = agent_group(env)
-        nets = dict(share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
-        self.actor = make_actor(env, self.group, **nets)
-        self.critic = make_critic(env, self.group, centralised=self.centralised_critic, **nets)
-        self.loss_module = self.loss_class(
-            self.actor,
-            self.critic,
-            clip_epsilon=cfg.clip_epsilon,
-            entropy_coeff=cfg.entropy_coeff,
-            critic_coeff=cfg.critic_coeff,
-            normalize_advantage=cfg.normalize_advantage,
-        )
-        g = self.group
-        self.loss_module.set_keys(
-            reward=(g, "reward"),
-            action=(g, "action"),
-            sample_log_prob=(g, "action_log_prob"),
-            value=(g, "state_value"),
-            advantage=(g, "advantage"),
-            value_target=(g, "value_target"),
-            done="done",  # team-level [B, T, 1]; MultiAgentGAE broadcasts it to the agents
-            terminated="terminated",
-        )
-        self.loss_module.make_value_estimator(ValueEstimators.MAGAE, gamma=cfg.gamma, lmbda=cfg.lmbda)
+        super().__init__(cfg, env)
+        self.actors, self.critics, self.losses = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
+        for group in self.groups:
+            g = group.name
+            self.actors[g] = make_actor(group, self.model_cfg, device=env.device)
+            self.critics[g] = make_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device)
+            loss = self.loss_class(
+                self.actors[g], self.critics[g], clip_epsilon=self.cfg.clip_epsilon, entropy_coeff=self.cfg.entropy_coeff,
+                critic_coeff=self.cfg.critic_coeff, normalize_advantage=self.cfg.normalize_advantage,
+            )
+            loss.set_keys(
+                reward=(g, "reward"), action=(g, "action"), sample_log_prob=(g, "action_log_prob"), value=(g, "state_value"),
+                advantage=(g, "advantage"), value_target=(g, "value_target"),
+                done="done",  # team-level [B, T, 1]; MultiAgentGAE broadcasts it to the agents
+                terminated="terminated",
+            )
+            loss.make_value_estimator(ValueEstimators.MAGAE, gamma=self.cfg.gamma, lmbda=self.cfg.lmbda)
+            self.losses[g] = loss
+        others = [FixedRandomPolicy(group) for name, group in self.layout.groups.items() if name not in self.losses]
+        self._policy = TensorDictSequential(*self.actors.values(), *others)
 
     @property
-    def policy(self) -> torch.nn.Module:
-        return self.actor
+    def policy(self) -> nn.Module:
+        return self._policy
+
+    # The first trained group's networks and loss (the only ones on a one-group env).
+    @property
+    def actor(self) -> nn.Module:
+        return self.actors[self.group]
+
+    @property
+    def critic(self) -> nn.Module:
+        return self.critics[self.group]
+
+    @property
+    def loss_module(self) -> nn.Module:
+        return self.losses[self.group]
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.loss_module.parameters(), lr=self.cfg.lr)
+        return torch.optim.Adam(self.losses.parameters(), lr=self.cfg.lr)
 
     @torch.no_grad()
     def compute_advantage(self, batch: TensorDictBase) -> TensorDictBase:
         """Writes `(group, "advantage")` and `(group, "value_target")` into `batch` ([B, T, n_agents, 1])."""
-        return self.loss_module.value_estimator(
-            batch,
-            params=self.loss_module.critic_network_params,
-            target_params=self.loss_module.target_critic_network_params,
-        )
+        for loss in self.losses.values():
+            loss.value_estimator(batch, params=loss.critic_network_params, target_params=loss.target_critic_network_params)
+        return batch
 
     def loss(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
-        """Total loss to minimise and the loss module's terms (scalars) for logging."""
-        terms = self.loss_module(minibatch)
+        """Total loss to minimise (the groups' losses summed) and the loss terms for logging
+        (summed over groups, TorchRL's names)."""
+        terms = None
+        for loss in self.losses.values():
+            out = loss(minibatch)
+            terms = out if terms is None else terms + out.select(*terms.keys())
         total = sum(value for key, value in terms.items() if key.startswith("loss_"))
         return total, terms
 
-    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> dict:
         self.compute_advantage(batch)
-        metrics = self.minibatch_epochs(batch.reshape(-1))  # [B * T] frames, each holding all agents
-        metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch, self.group)
-        self.log_iteration(batch, metrics)
+        metrics = self.minibatch_epochs(batch)
+        metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch)
+        return metrics
 
 
 ALGORITHM = MAPPO

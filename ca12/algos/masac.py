@@ -17,36 +17,51 @@ their own Adam optimisers. ISAC (isac.py) swaps in per-agent critics.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
 
-from ca12.algos.off_policy import OffPolicyModule
-from ca12.envs import agent_group
-from ca12.nets import make_actor
-from ca12.nets.actor_critic import is_discrete, make_discrete_q_critic, make_q_critic
+from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
+from ca12.schema import key
+from ca12.nets.actor_critic import make_discrete_q_critic, make_q_critic
+from ca12.nets.policies import make_actor
+
+
+@dataclass
+class Config(ReplayConfig):
+    """MASAC's and ISAC's keys."""
+
+    actor_lr: float = key("Adam learning rate of the actors", positive=True)
+    critic_lr: float = key("Adam learning rate of the critics", positive=True)
+    alpha_lr: float = key("Adam learning rate of log(alpha), the entropy temperature", positive=True)
+    alpha_init: float = key("first entropy temperature", positive=True)
+    num_qvalue_nets: int = key("critics per agent (2: clipped double Q)", positive=True)
+    loss_function: str = key("critic regression loss", choices=("l2", "l1", "smooth_l1"))
 
 
 class MASAC(OffPolicyModule):
     """MASAC as a LightningModule; `training_step` consumes a `ReplayBatch`."""
 
+    schema = Config
+
     centralised_critic = True  # I* variants set False: each agent's critic sees only its own
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
-        super().__init__(cfg)
-        self.group = g = agent_group(env)
-        nets = dict(share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
-        spec = env.full_action_spec_unbatched[g, "action"]
-        self.actor = make_actor(env, g, **nets)
+        super().__init__(cfg, env)
+        cfg, group, g = self.cfg, self.groups[0], self.group
+        spec = group.action_spec
+        self.actor = make_actor(group, self.model_cfg, device=env.device)
         common = dict(num_qvalue_nets=cfg.num_qvalue_nets, loss_function=cfg.loss_function, alpha_init=cfg.alpha_init, delay_qvalue=True)
-        if is_discrete(env, g):
-            self.critic = make_discrete_q_critic(env, g, centralised=self.centralised_critic, **nets)
+        if group.discrete:
+            self.critic = make_discrete_q_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device)
             self.loss_module = DiscreteSACLoss(self.actor, self.critic, action_space=spec, num_actions=spec.space.n, **common)
             self.loss_module.set_keys(action_value=(g, "action_value"))
         else:
-            self.critic = make_q_critic(env, g, centralised=self.centralised_critic, **nets)
+            self.critic = make_q_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device)
             # Target entropy -|A| per agent: the actions' last dimension, not the whole group's.
             self.loss_module = SACLoss(self.actor, self.critic, target_entropy=-float(spec.shape[-1]), **common)
             self.loss_module.set_keys(state_action_value=(g, "state_action_value"))

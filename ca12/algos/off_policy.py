@@ -10,12 +10,32 @@ scalar terms (with `loss`, the sum of the loss terms).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
 
-from ca12.algos.base import RLModule
-from ca12.config import episode_aligned
+from ca12.algos.base import AlgoConfig, RLModule
 from ca12.data import ReplayBatch, ReplayDataModule
+from ca12.data.collectors import episode_aligned
+from ca12.schema import key
+
+
+@dataclass
+class ReplayConfig(AlgoConfig):
+    """What every replay method reads (conf/algo/base/replay.yaml)."""
+
+    updates_per_frame: float = key("Adam steps (of each optimiser) per collected frame", positive=True)
+    minibatch_size: int = key("transitions per sampled minibatch", positive=True)
+    buffer_size: int = key("replay capacity in transitions (oldest overwritten first)", positive=True)
+    buffer_device: str = key("where the buffer's storage lives (cpu, cuda)")
+    buffer_storage: str = key("memory (tensors on buffer_device) or memmap (files on the host)", choices=("memory", "memmap"))
+    prioritized: bool = key("prioritised replay (Schaul et al. 2016) by |TD error|")
+    priority_alpha: float = key("how strongly priorities shape sampling (0 = uniform)", minimum=0.0)
+    priority_beta: float = key("importance-weight exponent (1 = full correction)", minimum=0.0)
+    warmup_frames: int = key("no updates until the buffer holds this many transitions", minimum=0)
+    tau: float = key("soft target update: target <- (1 - tau) target + tau online, every update", minimum=0.0)
+    gamma: float = key("discount factor", minimum=0.0)
 
 
 def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:
@@ -41,11 +61,10 @@ class OffPolicyModule(RLModule):
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> ReplayDataModule:
         return ReplayDataModule(
-            make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg),
+            make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg), collector=cfg.collector,
             buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
-            buffer_storage=cfg.algo.get("buffer_storage", "memory"),
-            minibatch_size=cfg.algo.minibatch_size, prioritized=cfg.algo.prioritized,
-            alpha=cfg.algo.get("priority_alpha", 0.6), beta=cfg.algo.get("priority_beta", 0.4),
+            buffer_storage=cfg.algo.buffer_storage, minibatch_size=cfg.algo.minibatch_size,
+            prioritized=cfg.algo.prioritized, alpha=cfg.algo.priority_alpha, beta=cfg.algo.priority_beta,
         )
 
     def prepare(self, sample: TensorDictBase) -> TensorDictBase:
@@ -56,9 +75,9 @@ class OffPolicyModule(RLModule):
         """Anneal exploration by this batch's frames; its current scale as metrics."""
         return {}
 
-    def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
+    def training_step(self, batch: ReplayBatch, batch_idx: int) -> dict:
         fresh_frames = batch.fresh.numel()
-        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh, self.group), **self.exploration_metrics(fresh_frames)}
+        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh), **self.exploration_metrics(fresh_frames)}
         if len(batch.buffer) >= self.cfg.warmup_frames:
             terms_sum, n_updates = None, max(1, round(self.cfg.updates_per_frame * fresh_frames))
             for _ in range(n_updates):
@@ -70,4 +89,4 @@ class OffPolicyModule(RLModule):
                     batch.buffer.update_priority(sample["index"], td_error.sqrt() if self.squared_td_error else td_error)
                 terms_sum = terms if terms_sum is None else terms_sum + terms
             metrics.update({f"train/{k}": v / n_updates for k, v in terms_sum.items()})
-        self.log_iteration(batch.fresh, metrics)
+        return metrics

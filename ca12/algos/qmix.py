@@ -11,31 +11,54 @@ swaps the mixer for a sum, IQL (iql.py) drops it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
+from torchrl.data import Composite
 from torchrl.envs import EnvBase
 from torchrl.modules import QMixer
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.multiagent import QMixerLoss
 
-from ca12.algos.off_policy import OffPolicyModule
-from ca12.envs import agent_group
+from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
 from ca12.nets.qnets import make_egreedy, make_qnet
+from ca12.schema import key
+
+
+@dataclass
+class ValueConfig(ReplayConfig):
+    """The value-decomposition family's keys (IQL, VDN; conf/algo/base/value.yaml)."""
+
+    lr: float = key("Adam learning rate", positive=True)
+    eps_init: float = key("epsilon-greedy: first epsilon", minimum=0.0)
+    eps_end: float = key("epsilon-greedy: final epsilon", minimum=0.0)
+    annealing_frames: int = key("collected frames over which epsilon falls linearly", positive=True)
+
+
+@dataclass
+class Config(ValueConfig):
+    """QMIX's keys."""
+
+    mixing_embed_dim: int = key("width of QMIX's state-conditioned mixing network", positive=True)
 
 
 class QMIX(OffPolicyModule):
     """QMIX as a LightningModule; the replay loop is `OffPolicyModule.training_step`."""
 
+    schema = Config
+
     action_spaces = ("discrete",)
     squared_td_error = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
-        super().__init__(cfg)
-        self.group = agent_group(env)
-        self.qnet = make_qnet(env, self.group, share_params=cfg.share_params, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation)
-        self.exploration = make_egreedy(env, self.group, eps_init=cfg.eps_init, eps_end=cfg.eps_end, annealing_frames=cfg.annealing_frames)
+        super().__init__(cfg, env)
+        cfg = self.cfg
+        actions = env.full_action_spec_unbatched
+        self.qnet = make_qnet(self.groups[0], self.model_cfg, Composite({self.group: actions[self.group]}, shape=actions.shape), device=env.device)
+        self.exploration = make_egreedy(self.groups[0], eps_init=cfg.eps_init, eps_end=cfg.eps_end, annealing_frames=cfg.annealing_frames)
         self._policy = TensorDictSequential(self.qnet, self.exploration)
         self.loss_module = self.make_loss(env)
         self.loss_module.make_value_estimator(gamma=cfg.gamma)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
@@ -55,7 +56,7 @@ class ReplayDataModule(RolloutDataModule):
     """Collects with the module's exploration policy into a replay buffer.
 
     Args:
-        make_env, frames_per_batch, seed, episode_aligned: as for `RolloutDataModule`.
+        make_env, frames_per_batch, seed, episode_aligned, collector: as for `RolloutDataModule`.
         buffer_size: transitions the buffer holds (oldest overwritten first).
         buffer_device: where the buffer's storage lives ("cpu", "cuda").
         buffer_storage: "memory" (tensors on `buffer_device`) or "memmap" (memory-mapped files).
@@ -70,6 +71,7 @@ class ReplayDataModule(RolloutDataModule):
         frames_per_batch: int,
         seed: int,
         episode_aligned: bool = False,
+        collector: DictConfig | None = None,
         *,
         buffer_size: int,
         buffer_device: str = "cpu",
@@ -79,7 +81,7 @@ class ReplayDataModule(RolloutDataModule):
         alpha: float = 0.6,
         beta: float = 0.4,
     ):
-        super().__init__(make_env, frames_per_batch, seed, episode_aligned)
+        super().__init__(make_env, frames_per_batch, seed, episode_aligned, collector)
         device = "cpu" if buffer_storage == "memmap" else buffer_device
         sampler = TensorPrioritizedSampler(buffer_size, alpha, beta, device=device) if prioritized else RandomSampler()
         self.buffer = TensorDictReplayBuffer(

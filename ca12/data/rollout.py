@@ -20,9 +20,11 @@ import lightning as L
 import torch
 from tensordict import TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
+from omegaconf import DictConfig
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 
+from ca12.data.collectors import make_collector
 from ca12.seeding import capture_rng_state, restore_rng_state
 
 
@@ -56,9 +58,14 @@ class RolloutDataModule(L.LightningDataModule):
             the envs at the start of each batch, which makes resume exact.
     """
 
-    def __init__(self, make_env: Callable[[int, torch.device], EnvBase], frames_per_batch: int, seed: int, episode_aligned: bool = False):
+    def __init__(
+        self, make_env: Callable[[int, torch.device], EnvBase], frames_per_batch: int, seed: int, episode_aligned: bool = False,
+        collector: DictConfig | None = None,
+    ):
         super().__init__()
         self.make_env = make_env
+        self.collector_kind = collector.kind if collector is not None else "sync"
+        self.workers = collector.workers if collector is not None else 1
         self.frames_per_batch = frames_per_batch
         self.seed = seed
         self.episode_aligned = episode_aligned
@@ -68,23 +75,18 @@ class RolloutDataModule(L.LightningDataModule):
         self._pending: dict | None = None
 
     def setup(self, stage: str) -> None:
-        if self.env is None:
+        if self.env is None and self.collector_kind == "sync":  # worker processes build their own
             self.env = self.make_env(self.seed + self.trainer.global_rank, self.trainer.strategy.root_device)
 
     def train_dataloader(self) -> DataLoader:
         # Asked for after the strategy moved the module to its device; the collector keeps a
         # copy of the policy on the env's device when the two differ.
         if self.collector is None:
-            self.collector = Collector(
-                self.env,
-                self.trainer.lightning_module.policy,
-                frames_per_batch=self.frames_per_batch,
-                total_frames=-1,
-                env_device=self.env.device,
-                policy_device=self.env.device,
-                storing_device=self.env.device,
-                reset_at_each_iter=self.episode_aligned,
-                auto_register_policy_transforms=False,
+            module = self.trainer.lightning_module
+            device = self.env.device if self.env is not None else torch.device(module.run_config["env"]["device"])
+            self.collector = make_collector(
+                self.collector_kind, self.workers, self.make_env, self.env, module.policy, self.frames_per_batch,
+                self.seed + self.trainer.global_rank, device, self.episode_aligned,
             )
         # Its own generator: creating the loader's iterator must not draw from the global one.
         return DataLoader(

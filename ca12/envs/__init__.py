@@ -8,6 +8,7 @@ Every env returned here follows TorchRL's multi-agent key convention: `(group, "
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Callable
 
@@ -15,13 +16,30 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase
 
+from ca12.envs.common import COMMON_KEYS, task_kwargs  # noqa: F401  (re-exported)
+from ca12.envs.layout import AgentLayout, Group  # noqa: F401  (re-exported)
 from ca12.errors import UsageError
+from ca12.schema import key
 
 # family -> module that defines `make(cfg, seed) -> EnvBase` and `tasks() -> list[str]`.
-_FAMILIES: dict[str, str] = {"vmas": "ca12.envs.vmas", "matrix": "ca12.envs.matrix", "generic": "ca12.envs.generic"}
+_FAMILIES: dict[str, str] = {
+    "vmas": "ca12.envs.vmas", "matrix": "ca12.envs.matrix", "generic": "ca12.envs.generic", "memory": "ca12.envs.memory",
+    "gym": "ca12.envs.gym",
+}
 
-# Keys of an env config that are not passed to the env's own constructor as kwargs.
-COMMON_KEYS = ("family", "task", "num_envs", "max_steps", "device", "continuous_actions")
+
+
+@dataclass
+class EnvConfig:
+    """Keys every env family reads (conf/env/<family>/*.yaml); the rest are the task's own
+    kwargs, whose names the family checks when it builds the env."""
+
+    family: str = key("env family (the part of --env before the slash)")
+    task: str = key("task of the family (after the slash)")
+    num_envs: int = key("parallel env worlds per collector", positive=True)
+    max_steps: int = key("episode length (steps)", positive=True)
+    device: str = key("where the env steps and the collector samples (cpu, cuda)")
+    continuous_actions: bool = key("continuous (true) or discrete (false) actions, where the family has both")
 
 
 def env_families() -> list[str]:
@@ -38,21 +56,21 @@ def family_tasks(family: str) -> list[str]:
     return list(_family_module(family).tasks())
 
 
-def task_kwargs(cfg: DictConfig) -> dict:
-    """The env config's task-specific kwargs (everything that is not a common key)."""
-    return {key: value for key, value in cfg.items() if key not in COMMON_KEYS}
-
-
-def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = None) -> EnvBase:
+def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = None, transforms: list | None = None) -> EnvBase:
     """Build the batched env described by `cfg` (a composed `env` section), seeded.
 
     `env.device: cuda` (no index) means "this process's GPU": under DDP each rank passes its
-    own device as `process_device` and samples there.
+    own device as `process_device` and samples there. `transforms` are what the acting policy
+    needs on the env (recurrent policies: `InitTracker` and hidden-state primers); copies are
+    appended, so one list serves many envs.
     """
     if cfg.device == "cuda" and process_device is not None and process_device.type == "cuda":
         cfg = OmegaConf.merge(cfg, {"device": str(process_device)})
     builder: Callable[[DictConfig, int], EnvBase] = _family_module(cfg.family).make
-    return builder(cfg, seed)
+    env = builder(cfg, seed)
+    for transform in transforms or []:
+        env.append_transform(transform.clone())
+    return env
 
 
 def make_spec_env(cfg: DictConfig, seed: int) -> EnvBase:
@@ -67,8 +85,5 @@ def render_frame(cfg: DictConfig, env: EnvBase, env_index: int = 0):
 
 
 def agent_group(env: EnvBase) -> str:
-    """The single agent group of a multi-agent env (ca12's PPO family trains one group)."""
-    groups = list(getattr(env, "group_map", {}) or {})
-    if len(groups) != 1:
-        raise UsageError(f"this algorithm trains exactly one agent group; the env has groups {groups}")
-    return groups[0]
+    """The single agent group of an env (for code that handles one group); more are refused."""
+    return AgentLayout.from_env(env).only("this algorithm").name

@@ -23,13 +23,11 @@ Observation per agent, `("agents", "observation")` [B, n, 3*state_dim]:
 
 Seeding: each env keeps its own generator (seeded by the constructor's `seed` and by `set_seed`),
 so building or seeding an env never touches torch's global generator. The generator is
-registered with `ca12.seeding.register_rng_source` under `generic/<device>/<seed>`, so a
+registered (`ca12.envs.common.register_env_rng`) under `generic/<device>/<seed>`, so a
 checkpoint of a training run captures the training env's reset stream and resume restores it.
 """
 
 from __future__ import annotations
-
-import weakref
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -37,50 +35,17 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase, RewardSum, TransformedEnv
 
+from ca12.envs.common import register_env_rng, task_kwargs
 from ca12.errors import UsageError
-from ca12.seeding import register_rng_source
 
 # task -> continuous actions?
 _TASKS = {"coop": True, "coop_discrete": False}
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_agents", "state_dim", "action_dim", "step_size", "goal_radius", "bonus")
 
-# Live envs per registered generator name (weak: a dead env is dropped, not kept alive).
-_LIVE: dict[str, list[weakref.ref]] = {}
-
 
 def tasks() -> list[str]:
     return sorted(_TASKS)
-
-
-def _live_envs(name: str) -> list["MultiAgentEnvironment"]:
-    envs = [env for env in (ref() for ref in _LIVE.get(name, [])) if env is not None]
-    _LIVE[name] = [weakref.ref(env) for env in envs]
-    return envs
-
-
-def _register(env: "MultiAgentEnvironment", seed: int) -> None:
-    """Make checkpoints capture `env`'s generator.
-
-    The name depends only on (device, seed), so a resumed run (a fresh process, or a second run
-    in the same process) finds the training env under the same name as the saved one. Envs built
-    with the same seed on the same device (fit's one-world spec env and the training env) share
-    the name: capture reads the newest live one, restore sets them all.
-    """
-    name = f"generic/{env.device}/{seed}"
-    _LIVE[name] = [weakref.ref(e) for e in _live_envs(name)] + [weakref.ref(env)]
-
-    def get_state():
-        envs = _live_envs(name)
-        return envs[-1]._rng.get_state() if envs else None
-
-    def set_state(state) -> None:
-        if state is None:
-            return
-        for live in _live_envs(name):
-            live._rng.set_state(state)
-
-    register_rng_source(name, get_state, set_state)
 
 
 class MultiAgentEnvironment(EnvBase):
@@ -138,7 +103,7 @@ class MultiAgentEnvironment(EnvBase):
         self.group_map = {"agents": [f"agent_{i}" for i in range(n_agents)]}
         self._rng = torch.Generator(device=self.device)
         self._rng.manual_seed(seed)
-        _register(self, seed)
+        register_env_rng(self, "generic", seed)
 
         b, n, d = num_envs, n_agents, state_dim
         self._pos = torch.zeros(b, n, d, device=self.device)  # [B, n, d]
@@ -229,8 +194,6 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: unknown task or kwarg, or continuous_actions disagreeing with the task.
     """
-    from ca12.envs import task_kwargs
-
     if cfg.task not in _TASKS:
         raise UsageError(f"unknown generic task '{cfg.task}'; choose one of: {', '.join(tasks())}")
     kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)

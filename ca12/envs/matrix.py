@@ -18,6 +18,12 @@ Conventions:
       can tell players apart in a general-sum game), then `t / max_steps` (the repeated game
       is finite; without time a value function could not tell the last play from the first).
     * The game really ends after `max_steps` plays: `done` and `terminated` are both set then.
+    * `group_per_player=True` (`env.group_per_player=true`) puts each player in a group of its
+      own, `player_i`, instead of one "agents" group: `("player_i", "observation")` [B, 1, obs],
+      `("player_i", "action")` [B, 1] (or one-hot [B, 1, A]), `("player_i", "reward")` [B, 1, 1],
+      with the same content as row i of the one-group keys. Separate groups let a trainer learn
+      one player's policy against a fixed policy of the other (one group per policy, as in
+      TorchRL's group_map convention); done flags stay env-level.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
 from torchrl.envs import EnvBase, RewardSum, TransformedEnv
 
+from ca12.envs.common import task_kwargs
 from ca12.errors import UsageError
 
 # Named games: each has conf/env/matrix/<name>.yaml with its payoff tensor.
@@ -35,7 +42,7 @@ GAMES = ("climbing", "coordination", "matching_pennies", "penalty", "prisoners_d
 # The generic template conf/env/matrix/scenario.yaml: the user gives env.payoffs.
 CUSTOM = "custom"
 # Task kwargs this family takes (everything else in the env section is refused).
-_KWARGS = ("payoffs", "categorical_actions")
+_KWARGS = ("payoffs", "categorical_actions", "group_per_player")
 
 
 def tasks() -> list[str]:
@@ -80,6 +87,8 @@ class MatrixGameEnv(EnvBase):
         max_steps: plays per episode; 1 is the one-shot game.
         categorical_actions: integer actions (`Categorical`) if True, else one-hot (`OneHot`).
         device: where the game is played.
+        group_per_player: one group per player (`player_i`, of size 1) if True, else one group
+            "agents" holding all players.
 
     The game is deterministic, so there is no generator to seed.
     """
@@ -91,6 +100,7 @@ class MatrixGameEnv(EnvBase):
         max_steps: int = 1,
         categorical_actions: bool = True,
         device: torch.device | str = "cpu",
+        group_per_player: bool = False,
     ):
         if max_steps <= 0:
             raise UsageError(f"env.max_steps must be positive, got {max_steps}")
@@ -100,7 +110,14 @@ class MatrixGameEnv(EnvBase):
         self.n_actions = self.payoffs.shape[1]
         self.max_steps = max_steps
         self.categorical_actions = categorical_actions
-        self.group_map = {"agents": [f"player_{i}" for i in range(self.n_agents)]}
+        self.group_per_player = group_per_player
+        players = [f"player_{i}" for i in range(self.n_agents)]
+        self.group_map = {p: [p] for p in players} if group_per_player else {"agents": players}
+        # group -> (first, last + 1) player index: its rows of the [B, n, ...] per-player tensors.
+        if group_per_player:
+            self._rows = {p: (i, i + 1) for i, p in enumerate(players)}
+        else:
+            self._rows = {"agents": (0, self.n_agents)}
         n, a, b = self.n_agents, self.n_actions, num_envs
         # Flattened joint-action index: a_0 * A^(n-1) + ... + a_{n-1}.
         self._flat = self.payoffs.reshape(n, -1)  # [n, A^n]
@@ -110,22 +127,22 @@ class MatrixGameEnv(EnvBase):
         self._t = torch.zeros(b, dtype=torch.long, device=self.device)  # [B]
         self._prev = torch.zeros(b, n * a, device=self.device)  # [B, n*A], previous joint action one-hots
 
-        agents = (b, n)
-        self.full_observation_spec = Composite(
-            agents=Composite(
-                observation=Bounded(0.0, 1.0, shape=(b, n, self.obs_dim), dtype=torch.float32, device=self.device),
-                shape=agents,
-            ),
-            shape=(b,),
-        )
-        if categorical_actions:
-            action = Categorical(a, shape=(b, n), dtype=torch.int64, device=self.device)
-        else:
-            action = OneHot(a, shape=(b, n, a), dtype=torch.bool, device=self.device)
-        self.full_action_spec = Composite(agents=Composite(action=action, shape=agents), shape=(b,))
-        self.full_reward_spec = Composite(
-            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=agents), shape=(b,)
-        )
+        observation, action, reward = {}, {}, {}
+        for group, (first, last) in self._rows.items():
+            k = last - first  # players in the group
+            observation[group] = Composite(
+                observation=Bounded(0.0, 1.0, shape=(b, k, self.obs_dim), dtype=torch.float32, device=self.device),
+                shape=(b, k),
+            )
+            if categorical_actions:
+                act = Categorical(a, shape=(b, k), dtype=torch.int64, device=self.device)
+            else:
+                act = OneHot(a, shape=(b, k, a), dtype=torch.bool, device=self.device)
+            action[group] = Composite(action=act, shape=(b, k))
+            reward[group] = Composite(reward=Unbounded(shape=(b, k, 1), device=self.device), shape=(b, k))
+        self.full_observation_spec = Composite(observation, shape=(b,))
+        self.full_action_spec = Composite(action, shape=(b,))
+        self.full_reward_spec = Composite(reward, shape=(b,))
         flag = Categorical(2, shape=(b, 1), dtype=torch.bool, device=self.device)
         self.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
 
@@ -134,6 +151,16 @@ class MatrixGameEnv(EnvBase):
         joint = self._prev.unsqueeze(1).expand(b, n, self._prev.shape[-1])  # [B, n, n*A]
         time = (self._t.float() / self.max_steps).view(b, 1, 1).expand(b, n, 1)  # [B, n, 1]
         return torch.cat([joint, self._agent_id, time], dim=-1)  # [B, n, obs_dim]
+
+    def _groups(self, observation: torch.Tensor, reward: torch.Tensor | None = None) -> dict:
+        """Split per-player tensors (observation [B, n, obs], reward [B, n, 1]) into group tensordicts."""
+        out = {}
+        for group, (first, last) in self._rows.items():
+            entries = {"observation": observation[:, first:last]}
+            if reward is not None:
+                entries["reward"] = reward[:, first:last]
+            out[group] = TensorDict(entries, batch_size=(self.batch_size[0], last - first))
+        return out
 
     def _flags(self, done: torch.Tensor) -> dict:
         return {"done": done.clone(), "terminated": done.clone(), "truncated": torch.zeros_like(done)}
@@ -147,7 +174,7 @@ class MatrixGameEnv(EnvBase):
         self._prev = torch.where(mask.unsqueeze(-1), torch.zeros_like(self._prev), self._prev)
         done = torch.zeros(b, 1, dtype=torch.bool, device=self.device)  # [B, 1]
         return TensorDict(
-            {"agents": TensorDict({"observation": self._observation()}, batch_size=(b, self.n_agents)), **self._flags(done)},
+            {**self._groups(self._observation()), **self._flags(done)},
             batch_size=self.batch_size,
             device=self.device,
         )
@@ -163,14 +190,15 @@ class MatrixGameEnv(EnvBase):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         b = self.batch_size[0]
-        joint = self.joint_actions(tensordict.get(("agents", "action")))  # [B, n]
+        action = torch.cat([tensordict.get((group, "action")) for group in self._rows], dim=1)  # [B, n] or [B, n, A]
+        joint = self.joint_actions(action)  # [B, n]
         reward = self.rewards(joint)  # [B, n, 1]
         self._prev = torch.nn.functional.one_hot(joint, self.n_actions).float().reshape(b, -1)  # [B, n*A]
         self._t = self._t + 1
         done = (self._t >= self.max_steps).unsqueeze(-1)  # [B, 1]
         return TensorDict(
             {
-                "agents": TensorDict({"observation": self._observation(), "reward": reward}, batch_size=(b, self.n_agents)),
+                **self._groups(self._observation(), reward),
                 **self._flags(done),
             },
             batch_size=self.batch_size,
@@ -184,11 +212,11 @@ class MatrixGameEnv(EnvBase):
 def make(cfg: DictConfig, seed: int) -> EnvBase:
     """The game in `cfg` (payoffs from its YAML or `env.payoffs`), with a per-agent return counter.
 
+    `env.group_per_player` (default false when absent) gives one group per player.
+
     Raises:
         UsageError: continuous actions asked for, no or malformed payoffs, unknown kwargs.
     """
-    from ca12.envs import task_kwargs
-
     if cfg.task not in tasks():
         raise UsageError(f"unknown matrix task '{cfg.task}'; choose one of: {', '.join(tasks())}")
     kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)
@@ -199,12 +227,19 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         raise UsageError(f"matrix/{cfg.task} needs its payoff table: env.payoffs=[[...]] of shape (n_players, A, ..., A)")
     if cfg.continuous_actions:
         raise UsageError("matrix games have discrete actions; set env.continuous_actions=false")
+    group_per_player = kwargs.get("group_per_player", False)
+    if not isinstance(group_per_player, bool):
+        raise UsageError(f"env.group_per_player must be true or false, got {group_per_player!r}")
     env = MatrixGameEnv(
         kwargs["payoffs"],
         num_envs=cfg.num_envs,
         max_steps=cfg.max_steps,
         categorical_actions=bool(kwargs.get("categorical_actions", True)),
         device=cfg.device,
+        group_per_player=group_per_player,
     )
     env.set_seed(seed)
-    return TransformedEnv(env, RewardSum(in_keys=[("agents", "reward")], out_keys=[("agents", "episode_reward")]))
+    groups = list(env.group_map)
+    return TransformedEnv(
+        env, RewardSum(in_keys=[(g, "reward") for g in groups], out_keys=[(g, "episode_reward") for g in groups])
+    )

@@ -10,19 +10,25 @@ from torchrl.envs import EnvBase, RewardSum, TransformedEnv
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.environment.environment import Environment
 
+from ca12.envs.common import task_kwargs
 from ca12.errors import UsageError
-from ca12.seeding import register_rng_source
+from ca12.seeding import numpy_state_from_plain, numpy_state_to_plain, register_rng_source
 
 # VMAS draws resets from one random state shared by all its envs in a process (kept apart from
 # the global generators); checkpoints and evaluation isolation must cover it too.
 _VMAS_RNG = Environment.vmas_random_state  # [torch state, numpy state, python state], replaced in place
 
 
+def _get_vmas_rng() -> list:
+    """A copy of VMAS's state with its NumPy part as plain values (checkpoints hold no ndarrays)."""
+    return [_VMAS_RNG[0].clone(), numpy_state_to_plain(_VMAS_RNG[1]), _VMAS_RNG[2]]
+
+
 def _set_vmas_rng(state: list) -> None:
-    _VMAS_RNG[:] = [state[0].clone(), state[1], state[2]]
+    _VMAS_RNG[:] = [state[0].clone(), numpy_state_from_plain(state[1]), state[2]]
 
 
-register_rng_source("vmas", lambda: [_VMAS_RNG[0].clone(), _VMAS_RNG[1], _VMAS_RNG[2]], _set_vmas_rng)
+register_rng_source("vmas", _get_vmas_rng, _set_vmas_rng)
 
 
 def tasks() -> list[str]:
@@ -35,8 +41,6 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Scenario kwargs are every key of `cfg` that is not a common env key; a kwarg the scenario
     does not consume is refused (VMAS itself only warns).
     """
-    from ca12.envs import task_kwargs
-
     if cfg.task not in vmas.scenarios:
         raise UsageError(f"unknown vmas task '{cfg.task}'; choose one of: {', '.join(tasks())}")
     kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)

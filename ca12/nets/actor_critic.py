@@ -20,27 +20,22 @@ the one-hot for a `OneHot` spec. Both are replayed.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
-from torchrl.data import Categorical, OneHot
-from torchrl.envs import EnvBase
+from omegaconf import DictConfig
+from torchrl.data import Categorical
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import AdditiveGaussianModule, TanhModule
 
-from ca12.nets.policies import _group_shapes, _mlp
+from ca12.envs.layout import Group
+from ca12.nets.builder import mlp
 
 
-def is_discrete(env: EnvBase, group: str) -> bool:
-    return isinstance(env.full_action_spec_unbatched[group, "action"], (Categorical, OneHot))
-
-
-def critic_action_key(env: EnvBase, group: str) -> tuple[str, str]:
+def critic_action_key(group: Group) -> tuple[str, str]:
     """The action entry the Q critics read: the float one-hot for discrete actions."""
-    return (group, "action_onehot") if is_discrete(env, group) else (group, "action")
+    return group.key("action_onehot") if group.discrete else group.key("action")
 
 
 class Concat(nn.Module):
@@ -79,69 +74,54 @@ class OneHotToAction(nn.Module):
         return (onehot.argmax(-1) if self.categorical else onehot).to(self.dtype)
 
 
-def make_deterministic_actor(
-    env: EnvBase, group: str, *, share_params: bool, hidden_sizes: Sequence[int], activation: str, gumbel_temperature: float = 1.0
-) -> TensorDictSequential:
+def make_deterministic_actor(group: Group, model: DictConfig, *, gumbel_temperature: float = 1.0, device=None) -> TensorDictSequential:
     """Decentralised deterministic policy mu(o_a), writing `(group, "action")` (and, for discrete
     actions, `(group, "action_onehot")`)."""
-    n_agents, obs_dim = _group_shapes(env, group)
-    spec = env.full_action_spec_unbatched[group, "action"]
-    g = group
-    if is_discrete(env, group):
-        n_actions = spec.space.n
-        net = _mlp(obs_dim, n_actions, n_agents, False, share_params, hidden_sizes, activation, env.device)
+    spec, g = group.action_spec, group.name
+    net = mlp(model, group.obs_dim, group.action_dim, group.n_agents, device=device)
+    if group.discrete:
         return TensorDictSequential(
             TensorDictModule(net, in_keys=[(g, "observation")], out_keys=[(g, "logits")]),
             TensorDictModule(GumbelSoftmaxST(gumbel_temperature), in_keys=[(g, "logits")], out_keys=[(g, "action_onehot")]),
             TensorDictModule(OneHotToAction(isinstance(spec, Categorical), spec.dtype), in_keys=[(g, "action_onehot")], out_keys=[(g, "action")]),
         )
-    net = _mlp(obs_dim, spec.shape[-1], n_agents, False, share_params, hidden_sizes, activation, env.device)
     return TensorDictSequential(
         TensorDictModule(net, in_keys=[(g, "observation")], out_keys=[(g, "param")]),
         TanhModule(in_keys=[(g, "param")], out_keys=[(g, "action")], spec=spec),
     )
 
 
-def make_exploration(env: EnvBase, group: str, *, sigma_init: float, sigma_end: float, annealing_frames: int) -> AdditiveGaussianModule | None:
+def make_exploration(group: Group, *, sigma_init: float, sigma_end: float, annealing_frames: int, device=None) -> AdditiveGaussianModule | None:
     """Additive Gaussian noise on continuous actions, its scale annealed linearly over
     `annealing_frames` collected frames (the caller steps it); None for discrete actions."""
-    if is_discrete(env, group):
+    if group.discrete:
         return None
     return AdditiveGaussianModule(
-        spec=env.full_action_spec_unbatched[group, "action"],
+        spec=group.action_spec,
         sigma_init=float(sigma_init),
         sigma_end=float(sigma_end),
         annealing_num_steps=annealing_frames,
-        action_key=(group, "action"),
-        device=env.device,
+        action_key=group.key("action"),
+        device=device,
     )
 
 
-def make_q_critic(
-    env: EnvBase, group: str, *, centralised: bool, share_params: bool, hidden_sizes: Sequence[int], activation: str
-) -> TensorDictSequential:
+def make_q_critic(group: Group, model: DictConfig, *, centralised: bool, device=None) -> TensorDictSequential:
     """Q(s, a) per agent, writing `(group, "state_action_value")` [*B, n_agents, 1].
 
-    A `MultiAgentMLP` on `[o_a | a_a]`: with centralized=True each agent's output sees every
+    A per-agent MLP on `[o_a | a_a]`: with centralised=True each agent's output sees every
     agent's observation and action (MADDPG's critic), otherwise only its own.
     """
-    n_agents, obs_dim = _group_shapes(env, group)
-    spec = env.full_action_spec_unbatched[group, "action"]
-    action_dim = spec.space.n if is_discrete(env, group) else spec.shape[-1]
-    net = _mlp(obs_dim + action_dim, 1, n_agents, centralised, share_params, hidden_sizes, activation, env.device)
-    g = group
+    net = mlp(model, group.obs_dim + group.action_dim, 1, group.n_agents, centralised=centralised, device=device)
+    g = group.name
     return TensorDictSequential(
-        TensorDictModule(Concat(), in_keys=[(g, "observation"), critic_action_key(env, group)], out_keys=[(g, "obs_action")]),
+        TensorDictModule(Concat(), in_keys=[(g, "observation"), critic_action_key(group)], out_keys=[(g, "obs_action")]),
         TensorDictModule(net, in_keys=[(g, "obs_action")], out_keys=[(g, "state_action_value")]),
     )
 
 
-def make_discrete_q_critic(
-    env: EnvBase, group: str, *, centralised: bool, share_params: bool, hidden_sizes: Sequence[int], activation: str
-) -> TensorDictModule:
+def make_discrete_q_critic(group: Group, model: DictConfig, *, centralised: bool, device=None) -> TensorDictModule:
     """Q(s, .) per agent over its `n` actions, writing `(group, "action_value")` [*B, n_agents, n]
     (discrete SAC: the expectation over the policy is exact, no action input needed)."""
-    n_agents, obs_dim = _group_shapes(env, group)
-    n_actions = env.full_action_spec_unbatched[group, "action"].space.n
-    net = _mlp(obs_dim, n_actions, n_agents, centralised, share_params, hidden_sizes, activation, env.device)
-    return TensorDictModule(net, in_keys=[(group, "observation")], out_keys=[(group, "action_value")])
+    net = mlp(model, group.obs_dim, group.n_actions, group.n_agents, centralised=centralised, device=device)
+    return TensorDictModule(net, in_keys=[group.key("observation")], out_keys=[group.key("action_value")])

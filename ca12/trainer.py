@@ -1,0 +1,76 @@
+"""The Lightning Trainer of a run, composed from conf/: `trainer.*` are Lightning's own
+arguments passed through (any `Trainer` argument may be set: `trainer.max_time=...`,
+`trainer.deterministic=true`), except the ones ca12 drives itself (iterations, loggers,
+callbacks, checkpointing), which are refused in one line. Devices are checked before anything
+of the run is written.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ca12.errors import UsageError
+from ca12.schema import key
+
+# Trainer arguments ca12 sets itself: one epoch is one iteration, its own loggers and callbacks.
+MANAGED = {
+    "logger", "callbacks", "max_epochs", "min_epochs", "max_steps", "min_steps", "enable_checkpointing",
+    "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps", "use_distributed_sampler",
+    "default_root_dir", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
+}
+
+
+@dataclass
+class CheckpointConfig:
+    """The run config's `checkpoint` section (callbacks/checkpoint.py writes them)."""
+
+    every_n_iters: int = key("keep checkpoints/iter_<N>.ckpt every N iterations (last.ckpt: every iteration)", positive=True)
+
+
+def trainer_arguments() -> list[str]:
+    """The arguments `lightning.Trainer` takes (read from its signature, not copied here)."""
+    return [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
+
+
+def check_trainer_args(node: DictConfig) -> DictConfig:
+    """`trainer.*` keys must be `Trainer` arguments that ca12 does not drive itself."""
+    allowed = [name for name in trainer_arguments() if name not in MANAGED]
+    for name in node:
+        if name in MANAGED:
+            raise UsageError(f"trainer.{name} is set by ca12 itself (one Lightning epoch is one iteration); it cannot be configured")
+        if name not in allowed:
+            raise UsageError(f"unknown key 'trainer.{name}'; Lightning's Trainer takes: {', '.join(allowed)}")
+    return node
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Refuse, before anything is written, devices this machine does not have."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    wants_gpu = accelerator in ("gpu", "cuda") or str(cfg.env.device).startswith("cuda") or str(cfg.algo.get("buffer_device", "cpu")).startswith("cuda")
+    if wants_gpu and not torch.cuda.is_available():
+        what = "trainer=gpu" if accelerator in ("gpu", "cuda") else "env.device=cuda" if str(cfg.env.device).startswith("cuda") else "algo.buffer_device=cuda"
+        raise UsageError(f"{what}: this machine has no CUDA GPU that torch can use (torch.cuda.is_available() is False); use trainer=cpu env.device=cpu")
+    devices = cfg.trainer.get("devices", 1)
+    if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise UsageError(f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} GPU(s)")
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, callbacks: list) -> L.Trainer:
+    """A Trainer with `trainer.*` passed through and what ca12 drives itself set here."""
+    return L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=loggers,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        default_root_dir=str(run_dir),
+    )
