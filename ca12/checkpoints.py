@@ -1,29 +1,65 @@
 """Reading ca12 checkpoints at the boundary: a missing, truncated or foreign file is a
-`UsageError` with one line, never a deep traceback."""
+`UsageError` with one line, never a deep traceback.
+
+A checkpoint may come from elsewhere, so it is unpickled with PyTorch's safe loader
+(`weights_only=True`) and nothing in it can run code. That loader accepts only tensors, numbers,
+strings, containers and a few torch types, so everything ca12 saves (RNG states, replay buffers,
+collector counters, the config) is kept in such plain values; `unsafe_entry` finds what is not.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ca12.errors import UsageError
+
+# Exact types `torch.load(weights_only=True)` rebuilds without being told of them. Exact, not
+# isinstance: subclasses such as `numpy.float64` (a float) or `MemoryMappedTensor` (a tensor)
+# pickle through their own classes, which the safe loader refuses.
+_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, torch.Size, torch.dtype, torch.device, torch.Tensor, torch.nn.Parameter)
+_PLAIN_CONTAINERS = (dict, OrderedDict, list, tuple, set)
+
+
+def unsafe_entry(obj: Any, where: str = "checkpoint") -> str | None:
+    """The path and type of the first value in `obj` that the safe loader would refuse, or None.
+
+    Checked when a checkpoint is written, so a state that cannot be read back fails the run at
+    its first save rather than at its resume.
+    """
+    kind = type(obj)
+    if kind in _PLAIN_LEAVES:
+        return None
+    if kind not in _PLAIN_CONTAINERS:
+        return f"{where}: {kind.__module__}.{kind.__qualname__}"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+    for key, value in items:
+        found = unsafe_entry(key, f"{where} key") if isinstance(obj, dict) else None
+        found = found or unsafe_entry(value, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """A whole Lightning checkpoint written by `ca12.fit`, checked to be one.
 
     Its `ca12` section holds `run_config` (the resolved run config), `frames`, `iterations`
-    and `wandb_id`; `state_dict` holds the module's weights.
+    and `wandb_id`; `state_dict` holds the module's weights. Read with `weights_only=True`: a
+    file holding anything but plain values is refused before any of it is built.
     """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no checkpoint file at '{path}'")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated zip, not a torch file, unpickling error...
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, not a torch file, a class the safe loader refuses...
         raise UsageError(f"'{path}' is not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(checkpoint, dict) or "run_config" not in checkpoint.get("ca12", {}):
+    section = checkpoint.get("ca12") if isinstance(checkpoint, dict) else None
+    if not isinstance(section, dict) or "run_config" not in section:
         raise UsageError(f"'{path}' is not a ca12 checkpoint (no ca12 run config inside)")
     return checkpoint
 

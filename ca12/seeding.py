@@ -17,15 +17,37 @@ _EXTRA_SOURCES: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
 
 
 def register_rng_source(name: str, get_state: Callable[[], Any], set_state: Callable[[Any], None]) -> None:
-    """Make `capture_rng_state`/`restore_rng_state` (and so checkpoints) cover another generator."""
+    """Make `capture_rng_state`/`restore_rng_state` (and so checkpoints) cover another generator.
+
+    `get_state` must return tensors, numbers, strings, lists, tuples or dicts only: the state goes
+    into checkpoints, which are read with `torch.load(weights_only=True)`.
+    """
     _EXTRA_SOURCES[name] = (get_state, set_state)
 
 
+def numpy_state_to_plain(state: tuple) -> tuple:
+    """NumPy's legacy `get_state()` tuple with its key array as an int64 tensor.
+
+    Checkpoints hold only what `torch.load(weights_only=True)` accepts, and that refuses NumPy
+    arrays; the 624 uint32 words of the Mersenne Twister fit an int64 tensor exactly.
+    """
+    name, keys, pos, has_gauss, cached_gaussian = state
+    return (name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached_gaussian))
+
+
+def numpy_state_from_plain(state: tuple) -> tuple:
+    """The inverse of `numpy_state_to_plain`: a tuple `np.random.set_state` takes."""
+    name, keys, pos, has_gauss, cached_gaussian = state
+    return (name, torch.as_tensor(keys).cpu().numpy().astype(np.uint32), pos, has_gauss, cached_gaussian)
+
+
 def capture_rng_state() -> dict:
-    """Python, NumPy, torch (CPU and every CUDA device) and registered library generator states."""
+    """Python, NumPy, torch (CPU and every CUDA device) and registered library generator states,
+    as tensors, numbers and tuples only (see `numpy_state_to_plain`); registered sources must
+    return such plain values too."""
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": numpy_state_to_plain(np.random.get_state()),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -35,8 +57,9 @@ def capture_rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
+    """Set every generator `capture_rng_state` covers back to `state` (sources unknown here are skipped)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(numpy_state_from_plain(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

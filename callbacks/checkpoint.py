@@ -14,11 +14,25 @@ from pathlib import Path
 
 import lightning as L
 
+from ca12.checkpoints import unsafe_entry
+
 
 class IterationCheckpoint(L.Callback):
     def __init__(self, dirpath: str | Path, every_n_iters: int):
         self.dirpath = Path(dirpath)
         self.every_n_iters = every_n_iters
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """Refuse to write a state that `--resume` could not read back.
+
+        Checkpoints are read with `torch.load(weights_only=True)`, so every entry (the data
+        module's RNG, collector and buffer states, Lightning's own) must be a plain value; an
+        object slipping in (a NumPy array, a TensorDict) fails the run at its first save instead
+        of leaving checkpoints that no resume can load.
+        """
+        found = unsafe_entry(checkpoint)
+        if found:
+            raise TypeError(f"checkpoint entry {found} would not load with torch.load(weights_only=True); store plain values")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         iteration = trainer.current_epoch + 1  # one epoch is one iteration
@@ -29,7 +43,9 @@ class IterationCheckpoint(L.Callback):
     @staticmethod
     def save(trainer: L.Trainer, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)  # written by rank 0 only; all ranks take part
+        # weights_only=False here means the whole training state, not just the weights (it is
+        # still all plain values, see `on_save_checkpoint`). Written by rank 0; all ranks take part.
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, path)
 

@@ -86,7 +86,8 @@ class TensorPrioritizedSampler(Sampler):
         torch.save(self.state_dict(), Path(path) / "priorities.pt")
 
     def loads(self, path) -> None:
-        self.load_state_dict(torch.load(Path(path) / "priorities.pt", map_location=self._priority.device))
+        """Read what `dumps` wrote; two tensors, so the safe loader suffices (nothing in the file runs)."""
+        self.load_state_dict(torch.load(Path(path) / "priorities.pt", map_location=self._priority.device, weights_only=True))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(capacity={self.capacity}, alpha={self.alpha}, beta={self.beta})"

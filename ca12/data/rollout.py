@@ -117,7 +117,10 @@ class RolloutDataModule(L.LightningDataModule):
         if self._pending is None:
             return
         if self._pending.get("collector"):
-            self.collector.load_state_dict(self._pending["collector"], strict=False)
+            if self.collector_kind == "sync":
+                self.collector.load_state_dict(self._pending["collector"], strict=False)
+            else:  # the multi-process collectors take no `strict`
+                self.collector.load_state_dict(self._pending["collector"])
         restore_rng_state(self._pending["rng"])
         self._pending = None
 
