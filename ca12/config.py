@@ -10,7 +10,6 @@ nothing patches the config after validation. Bad input is a one-line `UsageError
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -130,21 +129,18 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
     return validate(cfg)
 
 
-def validate(cfg: DictConfig) -> DictConfig:
-    """`cfg` checked section by section against the schemas, plus the checks across keys that
-    no single schema can express. Returns the typed config."""
+def _section_schemas(cfg: DictConfig) -> dict[str, tuple[type, bool]]:
+    """Section -> (its schema, whether it may hold keys the schema does not name), for the
+    algorithm and network kinds `cfg` chose; `trainer` is checked against Lightning itself."""
     from ca12.algos import algo_class
-    from ca12.data.collectors import CollectorConfig, envs_per_batch
+    from ca12.data.collectors import CollectorConfig
     from ca12.envs import EnvConfig
     from ca12.evaluation import EvalConfig
     from ca12.nets.builder import model_schema
-    from ca12.schema import typed
     from ca12.tracking import LoggerConfig
-    from ca12.trainer import CheckpointConfig, check_trainer_args
+    from ca12.trainer import CheckpointConfig
 
-    if "name" not in cfg.get("algo", {}):
-        raise UsageError("the config has no algo.name")
-    sections = {
+    return {
         "algo": (algo_class(cfg.algo.name).schema, False),
         "model": (model_schema(cfg.model.get("kind")), False),
         "critic_model": (model_schema(cfg.critic_model.get("kind")), False),
@@ -154,6 +150,18 @@ def validate(cfg: DictConfig) -> DictConfig:
         "eval": (EvalConfig, False),
         "checkpoint": (CheckpointConfig, False),
     }
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """`cfg` checked section by section against the schemas, plus the checks across keys that
+    no single schema can express. Returns the typed config."""
+    from ca12.data.collectors import envs_per_batch
+    from ca12.schema import typed
+    from ca12.trainer import check_trainer_args
+
+    if "name" not in cfg.get("algo", {}):
+        raise UsageError("the config has no algo.name")
+    sections = _section_schemas(cfg)
     unknown = sorted(set(cfg.keys()) - set(sections) - {"seed", "trainer"})
     if unknown:
         raise UsageError(f"unknown config section '{unknown[0]}'")
@@ -231,38 +239,22 @@ def _parse_value(text: str) -> Any:
 def describe(cfg: DictConfig) -> str:
     """The composed config as YAML-like lines, each key followed by its one-line doc
     (`python -m ca12.fit --show-config`)."""
-    from ca12.algos import algo_class
-    from ca12.data.collectors import CollectorConfig
-    from ca12.envs import EnvConfig
-    from ca12.evaluation import EvalConfig
-    from ca12.nets.builder import model_schema
-    from ca12.tracking import LoggerConfig
-    from ca12.trainer import CheckpointConfig
+    from ca12.schema import docs
 
-    schemas = {
-        "algo": algo_class(cfg.algo.name).schema, "model": model_schema(cfg.model.kind),
-        "critic_model": model_schema(cfg.critic_model.kind), "collector": CollectorConfig,
-        "env": EnvConfig, "logger": LoggerConfig, "eval": EvalConfig, "checkpoint": CheckpointConfig,
-    }
+    schemas = _section_schemas(cfg)
     lines = [f"seed: {cfg.seed}  # seeds Python, NumPy, torch and the env"]
     for section, node in cfg.items():
         if section == "seed":
             continue
         lines.append(f"{section}:")
-        docs = _field_docs(schemas.get(section))
+        documented = docs(schemas[section][0]) if section in schemas else {}
         for name, value in node.items():
             if section == "logger" and value is None:
                 continue
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            doc = docs.get(name) or ("Lightning Trainer argument" if section == "trainer" else "scenario kwarg" if section == "env" else "")
+            doc = documented.get(name) or ("Lightning Trainer argument" if section == "trainer" else "scenario kwarg" if section == "env" else "")
             lines.append(f"  {name}: {_yaml_value(shown)}" + (f"  # {doc}" if doc else ""))
     return "\n".join(lines)
-
-
-def _field_docs(schema: type | None) -> dict[str, str]:
-    if schema is None:
-        return {}
-    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(schema)}
 
 
 def _yaml_value(value: Any) -> str:

@@ -84,12 +84,12 @@ def _known_runs(algo: str, env: str) -> list[Path]:
     family, _, task = env.partition("/")
     paths = set((Path("runs") / algo / f"{family}-{task}").glob("*/checkpoints/last.ckpt"))
     if RUN_INDEX.is_file():
-        for line in RUN_INDEX.read_text().splitlines():
-            run = Path(line)
-            config = run / "config.yaml"
-            if (run / "checkpoints" / "last.ckpt").is_file() and config.is_file():
-                text = config.read_text()
-                if f"name: {algo}\n" in text and f"family: {family}\n" in text and f"task: {task}\n" in text:
+        from omegaconf import OmegaConf
+
+        for run in map(Path, RUN_INDEX.read_text().splitlines()):
+            if (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file():
+                saved = OmegaConf.load(run / "config.yaml")
+                if (saved.algo.name, saved.env.family, saved.env.task) == (algo, family, task):
                     paths.add(run / "checkpoints" / "last.ckpt")
     return sorted(paths, key=lambda p: p.stat().st_mtime)
 
@@ -182,13 +182,14 @@ def run(args: argparse.Namespace) -> Path | None:
             f"train it longer with --resume {run_dir} collector.total_frames=N (N > {saved['frames']})"
         )
         return run_dir
-    _note_rounding(cfg, saved)
+    _note_rounding(cfg)
     algorithm = algo_class(cfg.algo.name)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec_env = make_spec_env(cfg.env, cfg.seed)
     module = algorithm(cfg, spec_env)
-    env_factory = partial(make_env, cfg.env, transforms=module.env_transforms())
+    transforms = module.env_transforms()
+    env_factory = partial(make_env, cfg.env, transforms=transforms)
     datamodule = algorithm.make_datamodule(cfg, env_factory)
 
     created = _launched_rank() == 0 and not run_dir.exists()
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> Path | None:
                 _remember_run(run_dir)
         loggers = make_loggers(cfg, run_dir, wandb_id=saved.get("wandb_id"), resume_iteration=saved.get("iterations"))
         stop = GracefulStop()
-        evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic, cfg.algo.groups, module.env_transforms())
+        evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic, cfg.algo.groups, transforms)
         trainer = make_trainer(cfg, run_dir, loggers, [
             FramesProgressBar(cfg.collector.total_frames),
             EvaluationCallback(evaluator, cfg.eval.every_n_iters, run_dir / "videos" if cfg.eval.video else None),
@@ -254,7 +255,7 @@ def _out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def _note_rounding(cfg, saved: dict) -> None:
+def _note_rounding(cfg) -> None:
     """Say so when total_frames is not a whole number of batches (the last batch overshoots)."""
     fpb, total = cfg.collector.frames_per_batch, cfg.collector.total_frames
     if total % fpb:

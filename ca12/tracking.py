@@ -172,24 +172,22 @@ def make_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None, re
     if wandb_cfg is not None:
         mode = wandb_mode(wandb_cfg.mode)
         if mode != "disabled":
-            loggers.append(
-                WandbLogger(
-                    project=wandb_cfg.project,
-                    entity=wandb_cfg.entity,
-                    save_dir=str(run_dir),
-                    name=run_dir.name,
-                    id=wandb_id,
-                    resume="allow" if wandb_id else None,
-                    tags=list(wandb_cfg.tags),
-                    mode=mode,
-                    config=OmegaConf.to_container(cfg, resolve=True),
-                    settings={"silent": True, "init_timeout": 60},
-                )
+            wandb_logger = WandbLogger(
+                project=wandb_cfg.project,
+                entity=wandb_cfg.entity,
+                save_dir=str(run_dir),
+                name=run_dir.name,
+                id=wandb_id,
+                resume="allow" if wandb_id else None,
+                tags=list(wandb_cfg.tags),
+                mode=mode,
+                config=OmegaConf.to_container(cfg, resolve=True),
+                settings={"silent": True, "init_timeout": 60},
             )
-        if loggers[-1].__class__ is WandbLogger:
             # Lightning always passes wandb.init an `anonymous` entry, which wandb >= 0.19 answers
             # with a deprecation warning on the terminal; None means "not set", so leave it out.
-            loggers[-1]._wandb_init.pop("anonymous", None)
+            wandb_logger._wandb_init.pop("anonymous", None)
+            loggers.append(wandb_logger)
     if cfg.logger.get("tensorboard") is not None:
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", log_graph=cfg.logger.tensorboard.log_graph, default_hp_metric=False))
     return loggers

@@ -12,7 +12,7 @@ from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
 from ca12.config import conf_dir, load_config
-from ca12.envs import agent_group, family_tasks, make_env
+from ca12.envs import AgentLayout, family_tasks, make_env
 from ca12.envs.generic import MultiAgentEnvironment
 from ca12.envs.matrix import GAMES, MatrixGameEnv
 from ca12.errors import UsageError
@@ -39,7 +39,7 @@ def _act(env, joint: torch.Tensor) -> TensorDict:
 def test_specs_hold_for_every_named_game_and_generic_variant(name):
     env = _env(name)
     check_env_specs(env)
-    assert agent_group(env) == "agents"
+    assert AgentLayout.from_env(env).names == ["agents"]
     td = env.rollout(2)
     n = len(env.base_env.group_map["agents"])
     assert td["next", "agents", "reward"].shape == (3, 2, n, 1)

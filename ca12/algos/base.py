@@ -35,6 +35,14 @@ class AlgoConfig:
     groups: Optional[list[str]] = key("agent groups to train (null: all); the others act with a fixed random policy")
 
 
+@dataclass
+class OnPolicyConfig(AlgoConfig):
+    """What `RLModule.minibatch_epochs` reads: the on-policy update of PPO and COMA."""
+
+    num_epochs: int = key("passes over each collected batch (COMA: the critic's passes)", positive=True)
+    minibatch_size: int = key("frames per minibatch (one Adam step each)", positive=True)
+
+
 class RLModule(L.LightningModule):
     """Base LightningModule for ca12 algorithms.
 

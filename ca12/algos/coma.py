@@ -35,21 +35,19 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import AlgoConfig, RLModule
+from ca12.algos.base import OnPolicyConfig, RLModule
 from ca12.nets.builder import activation_class
 from ca12.nets.policies import make_actor
 from ca12.schema import key
 
 
 @dataclass
-class Config(AlgoConfig):
+class Config(OnPolicyConfig):
     """COMA's keys."""
 
     lr: float = key("Adam learning rate of the actors", positive=True)
     critic_lr: float = key("Adam learning rate of the critic", positive=True)
-    num_epochs: int = key("critic passes over each batch (on its TD(lambda) targets)", positive=True)
     actor_epochs: int = key("actor passes over each batch (plain policy gradient: keep it small)", positive=True)
-    minibatch_size: int = key("frames per minibatch", positive=True)
     gamma: float = key("discount factor", minimum=0.0)
     lmbda: float = key("TD(lambda) of the critic targets", minimum=0.0)
     entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)

@@ -20,18 +20,16 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import ValueEstimators
 from torchrl.objectives.multiagent import MAPPOLoss
 
-from ca12.algos.base import AlgoConfig, RLModule
+from ca12.algos.base import OnPolicyConfig, RLModule
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 from ca12.schema import key
 
 
 @dataclass
-class Config(AlgoConfig):
+class Config(OnPolicyConfig):
     """MAPPO's and IPPO's keys (TorchRL's names: they pass straight to MAPPOLoss / GAE)."""
 
     lr: float = key("Adam learning rate of actor and critic", positive=True)
-    num_epochs: int = key("passes over each collected batch", positive=True)
-    minibatch_size: int = key("frames per minibatch (one Adam step each)", positive=True)
     gamma: float = key("discount factor", minimum=0.0)
     lmbda: float = key("GAE lambda", minimum=0.0)
     clip_epsilon: float = key("PPO ratio clip", minimum=0.0)

@@ -25,6 +25,7 @@ from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 
 from ca12.data.collectors import make_collector
+from ca12.envs import env_device
 from ca12.seeding import capture_rng_state, restore_rng_state
 
 
@@ -83,7 +84,8 @@ class RolloutDataModule(L.LightningDataModule):
         # copy of the policy on the env's device when the two differ.
         if self.collector is None:
             module = self.trainer.lightning_module
-            device = self.env.device if self.env is not None else torch.device(module.run_config["env"]["device"])
+            # Worker processes build their envs themselves; the collector stores on their device.
+            device = self.env.device if self.env is not None else env_device(module.run_config["env"]["device"], self.trainer.strategy.root_device)
             self.collector = make_collector(
                 self.collector_kind, self.workers, self.make_env, self.env, module.policy, self.frames_per_batch,
                 self.seed + self.trainer.global_rank, device, self.episode_aligned,

@@ -8,7 +8,6 @@ Every env returned here follows TorchRL's multi-agent key convention: `(group, "
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import import_module
 from typing import Callable
 
@@ -16,10 +15,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import COMMON_KEYS, task_kwargs  # noqa: F401  (re-exported)
+from ca12.envs.common import COMMON_KEYS, EnvConfig, task_kwargs  # noqa: F401  (re-exported)
 from ca12.envs.layout import AgentLayout, Group  # noqa: F401  (re-exported)
 from ca12.errors import UsageError
-from ca12.schema import key
 
 # family -> module that defines `make(cfg, seed) -> EnvBase` and `tasks() -> list[str]`.
 _FAMILIES: dict[str, str] = {
@@ -27,19 +25,6 @@ _FAMILIES: dict[str, str] = {
     "gym": "ca12.envs.gym",
 }
 
-
-
-@dataclass
-class EnvConfig:
-    """Keys every env family reads (conf/env/<family>/*.yaml); the rest are the task's own
-    kwargs, whose names the family checks when it builds the env."""
-
-    family: str = key("env family (the part of --env before the slash)")
-    task: str = key("task of the family (after the slash)")
-    num_envs: int = key("parallel env worlds per collector", positive=True)
-    max_steps: int = key("episode length (steps)", positive=True)
-    device: str = key("where the env steps and the collector samples (cpu, cuda)")
-    continuous_actions: bool = key("continuous (true) or discrete (false) actions, where the family has both")
 
 
 def env_families() -> list[str]:
@@ -56,6 +41,14 @@ def family_tasks(family: str) -> list[str]:
     return list(_family_module(family).tasks())
 
 
+def env_device(configured: str, process_device: torch.device | None = None) -> torch.device:
+    """The device an env steps on: `env.device`, where a bare "cuda" means this process's GPU
+    (under DDP each rank passes its own device as `process_device`)."""
+    if configured == "cuda" and process_device is not None and process_device.type == "cuda":
+        return process_device
+    return torch.device(configured)
+
+
 def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = None, transforms: list | None = None) -> EnvBase:
     """Build the batched env described by `cfg` (a composed `env` section), seeded.
 
@@ -64,8 +57,9 @@ def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = N
     needs on the env (recurrent policies: `InitTracker` and hidden-state primers); copies are
     appended, so one list serves many envs.
     """
-    if cfg.device == "cuda" and process_device is not None and process_device.type == "cuda":
-        cfg = OmegaConf.merge(cfg, {"device": str(process_device)})
+    device = env_device(cfg.device, process_device)
+    if str(device) != cfg.device:
+        cfg = OmegaConf.merge(cfg, {"device": str(device)})
     builder: Callable[[DictConfig, int], EnvBase] = _family_module(cfg.family).make
     env = builder(cfg, seed)
     for transform in transforms or []:
@@ -82,8 +76,3 @@ def render_frame(cfg: DictConfig, env: EnvBase, env_index: int = 0):
     """An RGB frame of one world of `env`, or None when the family cannot render."""
     render = getattr(_family_module(cfg.family), "render", None)
     return None if render is None else render(env, env_index)
-
-
-def agent_group(env: EnvBase) -> str:
-    """The single agent group of an env (for code that handles one group); more are refused."""
-    return AgentLayout.from_env(env).only("this algorithm").name

@@ -1,21 +1,124 @@
 """What every env family shares, kept apart from the registry (ca12/envs/__init__.py) so a
-family module never imports back from the registry that imports it."""
+family module never imports back from the registry that imports it: the env config's common
+keys, the checks of a family's task kwargs, the return counters, and the spec / reset / output
+plumbing of ca12's own batched torch envs (generic, memory, matrix), whose agents sit in groups
+following TorchRL's multi-agent convention."""
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
+from dataclasses import dataclass
+from typing import Sequence
 
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Categorical, Composite, TensorSpec, Unbounded
+from torchrl.envs import EnvBase, RewardSum, TransformedEnv
 
+from ca12.errors import UsageError
+from ca12.schema import key
 from ca12.seeding import register_rng_source
 
+
+@dataclass
+class EnvConfig:
+    """Keys every env family reads (conf/env/<family>/*.yaml); the rest are the task's own
+    kwargs, whose names the family checks when it builds the env."""
+
+    family: str = key("env family (the part of --env before the slash)")
+    task: str = key("task of the family (after the slash)")
+    num_envs: int = key("parallel env worlds per collector", positive=True)
+    max_steps: int = key("episode length (steps)", positive=True)
+    device: str = key("where the env steps and the collector samples (cpu, cuda)")
+    continuous_actions: bool = key("continuous (true) or discrete (false) actions, where the family has both")
+
+
 # Keys of an env config that are not passed to the env's own constructor as kwargs.
-COMMON_KEYS = ("family", "task", "num_envs", "max_steps", "device", "continuous_actions")
+COMMON_KEYS = tuple(f.name for f in dataclasses.fields(EnvConfig))
 
 
 def task_kwargs(cfg: DictConfig) -> dict:
-    """The env config's task-specific kwargs (everything that is not a common key)."""
-    return {key: value for key, value in cfg.items() if key not in COMMON_KEYS}
+    """The env config's task-specific kwargs (everything that is not a common key), as plain
+    resolved values."""
+    return OmegaConf.to_container(OmegaConf.create({k: v for k, v in cfg.items() if k not in COMMON_KEYS}), resolve=True)
+
+
+def family_kwargs(cfg: DictConfig, tasks: Sequence[str], allowed: Sequence[str]) -> dict:
+    """The task kwargs of `cfg` after checking its task and their names (one-line `UsageError`s).
+
+    Args:
+        cfg: the env section (`cfg.family`, `cfg.task`, kwargs).
+        tasks: the family's tasks.
+        allowed: the kwargs the family takes.
+    """
+    if cfg.task not in tasks:
+        raise UsageError(f"unknown {cfg.family} task '{cfg.task}'; choose one of: {', '.join(sorted(tasks))}")
+    kwargs = task_kwargs(cfg)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise UsageError(f"{cfg.family}/{cfg.task} does not take {', '.join(unknown)}; it takes {', '.join(allowed)}")
+    return kwargs
+
+
+def with_return_counters(env: EnvBase) -> TransformedEnv:
+    """`env` with a `RewardSum` writing `(group, "episode_reward")` for every agent group (what
+    the rollout and evaluation return metrics read)."""
+    groups = list(env.group_map)
+    return TransformedEnv(env, RewardSum(in_keys=[(g, "reward") for g in groups], out_keys=[(g, "episode_reward") for g in groups]))
+
+
+def set_group_specs(env: EnvBase, groups: dict[str, tuple[TensorSpec, TensorSpec]]) -> None:
+    """Set `env`'s specs from each group's observation and action specs.
+
+    Args:
+        groups: name -> (observation spec [B, k, ...], action spec [B, k, ...]), k agents; each
+            group also gets a reward [B, k, 1], and the env done/terminated/truncated [B, 1].
+    """
+    b = env.batch_size[0]
+    observation, action, reward = {}, {}, {}
+    for name, (obs_spec, act_spec) in groups.items():
+        shape = tuple(obs_spec.shape[:2])  # (B, k)
+        observation[name] = Composite(observation=obs_spec, shape=shape)
+        action[name] = Composite(action=act_spec, shape=shape)
+        reward[name] = Composite(reward=Unbounded(shape=(*shape, 1), device=env.device), shape=shape)
+    env.full_observation_spec = Composite(observation, shape=(b,))
+    env.full_action_spec = Composite(action, shape=(b,))
+    env.full_reward_spec = Composite(reward, shape=(b,))
+    flag = Categorical(2, shape=(b, 1), dtype=torch.bool, device=env.device)
+    env.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
+
+
+def reset_mask(env: EnvBase, tensordict: TensorDictBase | None) -> torch.Tensor:
+    """Which worlds a reset applies to, [B] bool (all of them when no `_reset` is given)."""
+    b = env.batch_size[0]
+    if tensordict is not None and "_reset" in tensordict.keys():
+        return tensordict.get("_reset").reshape(b)
+    return torch.ones(b, dtype=torch.bool, device=env.device)
+
+
+def group_output(env: EnvBase, groups: dict[str, dict[str, torch.Tensor]], done: torch.Tensor, ends_by: str) -> TensorDictBase:
+    """A reset's or step's output: each group's entries ([B, k, ...]) and the done flags.
+
+    Args:
+        groups: name -> {"observation": ..., "reward": ...} (no reward at reset).
+        done: [B, 1].
+        ends_by: "terminated" (the task ends the episode) or "truncated" (a time limit cuts it);
+            the other flag stays false.
+    """
+    b = env.batch_size[0]
+    never = torch.zeros_like(done)
+    return TensorDict(
+        {
+            **{name: TensorDict(entries, batch_size=(b, entries["observation"].shape[1])) for name, entries in groups.items()},
+            "done": done.clone(),
+            "terminated": done.clone() if ends_by == "terminated" else never,
+            "truncated": done.clone() if ends_by == "truncated" else never,
+        },
+        batch_size=env.batch_size,
+        device=env.device,
+    )
 
 
 # Live envs per registered generator name (weak: a dead env is dropped, not kept alive).

@@ -30,12 +30,12 @@ checkpoint of a training run captures the training env's reset stream and resume
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, Unbounded
-from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+from omegaconf import DictConfig
+from tensordict import TensorDictBase
+from torchrl.data import Bounded, Categorical, Unbounded
+from torchrl.envs import EnvBase
 
-from ca12.envs.common import register_env_rng, task_kwargs
+from ca12.envs.common import family_kwargs, group_output, register_env_rng, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 
 # task -> continuous actions?
@@ -116,21 +116,11 @@ class MultiAgentEnvironment(EnvBase):
             moves[2 * axes + 2, axes] = -1.0
             self._moves = moves
 
-        agents = (b, n)
-        self.full_observation_spec = Composite(
-            agents=Composite(observation=Unbounded(shape=(b, n, 3 * d), device=self.device), shape=agents),
-            shape=(b,),
-        )
         if continuous_actions:
             action = Bounded(-1.0, 1.0, shape=(b, n, action_dim), device=self.device)
         else:
             action = Categorical(action_dim, shape=(b, n), dtype=torch.int64, device=self.device)
-        self.full_action_spec = Composite(agents=Composite(action=action, shape=agents), shape=(b,))
-        self.full_reward_spec = Composite(
-            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=agents), shape=(b,)
-        )
-        flag = Categorical(2, shape=(b, 1), dtype=torch.bool, device=self.device)
-        self.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
+        set_group_specs(self, {"agents": (Unbounded(shape=(b, n, 3 * d), device=self.device), action)})
 
     def _uniform(self, *shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=self._rng, device=self.device) * 2 - 1
@@ -142,25 +132,13 @@ class MultiAgentEnvironment(EnvBase):
         return torch.cat([self._pos, to_goal, mean], dim=-1)  # [B, n, 3d]
 
     def _out(self, done: torch.Tensor, reward: torch.Tensor | None = None) -> TensorDictBase:
-        agents = {"observation": self._observation()}
-        if reward is not None:
-            agents["reward"] = reward
-        return TensorDict(
-            {
-                "agents": TensorDict(agents, batch_size=(self.batch_size[0], self.n_agents)),
-                "done": done.clone(),
-                "terminated": torch.zeros_like(done),
-                "truncated": done.clone(),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        """Episodes are cut by the time limit, never ended by the task: truncated, not terminated."""
+        agents = {"observation": self._observation()} | ({} if reward is None else {"reward": reward})
+        return group_output(self, {"agents": agents}, done, ends_by="truncated")
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDictBase:
         b, n, d = self._pos.shape
-        mask = torch.ones(b, dtype=torch.bool, device=self.device)  # [B]
-        if tensordict is not None and "_reset" in tensordict.keys():
-            mask = tensordict.get("_reset").reshape(b)
+        mask = reset_mask(self, tensordict)  # [B]
         # Draw for every world whatever the mask, so the stream does not depend on which reset.
         pos, goal = self._uniform(b, n, d), self._uniform(b, d)
         self._pos = torch.where(mask.view(b, 1, 1), pos, self._pos)
@@ -194,12 +172,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: unknown task or kwarg, or continuous_actions disagreeing with the task.
     """
-    if cfg.task not in _TASKS:
-        raise UsageError(f"unknown generic task '{cfg.task}'; choose one of: {', '.join(tasks())}")
-    kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)
-    unknown = sorted(set(kwargs) - set(_KWARGS))
-    if unknown:
-        raise UsageError(f"generic/{cfg.task} does not take {', '.join(unknown)}; it takes {', '.join(_KWARGS)}")
+    kwargs = family_kwargs(cfg, tasks(), _KWARGS)
     if bool(cfg.continuous_actions) != _TASKS[cfg.task]:
         other = "coop" if cfg.continuous_actions else "coop_discrete"
         raise UsageError(
@@ -214,4 +187,4 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         seed=seed,
         **kwargs,
     )
-    return TransformedEnv(env, RewardSum(in_keys=[("agents", "reward")], out_keys=[("agents", "episode_reward")]))
+    return with_return_counters(env)

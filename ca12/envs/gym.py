@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchrl.envs import EnvBase, GymEnv, SerialEnv
 
 from ca12.envs.common import task_kwargs
@@ -36,7 +36,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         raise UsageError("gym/... envs need the gym package: pip install gym")
     if cfg.task not in tasks():
         raise UsageError(f"unknown gym task '{cfg.task}'")
-    kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)
+    kwargs = task_kwargs(cfg)
     make_one = partial(GymEnv, cfg.task, device=cfg.device, categorical_action_encoding=True, **kwargs)
     env = SerialEnv(cfg.num_envs, make_one)
     env.set_seed(seed)

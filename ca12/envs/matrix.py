@@ -29,12 +29,12 @@ Conventions:
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
-from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+from omegaconf import DictConfig
+from tensordict import TensorDictBase
+from torchrl.data import Bounded, Categorical, OneHot
+from torchrl.envs import EnvBase
 
-from ca12.envs.common import task_kwargs
+from ca12.envs.common import family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 
 # Named games: each has conf/env/matrix/<name>.yaml with its payoff tensor.
@@ -127,24 +127,16 @@ class MatrixGameEnv(EnvBase):
         self._t = torch.zeros(b, dtype=torch.long, device=self.device)  # [B]
         self._prev = torch.zeros(b, n * a, device=self.device)  # [B, n*A], previous joint action one-hots
 
-        observation, action, reward = {}, {}, {}
+        specs = {}
         for group, (first, last) in self._rows.items():
             k = last - first  # players in the group
-            observation[group] = Composite(
-                observation=Bounded(0.0, 1.0, shape=(b, k, self.obs_dim), dtype=torch.float32, device=self.device),
-                shape=(b, k),
-            )
+            observation = Bounded(0.0, 1.0, shape=(b, k, self.obs_dim), dtype=torch.float32, device=self.device)
             if categorical_actions:
-                act = Categorical(a, shape=(b, k), dtype=torch.int64, device=self.device)
+                action = Categorical(a, shape=(b, k), dtype=torch.int64, device=self.device)
             else:
-                act = OneHot(a, shape=(b, k, a), dtype=torch.bool, device=self.device)
-            action[group] = Composite(action=act, shape=(b, k))
-            reward[group] = Composite(reward=Unbounded(shape=(b, k, 1), device=self.device), shape=(b, k))
-        self.full_observation_spec = Composite(observation, shape=(b,))
-        self.full_action_spec = Composite(action, shape=(b,))
-        self.full_reward_spec = Composite(reward, shape=(b,))
-        flag = Categorical(2, shape=(b, 1), dtype=torch.bool, device=self.device)
-        self.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
+                action = OneHot(a, shape=(b, k, a), dtype=torch.bool, device=self.device)
+            specs[group] = (observation, action)
+        set_group_specs(self, specs)
 
     def _observation(self) -> torch.Tensor:
         b, n = self.batch_size[0], self.n_agents
@@ -152,32 +144,22 @@ class MatrixGameEnv(EnvBase):
         time = (self._t.float() / self.max_steps).view(b, 1, 1).expand(b, n, 1)  # [B, n, 1]
         return torch.cat([joint, self._agent_id, time], dim=-1)  # [B, n, obs_dim]
 
-    def _groups(self, observation: torch.Tensor, reward: torch.Tensor | None = None) -> dict:
-        """Split per-player tensors (observation [B, n, obs], reward [B, n, 1]) into group tensordicts."""
-        out = {}
+    def _out(self, done: torch.Tensor, reward: torch.Tensor | None = None) -> TensorDictBase:
+        """Per-player tensors (observation [B, n, obs], reward [B, n, 1]) split into the groups;
+        the game really ends after max_steps plays (terminated)."""
+        observation, groups = self._observation(), {}
         for group, (first, last) in self._rows.items():
-            entries = {"observation": observation[:, first:last]}
+            groups[group] = {"observation": observation[:, first:last]}
             if reward is not None:
-                entries["reward"] = reward[:, first:last]
-            out[group] = TensorDict(entries, batch_size=(self.batch_size[0], last - first))
-        return out
-
-    def _flags(self, done: torch.Tensor) -> dict:
-        return {"done": done.clone(), "terminated": done.clone(), "truncated": torch.zeros_like(done)}
+                groups[group]["reward"] = reward[:, first:last]
+        return group_output(self, groups, done, ends_by="terminated")
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDictBase:
         b = self.batch_size[0]
-        mask = torch.ones(b, dtype=torch.bool, device=self.device)  # [B]
-        if tensordict is not None and "_reset" in tensordict.keys():
-            mask = tensordict.get("_reset").reshape(b)
+        mask = reset_mask(self, tensordict)  # [B]
         self._t = torch.where(mask, torch.zeros_like(self._t), self._t)
         self._prev = torch.where(mask.unsqueeze(-1), torch.zeros_like(self._prev), self._prev)
-        done = torch.zeros(b, 1, dtype=torch.bool, device=self.device)  # [B, 1]
-        return TensorDict(
-            {**self._groups(self._observation()), **self._flags(done)},
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        return self._out(torch.zeros(b, 1, dtype=torch.bool, device=self.device))
 
     def joint_actions(self, action: torch.Tensor) -> torch.Tensor:
         """Integer joint actions [B, n] from the action key's value (integers or one-hot)."""
@@ -195,15 +177,7 @@ class MatrixGameEnv(EnvBase):
         reward = self.rewards(joint)  # [B, n, 1]
         self._prev = torch.nn.functional.one_hot(joint, self.n_actions).float().reshape(b, -1)  # [B, n*A]
         self._t = self._t + 1
-        done = (self._t >= self.max_steps).unsqueeze(-1)  # [B, 1]
-        return TensorDict(
-            {
-                **self._groups(self._observation(), reward),
-                **self._flags(done),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        return self._out((self._t >= self.max_steps).unsqueeze(-1), reward)  # done [B, 1]
 
     def _set_seed(self, seed: int | None) -> None:
         """Nothing to seed: payoffs and transitions are deterministic."""
@@ -217,12 +191,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: continuous actions asked for, no or malformed payoffs, unknown kwargs.
     """
-    if cfg.task not in tasks():
-        raise UsageError(f"unknown matrix task '{cfg.task}'; choose one of: {', '.join(tasks())}")
-    kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)
-    unknown = sorted(set(kwargs) - set(_KWARGS))
-    if unknown:
-        raise UsageError(f"matrix/{cfg.task} does not take {', '.join(unknown)}; it takes {', '.join(_KWARGS)}")
+    kwargs = family_kwargs(cfg, tasks(), _KWARGS)
     if "payoffs" not in kwargs:
         raise UsageError(f"matrix/{cfg.task} needs its payoff table: env.payoffs=[[...]] of shape (n_players, A, ..., A)")
     if cfg.continuous_actions:
@@ -239,7 +208,4 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         group_per_player=group_per_player,
     )
     env.set_seed(seed)
-    groups = list(env.group_map)
-    return TransformedEnv(
-        env, RewardSum(in_keys=[(g, "reward") for g in groups], out_keys=[(g, "episode_reward") for g in groups])
-    )
+    return with_return_counters(env)

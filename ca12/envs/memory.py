@@ -32,12 +32,12 @@ Seeding: like `ca12.envs.generic`, each env keeps its own generator (seeded by t
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, Unbounded
-from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+from omegaconf import DictConfig
+from tensordict import TensorDictBase
+from torchrl.data import Bounded, Categorical
+from torchrl.envs import EnvBase
 
-from ca12.envs.common import register_env_rng, task_kwargs
+from ca12.envs.common import family_kwargs, group_output, register_env_rng, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 
 _TASKS = ("cue",)
@@ -94,21 +94,9 @@ class CueMemoryEnv(EnvBase):
         self._cue = torch.zeros(b, n, dtype=torch.long, device=self.device)  # [B, n]
         self._t = torch.zeros(b, dtype=torch.long, device=self.device)  # [B]
 
-        agents = (b, n)
-        self.full_observation_spec = Composite(
-            agents=Composite(
-                observation=Bounded(0.0, 1.0, shape=(b, n, self.obs_dim), dtype=torch.float32, device=self.device),
-                shape=agents,
-            ),
-            shape=(b,),
-        )
+        observation = Bounded(0.0, 1.0, shape=(b, n, self.obs_dim), dtype=torch.float32, device=self.device)
         action = Categorical(n_cues, shape=(b, n), dtype=torch.int64, device=self.device)
-        self.full_action_spec = Composite(agents=Composite(action=action, shape=agents), shape=(b,))
-        self.full_reward_spec = Composite(
-            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=agents), shape=(b,)
-        )
-        flag = Categorical(2, shape=(b, 1), dtype=torch.bool, device=self.device)
-        self.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
+        set_group_specs(self, {"agents": (observation, action)})
 
     @property
     def cue(self) -> torch.Tensor:
@@ -123,25 +111,13 @@ class CueMemoryEnv(EnvBase):
         return torch.cat([cue, time], dim=-1)  # [B, n, n_cues + 1]
 
     def _out(self, done: torch.Tensor, reward: torch.Tensor | None = None) -> TensorDictBase:
-        agents = {"observation": self._observation()}
-        if reward is not None:
-            agents["reward"] = reward
-        return TensorDict(
-            {
-                "agents": TensorDict(agents, batch_size=(self.batch_size[0], self.n_agents)),
-                "done": done.clone(),
-                "terminated": done.clone(),
-                "truncated": torch.zeros_like(done),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        """The task ends the episode after the answer: terminated, never truncated."""
+        agents = {"observation": self._observation()} | ({} if reward is None else {"reward": reward})
+        return group_output(self, {"agents": agents}, done, ends_by="terminated")
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDictBase:
         b, n = self._cue.shape
-        mask = torch.ones(b, dtype=torch.bool, device=self.device)  # [B]
-        if tensordict is not None and "_reset" in tensordict.keys():
-            mask = tensordict.get("_reset").reshape(b)
+        mask = reset_mask(self, tensordict)  # [B]
         # Draw for every world whatever the mask, so the stream does not depend on which reset.
         cue = torch.randint(self.n_cues, (b, n), generator=self._rng, device=self.device)  # [B, n]
         self._cue = torch.where(mask.view(b, 1), cue, self._cue)
@@ -167,13 +143,8 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: unknown task or kwarg, continuous actions asked for, or a bad size.
     """
-    if cfg.task not in _TASKS:
-        raise UsageError(f"unknown memory task '{cfg.task}'; choose one of: {', '.join(tasks())}")
-    kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)
-    unknown = sorted(set(kwargs) - set(_KWARGS))
-    if unknown:
-        raise UsageError(f"memory/{cfg.task} does not take {', '.join(unknown)}; it takes {', '.join(_KWARGS)}")
+    kwargs = family_kwargs(cfg, tasks(), _KWARGS)
     if cfg.continuous_actions:
         raise UsageError("memory/cue has discrete actions (name the cue); set env.continuous_actions=false")
     env = CueMemoryEnv(num_envs=cfg.num_envs, max_steps=cfg.max_steps, device=cfg.device, seed=seed, **kwargs)
-    return TransformedEnv(env, RewardSum(in_keys=[("agents", "reward")], out_keys=[("agents", "episode_reward")]))
+    return with_return_counters(env)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import warnings
 
 import vmas
-from omegaconf import DictConfig, OmegaConf
-from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+from omegaconf import DictConfig
+from torchrl.envs import EnvBase
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.environment.environment import Environment
 
-from ca12.envs.common import task_kwargs
+from ca12.envs.common import task_kwargs, with_return_counters
 from ca12.errors import UsageError
 from ca12.seeding import numpy_state_from_plain, numpy_state_to_plain, register_rng_source
 
@@ -43,7 +43,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     """
     if cfg.task not in vmas.scenarios:
         raise UsageError(f"unknown vmas task '{cfg.task}'; choose one of: {', '.join(tasks())}")
-    kwargs = OmegaConf.to_container(OmegaConf.create(task_kwargs(cfg)), resolve=True)
+    kwargs = task_kwargs(cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = VmasEnv(
@@ -59,8 +59,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         text = str(warning.message)
         if "passed but not used" in text:
             raise UsageError(f"vmas/{cfg.task} does not take {text.split(' passed')[0].split(': ', 1)[-1]}")
-    (group,) = env.group_map  # VMAS puts agents of one kind in one group
-    return TransformedEnv(env, RewardSum(in_keys=[(group, "reward")], out_keys=[(group, "episode_reward")]))
+    return with_return_counters(env)
 
 
 def render(env: EnvBase, env_index: int = 0):

@@ -3,7 +3,7 @@
 `model=mlp|gru|lstm` chooses the actor's (or Q-network's) network and `critic_model=...` the
 critic's; sizes, activation and parameter sharing come from the same section. Algorithms never
 call a fixed MLP builder: they ask this module for
-* `agent_net(...)`: a TensorDict module from a group's entry to an output entry, per agent
+* `agent_net(...)`: a TensorDict module from a group's observation to an output entry, per agent
   (feed-forward, or recurrent with its hidden state carried by the collector);
 * `mlp(...)`: a plain `nn.Module` [*, n_agents, n_in] -> [*, n_agents, n_out], for networks that
   read assembled inputs (Q(s, a) critics, COMA's critic; centralised or not).
@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
-from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.modules import MultiAgentMLP
 
 from ca12.errors import UsageError
+from ca12.nets.recurrent import make_recurrent
 from ca12.schema import key
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
@@ -73,9 +74,8 @@ def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised:
     )
 
 
-def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, in_key=None, n_in: int | None = None,
-              head: nn.Module | None = None, device=None) -> TensorDictModuleBase:
-    """The network that maps a group's per-agent input to `out_key` [*, n_agents, n_out].
+def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head: nn.Module | None = None, device=None) -> TensorDictModuleBase:
+    """The network that maps a group's observation to `out_key` [*, n_agents, n_out].
 
     Args:
         model: the `model` (or `critic_model`) section.
@@ -84,19 +84,15 @@ def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, in_ke
         out_key: where the output goes, e.g. `(group, "logits")`.
         name: names the recurrent state entries `(group, f"{name}_h")`, so actor and critic
             states stay apart.
-        in_key, n_in: the input entry and its size (default: the group's observation).
         head: a module applied to the output (e.g. NormalParamExtractor); `out_key` may then be
             a list of keys.
         device: where the parameters live.
     """
-    in_key = in_key or group.key("observation")
-    n_in = n_in or group.obs_dim
+    in_key, n_in = group.key("observation"), group.obs_dim
     out_keys = out_key if isinstance(out_key, list) else [out_key]
     if not is_recurrent(model):
         net = mlp(model, n_in, n_out, group.n_agents, device=device)
         return TensorDictModule(net if head is None else nn.Sequential(net, head), in_keys=[in_key], out_keys=out_keys)
-    from ca12.nets.recurrent import make_recurrent
-
     core = make_recurrent(
         model.kind, n_in=n_in, n_out=n_out, n_agents=group.n_agents, share_params=model.share_params,
         hidden_size=model.hidden_size, num_layers=model.num_layers, mlp_sizes=list(model.hidden_sizes),
@@ -105,6 +101,4 @@ def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, in_ke
     )
     if head is None:
         return core
-    from tensordict.nn import TensorDictSequential
-
     return TensorDictSequential(core, TensorDictModule(head, in_keys=[group.key(f"{name}_out")], out_keys=out_keys))
