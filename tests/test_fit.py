@@ -136,7 +136,7 @@ def test_resume_last_finds_the_newest_run_and_refuses_frozen_overrides(tmp_path,
     assert main(["--resume", "last", "--algo", "ippo", "env.num_envs=8"]) == 2
     assert "'env.num_envs' cannot change when resuming" in capsys.readouterr().err
     assert main(["--resume", "last", "--algo", "mappo"]) == 2
-    assert "no checkpoint under runs/mappo/vmas-navigation" in capsys.readouterr().err
+    assert "--resume last: no run of mappo on vmas/navigation under runs/mappo/vmas-navigation/ or in runs/index.txt" in capsys.readouterr().err
     assert main(["--resume", str(run_dir), "--algo", "mappo"]) == 2
     assert "is a ippo run, not mappo" in capsys.readouterr().err
     assert main(["--resume", "last", "--algo", "ippo", "collector.total_frames=300", "algo.lr=1e-4"]) == 0
