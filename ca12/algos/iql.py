@@ -6,6 +6,7 @@ per-agent values instead of a mixed team value.
 
 from __future__ import annotations
 
+import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.objectives import DQNLoss
@@ -29,6 +30,14 @@ class IQL(QMIX):
             terminated=(g, "terminated"),
         )
         return loss
+
+    def value_parts(self) -> tuple:
+        loss = self.loss_module
+        return loss.value_network, loss.value_network_params, loss.target_value_network_params, None
+
+    def mix(self, td: TensorDictBase, target: bool) -> torch.Tensor:
+        """No mixer: each agent's own chosen value [*B, n_agents, 1]."""
+        return td[self.group, "chosen_action_value"]
 
     def prepare(self, sample: TensorDictBase) -> TensorDictBase:
         """Per-agent rewards and done flags: no team reward (each agent learns alone)."""

@@ -18,6 +18,7 @@ from tensordict import TensorDictBase
 from ca12.algos.base import AlgoConfig, RLModule
 from ca12.data import ReplayBatch, ReplayDataModule
 from ca12.data.collectors import episode_aligned
+from ca12.nets.builder import is_recurrent
 from ca12.schema import key
 
 
@@ -46,7 +47,7 @@ def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:
     for key in ("done", "terminated"):
         flag = sample["next", key]
         sample.set(("next", group, key), flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1))
-    if "priority_weight" in sample.keys():
+    if "priority_weight" in sample.keys() and sample.batch_dims == 1:  # (sequences: weighed by the loss)
         weight = sample["priority_weight"]
         sample.set("priority_weight", weight.unsqueeze(-1).expand(*weight.shape, n_agents))
     return sample
@@ -65,7 +66,15 @@ class OffPolicyModule(RLModule):
             buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
             buffer_storage=cfg.algo.buffer_storage, minibatch_size=cfg.algo.minibatch_size,
             prioritized=cfg.algo.prioritized, alpha=cfg.algo.priority_alpha, beta=cfg.algo.priority_beta,
+            **cls.sequence_replay(cfg),
         )
+
+    @classmethod
+    def sequence_replay(cls, cfg: DictConfig) -> dict:
+        """The data module's sequence arguments: recurrent learners replay sequences with burn-in."""
+        if cls.recurrent and is_recurrent(cfg.model):
+            return {"sequence_length": cfg.algo.sequence_length, "burn_in": cfg.algo.burn_in}
+        return {}
 
     def prepare(self, sample: TensorDictBase) -> TensorDictBase:
         """Shape a sampled minibatch for the loss (default: per-agent done flags)."""
@@ -78,15 +87,16 @@ class OffPolicyModule(RLModule):
     def training_step(self, batch: ReplayBatch, batch_idx: int) -> dict:
         fresh_frames = batch.fresh.numel()
         metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh), **self.exploration_metrics(fresh_frames)}
-        if len(batch.buffer) >= self.cfg.warmup_frames:
+        if batch.stored >= self.cfg.warmup_frames:
             terms_sum, n_updates = None, max(1, round(self.cfg.updates_per_frame * fresh_frames))
             for _ in range(n_updates):
                 sample = self.prepare(batch.buffer.sample().to(self.device))
                 terms = self.update(sample)
                 self.target_updater.step()
-                if self.cfg.prioritized:  # one priority per transition: the largest |TD error| over agents
+                if self.cfg.prioritized:  # one priority per item: the largest |TD error| over agents (and steps)
                     td_error = sample["td_error"].reshape(sample.shape[0], -1).abs().amax(-1)
-                    batch.buffer.update_priority(sample["index"], td_error.sqrt() if self.squared_td_error else td_error)
+                    index = sample["index"].reshape(sample.shape[0], -1)[:, 0]  # a sequence's index repeats along it
+                    batch.buffer.update_priority(index, td_error.sqrt() if self.squared_td_error else td_error)
                 terms_sum = terms if terms_sum is None else terms_sum + terms
             metrics.update({f"train/{k}": v / n_updates for k, v in terms_sum.items()})
         return metrics

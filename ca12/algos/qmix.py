@@ -7,6 +7,14 @@ non-negative weights, so arg max Q_tot decomposes into each agent's arg max. Tra
 Q_tot from a replay buffer of joint transitions with a soft-updated target network; the team
 reward is the mean of the agents' rewards. The loss is TorchRL's `QMixerLoss`; VDN (vdn.py)
 swaps the mixer for a sum, IQL (iql.py) drops it.
+
+With `model=gru|lstm` the Q-networks are recurrent (as in the QMIX paper, whose agents are
+DRQNs) and learn from replayed sequences with burn-in (R2D2, Kapturowski et al. 2019; see
+ca12/data/replay.py): `sequence_loss` is written here because TorchRL's `QMixerLoss`/`DQNLoss`
+evaluate the target network on the next observations in the mode of the whole call, so in
+sequence mode they would replay those observations as one stream from a stale hidden state and
+run across episode ends. Here the target network's state after each step comes from its own
+pass over the sequence, and one step from that state gives max_a Q'(o_{t+1}, a).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torchrl.data import Composite
 from torchrl.envs import EnvBase
@@ -23,7 +31,13 @@ from torchrl.modules import QMixer
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.multiagent import QMixerLoss
 
+from torchrl.modules import set_recurrent_mode
+from torchrl.objectives.utils import distance_loss
+
 from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
+from ca12.data.collectors import envs_per_batch
+from ca12.errors import UsageError
+from ca12.nets.builder import is_recurrent
 from ca12.nets.qnets import make_egreedy, make_qnet
 from ca12.schema import key
 
@@ -36,6 +50,8 @@ class ValueConfig(ReplayConfig):
     eps_init: float = key("epsilon-greedy: first epsilon", minimum=0.0)
     eps_end: float = key("epsilon-greedy: final epsilon", minimum=0.0)
     annealing_frames: int = key("collected frames over which epsilon falls linearly", positive=True)
+    sequence_length: int = key("model=gru|lstm: steps per replayed sequence, burn-in included", positive=True)
+    burn_in: int = key("model=gru|lstm: first steps of each sequence that only refresh the stored hidden state (no loss)", minimum=0)
 
 
 @dataclass
@@ -52,9 +68,18 @@ class QMIX(OffPolicyModule):
 
     action_spaces = ("discrete",)
     squared_td_error = True
+    recurrent = True  # model=gru|lstm: DRQN agents trained on sequences (`sequence_loss`)
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg, env)
+        self.sequences = is_recurrent(cfg.model)
+        if self.sequences:
+            steps = cfg.collector.frames_per_batch // envs_per_batch(cfg)
+            if not cfg.algo.burn_in < cfg.algo.sequence_length <= steps:
+                raise UsageError(
+                    f"algo.sequence_length={cfg.algo.sequence_length} must exceed algo.burn_in={cfg.algo.burn_in} "
+                    f"and fit the {steps} steps per env of a batch (collector.frames_per_batch / env.num_envs)"
+                )
         cfg = self.cfg
         actions = env.full_action_spec_unbatched
         self.qnet = make_qnet(self.groups[0], self.model_cfg, Composite({self.group: actions[self.group]}, shape=actions.shape), device=env.device)
@@ -103,8 +128,58 @@ class QMIX(OffPolicyModule):
 
     def loss(self, sample: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
         """TD loss on a prepared minibatch (see `prepare`) and its terms."""
+        if self.sequences:
+            return self.sequence_loss(sample)
         terms = self.loss_module(sample)
         return terms["loss"], terms
+
+    def value_parts(self) -> tuple:
+        """(Q-network, its parameters, its target parameters, mixer), as the loss module holds them."""
+        loss = self.loss_module
+        return loss.local_value_network, loss.local_value_network_params, loss.target_local_value_network_params, loss.mixer_network
+
+    def mix(self, td: TensorDictBase, target: bool) -> torch.Tensor:
+        """Q_tot [*B, 1] of the agents' `(group, "chosen_action_value")` in `td` (IQL: the agents' own values)."""
+        loss = self.loss_module
+        params = loss.target_mixer_network_params if target else loss.mixer_network_params
+        with params.to_module(loss.mixer_network):
+            return loss.mixer_network(td)[loss.tensor_keys.global_value]
+
+    def sequence_loss(self, sample: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+        """The TD loss of the value family on replayed sequences [B, L] of a recurrent Q-network.
+
+        Online and target networks replay each sequence from its stored hidden state (resetting
+        where `is_init` is set); the target network then steps once from its state after step t
+        on the next observation, giving the target y_t = r_t + gamma (1 - terminal_t) Q'_tot(o_{t+1}).
+        Only the steps the sequence's `learn` mask picks carry loss (all when it has none): the
+        burn-in steps only refresh the hidden state. Writes each step's squared TD error to `td_error` (zero in the burn-in) for
+        prioritised replay, and weighs each sequence by its `priority_weight` when present.
+        """
+        g, keys = self.group, self.loss_module.tensor_keys
+        qnet, params, target_params, _ = self.value_parts()
+        with set_recurrent_mode(True):
+            with params.to_module(qnet):
+                online = qnet(sample.clone(False))
+            with torch.no_grad(), target_params.to_module(qnet):
+                replayed = qnet(sample.clone(False))  # writes the target network's state after each step
+        with torch.no_grad(), target_params.to_module(qnet):
+            following = replayed["next"].clone(False)
+            following.set("is_init", torch.zeros(*sample.shape, 1, dtype=torch.bool, device=sample.device))
+            qnet(following)  # one step, in step mode: max_a Q'(o_{t+1}, a) per agent
+            target = self.mix(following, target=True)
+            nxt = sample["next"]
+            target = nxt[keys.reward] + self.cfg.gamma * (~nxt[keys.terminated]).float() * target
+        action = sample[g, "action"].unsqueeze(-1)
+        online.set((g, "chosen_action_value"), online[g, "action_value"].gather(-1, action))
+        error = distance_loss(self.mix(online, target=False), target, "l2")  # [B, L, 1] or [B, L, n, 1]
+        learn = sample.get("learn", None)  # [B, L], see ca12.data.replay.sequence_chunks
+        learn = torch.ones(sample.shape, dtype=torch.bool, device=error.device) if learn is None else learn
+        mask = learn.view(*sample.shape, *[1] * (error.ndim - 2)).expand_as(error).float()
+        weight = sample.get("priority_weight", None)
+        weight = torch.ones(()) if weight is None else weight.reshape(*sample.shape, *[1] * (error.ndim - 2))  # [B, L]: one per sequence
+        sample.set("td_error", (error * mask).detach())
+        loss = (error * mask * weight.to(error)).sum() / mask.sum()
+        return loss, TensorDict({"loss": loss}, [])
 
     def update(self, sample: TensorDictBase) -> TensorDictBase:
         total, terms = self.loss(sample)
