@@ -26,22 +26,20 @@ from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
 from torchrl.objectives import DDPGLoss, SoftUpdate
 
-from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
+from ca12.algos.off_policy import ActorCriticReplayConfig, OffPolicyModule, replay_updates
+from ca12.data import ReplayBatch
 from ca12.schema import key
 from ca12.nets.actor_critic import make_deterministic_actor, make_exploration, make_q_critic
 
 
 @dataclass
-class Config(ReplayConfig):
+class Config(ActorCriticReplayConfig):
     """MADDPG's and IDDPG's keys."""
 
-    actor_lr: float = key("Adam learning rate of the actors", positive=True)
-    critic_lr: float = key("Adam learning rate of the critics", positive=True)
     sigma_init: float = key("exploration: first std of the Gaussian action noise (unit actions)", minimum=0.0)
     sigma_end: float = key("exploration: final noise std", minimum=0.0)
     annealing_frames: int = key("collected frames over which the noise std falls linearly", positive=True)
     gumbel_temperature: float = key("discrete actions: straight-through Gumbel-softmax temperature", positive=True)
-    loss_function: str = key("critic regression loss", choices=("l2", "l1", "smooth_l1"))
 
 
 class MADDPG(OffPolicyModule):
@@ -50,7 +48,6 @@ class MADDPG(OffPolicyModule):
     schema = Config
 
     centralised_critic = True  # I* variants set False: each agent's critic sees only its own
-    squared_td_error = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg, env)
@@ -79,16 +76,18 @@ class MADDPG(OffPolicyModule):
         critic = torch.optim.Adam(list(self.loss_module.value_network_params.values(True, True)), lr=self.cfg.critic_lr)
         return [actor, critic]
 
-    def exploration_metrics(self, fresh_frames: int) -> dict:
-        if self.exploration is None:
-            return {}
-        self.exploration.step(fresh_frames)
-        return {"train/sigma": self.exploration.sigma.detach()}
+    def training_step(self, batch: ReplayBatch, batch_idx: int) -> dict:
+        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh)}
+        if self.exploration is not None:  # the noise std anneals with collected frames
+            self.exploration.step(batch.fresh.numel())
+            metrics["train/sigma"] = self.exploration.sigma.detach()
+        return {**metrics, **replay_updates(batch, self.cfg, self.update, self.target_updater, self.device, squared_td_error=True)}
 
     def update(self, sample: TensorDictBase) -> TensorDictBase:
         """Critic step on the TD(0) target of the target actor and critic, then the actor step
         through the (already updated) critic, as in DDPG."""
         actor_opt, critic_opt = self.optimizers()
+        sample = self.prepare(sample)
         loss_value, _ = self.loss_module.loss_value(sample)
         terms = TensorDict({"loss_value": loss_value.detach()})
         terms["grad_norm"] = self.optimiser_step(critic_opt, loss_value, terms)

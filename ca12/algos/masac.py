@@ -25,22 +25,20 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
 
-from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
+from ca12.algos.off_policy import ActorCriticReplayConfig, OffPolicyModule, replay_updates
+from ca12.data import ReplayBatch
 from ca12.schema import key
 from ca12.nets.actor_critic import make_discrete_q_critic, make_q_critic
 from ca12.nets.policies import make_actor
 
 
 @dataclass
-class Config(ReplayConfig):
+class Config(ActorCriticReplayConfig):
     """MASAC's and ISAC's keys."""
 
-    actor_lr: float = key("Adam learning rate of the actors", positive=True)
-    critic_lr: float = key("Adam learning rate of the critics", positive=True)
     alpha_lr: float = key("Adam learning rate of log(alpha), the entropy temperature", positive=True)
     alpha_init: float = key("first entropy temperature", positive=True)
     num_qvalue_nets: int = key("critics per agent (2: clipped double Q)", positive=True)
-    loss_function: str = key("critic regression loss", choices=("l2", "l1", "smooth_l1"))
 
 
 class MASAC(OffPolicyModule):
@@ -90,6 +88,10 @@ class MASAC(OffPolicyModule):
         alpha = torch.optim.Adam([loss.log_alpha], lr=self.cfg.alpha_lr)
         return [actor, critic, alpha]
 
+    def training_step(self, batch: ReplayBatch, batch_idx: int) -> dict:
+        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh)}
+        return {**metrics, **replay_updates(batch, self.cfg, self.update, self.target_updater, self.device)}
+
     def update(self, sample: TensorDictBase) -> TensorDictBase:
         """One step of each optimiser on its own term of one forward pass of the loss.
 
@@ -98,7 +100,7 @@ class MASAC(OffPolicyModule):
         term reads detached log-probabilities), so stepping one does not disturb the next backward.
         """
         actor_opt, critic_opt, alpha_opt = self.optimizers()
-        out = self.loss_module(sample)
+        out = self.loss_module(self.prepare(sample))
         terms = TensorDict({k: out[k].detach() for k in ("loss_actor", "loss_qvalue", "loss_alpha")})
         terms["grad_norm_actor"] = self.optimiser_step(actor_opt, out["loss_actor"], terms)
         terms["grad_norm"] = self.optimiser_step(critic_opt, out["loss_qvalue"], terms)

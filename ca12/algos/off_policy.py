@@ -1,17 +1,23 @@
-"""The replay loop every off-policy ca12 algorithm shares (IQL, VDN, QMIX, MADDPG, IDDPG,
-MASAC, ISAC): a `ReplayDataModule`, exploration annealed by collected frames, no updates before
-`warmup_frames`, `updates_per_frame` minibatches per collected frame, a soft target update after
-each, priorities written back when sampling is prioritised, and the mean loss terms as metrics.
+"""What every off-policy ca12 algorithm (IQL, VDN, QMIX, MADDPG, IDDPG, MASAC, ISAC) shares.
 
-A subclass builds its networks, `loss_module` and `target_updater`, exposes `policy`, and
-defines `update(sample) -> terms`: the optimiser steps of one minibatch, returning its detached
-scalar terms (with `loss`, the sum of the loss terms).
+* `OffPolicyModule`: an `RLModule` that learns from a `ReplayDataModule` (transitions, or
+  sequences with burn-in for recurrent learners) and shapes sampled minibatches (`prepare`).
+* `replay_updates`: the helper an algorithm's `training_step` calls with its own `update`:
+  no updates before `warmup_frames`, `updates_per_frame` minibatches per collected frame, a
+  soft target update after each, priorities written back when sampling is prioritised, and the
+  mean loss terms as metrics.
+
+An algorithm builds its networks, loss and target updater, exposes `policy`, anneals its own
+exploration in `training_step`, and passes `replay_updates` its `update(sample) -> terms`: the
+optimiser steps of one minibatch, returning detached scalar terms (with `loss`, their sum).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+import torch
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
 
@@ -39,6 +45,15 @@ class ReplayConfig(AlgoConfig):
     gamma: float = key("discount factor", minimum=0.0)
 
 
+@dataclass
+class ActorCriticReplayConfig(ReplayConfig):
+    """What the replay actor-critics (MADDPG, MASAC and their I* variants) add."""
+
+    actor_lr: float = key("Adam learning rate of the actors", positive=True)
+    critic_lr: float = key("Adam learning rate of the critics", positive=True)
+    loss_function: str = key("critic regression loss", choices=("l2", "l1", "smooth_l1"))
+
+
 def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:
     """Env-level done/terminated [*B, 1] -> per agent [*B, n_agents, 1], for per-agent targets;
     a prioritised minibatch's importance weights [B] -> [B, n_agents], the shape of the
@@ -53,11 +68,40 @@ def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:
     return sample
 
 
-class OffPolicyModule(RLModule):
-    """Base LightningModule of the replay methods; `training_step` consumes a `ReplayBatch`."""
+def replay_updates(batch: ReplayBatch, cfg: DictConfig, update: Callable[[TensorDictBase], TensorDictBase], target_updater,
+                   device: torch.device, squared_td_error: bool = False) -> dict:
+    """The updates of one iteration of a replay method, as `train/` metrics ({} during warm-up).
 
-    # TorchRL's DQN, QMIX and DDPG losses write the squared TD error as "td_error", SAC's |TD error|.
-    squared_td_error = False
+    Args:
+        batch: this iteration's fresh frames and the buffer (`ReplayDataModule.next_batch`).
+        cfg: the `algo` section (`warmup_frames`, `updates_per_frame`, `prioritized`).
+        update: the algorithm's optimiser steps on one minibatch; returns detached scalar terms.
+            With prioritised replay it writes `td_error` into the minibatch.
+        target_updater: a TorchRL target updater (`SoftUpdate`), stepped after every update.
+        device: where minibatches are moved before `update`.
+        squared_td_error: `td_error` holds the squared TD error (TorchRL's DQN, QMIX and DDPG
+            losses) rather than its absolute value (SAC's).
+    """
+    if batch.stored < cfg.warmup_frames:
+        return {}
+    terms_sum, n_updates = None, max(1, round(cfg.updates_per_frame * batch.fresh.numel()))
+    for _ in range(n_updates):
+        sample = batch.buffer.sample().to(device)
+        terms = update(sample)
+        target_updater.step()
+        if cfg.prioritized:  # one priority per item: the largest |TD error| over agents (and steps)
+            td_error = sample["td_error"].reshape(sample.shape[0], -1).abs().amax(-1)
+            index = sample["index"].reshape(sample.shape[0], -1)[:, 0]  # a sequence's index repeats along it
+            batch.buffer.update_priority(index, td_error.sqrt() if squared_td_error else td_error)
+        terms_sum = terms if terms_sum is None else terms_sum + terms
+    return {f"train/{k}": v / n_updates for k, v in terms_sum.items()}
+
+
+class OffPolicyModule(RLModule):
+    """Base LightningModule of the replay methods: its data module, and minibatch shaping.
+
+    `training_step` receives a `ReplayBatch`; the algorithm writes it with `replay_updates`.
+    """
 
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> ReplayDataModule:
@@ -77,26 +121,5 @@ class OffPolicyModule(RLModule):
         return {}
 
     def prepare(self, sample: TensorDictBase) -> TensorDictBase:
-        """Shape a sampled minibatch for the loss (default: per-agent done flags)."""
+        """Shape a sampled minibatch for the loss (here: per-agent done flags); `update` calls it."""
         return per_agent_flags(sample, self.group)
-
-    def exploration_metrics(self, fresh_frames: int) -> dict:
-        """Anneal exploration by this batch's frames; its current scale as metrics."""
-        return {}
-
-    def training_step(self, batch: ReplayBatch, batch_idx: int) -> dict:
-        fresh_frames = batch.fresh.numel()
-        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh), **self.exploration_metrics(fresh_frames)}
-        if batch.stored >= self.cfg.warmup_frames:
-            terms_sum, n_updates = None, max(1, round(self.cfg.updates_per_frame * fresh_frames))
-            for _ in range(n_updates):
-                sample = self.prepare(batch.buffer.sample().to(self.device))
-                terms = self.update(sample)
-                self.target_updater.step()
-                if self.cfg.prioritized:  # one priority per item: the largest |TD error| over agents (and steps)
-                    td_error = sample["td_error"].reshape(sample.shape[0], -1).abs().amax(-1)
-                    index = sample["index"].reshape(sample.shape[0], -1)[:, 0]  # a sequence's index repeats along it
-                    batch.buffer.update_priority(index, td_error.sqrt() if self.squared_td_error else td_error)
-                terms_sum = terms if terms_sum is None else terms_sum + terms
-            metrics.update({f"train/{k}": v / n_updates for k, v in terms_sum.items()})
-        return metrics

@@ -34,7 +34,8 @@ from torchrl.objectives.multiagent import QMixerLoss
 from torchrl.modules import set_recurrent_mode
 from torchrl.objectives.utils import distance_loss
 
-from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
+from ca12.algos.off_policy import OffPolicyModule, ReplayConfig, replay_updates
+from ca12.data import ReplayBatch
 from ca12.data.collectors import envs_per_batch
 from ca12.errors import UsageError
 from ca12.nets.builder import is_recurrent
@@ -62,12 +63,11 @@ class Config(ValueConfig):
 
 
 class QMIX(OffPolicyModule):
-    """QMIX as a LightningModule; the replay loop is `OffPolicyModule.training_step`."""
+    """QMIX as a LightningModule; `training_step` consumes a `ReplayBatch`."""
 
     schema = Config
 
     action_spaces = ("discrete",)
-    squared_td_error = True
     recurrent = True  # model=gru|lstm: DRQN agents trained on sequences (`sequence_loss`)
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
@@ -122,9 +122,11 @@ class QMIX(OffPolicyModule):
         sample.set(("next", "reward"), sample["next", self.group, "reward"].mean(-2))
         return sample
 
-    def exploration_metrics(self, fresh_frames: int) -> dict:
-        self.exploration.step(fresh_frames)
-        return {"train/epsilon": self.exploration.eps}
+    def training_step(self, batch: ReplayBatch, batch_idx: int) -> dict:
+        metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh)}
+        self.exploration.step(batch.fresh.numel())  # epsilon anneals with collected frames
+        metrics["train/epsilon"] = self.exploration.eps
+        return {**metrics, **replay_updates(batch, self.cfg, self.update, self.target_updater, self.device, squared_td_error=True)}
 
     def loss(self, sample: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
         """TD loss on a prepared minibatch (see `prepare`) and its terms."""
@@ -182,7 +184,7 @@ class QMIX(OffPolicyModule):
         return loss, TensorDict({"loss": loss}, [])
 
     def update(self, sample: TensorDictBase) -> TensorDictBase:
-        total, terms = self.loss(sample)
+        total, terms = self.loss(self.prepare(sample))
         terms = terms.detach().select(*[k for k in terms.keys() if k.startswith("loss")])
         terms["grad_norm"] = self.optimiser_step(self.optimizers(), total, terms)
         return terms
