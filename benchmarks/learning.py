@@ -41,7 +41,8 @@ class Row:
     @property
     def label(self) -> str:
         """The env, marked when its actions were made discrete."""
-        marks = [mark for override, mark in (("env.continuous_actions=false", "discrete"), ("env.shared_rew=true", "shared reward")) if override in self.overrides]
+        marks = [mark for override, mark in (("env.continuous_actions=false", "discrete"), ("env.shared_rew=true", "shared reward"),
+                                             ("model=gru", "GRU")) if override in self.overrides]
         return self.env + (f" ({', '.join(marks)})" if marks else "")
 
 
@@ -61,6 +62,9 @@ ROWS = [
     Row("coma", "vmas/navigation", 240_000, 1.5, ["env.continuous_actions=false", "env.shared_rew=true"]),
     Row("maddpg", "vmas/navigation", 150_000, 0.5),
     Row("masac", "vmas/navigation", 150_000, 0.5),
+    # Memory: the cue is seen at the first step only (success rate; a memoryless policy scores 1/3).
+    Row("mappo", "memory/cue", 33_600, 0.9, ["model=gru", "collector.frames_per_batch=2400", "algo.minibatch_size=400", "algo.entropy_coeff=0.01"]),
+    Row("qmix", "memory/cue", 19_200, 0.9, ["model=gru", "collector.frames_per_batch=960", "algo.annealing_frames=8000", "algo.sequence_length=8", "algo.burn_in=4"]),
 ]
 
 
