@@ -4,8 +4,10 @@ The YAML in conf/ gives the values; each section is checked against the schema t
 to the code reading it (`ca12.schema`): the algorithm's `schema` (ca12/algos/<name>.py), the
 networks' (ca12/nets/builder.py), the collector's (ca12/data/collectors.py), the env's common
 keys (ca12/envs/__init__.py), the loggers' (ca12/tracking.py), evaluation's and checkpoints',
-and the Trainer's own signature for `trainer.*`. Nothing here knows any algorithm's keys, and
-nothing patches the config after validation. Bad input is a one-line `UsageError`.
+the Trainer's own signature for `trainer.*`, and for `callbacks.*` (free-form entries) their
+structure only: each `_target_` imports as a Lightning Callback that takes the given arguments
+(callbacks/__init__.py). Nothing here knows any algorithm's keys, and nothing patches the config
+after validation. Bad input is a one-line `UsageError`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ca12.paths import conf_dir, group_options
 
 # Config groups a user may switch with GROUP=OPTION (algo and env are chosen by --algo/--env);
 # critic_model takes the options of conf/model/.
-SWITCHABLE_GROUPS = {"model": "model", "critic_model": "model", "collector": "collector", "trainer": "trainer", "logger": "logger"}
+SWITCHABLE_GROUPS = {"model": "model", "critic_model": "model", "collector": "collector", "trainer": "trainer", "logger": "logger", "callbacks": "callbacks"}
 # conf/env/<family>/scenario.yaml is the template for any scenario of a family without a YAML.
 GENERIC_ENV = "scenario"
 
@@ -56,6 +58,33 @@ def _split_override(text: str) -> tuple[str, str]:
     if not sep or not key or key.startswith(("+", "~")):
         raise UsageError(f"bad override '{text}': expected KEY=VALUE, e.g. algo.lr=1e-4")
     return key.strip(), value
+
+
+def _is_callback_override(text: str) -> bool:
+    return text.lstrip("+~").startswith("callbacks.")
+
+
+def _callback_override(text: str) -> tuple[str, str | None]:
+    """`[+]callbacks.NAME[.ARG]=VALUE` (adds the entry or argument when new) -> (key, value);
+    `~callbacks.NAME[.ARG]` (removes it) -> (key, None)."""
+    if text.startswith("~"):
+        key, sep, _ = text[1:].partition("=")
+        if sep:
+            raise UsageError(f"bad override '{text}': remove a callback with ~{key}")
+        value = None
+    else:
+        key, value = _split_override(text.lstrip("+"))
+    if not key.split(".")[1]:
+        raise UsageError(f"bad override '{text}': expected callbacks.NAME..., e.g. +callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor")
+    return key, value
+
+
+def _removable(cfg: DictConfig, key: str) -> str:
+    """`key` (callbacks.NAME[.ARG]) checked to be in `cfg`, for `~key`."""
+    if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+        names = ", ".join(cfg.get("callbacks") or {}) or "none"
+        raise UsageError(f"cannot remove '{key}': it is not in the config (callbacks: {names})")
+    return key
 
 
 def _group_override(group: str, value: str) -> str:
@@ -96,7 +125,11 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
     env_option, env_overrides = _env_choice(env)
     group_overrides = [f"algo={algo}", f"env={env_option}"]
     value_overrides: list[tuple[str, str]] = []
+    callback_overrides: list[tuple[str, str | None]] = []
     for text in overrides or []:
+        if _is_callback_override(text):
+            callback_overrides.append(_callback_override(text))
+            continue
         key, value = _split_override(text)
         if key in ("algo", "env"):
             raise UsageError(f"choose the {key} with --{key}, not {key}={value}")
@@ -122,6 +155,8 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
         if OmegaConf.is_dict(node):
             raise UsageError(f"'{key}' is a section, not a value; set one of its keys: {', '.join(node.keys())}")
         final.append(f"{key}={value}")
+    # Callback entries are free-form: `++` sets a key whether or not the group gave it.
+    final += [f"~{_removable(base, key)}" if value is None else f"++{key}={value}" for key, value in callback_overrides]
     try:
         cfg = _compose(final)
     except Exception as exc:  # Hydra's parse errors are multi-line; keep the first line.
@@ -158,11 +193,12 @@ def validate(cfg: DictConfig) -> DictConfig:
     from ca12.data.collectors import envs_per_batch
     from ca12.schema import typed
     from ca12.trainer import check_trainer_args
+    from callbacks import check_callbacks
 
     if "name" not in cfg.get("algo", {}):
         raise UsageError("the config has no algo.name")
     sections = _section_schemas(cfg)
-    unknown = sorted(set(cfg.keys()) - set(sections) - {"seed", "trainer"})
+    unknown = sorted(set(cfg.keys()) - set(sections) - {"seed", "trainer", "callbacks"})
     if unknown:
         raise UsageError(f"unknown config section '{unknown[0]}'")
     out = OmegaConf.create({"seed": cfg.seed})
@@ -171,6 +207,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     for name, (schema, open_keys) in sections.items():
         out[name] = typed(schema, cfg[name], name, open_keys=open_keys)
     out.trainer = check_trainer_args(cfg.trainer)
+    out.callbacks = check_callbacks(cfg.callbacks if "callbacks" in cfg else OmegaConf.create({}))  # imports each class, builds none
     fpb, num_envs = out.collector.frames_per_batch, envs_per_batch(out)
     if fpb % num_envs:
         raise UsageError(
@@ -203,10 +240,19 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
     as `load_config`. A key that fixes the run's shapes or data may be restated with its saved
     value (a user repeating the run's own command) but not changed."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    _relink_callbacks(cfg)
     texts = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
     for text in texts:
+        if _is_callback_override(text):  # callbacks may be added, changed or removed on resume
+            key, value = _callback_override(text)
+            if value is None:
+                parent, _, leaf = _removable(cfg, key).rpartition(".")
+                OmegaConf.select(cfg, parent).pop(leaf)
+            else:
+                OmegaConf.update(cfg, key, _parse_value(value), merge=False)
+            continue
         key, value = _split_override(text)
-        if key in ("trainer", "logger"):  # e.g. resume a DDP run in one process with trainer=cpu
+        if key in ("trainer", "logger", "callbacks"):  # e.g. resume a DDP run in one process with trainer=cpu
             _group_override(key, value)
             cfg[key] = _compose([f"{key}={value}"])[key]
             continue
@@ -223,6 +269,28 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
             continue
         OmegaConf.update(cfg, key, parsed, merge=False)
     return validate(cfg)
+
+
+def _relink_callbacks(cfg: DictConfig) -> None:
+    """A saved run config holds resolved values (`callbacks.progress.total_frames: 200`): where an
+    entry of the default group still has its class and the value its `${...}` resolves to, put the
+    interpolation back, so that `collector.total_frames=N` on resume reaches the progress bar again.
+    A config saved before callbacks were a config group gets the default group (what it ran with)."""
+    default = _compose([]).callbacks
+    if "callbacks" not in cfg:
+        cfg.callbacks = default
+        return
+    for name, entry in default.items():
+        saved = cfg.callbacks.get(name)
+        if not OmegaConf.is_dict(saved) or saved.get("_target_") != entry._target_:
+            continue
+        raw = OmegaConf.to_container(entry)  # interpolations as their "${...}" text
+        for arg, text in raw.items():
+            if OmegaConf.is_interpolation(entry, arg) and arg in saved and not OmegaConf.is_interpolation(saved, arg):
+                value = saved[arg]
+                saved[arg] = text
+                if OmegaConf.select(cfg, f"callbacks.{name}.{arg}", throw_on_resolution_failure=False) != value:
+                    saved[arg] = value  # set to something else: keep it
 
 
 def _parse_value(text: str) -> Any:
@@ -252,9 +320,16 @@ def describe(cfg: DictConfig) -> str:
             if section == "logger" and value is None:
                 continue
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            doc = documented.get(name) or ("Lightning Trainer argument" if section == "trainer" else "scenario kwarg" if section == "env" else "")
+            doc = documented.get(name) or _OPEN_SECTION_DOCS.get(section, "")
             lines.append(f"  {name}: {_yaml_value(shown)}" + (f"  # {doc}" if doc else ""))
     return "\n".join(lines)
+
+
+_OPEN_SECTION_DOCS = {
+    "trainer": "Lightning Trainer argument",
+    "env": "scenario kwarg",
+    "callbacks": "Lightning callback (they run in this order, then GracefulStop)",
+}
 
 
 def _yaml_value(value: Any) -> str:

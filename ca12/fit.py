@@ -167,7 +167,6 @@ def run(args: argparse.Namespace) -> Path | None:
     from ca12.evaluation import Evaluator
     from ca12.trainer import check_devices, make_trainer
     from ca12.tracking import finish_wandb, make_loggers
-    from callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
 
     cfg, run_dir, ckpt_path, saved = resolve_run(args)
     if args.show_config:
@@ -191,6 +190,9 @@ def run(args: argparse.Namespace) -> Path | None:
     transforms = module.env_transforms()
     env_factory = partial(make_env, cfg.env, transforms=transforms)
     datamodule = algorithm.make_datamodule(cfg, env_factory)
+    evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic, cfg.algo.groups, transforms)
+    callbacks = make_run_callbacks(cfg, run_dir, evaluator)  # before the run directory: bad arguments write nothing
+    stop = callbacks[-1]
 
     created = _launched_rank() == 0 and not run_dir.exists()
     try:
@@ -201,14 +203,7 @@ def run(args: argparse.Namespace) -> Path | None:
             if not ckpt_path:
                 _remember_run(run_dir)
         loggers = make_loggers(cfg, run_dir, wandb_id=saved.get("wandb_id"), resume_iteration=saved.get("iterations"))
-        stop = GracefulStop()
-        evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic, cfg.algo.groups, transforms)
-        trainer = make_trainer(cfg, run_dir, loggers, [
-            FramesProgressBar(cfg.collector.total_frames),
-            EvaluationCallback(evaluator, cfg.eval.every_n_iters, run_dir / "videos" if cfg.eval.video else None),
-            IterationCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_iters),
-            stop,  # after the checkpoint: a signal stops the run once this iteration is saved
-        ])
+        trainer = make_trainer(cfg, run_dir, loggers, callbacks)
         # One epoch = one collector batch per process = one iteration; frames count over all processes.
         trainer.fit_loop.max_epochs = num_iterations(cfg, trainer.world_size, saved.get("iterations", 0), saved.get("frames", 0))
         try:
@@ -236,6 +231,20 @@ def run(args: argparse.Namespace) -> Path | None:
     if stop.requested is not None:
         raise Interrupted(stop.requested)
     return run_dir
+
+
+def make_run_callbacks(cfg, run_dir: Path, evaluator) -> list:
+    """The Trainer's callbacks: the `callbacks` section's entries in its order (conf/callbacks/),
+    ca12's own given what only the run knows (the evaluator, where its videos and checkpoints
+    go), then `GracefulStop`, always last: after the checkpoint, so a signal stops the run once
+    its iteration is saved."""
+    from callbacks import EvaluationCallback, GracefulStop, IterationCheckpoint, make_callbacks
+
+    runtime = {
+        EvaluationCallback: {"evaluator": evaluator, "video_dir": run_dir / "videos" if cfg.eval.video else None},
+        IterationCheckpoint: {"dirpath": run_dir / "checkpoints"},
+    }
+    return make_callbacks(cfg.callbacks, runtime) + [GracefulStop()]
 
 
 class Interrupted(Exception):
