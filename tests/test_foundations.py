@@ -39,7 +39,7 @@ def test_every_group_option_composes_with_every_algorithm(algo):
             args = [a for a in tiny_args(algo) if not a.startswith("collector.frames_per_batch")]
             cfg = load_config(algo, env, args + [f"{group}={option}", "collector.frames_per_batch=200"])
             recurrent = cfg[group].get("kind") in ("gru", "lstm") if group in ("model", "critic_model") else False
-            if recurrent and (group == "critic_model" or not cls.recurrent):
+            if recurrent and not (cls.recurrent_critic if group == "critic_model" else cls.recurrent):
                 with pytest.raises(UsageError, match="critic_model=|has no recurrent version"):
                     cls(cfg, make_spec_env(cfg.env, 0))
                 continue

@@ -62,6 +62,8 @@ class RLModule(L.LightningModule):
     multi_group = False
     # Can act with a recurrent actor (model=gru|lstm).
     recurrent = False
+    # Can learn with a recurrent critic (critic_model=gru|lstm).
+    recurrent_critic = False
 
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> L.LightningDataModule:
@@ -101,8 +103,8 @@ class RLModule(L.LightningModule):
                 )
         if is_recurrent(cfg.model) and not self.recurrent:
             raise UsageError(f"{name} has no recurrent version yet: model={cfg.model.kind} is refused (use model=mlp)")
-        if is_recurrent(cfg.critic_model):
-            raise UsageError(f"critic_model={cfg.critic_model.kind}: critics are feed-forward (critic_model=mlp); recurrent actors take model={cfg.critic_model.kind}")
+        if is_recurrent(cfg.critic_model) and not self.recurrent_critic:
+            raise UsageError(f"critic_model={cfg.critic_model.kind}: {name}'s critics are feed-forward (critic_model=mlp); recurrent actors take model={cfg.critic_model.kind}")
 
     @property
     def group(self) -> str:
@@ -179,7 +181,7 @@ class RLModule(L.LightningModule):
         gradient norm as `train/` metrics, each name followed by `suffix`.
         """
         optimiser, loss = self.optimizers(), loss or self.loss
-        sequences = is_recurrent(self.model_cfg)
+        sequences = is_recurrent(self.model_cfg) or (self.recurrent_critic and is_recurrent(self.critic_model_cfg))
         frames = batch if sequences else batch.reshape(-1)
         size = max(1, self.cfg.minibatch_size // batch.shape[-1]) if sequences else self.cfg.minibatch_size
         terms_sum, n_updates = None, 0

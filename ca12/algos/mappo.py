@@ -17,10 +17,13 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torch import nn
 from torchrl.envs import EnvBase
+from torchrl.modules import set_recurrent_mode
 from torchrl.objectives import ValueEstimators
+from torchrl.objectives.value import MultiAgentGAE
 from torchrl.objectives.multiagent import MAPPOLoss
 
 from ca12.algos.base import OnPolicyConfig, RLModule
+from ca12.nets.builder import is_recurrent
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 from ca12.schema import key
 
@@ -43,8 +46,8 @@ class MAPPO(RLModule):
 
     Trains every group `algo.groups` names (default: all), each with its own actor, critic and
     loss; the other groups act with a fixed uniform-random policy. A single-agent env is a
-    group of one, so this is PPO there. With `model=gru|lstm` the actors are recurrent and the
-    update replays whole trajectories.
+    group of one, so this is PPO there. With `model=gru|lstm` the actors, with
+    `critic_model=gru|lstm` the critics are recurrent, and the update replays whole trajectories.
     """
 
     schema = Config
@@ -52,10 +55,12 @@ class MAPPO(RLModule):
     centralised_critic = True
     multi_group = True
     recurrent = True
+    recurrent_critic = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg, env)
         self.actors, self.critics, self.losses = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
+        self.estimators = nn.ModuleDict()  # recurrent critics: GAE on values computed by `sequence_values`
         for group in self.groups:
             g = group.name
             self.actors[g] = make_actor(group, self.model_cfg, device=env.device)
@@ -72,8 +77,13 @@ class MAPPO(RLModule):
             )
             loss.make_value_estimator(ValueEstimators.MAGAE, gamma=self.cfg.gamma, lmbda=self.cfg.lmbda)
             self.losses[g] = loss
+            if is_recurrent(self.critic_model_cfg):
+                self.estimators[g] = MultiAgentGAE(gamma=self.cfg.gamma, lmbda=self.cfg.lmbda, value_network=None)
+                self.estimators[g].set_keys(**{k: getattr(loss.tensor_keys, k) for k in ("value", "reward", "done", "terminated", "advantage", "value_target")})
         others = [FixedRandomPolicy(group) for name, group in self.layout.groups.items() if name not in self.losses]
-        self._policy = TensorDictSequential(*self.actors.values(), *others)
+        # A recurrent critic also steps with the collector, so each batch holds its hidden state.
+        critics = list(self.critics.values()) if self.estimators else []
+        self._policy = TensorDictSequential(*self.actors.values(), *critics, *others)
 
     @property
     def policy(self) -> nn.Module:
@@ -98,9 +108,28 @@ class MAPPO(RLModule):
     @torch.no_grad()
     def compute_advantage(self, batch: TensorDictBase) -> TensorDictBase:
         """Writes `(group, "advantage")` and `(group, "value_target")` into `batch` ([B, T, n_agents, 1])."""
-        for loss in self.losses.values():
-            loss.value_estimator(batch, params=loss.critic_network_params, target_params=loss.target_critic_network_params)
+        for g, loss in self.losses.items():
+            if g in self.estimators:
+                self.sequence_values(g, batch)
+                self.estimators[g](batch)
+            else:
+                loss.value_estimator(batch, params=loss.critic_network_params, target_params=loss.target_critic_network_params)
         return batch
+
+    def sequence_values(self, g: str, batch: TensorDictBase) -> None:
+        """A recurrent critic's V(o_t) and V(o_{t+1}) over a batch [B, T], for GAE.
+
+        The critic replays each trajectory from the hidden state it had when the batch was
+        collected (resetting at episode starts), then steps once from its state after step t on
+        the next observation. (TorchRL's GAE would call it on the next observations as a second
+        sequence: from a stale state, and running across episode ends.)
+        """
+        critic, value = self.critics[g], self.losses[g].tensor_keys.value
+        with set_recurrent_mode(True):
+            critic(batch)  # writes V(o_t) and the state after each step under "next"
+        following = batch["next"].clone(False)
+        following.set("is_init", torch.zeros(*batch.shape, 1, dtype=torch.bool, device=batch.device))
+        batch.set(("next", *value), critic(following).get(value))
 
     def loss(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
         """Total loss to minimise (the groups' losses summed) and the loss terms for logging

@@ -74,7 +74,17 @@ def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised:
     )
 
 
-def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head: nn.Module | None = None, device=None) -> TensorDictModuleBase:
+class JointObservation(nn.Module):
+    """[*, n_agents, F] -> [*, n_agents, n_agents * F]: every agent's input is all agents'
+    observations (the input of a centralised recurrent network)."""
+
+    def forward(self, obs):
+        n_agents = obs.shape[-2]
+        return obs.flatten(-2).unsqueeze(-2).expand(*obs.shape[:-2], n_agents, n_agents * obs.shape[-1])
+
+
+def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head: nn.Module | None = None,
+              centralised: bool = False, device=None) -> TensorDictModuleBase:
     """The network that maps a group's observation to `out_key` [*, n_agents, n_out].
 
     Args:
@@ -86,19 +96,26 @@ def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head:
             states stay apart.
         head: a module applied to the output (e.g. NormalParamExtractor); `out_key` may then be
             a list of keys.
+        centralised: every agent's output sees all agents' observations (MAPPO's critic).
         device: where the parameters live.
     """
     in_key, n_in = group.key("observation"), group.obs_dim
     out_keys = out_key if isinstance(out_key, list) else [out_key]
     if not is_recurrent(model):
-        net = mlp(model, n_in, n_out, group.n_agents, device=device)
+        net = mlp(model, n_in, n_out, group.n_agents, centralised=centralised, device=device)
         return TensorDictModule(net if head is None else nn.Sequential(net, head), in_keys=[in_key], out_keys=out_keys)
+    steps = []
+    if centralised:
+        joint = group.key(f"{name}_joint_observation")
+        steps.append(TensorDictModule(JointObservation(), in_keys=[in_key], out_keys=[joint]))
+        in_key, n_in = joint, group.n_agents * n_in
     core = make_recurrent(
         model.kind, n_in=n_in, n_out=n_out, n_agents=group.n_agents, share_params=model.share_params,
         hidden_size=model.hidden_size, num_layers=model.num_layers, mlp_sizes=list(model.hidden_sizes),
         activation=activation_class(model.activation), device=device, group=group.name,
         in_key=in_key, out_key=group.key(f"{name}_out") if head is not None else out_keys[0], name=name,
     )
-    if head is None:
-        return core
-    return TensorDictSequential(core, TensorDictModule(head, in_keys=[group.key(f"{name}_out")], out_keys=out_keys))
+    steps.append(core)
+    if head is not None:
+        steps.append(TensorDictModule(head, in_keys=[group.key(f"{name}_out")], out_keys=out_keys))
+    return steps[0] if len(steps) == 1 else TensorDictSequential(*steps)

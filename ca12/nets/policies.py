@@ -18,7 +18,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.modules.distributions import OneHotCategorical
 
 from ca12.envs.layout import Group
-from ca12.nets.builder import agent_net, mlp
+from ca12.nets.builder import agent_net
 
 
 def make_actor(group: Group, model: DictConfig, device=None) -> ProbabilisticActor:
@@ -56,14 +56,14 @@ def _action_bounds(action_spec) -> dict:
     return {"low": low.clone(), "high": high.clone()}
 
 
-def make_critic(group: Group, model: DictConfig, *, centralised: bool, device=None) -> TensorDictModule:
+def make_critic(group: Group, model: DictConfig, *, centralised: bool, device=None) -> TensorDictModuleBase:
     """State-value critic writing `(group, "state_value")` of shape [*B, n_agents, 1].
 
     centralised=True (MAPPO): every agent's value sees all agents' observations.
     centralised=False (IPPO): every agent's value sees only its own observation.
+    A recurrent `model` keeps its state in `(group, "critic_h")`.
     """
-    net = mlp(model, group.obs_dim, 1, group.n_agents, centralised=centralised, device=device)
-    return TensorDictModule(net, in_keys=[group.key("observation")], out_keys=[group.key("state_value")])
+    return agent_net(model, group, 1, group.key("state_value"), name="critic", centralised=centralised, device=device)
 
 
 class FixedRandomPolicy(TensorDictModuleBase):

@@ -154,7 +154,7 @@ class MultiAgentRecurrent(TensorDictModuleBase):
 
         for prefix in {key[:-1] for key in self.out_keys if isinstance(key, tuple) and key[-2] == self.group}:
             if prefix not in tensordict.keys(include_nested=True):  # a group's entries carry the agent dim
-                tensordict.set(prefix, TensorDict(batch_size=(*batch, n), device=tensordict.device))
+                tensordict.set(prefix, TensorDict(batch_size=(*batch, n), device=tensordict.device, names=[*tensordict.names, None]))
         tensordict.set(self.out_keys[0], to_batch(self.head(y)))  # [*batch, n, n_out]
         for key, value in zip(self.out_keys[1:], states):
             tensordict.set(key, to_batch(value))  # [*batch, n, L, H]
