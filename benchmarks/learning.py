@@ -62,6 +62,10 @@ ROWS = [
     Row("coma", "vmas/navigation", 240_000, 1.5, ["env.continuous_actions=false", "env.shared_rew=true"]),
     Row("maddpg", "vmas/navigation", 150_000, 0.5),
     Row("masac", "vmas/navigation", 150_000, 0.5),
+    # Single-agent Gym tasks (a team of one). PPO: RL Zoo's CartPole-v1 settings; SAC: the paper's.
+    Row("ppo", "gym/CartPole-v1", 100_096, 475.0, ["env.num_envs=8", "collector.frames_per_batch=256", "algo.minibatch_size=256",
+                                                   "algo.lmbda=0.8", "algo.gamma=0.98", "algo.num_epochs=20", "algo.lr=1e-3"]),
+    Row("sac", "gym/Pendulum-v1", 12_000, -250.0, ["env.num_envs=4", "env.max_steps=200", "collector.frames_per_batch=400"]),
     # Memory: the cue is seen at the first step only (success rate; a memoryless policy scores 1/3).
     Row("mappo", "memory/cue", 33_600, 0.9, ["model=gru", "collector.frames_per_batch=2400", "algo.minibatch_size=400", "algo.entropy_coeff=0.01"]),
     Row("qmix", "memory/cue", 19_200, 0.9, ["model=gru", "collector.frames_per_batch=960", "algo.annealing_frames=8000", "algo.sequence_length=8", "algo.burn_in=4"]),

@@ -172,30 +172,41 @@ class RLModule(L.LightningModule):
         optimiser.step()
         return grad_norm
 
-    def minibatch_epochs(self, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "") -> dict:
+    def minibatch_epochs(self, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "",
+                         target_kl: float | None = None) -> dict:
         """`num_epochs` (default `algo.num_epochs`) passes over a collected batch [B, T] in
         shuffled minibatches of `algo.minibatch_size` frames, one guarded optimiser step on `loss`
-        (default `self.loss`) each: the on-policy update of PPO and COMA. A recurrent actor gets
-        minibatches of whole trajectories ([b, T], b = minibatch_size // T) replayed in
-        sequence mode; otherwise frames are shuffled singly. Returns the mean loss terms and
-        gradient norm as `train/` metrics, each name followed by `suffix`.
+        (default `self.loss`) each: the on-policy update of PPO and COMA. A recurrent actor or
+        critic gets minibatches of whole trajectories ([b, T], b = minibatch_size // T)
+        replayed in sequence mode; otherwise frames are shuffled singly. With `target_kl`, the
+        epochs stop early once an epoch's mean `kl_approx` term exceeds it (one host sync per
+        epoch). Returns the mean loss terms, the gradient norm and the epochs run
+        (`train/epochs`) as `train/` metrics, each name followed by `suffix`.
         """
         optimiser, loss = self.optimizers(), loss or self.loss
         sequences = is_recurrent(self.model_cfg) or (self.recurrent_critic and is_recurrent(self.critic_model_cfg))
         frames = batch if sequences else batch.reshape(-1)
         size = max(1, self.cfg.minibatch_size // batch.shape[-1]) if sequences else self.cfg.minibatch_size
-        terms_sum, n_updates = None, 0
+        terms_sum, n_updates, epochs = None, 0, 0
         with set_recurrent_mode(sequences):
             for _ in range(self.cfg.num_epochs if num_epochs is None else num_epochs):
+                epoch_kl, epoch_updates = 0.0, 0
                 for index in torch.randperm(frames.shape[0], device=frames.device).split(size):
                     total, terms = loss(frames[index])
                     terms = terms.detach()
                     terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
                     terms_sum = terms if terms_sum is None else terms_sum + terms
                     n_updates += 1
+                    if target_kl is not None:
+                        epoch_kl, epoch_updates = epoch_kl + terms["kl_approx"], epoch_updates + 1
+                epochs += 1
+                if target_kl is not None and float(epoch_kl / epoch_updates) > target_kl:
+                    break
         if terms_sum is None:
             return {}
-        return {f"train/{key}{suffix}": value.mean() / n_updates for key, value in terms_sum.items()}
+        metrics = {f"train/{key}{suffix}": value.mean() / n_updates for key, value in terms_sum.items()}
+        metrics[f"train/epochs{suffix}"] = float(epochs)
+        return metrics
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         wandb_ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]

@@ -10,6 +10,7 @@ minibatches, each one Adam step with gradient-norm clipping through Lightning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig
@@ -39,6 +40,8 @@ class Config(OnPolicyConfig):
     entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
     critic_coeff: float = key("weight of the value loss", minimum=0.0)
     normalize_advantage: bool = key("standardise advantages per minibatch")
+    clip_value: Optional[float] = key("clip the value loss: new values within +- this of the collected ones (null: unclipped)", positive=True)
+    target_kl: Optional[float] = key("stop a batch's epochs early once an epoch's mean approximate KL (summed over trained groups) exceeds this (null: never)", positive=True)
 
 
 class MAPPO(RLModule):
@@ -67,7 +70,7 @@ class MAPPO(RLModule):
             self.critics[g] = make_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device)
             loss = self.loss_class(
                 self.actors[g], self.critics[g], clip_epsilon=self.cfg.clip_epsilon, entropy_coeff=self.cfg.entropy_coeff,
-                critic_coeff=self.cfg.critic_coeff, normalize_advantage=self.cfg.normalize_advantage,
+                critic_coeff=self.cfg.critic_coeff, normalize_advantage=self.cfg.normalize_advantage, clip_value=self.cfg.clip_value,
             )
             loss.set_keys(
                 reward=(g, "reward"), action=(g, "action"), sample_log_prob=(g, "action_log_prob"), value=(g, "state_value"),
@@ -143,7 +146,7 @@ class MAPPO(RLModule):
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> dict:
         self.compute_advantage(batch)
-        metrics = self.minibatch_epochs(batch)
+        metrics = self.minibatch_epochs(batch, target_kl=self.cfg.target_kl)
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch)
         return metrics
 
