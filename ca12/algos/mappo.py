@@ -39,6 +39,7 @@ class Config(OnPolicyConfig):
     clip_epsilon: float = key("PPO ratio clip", minimum=0.0)
     entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
     critic_coeff: float = key("weight of the value loss", minimum=0.0)
+    critic_loss: str = key("value regression loss (TorchRL's names)", choices=("l2", "l1", "smooth_l1"))
     normalize_advantage: bool = key("standardise advantages per minibatch")
     clip_value: Optional[float] = key("clip the value loss: new values within +- this of the collected ones (null: unclipped)", positive=True)
     target_kl: Optional[float] = key("stop a batch's epochs early once an epoch's mean approximate KL (summed over trained groups) exceeds this (null: never)", positive=True)
@@ -71,6 +72,7 @@ class MAPPO(RLModule):
             loss = self.loss_class(
                 self.actors[g], self.critics[g], clip_epsilon=self.cfg.clip_epsilon, entropy_coeff=self.cfg.entropy_coeff,
                 critic_coeff=self.cfg.critic_coeff, normalize_advantage=self.cfg.normalize_advantage, clip_value=self.cfg.clip_value,
+                loss_critic_type=self.cfg.critic_loss,
             )
             loss.set_keys(
                 reward=(g, "reward"), action=(g, "action"), sample_log_prob=(g, "action_log_prob"), value=(g, "state_value"),
