@@ -60,6 +60,10 @@ ROWS = [
     # COMA assumes one team reward: navigation's shared-reward variant (returns up to ~3: the sum of
     # all agents' progress; a random policy scores about -0.9). See ca12/algos/coma.py.
     Row("coma", "vmas/navigation", 240_000, 1.5, ["env.continuous_actions=false", "env.shared_rew=true"]),
+    # TRPO and HATRPO: one trust-region policy step per batch, so more batches per frame on CartPole.
+    Row("trpo", "gym/CartPole-v1", 100_000, 475, ["collector.frames_per_batch=2000"]),
+    Row("trpo", "vmas/navigation", 240_000, 0.8),
+    Row("hatrpo", "vmas/navigation", 240_000, 0.8),
     Row("maddpg", "vmas/navigation", 150_000, 0.5),
     Row("masac", "vmas/navigation", 150_000, 0.5),
     # Single-agent Gym tasks (a team of one). PPO: RL Zoo's CartPole-v1 settings; SAC: the paper's.
