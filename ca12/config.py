@@ -39,7 +39,7 @@ def env_config_names() -> list[str]:
 
 def _env_choice(env: str) -> tuple[str, list[str]]:
     """Map `--env family/task` to the env group option plus any extra overrides it needs."""
-    from ca12.envs import env_families, family_tasks
+    from ca12.envs import check_task, env_families
 
     if env in env_config_names():
         return env, []
@@ -47,9 +47,7 @@ def _env_choice(env: str) -> tuple[str, list[str]]:
     families = env_families()
     if family not in families or not task:
         raise UsageError(f"unknown env '{env}'; expected FAMILY/TASK with FAMILY one of: {', '.join(families)}")
-    tasks = family_tasks(family)
-    if task not in tasks:
-        raise UsageError(f"unknown {family} task '{task}'; choose one of: {', '.join(tasks)}")
+    check_task(family, task)
     return f"{family}/{GENERIC_ENV}", [f"env.task={task}"]
 
 

@@ -80,7 +80,7 @@ def test_an_algorithm_that_trains_one_group_refuses_two_in_one_line():
 
 
 def test_a_single_agent_gym_env_trains_through_mappo_as_a_group_of_one(tmp_path):
-    pytest.importorskip("gym")
+    pytest.importorskip("gymnasium")
     run_dir = tmp_path / "cartpole"
     assert main(["--algo", "mappo", "--env", "gym/CartPole-v1", "--run-dir", str(run_dir), "logger=none",
                  "collector.frames_per_batch=1000", "collector.total_frames=8000", "algo.minibatch_size=250",

@@ -22,7 +22,7 @@ from ca12.errors import UsageError
 # family -> module that defines `make(cfg, seed) -> EnvBase` and `tasks() -> list[str]`.
 _FAMILIES: dict[str, str] = {
     "vmas": "ca12.envs.vmas", "matrix": "ca12.envs.matrix", "generic": "ca12.envs.generic", "memory": "ca12.envs.memory",
-    "gym": "ca12.envs.gym",
+    "gym": "ca12.envs.gym", "pettingzoo": "ca12.envs.pettingzoo",
 }
 
 
@@ -39,6 +39,18 @@ def _family_module(family: str):
 
 def family_tasks(family: str) -> list[str]:
     return list(_family_module(family).tasks())
+
+
+def check_task(family: str, task: str) -> None:
+    """Refuse, in one line, a task `family` does not know: the family's own `check_task` when it
+    has one (it can name a missing package and suggest a close id), else its task list."""
+    module = _family_module(family)
+    if hasattr(module, "check_task"):
+        module.check_task(task)
+        return
+    tasks = module.tasks()
+    if task not in tasks:
+        raise UsageError(f"unknown {family} task '{task}'; choose one of: {', '.join(tasks)}")
 
 
 def env_device(configured: str, process_device: torch.device | None = None) -> torch.device:

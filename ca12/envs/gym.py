@@ -1,43 +1,247 @@
-"""Single-agent Gym tasks (`--env gym/<id>`) through TorchRL's `GymEnv`, entering ca12 as a team
-of one (`ca12.envs.single_agent.as_agent_group`): every algorithm, checkpoint, evaluation and
-metric works on them unchanged. `env.num_envs` copies step in one `SerialEnv` (in process).
+"""Single-agent Gymnasium tasks (`--env gym/<id>`, any id in Gymnasium's registry) through
+TorchRL's `GymWrapper`, entering ca12 as a team of one (`ca12.envs.single_agent.as_agent_group`:
+group "agent" of size 1), so every algorithm, checkpoint, evaluation and metric works on them
+unchanged.
 
-This is the minimal family the agent layout needs; the Gymnasium family with its vectorisation
-choices is built on it by the advanced-policy-methods issue.
+Layout: `("agent", "observation")` [B, 1, obs], `("agent", "action")` [B, 1] (discrete spaces,
+categorical) or [B, 1, act] (Box spaces, `Bounded` with the task's own bounds), `("agent",
+"reward")` [B, 1, 1], env-level `done`/`terminated`/`truncated` [B, 1]. Gymnasium's terminated
+and truncated stay apart: `env.max_steps` is the episode's `TimeLimit` (`max_episode_steps`),
+and an episode cut by it is `truncated`, never `terminated`, so value targets bootstrap there.
+The template's `max_steps` is 500; tasks registered with another limit have their own YAML in
+conf/env/gym/ (Pendulum-v1: 200, MountainCarContinuous-v0: 999, LunarLander-v3: 1000), and any
+other id takes `env.max_steps=...`.
+
+Vectorisation (`env.vectorization`): `env.num_envs` copies of the task step as one batch [B].
+    * `gymnasium` (default): one in-process `gymnasium.vector.SyncVectorEnv` wrapped once by
+      `GymWrapper`, with Gymnasium's autoreset *disabled*, so TorchRL resets finished worlds
+      itself (a `reset_mask`), exactly as it does for its own batched envs.
+    * `gymnasium_async`: the same with `AsyncVectorEnv` (one process per world).
+    * `serial` / `parallel`: TorchRL's `SerialEnv` / `ParallelEnv` of one `GymWrapper` per world.
+Measured with benchmarks/gym_vectorisation.py (random actions through `make_env`, frames/s,
+ratio to `serial` in the same run; two runs on this shared, loaded 2-core machine):
+    CartPole-v1  8 envs: gymnasium 5.3-5.9 k vs serial 1.5-3.0 k (1.8-4.0x); 64 envs: 7.8-8.2x
+    Pendulum-v1  8 envs: gymnasium 8.2-10.6 k vs serial 2.4-3.5 k (3.0-3.5x); 64 envs: 4.8-9.3x
+    at 8 envs gymnasium_async 0.6-3.1x and parallel 0.1-0.5x, each taking 13-37 s to start.
+So `gymnasium` is the default: it batches a step's results in NumPy and crosses into TorchRL
+once per step, where `SerialEnv` pays TorchRL's per-env TensorDict work B times, and the
+process-based ones pay a round trip per step that these ~10 us envs cannot repay on 2 cores.
+TorchRL's own `GymEnv(num_envs=...)` is not used: it builds an `AsyncVectorEnv` in Gymnasium's
+default NEXT_STEP autoreset mode, whose extra reset step TorchRL 0.14 records as a transition
+(reward 0, the action ignored), and it took ~30 s to start here.
+
+Seeding: `env.set_seed(seed)` resets world i with seed + i (Gymnasium's vector seeding); the
+worlds' NumPy generators are registered with `ca12.seeding` (`register_numpy_rng`), so a
+checkpoint captures the training env's reset stream and resume restores it (not for the
+process-based vectorisations, whose worlds live in other processes).
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import importlib.util
+import inspect
+import weakref
 from functools import partial
+from typing import Callable
 
 from omegaconf import DictConfig
-from torchrl.envs import EnvBase, GymEnv, SerialEnv
+from torchrl.envs import EnvBase, GymWrapper, ParallelEnv, SerialEnv, TransformedEnv
+from torchrl.envs.batched_envs import BatchedEnvBase
 
 from ca12.envs.common import task_kwargs
 from ca12.envs.single_agent import as_agent_group
 from ca12.errors import UsageError
+from ca12.seeding import register_rng_source
+
+# How `env.num_envs` copies step together (see the module docstring); the first is the default.
+VECTORIZATIONS = ("gymnasium", "gymnasium_async", "serial", "parallel")
+# Registry entries that wrap *another* library's env (Shimmy's compatibility layers), not tasks.
+_NOT_TASKS = ("GymV21Environment-v0", "GymV26Environment-v0")
+# Namespaces a plugin package registers when imported: namespace -> (module, pip package).
+_PLUGINS = {"ALE": ("ale_py", "ale-py")}
+# Gymnasium sub-packages whose envs need an optional dependency: prefix -> (package, install).
+_EXTRAS = {
+    "gymnasium.envs.box2d": ("box2d", 'pip install "gymnasium[box2d]"'),
+    "gymnasium.envs.mujoco": ("mujoco", 'pip install "gymnasium[mujoco]"'),
+    "gymnasium.envs.phys2d": ("jax", 'pip install "gymnasium[jax]"'),
+    "gymnasium.envs.tabular": ("jax", 'pip install "gymnasium[jax]"'),
+}
+_INSTALL = "gym/... envs need the gymnasium package: pip install gymnasium"
 
 
-def _registry() -> list[str]:
-    try:
-        import gym
-    except ImportError:  # the family is listed without tasks when gym is missing
-        return []
-    return sorted(gym.envs.registry.keys())
+def _gymnasium():
+    """Gymnasium with the installed plugins' envs registered, or None when it is missing."""
+    if importlib.util.find_spec("gymnasium") is None:
+        return None
+    import gymnasium
+
+    for module, _ in _PLUGINS.values():
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)  # registers its namespace's ids
+    return gymnasium
 
 
 def tasks() -> list[str]:
-    return _registry()
+    gymnasium = _gymnasium()
+    if gymnasium is None:  # the family is listed without tasks
+        return []
+    return sorted(task for task in gymnasium.registry if task not in _NOT_TASKS)
+
+
+def check_task(task: str) -> None:
+    """Refuse, in one line, an id Gymnasium does not know or whose package is not installed.
+
+    Raises:
+        UsageError: naming the missing package (gymnasium, or a plugin's such as ale-py) or the
+            unknown id, with a close match when there is one.
+    """
+    namespace, slash, _ = task.partition("/")
+    if slash and namespace in _PLUGINS and importlib.util.find_spec(_PLUGINS[namespace][0]) is None:
+        package = _PLUGINS[namespace][1]
+        raise UsageError(f"gym/{task} needs the {package} package: pip install {package}")
+    if _gymnasium() is None:
+        raise UsageError(_INSTALL)
+    known = tasks()
+    if task not in known:
+        close = difflib.get_close_matches(task, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "python -m ca12.fit --list shows them"
+        raise UsageError(f"unknown gym task '{task}'; {hint}")
+
+
+def _missing_dependency(task: str, entry_point: str, error: Exception) -> UsageError:
+    """One line naming the package an env whose module failed to import needs."""
+    for prefix, (package, install) in _EXTRAS.items():
+        if entry_point.startswith(prefix):
+            return UsageError(f"gym/{task} needs the {package} package: {install}")
+    package = getattr(error, "name", None) or str(error).splitlines()[0]
+    return UsageError(f"gym/{task} needs the {package} package: pip install {package}")
+
+
+def _constructor_kwargs(task: str) -> tuple[str, ...] | None:
+    """The keyword arguments the task's env class takes (None: any), importing its module.
+
+    Raises:
+        UsageError: the module needs a package that is not installed.
+    """
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    entry_point = gymnasium.spec(task).entry_point
+    try:
+        creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    except (ImportError, gymnasium.error.DependencyNotInstalled) as error:
+        raise _missing_dependency(task, entry_point, error) from None
+    parameters = inspect.signature(creator).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(p.name for p in parameters if p.name != "render_mode")
+
+
+# --- the batched env, one builder per vectorisation ---------------------------------------------
+def _vector(task: str, num_envs: int, device: str, kwargs: dict, mode: str) -> EnvBase:
+    import gymnasium
+    from gymnasium.vector import AutoresetMode
+
+    # Autoreset disabled: TorchRL passes the worlds to reset as a mask (GymWrapper, gymnasium>=1.1).
+    vector = gymnasium.make_vec(task, num_envs, vectorization_mode=mode, vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}, **kwargs)
+    return GymWrapper(vector, categorical_action_encoding=True, device=device)
+
+
+def one_world(task: str, device: str, kwargs: dict) -> EnvBase:
+    """One `GymWrapper` world (module level, so `ParallelEnv` workers can unpickle a partial)."""
+    import gymnasium
+
+    return GymWrapper(gymnasium.make(task, **kwargs), categorical_action_encoding=True, device=device)
+
+
+BUILDERS: dict[str, Callable[[str, int, str, dict], EnvBase]] = {
+    "gymnasium": partial(_vector, mode="sync"),
+    "gymnasium_async": partial(_vector, mode="async"),
+    "serial": lambda task, n, device, kwargs: SerialEnv(n, partial(one_world, task, device, kwargs)),
+    "parallel": lambda task, n, device, kwargs: ParallelEnv(n, partial(one_world, task, device, kwargs)),
+}
+
+
+def batched_env(task: str, num_envs: int, vectorization: str = VECTORIZATIONS[0], device: str = "cpu", **kwargs) -> EnvBase:
+    """`num_envs` copies of the Gymnasium task as one TorchRL env [num_envs] (single-agent
+    layout), vectorised as `vectorization` says; `kwargs` go to `gymnasium.make`."""
+    return BUILDERS[vectorization](task, num_envs, device, kwargs)
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
-    """`cfg.num_envs` copies of the Gym task `cfg.task` as one agent group named "agent"."""
-    if not _registry():
-        raise UsageError("gym/... envs need the gym package: pip install gym")
-    if cfg.task not in tasks():
-        raise UsageError(f"unknown gym task '{cfg.task}'")
+    """`cfg.num_envs` copies of the Gymnasium task `cfg.task` as one agent group "agent".
+
+    Task kwargs (env keys that are not common keys) go to the task's constructor, e.g.
+    `env.g=9.81` for Pendulum-v1 or `env.continuous=true` for LunarLander-v3.
+
+    Raises:
+        UsageError: unknown id, missing package, unknown kwarg or vectorisation.
+    """
+    check_task(cfg.task)
     kwargs = task_kwargs(cfg)
-    make_one = partial(GymEnv, cfg.task, device=cfg.device, categorical_action_encoding=True, **kwargs)
-    env = SerialEnv(cfg.num_envs, make_one)
+    vectorization = kwargs.pop("vectorization", VECTORIZATIONS[0])
+    if vectorization not in VECTORIZATIONS:
+        raise UsageError(f"env.vectorization must be one of {', '.join(VECTORIZATIONS)}, got '{vectorization}'")
+    allowed = _constructor_kwargs(cfg.task)
+    unknown = sorted(set(kwargs) - set(allowed)) if allowed is not None else []
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "no kwargs"
+        raise UsageError(f"gym/{cfg.task} does not take {', '.join(unknown)}; it takes {takes}")
+    env = batched_env(cfg.task, cfg.num_envs, vectorization, cfg.device, max_episode_steps=cfg.max_steps, **kwargs)
     env.set_seed(seed)
+    register_numpy_rng(env, f"gym/{cfg.task}/{cfg.device}/{seed}")
     return as_agent_group(env, group="agent")
+
+
+# --- the worlds' NumPy generators in checkpoints ---------------------------------------------------
+def _worlds(env: EnvBase) -> list:
+    """The unwrapped Gymnasium / PettingZoo envs stepping in this process inside `env`, in world
+    order (none for `ParallelEnv` and async vector envs: their worlds live in other processes)."""
+    while isinstance(env, TransformedEnv):
+        env = env.base_env
+    if isinstance(env, SerialEnv):
+        return [world for sub in (vars(env).get("_envs") or []) for world in _worlds(sub)]
+    if isinstance(env, BatchedEnvBase):  # a ParallelEnv: asking would query its workers
+        return []
+    inner = getattr(env, "_env", None)
+    if inner is None:
+        return []
+    if hasattr(inner, "envs"):  # a SyncVectorEnv
+        return [world.unwrapped for world in inner.envs]
+    return [] if hasattr(inner, "num_envs") else [inner.unwrapped]
+
+
+# name -> weak references to the live envs registered under it.
+_LIVE: dict[str, list[weakref.ref]] = {}
+
+
+def _live(name: str) -> list[EnvBase]:
+    envs = [env for env in (ref() for ref in _LIVE.get(name, [])) if env is not None]
+    _LIVE[name] = [weakref.ref(env) for env in envs]
+    return envs
+
+
+def register_numpy_rng(env: EnvBase, name: str) -> None:
+    """Make checkpoints capture the NumPy generators (`np_random`) of `env`'s worlds.
+
+    The ca12 counterpart of `ca12.envs.common.register_env_rng` for envs that draw from a NumPy
+    generator per world (Gymnasium, PettingZoo): registered with `ca12.seeding` under `name`,
+    which must depend only on what a resumed run rebuilds the same (family, task, device, seed).
+    Envs sharing a name (fit's one-world spec env and the training env) are all restored; capture
+    reads the newest.
+    """
+    _LIVE[name] = [weakref.ref(e) for e in _live(name)] + [weakref.ref(env)]
+
+    def get_state() -> list | None:
+        envs = _live(name)
+        return [world.np_random.bit_generator.state for world in _worlds(envs[-1])] if envs else None
+
+    def set_state(state: list | None) -> None:
+        for live in _live(name) if state is not None else []:
+            for world, world_state in zip(_worlds(live), state):
+                world.np_random.bit_generator.state = world_state
+
+    register_rng_source(name, get_state, set_state)
+
