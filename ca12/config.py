@@ -314,6 +314,10 @@ def describe(cfg: DictConfig) -> str:
             continue
         lines.append(f"{section}:")
         documented = docs(schemas[section][0]) if section in schemas else {}
+        if section == "env":  # a family documents its own keys (e.g. gym's vectorization)
+            from ca12.envs import family_key_docs
+
+            documented = {**family_key_docs(node.family), **documented}
         for name, value in node.items():
             if section == "logger" and value is None:
                 continue

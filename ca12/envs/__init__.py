@@ -41,6 +41,11 @@ def family_tasks(family: str) -> list[str]:
     return list(_family_module(family).tasks())
 
 
+def family_key_docs(family: str) -> dict[str, str]:
+    """One-line docs of the keys a family reads besides the common ones (its `KEY_DOCS`)."""
+    return dict(getattr(_family_module(family), "KEY_DOCS", {}))
+
+
 def check_task(family: str, task: str) -> None:
     """Refuse, in one line, a task `family` does not know: the family's own `check_task` when it
     has one (it can name a missing package and suggest a close id), else its task list."""

@@ -57,6 +57,8 @@ from ca12.seeding import register_rng_source
 
 # How `env.num_envs` copies step together (see the module docstring); the first is the default.
 VECTORIZATIONS = ("gymnasium", "gymnasium_async", "serial", "parallel")
+# Keys this family reads besides the common ones (python -m ca12.fit --show-config prints them).
+KEY_DOCS = {"vectorization": "one Gymnasium vector env in process (gymnasium, the fastest measured), gymnasium_async (worker processes), or TorchRL's serial / parallel batching"}
 # Registry entries that wrap *another* library's env (Shimmy's compatibility layers), not tasks.
 _NOT_TASKS = ("GymV21Environment-v0", "GymV26Environment-v0")
 # Namespaces a plugin package registers when imported: namespace -> (module, pip package).

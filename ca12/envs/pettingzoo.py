@@ -47,6 +47,8 @@ from ca12.errors import UsageError
 
 # How `env.num_envs` worlds step together; the first is the default.
 VECTORIZATIONS = ("serial", "parallel")
+# Keys this family reads besides the common ones (python -m ca12.fit --show-config prints them).
+KEY_DOCS = {"vectorization": "TorchRL's batching of the worlds: serial (in process, the fastest measured) or parallel (worker processes)"}
 # MPE2's scenarios, listed (and named in the missing-package message) when mpe2 is not installed.
 _MPE_TASKS = (
     "collect_treasure", "simple", "simple_adversary", "simple_crypto", "simple_formation", "simple_line",
