@@ -9,7 +9,9 @@
   few updates old (what IMPALA-style learners correct for).
 
 Worker processes keep their envs' random state to themselves, so a run with several workers
-resumes statistically equivalent, not bit for bit.
+resumes statistically equivalent, not bit for bit: a resumed run builds its worker envs with
+seeds of its own (`worker_seed`), so it goes on with fresh episodes instead of replaying the
+ones the run started with.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torchrl.collectors import Collector, MultiAsyncCollector, MultiSyncCollector
@@ -26,7 +29,7 @@ from torchrl.envs import EnvBase
 from ca12.schema import key
 
 KINDS = ("sync", "multisync", "multiasync")
-# Worker w of rank r seeds its env with seed + r + WORKER_SEED_STRIDE * w.
+# In a fresh run, worker w of rank r seeds its env with seed + r + WORKER_SEED_STRIDE * w (`worker_seed`).
 WORKER_SEED_STRIDE = 10_007
 
 
@@ -51,6 +54,20 @@ def episode_aligned(cfg: DictConfig) -> bool:
     return steps_per_env % cfg.env.max_steps == 0
 
 
+def worker_seed(seed: int, worker: int, resumed_frames: int = 0) -> int:
+    """The seed worker `worker` builds its env with, in the process seeded `seed` (base + rank).
+
+    A fresh run gives worker w `seed + WORKER_SEED_STRIDE * w`. A resumed run gets seeds drawn
+    from (seed, worker, `resumed_frames`, the frames the run had trained on at its checkpoint):
+    workers built with the fresh run's seeds would replay its env streams (and, with VMAS, which
+    seeds a worker's global generators, the sampled actions' noise) from the start. The same
+    checkpoint always resumes with the same seeds; they fit in 32 bits (NumPy's limit).
+    """
+    if resumed_frames == 0:
+        return seed + WORKER_SEED_STRIDE * worker
+    return int(np.random.SeedSequence([seed % 2**32, worker, resumed_frames]).generate_state(1)[0])
+
+
 def make_collector(
     kind: str,
     workers: int,
@@ -61,6 +78,7 @@ def make_collector(
     seed: int,
     device: torch.device,
     reset_at_each_iter: bool,
+    resumed_frames: int = 0,
 ):
     """The TorchRL collector `kind` names.
 
@@ -75,6 +93,8 @@ def make_collector(
         seed: this process's seed (base seed + rank).
         device: where envs step and batches are stored (the env's device).
         reset_at_each_iter: reset the envs at the start of each batch (episode-aligned batches).
+        resumed_frames: frames the run had trained on when the checkpoint it resumes from was
+            written (0 for a fresh run); picks the workers' env seeds (`worker_seed`).
     """
     common = dict(
         frames_per_batch=frames_per_batch, total_frames=-1, env_device=device, policy_device=device,
@@ -82,7 +102,7 @@ def make_collector(
     )
     if kind == "sync":
         return Collector(env, policy, auto_register_policy_transforms=False, **common)
-    env_fns = [partial(make_env, seed + WORKER_SEED_STRIDE * w, device) for w in range(workers)]
+    env_fns = [partial(make_env, worker_seed(seed, w, resumed_frames), device) for w in range(workers)]
     if kind == "multisync":
         return MultiSyncCollector(env_fns, policy, cat_results=0, **common)
     if kind == "multiasync":

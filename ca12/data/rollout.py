@@ -86,9 +86,11 @@ class RolloutDataModule(L.LightningDataModule):
             module = self.trainer.lightning_module
             # Worker processes build their envs themselves; the collector stores on their device.
             device = self.env.device if self.env is not None else env_device(module.run_config["env"]["device"], self.trainer.strategy.root_device)
+            # A resumed run's workers take env seeds of their own, picked by the frames trained on so
+            # far (Lightning restores the module's counters before it asks for the loader).
             self.collector = make_collector(
                 self.collector_kind, self.workers, self.make_env, self.env, module.policy, self.frames_per_batch,
-                self.seed + self.trainer.global_rank, device, self.episode_aligned,
+                self.seed + self.trainer.global_rank, device, self.episode_aligned, resumed_frames=module.frames,
             )
         # Its own generator: creating the loader's iterator must not draw from the global one.
         return DataLoader(
@@ -106,7 +108,12 @@ class RolloutDataModule(L.LightningDataModule):
     # --- checkpointed state ----------------------------------------------------------------
     def state_dict(self) -> dict:
         collector = {}
-        if self.collector is not None:
+        # Not multiasync's: its workers are collecting the next batches when a checkpoint is
+        # written, and a TorchRL worker that gets a message mid-collection drops that batch and
+        # waits for orders, while the collector waits for its batch: the run would hang. Its state
+        # holds nothing a resume needs: TorchRL's frame counters (ca12 keeps its own), the state of
+        # stateless transforms, and the policy's weights (which the module holds).
+        if self.collector is not None and self.collector_kind != "multiasync":
             collector = {k: v for k, v in self.collector.state_dict().items() if k != "policy_state_dict"}
         return {"rng": capture_rng_state(), "collector": collector}
 

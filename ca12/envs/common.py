@@ -2,7 +2,8 @@
 family module never imports back from the registry that imports it: the env config's common
 keys, the checks of a family's task kwargs, the return counters, and the spec / reset / output
 plumbing of ca12's own batched torch envs (generic, memory, matrix), whose agents sit in groups
-following TorchRL's multi-agent convention."""
+following TorchRL's multi-agent convention, and the seeded generator of those that draw at random
+(`SeededTorchEnv`)."""
 
 from __future__ import annotations
 
@@ -159,3 +160,26 @@ def register_env_rng(env, family: str, seed: int) -> None:
             live._rng.set_state(state)
 
     register_rng_source(name, get_state, set_state)
+
+
+class SeededTorchEnv(EnvBase):
+    """Base of a family's batched torch env that draws from its own generator `self._rng`, never
+    torch's global one: seeded by the constructor's `seed` and by `set_seed`, and registered with
+    `register_env_rng` so checkpoints capture it.
+
+    Args:
+        family: the env family's registry name ("generic", "memory", ...).
+        num_envs: parallel worlds (the env's batch size).
+        device: where the worlds live.
+        seed: seed of the env's generator.
+    """
+
+    def __init__(self, family: str, num_envs: int, device: torch.device | str, seed: int):
+        super().__init__(device=device, batch_size=torch.Size([num_envs]))
+        self._rng = torch.Generator(device=self.device)
+        self._rng.manual_seed(seed)
+        register_env_rng(self, family, seed)
+
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is not None:
+            self._rng.manual_seed(seed)

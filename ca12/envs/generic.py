@@ -22,8 +22,8 @@ Observation per agent, `("agents", "observation")` [B, n, 3*state_dim]:
     `[own position | goal - own position | team mean position]`.
 
 Seeding: each env keeps its own generator (seeded by the constructor's `seed` and by `set_seed`),
-so building or seeding an env never touches torch's global generator. The generator is
-registered (`ca12.envs.common.register_env_rng`) under `generic/<device>/<seed>`, so a
+so building or seeding an env never touches torch's global generator. Its base,
+`ca12.envs.common.SeededTorchEnv`, registers the generator under `generic/<device>/<seed>`, so a
 checkpoint of a training run captures the training env's reset stream and resume restores it.
 """
 
@@ -35,7 +35,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Unbounded
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import family_kwargs, group_output, register_env_rng, reset_mask, set_group_specs, with_return_counters
+from ca12.envs.common import SeededTorchEnv, family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 
 # task -> continuous actions?
@@ -48,7 +48,7 @@ def tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-class MultiAgentEnvironment(EnvBase):
+class MultiAgentEnvironment(SeededTorchEnv):
     """Batched cooperative goal-reaching for `n_agents` agents in `state_dim` dimensions.
 
     Args:
@@ -96,14 +96,11 @@ class MultiAgentEnvironment(EnvBase):
                 else f"be 2*state_dim+1 = {expected}: stay, or a unit move along +/- each axis"
             )
             raise UsageError(f"action_dim ({action_dim}) must {rule}")
-        super().__init__(device=device, batch_size=torch.Size([num_envs]))
+        super().__init__("generic", num_envs, device, seed)
         self.n_agents, self.state_dim, self.action_dim = n_agents, state_dim, action_dim
         self.continuous_actions = continuous_actions
         self.max_steps, self.step_size, self.goal_radius, self.bonus = max_steps, step_size, goal_radius, bonus
         self.group_map = {"agents": [f"agent_{i}" for i in range(n_agents)]}
-        self._rng = torch.Generator(device=self.device)
-        self._rng.manual_seed(seed)
-        register_env_rng(self, "generic", seed)
 
         b, n, d = num_envs, n_agents, state_dim
         self._pos = torch.zeros(b, n, d, device=self.device)  # [B, n, d]
@@ -160,10 +157,6 @@ class MultiAgentEnvironment(EnvBase):
         team = -distance.mean(-1) + self.bonus * arrived.float()  # [B]
         reward = team.view(b, 1, 1).expand(b, n, 1).clone()  # [B, n, 1]
         return self._out((self._t >= self.max_steps).unsqueeze(-1), reward)
-
-    def _set_seed(self, seed: int | None) -> None:
-        if seed is not None:
-            self._rng.manual_seed(seed)
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:

@@ -37,7 +37,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import family_kwargs, group_output, register_env_rng, reset_mask, set_group_specs, with_return_counters
+from ca12.envs.common import SeededTorchEnv, family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 
 _TASKS = ("cue",)
@@ -49,7 +49,7 @@ def tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-class CueMemoryEnv(EnvBase):
+class CueMemoryEnv(SeededTorchEnv):
     """Remember the cue shown at the first step and name it at the last one.
 
     Args:
@@ -82,13 +82,10 @@ class CueMemoryEnv(EnvBase):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise UsageError(f"env.{key} must be an integer >= {low}{why}, got {value!r}")
-        super().__init__(device=device, batch_size=torch.Size([num_envs]))
+        super().__init__("memory", num_envs, device, seed)
         self.n_agents, self.n_cues, self.max_steps = n_agents, n_cues, max_steps
         self.obs_dim = n_cues + 1
         self.group_map = {"agents": [f"agent_{i}" for i in range(n_agents)]}
-        self._rng = torch.Generator(device=self.device)
-        self._rng.manual_seed(seed)
-        register_env_rng(self, "memory", seed)
 
         b, n = num_envs, n_agents
         self._cue = torch.zeros(b, n, dtype=torch.long, device=self.device)  # [B, n]
@@ -131,10 +128,6 @@ class CueMemoryEnv(EnvBase):
         reward = ((action == self._cue) & answer).float().unsqueeze(-1)  # [B, n, 1]
         self._t = self._t + 1
         return self._out((self._t >= self.max_steps).unsqueeze(-1), reward)
-
-    def _set_seed(self, seed: int | None) -> None:
-        if seed is not None:
-            self._rng.manual_seed(seed)
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
