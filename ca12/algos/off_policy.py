@@ -59,9 +59,9 @@ def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:
     a prioritised minibatch's importance weights [B] -> [B, n_agents], the shape of the
     per-agent losses TorchRL reduces with them (a [B] weight would not broadcast against them)."""
     n_agents = sample["next", group, "reward"].shape[-2]
-    for key in ("done", "terminated"):
-        flag = sample["next", key]
-        sample.set(("next", group, key), flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1))
+    for name in ("done", "terminated"):
+        flag = sample["next", name]
+        sample.set(("next", group, name), flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1))
     if "priority_weight" in sample.keys() and sample.batch_dims == 1:  # (sequences: weighed by the loss)
         weight = sample["priority_weight"]
         sample.set("priority_weight", weight.unsqueeze(-1).expand(*weight.shape, n_agents))

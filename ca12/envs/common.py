@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Categorical, Composite, TensorSpec, Unbounded
-from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+from torchrl.envs import EnvBase, RewardSum, SerialEnv, TransformedEnv
+from torchrl.envs.batched_envs import BatchedEnvBase
 
 from ca12.errors import UsageError
 from ca12.schema import key
@@ -132,34 +133,67 @@ def _live_envs(name: str) -> list:
     return envs
 
 
-def register_env_rng(env, family: str, seed: int) -> None:
-    """Make checkpoints capture the generator `env._rng` of a family's own torch env.
+def _register_rng(env, name: str, get_state: Callable, set_state: Callable) -> None:
+    """Register `env`'s random state with `ca12.seeding` under `name`, which must depend only on
+    what a resumed run rebuilds the same. Envs sharing a name (fit's one-world spec env and the
+    training env) are all restored; capture reads the newest live one."""
+    _LIVE[name] = [weakref.ref(e) for e in _live_envs(name)] + [weakref.ref(env)]
 
-    Registered with `ca12.seeding.register_rng_source` under `<family>/<device>/<seed>`. The name
-    depends only on (family, device, seed), so a resumed run (a fresh process, or a second run in
-    the same process) finds the training env under the same name as the saved one. Envs built
-    with the same seed on the same device (fit's one-world spec env and the training env) share
-    the name: capture reads the newest live one, restore sets them all.
+    def capture():
+        envs = _live_envs(name)
+        return get_state(envs[-1]) if envs else None
+
+    def restore(state) -> None:
+        if state is not None:
+            for live in _live_envs(name):
+                set_state(live, state)
+
+    register_rng_source(name, capture, restore)
+
+
+def register_env_rng(env, family: str, seed: int) -> None:
+    """Make checkpoints capture the generator `env._rng` of a family's own torch env, under
+    `<family>/<device>/<seed>` (a resumed run, a fresh process or a second run in the same
+    process, finds the training env under the same name as the saved one).
 
     Args:
         env: an env with a `torch.Generator` in `env._rng` and a `device`.
         family: the env family's registry name ("generic", "memory", ...).
         seed: the seed the env's generator was built with.
     """
-    name = f"{family}/{env.device}/{seed}"
-    _LIVE[name] = [weakref.ref(e) for e in _live_envs(name)] + [weakref.ref(env)]
+    _register_rng(env, f"{family}/{env.device}/{seed}", lambda e: e._rng.get_state(), lambda e, state: e._rng.set_state(state))
 
-    def get_state():
-        envs = _live_envs(name)
-        return envs[-1]._rng.get_state() if envs else None
 
-    def set_state(state) -> None:
-        if state is None:
-            return
-        for live in _live_envs(name):
-            live._rng.set_state(state)
+def numpy_worlds(env: EnvBase) -> list:
+    """The unwrapped Gymnasium / PettingZoo envs stepping in this process inside `env`, in world
+    order (none for `ParallelEnv` and async vector envs: their worlds live in other processes)."""
+    while isinstance(env, TransformedEnv):
+        env = env.base_env
+    if isinstance(env, SerialEnv):
+        return [world for sub in (vars(env).get("_envs") or []) for world in numpy_worlds(sub)]
+    if isinstance(env, BatchedEnvBase):  # a ParallelEnv: asking would query its workers
+        return []
+    inner = getattr(env, "_env", None)
+    if inner is None:
+        return []
+    if hasattr(inner, "envs"):  # a SyncVectorEnv
+        return [world.unwrapped for world in inner.envs]
+    return [] if hasattr(inner, "num_envs") else [inner.unwrapped]
 
-    register_rng_source(name, get_state, set_state)
+
+def register_numpy_rng(env: EnvBase, name: str) -> None:
+    """Make checkpoints capture the NumPy generators (`np_random`) of `env`'s worlds (Gymnasium,
+    PettingZoo: one generator per world, see `numpy_worlds`), under `name` (family, task,
+    device, seed)."""
+
+    def get_state(live) -> list:
+        return [world.np_random.bit_generator.state for world in numpy_worlds(live)]
+
+    def set_state(live, state: list) -> None:
+        for world, world_state in zip(numpy_worlds(live), state):
+            world.np_random.bit_generator.state = world_state
+
+    _register_rng(env, name, get_state, set_state)
 
 
 class SeededTorchEnv(EnvBase):

@@ -42,18 +42,15 @@ import difflib
 import importlib
 import importlib.util
 import inspect
-import weakref
 from functools import partial
 from typing import Callable
 
 from omegaconf import DictConfig
-from torchrl.envs import EnvBase, GymWrapper, ParallelEnv, SerialEnv, TransformedEnv
-from torchrl.envs.batched_envs import BatchedEnvBase
+from torchrl.envs import EnvBase, GymWrapper, ParallelEnv, SerialEnv
 
-from ca12.envs.common import task_kwargs
+from ca12.envs.common import register_numpy_rng, task_kwargs
 from ca12.envs.single_agent import as_agent_group
 from ca12.errors import UsageError
-from ca12.seeding import register_rng_source
 
 # How `env.num_envs` copies step together (see the module docstring); the first is the default.
 VECTORIZATIONS = ("gymnasium", "gymnasium_async", "serial", "parallel")
@@ -195,55 +192,3 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     env.set_seed(seed)
     register_numpy_rng(env, f"gym/{cfg.task}/{cfg.device}/{seed}")
     return as_agent_group(env, group="agent")
-
-
-# --- the worlds' NumPy generators in checkpoints ---------------------------------------------------
-def _worlds(env: EnvBase) -> list:
-    """The unwrapped Gymnasium / PettingZoo envs stepping in this process inside `env`, in world
-    order (none for `ParallelEnv` and async vector envs: their worlds live in other processes)."""
-    while isinstance(env, TransformedEnv):
-        env = env.base_env
-    if isinstance(env, SerialEnv):
-        return [world for sub in (vars(env).get("_envs") or []) for world in _worlds(sub)]
-    if isinstance(env, BatchedEnvBase):  # a ParallelEnv: asking would query its workers
-        return []
-    inner = getattr(env, "_env", None)
-    if inner is None:
-        return []
-    if hasattr(inner, "envs"):  # a SyncVectorEnv
-        return [world.unwrapped for world in inner.envs]
-    return [] if hasattr(inner, "num_envs") else [inner.unwrapped]
-
-
-# name -> weak references to the live envs registered under it.
-_LIVE: dict[str, list[weakref.ref]] = {}
-
-
-def _live(name: str) -> list[EnvBase]:
-    envs = [env for env in (ref() for ref in _LIVE.get(name, [])) if env is not None]
-    _LIVE[name] = [weakref.ref(env) for env in envs]
-    return envs
-
-
-def register_numpy_rng(env: EnvBase, name: str) -> None:
-    """Make checkpoints capture the NumPy generators (`np_random`) of `env`'s worlds.
-
-    The ca12 counterpart of `ca12.envs.common.register_env_rng` for envs that draw from a NumPy
-    generator per world (Gymnasium, PettingZoo): registered with `ca12.seeding` under `name`,
-    which must depend only on what a resumed run rebuilds the same (family, task, device, seed).
-    Envs sharing a name (fit's one-world spec env and the training env) are all restored; capture
-    reads the newest.
-    """
-    _LIVE[name] = [weakref.ref(e) for e in _live(name)] + [weakref.ref(env)]
-
-    def get_state() -> list | None:
-        envs = _live(name)
-        return [world.np_random.bit_generator.state for world in _worlds(envs[-1])] if envs else None
-
-    def set_state(state: list | None) -> None:
-        for live in _live(name) if state is not None else []:
-            for world, world_state in zip(_worlds(live), state):
-                world.np_random.bit_generator.state = world_state
-
-    register_rng_source(name, get_state, set_state)
-

@@ -41,8 +41,7 @@ from types import ModuleType
 from omegaconf import DictConfig
 from torchrl.envs import EnvBase, ParallelEnv, PettingZooWrapper, SerialEnv
 
-from ca12.envs.common import task_kwargs, with_return_counters
-from ca12.envs.gym import register_numpy_rng
+from ca12.envs.common import register_numpy_rng, task_kwargs, with_return_counters
 from ca12.errors import UsageError
 
 # How `env.num_envs` worlds step together; the first is the default.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 from omegaconf import DictConfig
-from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictModuleBase
+from tensordict.nn import NormalParamExtractor, TensorDictModuleBase
 from torch import nn
 from torch.distributions import Categorical as CategoricalDist
 from torchrl.data import OneHot
