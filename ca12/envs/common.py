@@ -64,6 +64,21 @@ def family_kwargs(cfg: DictConfig, tasks: Sequence[str], allowed: Sequence[str])
     return kwargs
 
 
+def vectorized_kwargs(cfg: DictConfig, vectorizations: Sequence[str], allowed: Sequence[str] | None) -> tuple[str, dict]:
+    """(`env.vectorization`, task kwargs) of a family that batches its worlds in several ways
+    (`vectorizations`, the first the default), with one-line `UsageError`s for an unknown
+    vectorisation or kwarg. `allowed`: the kwargs the task's constructor takes (None: any)."""
+    kwargs = task_kwargs(cfg)
+    vectorization = kwargs.pop("vectorization", vectorizations[0])
+    if vectorization not in vectorizations:
+        raise UsageError(f"env.vectorization must be one of {', '.join(vectorizations)}, got '{vectorization}'")
+    unknown = sorted(set(kwargs) - set(allowed)) if allowed is not None else []
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "no kwargs"
+        raise UsageError(f"{cfg.family}/{cfg.task} does not take {', '.join(unknown)}; it takes {takes}")
+    return vectorization, kwargs
+
+
 def with_return_counters(env: EnvBase) -> TransformedEnv:
     """`env` with a `RewardSum` writing `(group, "episode_reward")` for every agent group (what
     the rollout and evaluation return metrics read)."""

@@ -48,7 +48,7 @@ from typing import Callable
 from omegaconf import DictConfig
 from torchrl.envs import EnvBase, GymWrapper, ParallelEnv, SerialEnv
 
-from ca12.envs.common import register_numpy_rng, task_kwargs
+from ca12.envs.common import register_numpy_rng, vectorized_kwargs
 from ca12.envs.single_agent import as_agent_group
 from ca12.errors import UsageError
 
@@ -179,15 +179,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         UsageError: unknown id, missing package, unknown kwarg or vectorisation.
     """
     check_task(cfg.task)
-    kwargs = task_kwargs(cfg)
-    vectorization = kwargs.pop("vectorization", VECTORIZATIONS[0])
-    if vectorization not in VECTORIZATIONS:
-        raise UsageError(f"env.vectorization must be one of {', '.join(VECTORIZATIONS)}, got '{vectorization}'")
-    allowed = _constructor_kwargs(cfg.task)
-    unknown = sorted(set(kwargs) - set(allowed)) if allowed is not None else []
-    if unknown:
-        takes = ", ".join(allowed) if allowed else "no kwargs"
-        raise UsageError(f"gym/{cfg.task} does not take {', '.join(unknown)}; it takes {takes}")
+    vectorization, kwargs = vectorized_kwargs(cfg, VECTORIZATIONS, _constructor_kwargs(cfg.task))
     env = batched_env(cfg.task, cfg.num_envs, vectorization, cfg.device, max_episode_steps=cfg.max_steps, **kwargs)
     env.set_seed(seed)
     register_numpy_rng(env, f"gym/{cfg.task}/{cfg.device}/{seed}")

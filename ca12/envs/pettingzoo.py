@@ -41,7 +41,7 @@ from types import ModuleType
 from omegaconf import DictConfig
 from torchrl.envs import EnvBase, ParallelEnv, PettingZooWrapper, SerialEnv
 
-from ca12.envs.common import register_numpy_rng, task_kwargs, with_return_counters
+from ca12.envs.common import register_numpy_rng, vectorized_kwargs, with_return_counters
 from ca12.errors import UsageError
 
 # How `env.num_envs` worlds step together; the first is the default.
@@ -132,14 +132,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         UsageError: unknown env, missing package, unknown kwarg or vectorisation.
     """
     check_task(cfg.task)
-    kwargs = task_kwargs(cfg)
-    vectorization = kwargs.pop("vectorization", VECTORIZATIONS[0])
-    if vectorization not in VECTORIZATIONS:
-        raise UsageError(f"env.vectorization must be one of {', '.join(VECTORIZATIONS)}, got '{vectorization}'")
-    allowed = scenario_kwargs(cfg.task)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise UsageError(f"pettingzoo/{cfg.task} does not take {', '.join(unknown)}; it takes {', '.join(allowed)}")
+    vectorization, kwargs = vectorized_kwargs(cfg, VECTORIZATIONS, scenario_kwargs(cfg.task))
     env = batched_env(
         cfg.task, cfg.num_envs, vectorization, cfg.device,
         max_cycles=cfg.max_steps, continuous_actions=bool(cfg.continuous_actions), **kwargs,
