@@ -79,6 +79,16 @@ def vectorized_kwargs(cfg: DictConfig, vectorizations: Sequence[str], allowed: S
     return vectorization, kwargs
 
 
+def make_discrete(cfg: DictConfig, seed: int, env_class: type, tasks: Sequence[str], allowed: Sequence[str], acts: str) -> TransformedEnv:
+    """A family's own discrete-action torch env (`env_class(num_envs=, max_steps=, device=, seed=,
+    **kwargs)`) as the env section says, with return counters; one-line `UsageError`s for an
+    unknown task or kwarg and for continuous actions (`acts` says what an action does)."""
+    kwargs = family_kwargs(cfg, tasks, allowed)
+    if cfg.continuous_actions:
+        raise UsageError(f"{cfg.family}/{cfg.task} has discrete actions ({acts}); set env.continuous_actions=false")
+    return with_return_counters(env_class(num_envs=cfg.num_envs, max_steps=cfg.max_steps, device=cfg.device, seed=seed, **kwargs))
+
+
 def with_return_counters(env: EnvBase) -> TransformedEnv:
     """`env` with a `RewardSum` writing `(group, "episode_reward")` for every agent group (what
     the rollout and evaluation return metrics read)."""

@@ -37,7 +37,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import SeededTorchEnv, family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
+from ca12.envs.common import SeededTorchEnv, group_output, make_discrete, reset_mask, set_group_specs
 from ca12.errors import UsageError
 
 _TASKS = ("cue",)
@@ -136,8 +136,4 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: unknown task or kwarg, continuous actions asked for, or a bad size.
     """
-    kwargs = family_kwargs(cfg, tasks(), _KWARGS)
-    if cfg.continuous_actions:
-        raise UsageError("memory/cue has discrete actions (name the cue); set env.continuous_actions=false")
-    env = CueMemoryEnv(num_envs=cfg.num_envs, max_steps=cfg.max_steps, device=cfg.device, seed=seed, **kwargs)
-    return with_return_counters(env)
+    return make_discrete(cfg, seed, CueMemoryEnv, tasks(), _KWARGS, "name the cue")

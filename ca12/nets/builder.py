@@ -7,32 +7,40 @@ call a fixed MLP builder: they ask this module for
   (feed-forward, or recurrent with its hidden state carried by the collector);
 * `mlp(...)`: a plain `nn.Module` [*, n_agents, n_in] -> [*, n_agents, n_out], for networks that
   read assembled inputs (Q(s, a) critics, COMA's critic; centralised or not).
-Communication modules (CommNet, TarMAC, DIAL) plug in here as further kinds.
+`model=commnet|tarmac|dial|graph` makes either of them talk (`TalkingNet`): a per-agent encoder
+MLP (hidden_sizes) -> a communication module across the group's agents
+(ca12/nets/communication.py) -> a per-agent linear head. Only the messages cross agents, so a
+decentralised actor stays decentralised but for them, and every algorithm gets talking
+networks with no change of its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
+import torch
 from omegaconf import DictConfig
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.modules import MultiAgentMLP
 
 from ca12.errors import UsageError
+from ca12.nets.communication import GRAPHS, AttentionCommunication, CommNet, DIALCommunication, GraphCommunication
 from ca12.nets.recurrent import make_recurrent
 from ca12.schema import key
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 RECURRENT = ("gru", "lstm")
+COMMUNICATION = ("commnet", "tarmac", "dial", "graph")
 
 
 @dataclass
 class MLPConfig:
     """conf/model/mlp.yaml."""
 
-    kind: str = key("network kind: mlp, gru, lstm", choices=("mlp", *RECURRENT))
-    hidden_sizes: list[int] = key("hidden layer widths (recurrent kinds: the encoder before the core)")
+    kind: str = key("network kind: mlp, gru, lstm, commnet, tarmac, dial, graph", choices=("mlp", *RECURRENT, *COMMUNICATION))
+    hidden_sizes: list[int] = key("hidden layer widths (recurrent kinds: the encoder before the core; talking kinds: the encoder, its last width exchanged)")
     activation: str = key("activation between layers", choices=tuple(ACTIVATIONS))
     share_params: bool = key("one set of weights for all agents of a group")
 
@@ -45,12 +53,65 @@ class RecurrentConfig(MLPConfig):
     num_layers: int = key("stacked recurrent layers", positive=True)
 
 
+@dataclass
+class CommunicationConfig(MLPConfig):
+    """What every talking kind reads (conf/model/commnet.yaml ... graph.yaml)."""
+
+    rounds: int = key("message exchanges per step (information travels at most this many hops)", positive=True)
+
+
+@dataclass
+class CommNetConfig(CommunicationConfig):
+    """conf/model/commnet.yaml: CommNet, each agent hears the mean of the others' features."""
+
+
+@dataclass
+class TarMACConfig(CommunicationConfig):
+    """conf/model/tarmac.yaml: TarMAC, signature/value messages read by query attention."""
+
+    message_size: int = key("width of a signature, value and query (split over the heads)", positive=True)
+    heads: int = key("attention heads (divide message_size)", positive=True)
+    attend_to_self: bool = key("an agent may attend to its own message (false: masked)")
+
+
+@dataclass
+class DIALConfig(CommunicationConfig):
+    """conf/model/dial.yaml: DIAL, noisy sigmoid messages while training, bits at evaluation."""
+
+    message_size: int = key("bits per message", positive=True)
+    noise: float = key("sigma of the channel noise while training (DIAL's DRU)", minimum=0.0)
+
+
+@dataclass
+class GraphConfig(CommunicationConfig):
+    """conf/model/graph.yaml: messages only along a graph's edges."""
+
+    graph: str = key("who hears whom: ring, star, grid, complete, random_geometric", choices=GRAPHS)
+    radius: float = key("random_geometric: agents within this distance are neighbours", positive=True)
+    position_features: int = key("random_geometric: the first this many observation features are the agent's position", minimum=1)
+    message_size: int = key("width of a message (bandwidth)", positive=True)
+    top_k: Optional[int] = key("hear at most this many neighbours (null: all)")
+    dropout: float = key("probability of losing each received message (training, or noisy_eval)", minimum=0.0)
+    noise: float = key("sigma of Gaussian noise on each sent message (training, or noisy_eval)", minimum=0.0)
+    noisy_eval: bool = key("keep dropout and noise when evaluating")
+
+
+_SCHEMAS: dict[str, type] = {
+    "gru": RecurrentConfig, "lstm": RecurrentConfig,
+    "commnet": CommNetConfig, "tarmac": TarMACConfig, "dial": DIALConfig, "graph": GraphConfig,
+}
+
+
 def model_schema(kind: str | None) -> type:
-    return RecurrentConfig if kind in RECURRENT else MLPConfig
+    return _SCHEMAS.get(kind, MLPConfig)
 
 
 def is_recurrent(model: DictConfig) -> bool:
     return model.kind in RECURRENT
+
+
+def is_communicating(model: DictConfig) -> bool:
+    return model.kind in COMMUNICATION
 
 
 def activation_class(name: str) -> type[nn.Module]:
@@ -59,9 +120,12 @@ def activation_class(name: str) -> type[nn.Module]:
     return ACTIVATIONS[name]
 
 
-def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised: bool = False, device=None) -> MultiAgentMLP:
+def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised: bool = False, device=None) -> nn.Module:
     """A feed-forward net per agent, [*, n_agents, n_in] -> [*, n_agents, n_out]; with
-    `centralised` every agent's output sees all agents' inputs."""
+    `centralised` every agent's output sees all agents' inputs. A talking `model` kind gives a
+    `TalkingNet` (its agents also exchange messages)."""
+    if is_communicating(model):
+        return TalkingNet(model, n_in, n_out, n_agents, centralised=centralised, device=device)
     return MultiAgentMLP(
         n_agent_inputs=n_in,
         n_agent_outputs=n_out,
@@ -72,6 +136,56 @@ def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised:
         activation_class=activation_class(model.activation),
         device=device,
     )
+
+
+class TalkingNet(nn.Module):
+    """[*, n_agents, n_in] -> [*, n_agents, n_out]: a per-agent encoder MLP (`hidden_sizes`,
+    its last width F is the message-passing width), the kind's communication module across the
+    agents, a per-agent linear head. Encoder and head follow `share_params`; the communication
+    module is one for all agents (as in the papers), so it is permutation equivariant.
+
+    `graph` with `random_geometric` reads the agents' positions from the first
+    `position_features` input features (VMAS observations start with the position).
+    """
+
+    def __init__(self, model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised: bool = False, device=None):
+        super().__init__()
+        sizes = list(model.hidden_sizes)
+        if not sizes:
+            raise UsageError(f"model={model.kind} needs hidden_sizes (the encoder; its last width is what the agents exchange)")
+        act = activation_class(model.activation)
+        agents = dict(n_agents=n_agents, share_params=model.share_params, device=device)
+        self.encoder = MultiAgentMLP(n_in, sizes[-1], centralized=centralised, num_cells=sizes[:-1], activation_class=act,
+                                     activate_last_layer=True, **agents)
+        self.communication = _communication(model, sizes[-1], act)
+        self.head = MultiAgentMLP(sizes[-1], n_out, centralized=False, num_cells=[], **agents)
+        self.communication.to(device)
+        self.position_features = model.get("position_features") if model.kind == "graph" and model.graph == "random_geometric" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x)  # [*, n, F]
+        if self.position_features is None:
+            h = self.communication(h)
+        else:
+            h = self.communication(h, x[..., : self.position_features])
+        return self.head(h)
+
+
+def _communication(model: DictConfig, features: int, act: type[nn.Module]) -> nn.Module:
+    if model.kind == "commnet":
+        return CommNet(features, model.rounds, act)
+    if model.kind == "tarmac":
+        if model.message_size % model.heads:
+            raise UsageError(f"model.message_size ({model.message_size}) must be a multiple of model.heads ({model.heads})")
+        return AttentionCommunication(features, model.message_size, model.rounds, model.heads, model.attend_to_self, act)
+    if model.kind == "dial":
+        return DIALCommunication(features, model.message_size, model.rounds, model.noise, act)
+    if model.dropout >= 1.0:
+        raise UsageError(f"model.dropout must be below 1, got {model.dropout}")
+    if model.top_k is not None and model.top_k < 1:
+        raise UsageError(f"model.top_k must be >= 1 or null, got {model.top_k}")
+    return GraphCommunication(features, model.graph, model.message_size, model.rounds, model.radius, model.top_k,
+                              model.dropout, model.noise, model.noisy_eval, act)
 
 
 class JointObservation(nn.Module):
@@ -86,6 +200,9 @@ class JointObservation(nn.Module):
 def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head: nn.Module | None = None,
               centralised: bool = False, device=None) -> TensorDictModuleBase:
     """The network that maps a group's observation to `out_key` [*, n_agents, n_out].
+
+    Feed-forward, recurrent (model=gru|lstm) or talking (model=commnet|tarmac|dial|graph,
+    a `TalkingNet`); recurrence and communication together are not offered.
 
     Args:
         model: the `model` (or `critic_model`) section.
