@@ -44,7 +44,8 @@ class Row:
     def label(self) -> str:
         """The env, marked when its actions were made discrete."""
         marks = [mark for override, mark in (("env.continuous_actions=false", "discrete"), ("env.shared_rew=true", "shared reward"),
-                                             ("model=gru", "GRU")) if override in self.overrides]
+                                             ("model=gru", "GRU"), ("model=tarmac", "TarMAC"), ("model=commnet", "CommNet"),
+                                             ("model=graph", "graph"), ("model=dial", "DIAL")) if override in self.overrides]
         return self.env + (f" ({', '.join(marks)})" if marks else "")
 
 
@@ -72,6 +73,9 @@ ROWS = [
     Row("ppo", "gym/CartPole-v1", 100_096, 475.0, ["env.num_envs=8", "collector.frames_per_batch=256", "algo.minibatch_size=256",
                                                    "algo.lmbda=0.8", "algo.gamma=0.98", "algo.num_epochs=20", "algo.lr=1e-3"]),
     Row("sac", "gym/Pendulum-v1", 12_000, -250.0, ["env.num_envs=4", "env.max_steps=200", "collector.frames_per_batch=400"]),
+    # MPE2 simple_spread (3 agents, 25 steps, per-agent return): a random policy scores about -26.1.
+    Row("mappo", "pettingzoo/simple_spread", 200_000, -21.5, ["env.num_envs=20", "collector.frames_per_batch=2000", "algo.minibatch_size=400",
+                                                              "algo.lr=1e-4", "algo.entropy_coeff=0.01", "algo.num_epochs=5"]),
     # Memory: the cue is seen at the first step only (success rate; a memoryless policy scores 1/3).
     Row("mappo", "memory/cue", 33_600, 0.9, ["model=gru", "collector.frames_per_batch=2400", "algo.minibatch_size=400", "algo.entropy_coeff=0.01"]),
     Row("qmix", "memory/cue", 19_200, 0.9, ["model=gru", "collector.frames_per_batch=960", "algo.annealing_frames=8000", "algo.sequence_length=8", "algo.burn_in=4"]),
