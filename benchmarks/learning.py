@@ -2,6 +2,7 @@
 
     python benchmarks/learning.py                 # every row
     python benchmarks/learning.py --only vdn coma # some algorithms
+    python benchmarks/learning.py --env memory/cue  # some envs (both filters may be given)
     python benchmarks/learning.py --list          # the rows, without running
 
 Each row is a real `python -m ca12.fit` run (seed 0 unless --seed, logger=csv) with the overrides shown; its
@@ -108,10 +109,11 @@ def run(row: Row, seed: int = 0) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="algorithms to run")
+    parser.add_argument("--env", nargs="*", default=None, help="envs to run (e.g. memory/cue gym/CartPole-v1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
-    rows = [r for r in ROWS if r.algo in algo_names() and (args.only is None or r.algo in args.only)]
+    rows = [r for r in ROWS if r.algo in algo_names() and (args.only is None or r.algo in args.only) and (args.env is None or r.env in args.env)]
     header = f"{'algorithm':<10}{'env':<44}{'frames':>9}{'seconds':>9}{'final return':>14}{'threshold':>11}  pass"
     if args.list:
         for row in rows:
