@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 from ca12.errors import UsageError
-from ca12.fit import _Parser, _quiet_libraries
+from ca12.fit import OneLineParser, quiet_libraries
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m ca12.evaluate", description="Evaluate a ca12 checkpoint.")
+    parser = OneLineParser(prog="python -m ca12.evaluate", description="Evaluate a ca12 checkpoint.")
     parser.add_argument("path", type=Path, help="a checkpoint file, or a run directory (its checkpoints/last.ckpt)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval.episodes)")
     mode = parser.add_mutually_exclusive_group()
@@ -65,7 +65,7 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        _quiet_libraries()
+        quiet_libraries()
         result, saved = evaluate(args.path, args.episodes, args.deterministic, args.video)
     except UsageError as exc:
         print(f"ca12.evaluate: error: {exc}", file=sys.stderr)

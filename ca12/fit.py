@@ -26,13 +26,15 @@ from ca12.errors import NonFiniteError, UsageError
 DEFAULT_ENV = "vmas/navigation"
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one-line `UsageError`s (ca12.fit and ca12.evaluate)."""
+
     def error(self, message: str):  # one line, exit 2, no usage dump
         raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m ca12.fit", description="Train a ca12 algorithm.")
+    parser = OneLineParser(prog="python -m ca12.fit", description="Train a ca12 algorithm.")
     parser.add_argument("--algo", help="algorithm name (see --list)")
     parser.add_argument("--env", default=None, help=f"FAMILY/TASK (default {DEFAULT_ENV})")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -276,7 +278,7 @@ def _note_rounding(cfg) -> None:
         )
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Keep the console to our progress bar, errors and summary."""
     # TorchRL sets its logger's level from RL_LOGGING_LEVEL when first imported (INFO by default,
     # which printed every replay buffer's storage size).
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             print("\n".join(list_choices()))
             return 0
-        _quiet_libraries()
+        quiet_libraries()
         run(args)
     except UsageError as exc:
         print(f"ca12.fit: error: {exc}", file=sys.stderr)
