@@ -89,8 +89,9 @@ class RLModule(L.LightningModule):
         # The whole resolved run config; saved so a checkpoint can resume alone.
         self.run_config: dict = OmegaConf.to_container(cfg, resolve=True)
         self._step_end_time: float | None = None
-        # Last known episode return; kept on device so logging it needs no host sync.
-        self.register_buffer("_last_return", torch.zeros(()), persistent=False)
+        # Last known episode return (NaN until an episode ends: no made-up 0); kept on device so
+        # logging it needs no host sync.
+        self.register_buffer("_last_return", torch.full((), float("nan")), persistent=False)
 
     def _check(self, cfg: DictConfig) -> None:
         """Refuse, in one line, an env or network this algorithm cannot act with."""
@@ -234,7 +235,8 @@ class RLModule(L.LightningModule):
         groups' agents).
 
         Uses the `RewardSum` counter every ca12 env carries. A batch in which no episode ended
-        reports the last known value; nothing here waits on the device.
+        reports the last known value (NaN before any episode of the run ended, also right after
+        a resume); nothing here waits on the device.
         """
         done = batch["next", "done"]  # [B, T, 1]
         returns = torch.cat([batch["next", g.name, "episode_reward"] for g in self.groups], -2).mean(-2)  # [B, T, 1]
