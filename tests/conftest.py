@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # One intra-op thread per test process (and the CLI subprocesses it starts): the suite's nets are
 # tiny, and on a shared 2-core machine torch's spinning worker threads made a 20x64 matmul take
@@ -40,6 +41,19 @@ def tiny_args(algo: str) -> list[str]:
     cls = algo_class(algo)
     args = TINY_REPLAY if "updates_per_frame" in load_config(algo, "vmas/navigation", ["env.continuous_actions=false"]).algo else TINY
     return args + ([] if "continuous" in cls.action_spaces else ["env.continuous_actions=false"])
+
+
+def resume_pair(tmp_path, algo: str, args: list[str], total: int) -> tuple[dict, dict, Path, Path]:
+    """Train `total` frames in one go and as two halves with `--resume` between; returns both
+    runs' final state_dicts and run directories (the caller asserts they agree)."""
+    from ca12.fit import main
+
+    one_go, split = tmp_path / "one_go", tmp_path / "split"
+    assert main(["--algo", algo, "--run-dir", str(one_go), *args, f"collector.total_frames={total}"]) == 0
+    assert main(["--algo", algo, "--run-dir", str(split), *args, f"collector.total_frames={total // 2}"]) == 0
+    assert main(["--resume", str(split), f"collector.total_frames={total}"]) == 0
+    a, b = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (one_go, split))
+    return a, b, one_go, split
 
 
 def tiny_config(algo: str = "mappo", *extra: str, env: str = "vmas/navigation"):

@@ -17,6 +17,7 @@ from ca12.envs import AgentLayout, make_env
 from ca12.envs.comm import ReferentialEnv
 from ca12.errors import UsageError
 from ca12.fit import main
+from conftest import resume_pair
 from ca12.nets.builder import TalkingNet, TarMACConfig, model_schema
 from ca12.nets.builder import mlp as build_mlp
 from ca12.nets.communication import (AttentionCommunication, CommNet, DIALChannel, DIALCommunication, GraphCommunication,
@@ -177,12 +178,7 @@ SMALL = ["--env", "comm/referential", "logger=csv", "eval.every_n_iters=0", "env
 @pytest.mark.parametrize("kind", TALKING)
 def test_mappo_with_a_talking_model_checkpoints_and_resumes_bit_for_bit(tmp_path, kind):
     args = [*SMALL, f"model={kind}", f"critic_model={kind}"]
-    one_go, split = tmp_path / "one_go", tmp_path / "split"
-    assert main(["--algo", "mappo", "--run-dir", str(one_go), *args, "collector.total_frames=128"]) == 0
-    assert main(["--algo", "mappo", "--run-dir", str(split), *args, "collector.total_frames=64"]) == 0
-    assert main(["--resume", str(split), "collector.total_frames=128"]) == 0
-    a = torch.load(one_go / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    a, b, one_go, split = resume_pair(tmp_path, "mappo", args, 128)
     assert any("communication" in k for k in a), list(a)
     for key in a:
         assert torch.equal(a[key], b[key]), key

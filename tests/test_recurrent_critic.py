@@ -14,6 +14,7 @@ from ca12.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main
+from conftest import resume_pair
 
 SMALL_GRU = ["critic_model.hidden_size=16", "critic_model.hidden_sizes=[16]", "model.hidden_size=16", "model.hidden_sizes=[16]"]
 
@@ -60,12 +61,7 @@ def test_mappo_with_recurrent_actor_and_critic_remembers_the_cue(tmp_path):
 def test_recurrent_critic_resumes_bit_for_bit(tmp_path):
     args = ["--env", "memory/cue", "logger=csv", "eval.every_n_iters=0", "model=gru", "critic_model=gru", *SMALL_GRU,
             "collector.frames_per_batch=240", "algo.minibatch_size=40", "algo.num_epochs=2"]
-    one_go, split = tmp_path / "one_go", tmp_path / "split"
-    assert main(["--algo", "mappo", "--run-dir", str(one_go), *args, "collector.total_frames=960"]) == 0
-    assert main(["--algo", "mappo", "--run-dir", str(split), *args, "collector.total_frames=480"]) == 0
-    assert main(["--resume", str(split), "collector.total_frames=960"]) == 0
-    a = torch.load(one_go / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    a, b, one_go, split = resume_pair(tmp_path, "mappo", args, 960)
     assert any(key.startswith("critics.") and "w_hh" in key for key in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key

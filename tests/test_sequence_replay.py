@@ -16,6 +16,7 @@ from ca12.data.replay import replay_view, sequence_chunks
 from ca12.envs import make_env, make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main
+from conftest import resume_pair
 
 
 def _returns(run_dir: Path) -> list[float]:
@@ -105,13 +106,8 @@ def test_recurrent_qmix_resumes_bit_for_bit_with_its_sequence_buffer(tmp_path):
     args = [*MEMORY, "model=gru", "model.hidden_size=16", "model.hidden_sizes=[16]", "env.num_envs=12",
             "collector.frames_per_batch=192", "algo.sequence_length=8", "algo.burn_in=4", "algo.warmup_frames=200",
             "algo.prioritized=true", "checkpoint.every_n_iters=1"]
-    one_go, split = tmp_path / "one_go", tmp_path / "split"
-    assert main(["--algo", "qmix", "--run-dir", str(one_go), *args, "collector.total_frames=1152"]) == 0
-    assert main(["--algo", "qmix", "--run-dir", str(split), *args, "collector.total_frames=576"]) == 0
-    assert main(["--resume", str(split), "collector.total_frames=1152"]) == 0
-    a = torch.load(one_go / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
-    assert any("w_hh" in key for key in a["state_dict"])
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    a, b, one_go, split = resume_pair(tmp_path, "qmix", args, 1152)
+    assert any("w_hh" in key for key in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
     assert _returns(one_go) == _returns(split)
