@@ -14,7 +14,7 @@ from torchrl.collectors import Collector
 from torchrl.envs import CatTensors, Compose, PendulumEnv, SerialEnv, TransformedEnv, UnsqueezeTransform
 from torchrl.envs.utils import RandomPolicy, check_env_specs
 
-from ca12.envs import matrix, memory
+from ca12.envs import family_tasks, matrix, memory
 from ca12.envs.memory import CueMemoryEnv
 from ca12.envs.single_agent import AsAgentGroup, as_agent_group, group_map_of
 from ca12.errors import UsageError
@@ -67,7 +67,7 @@ def test_cue_yaml_builds_the_default_task_with_valid_specs():
     assert cfg.continuous_actions is False
     env = memory.make(cfg, 0)
     check_env_specs(env)
-    assert memory.tasks() == ["cue"]
+    assert family_tasks("memory") == ["cue"]
     assert env.base_env.group_map == {"agents": ["agent_0", "agent_1"]}
     td = env.rollout(10)  # random actions; stops at the end of the first episode
     assert td.batch_size == (60, 4)

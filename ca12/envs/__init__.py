@@ -19,7 +19,8 @@ from ca12.envs.common import COMMON_KEYS, EnvConfig, task_kwargs  # noqa: F401  
 from ca12.envs.layout import AgentLayout, Group  # noqa: F401  (re-exported)
 from ca12.errors import UsageError
 
-# family -> module that defines `make(cfg, seed) -> EnvBase` and `tasks() -> list[str]`.
+# family -> module that defines `make(cfg, seed) -> EnvBase` and its tasks: `tasks() -> list[str]`, or
+# a constant `TASKS` (names, or a dict keyed by them) when they are fixed.
 _FAMILIES: dict[str, str] = {
     "vmas": "ca12.envs.vmas", "matrix": "ca12.envs.matrix", "generic": "ca12.envs.generic", "memory": "ca12.envs.memory",
     "gym": "ca12.envs.gym", "pettingzoo": "ca12.envs.pettingzoo", "comm": "ca12.envs.comm",
@@ -37,8 +38,12 @@ def _family_module(family: str):
     return import_module(_FAMILIES[family])
 
 
+def _tasks(module) -> list[str]:
+    return list(module.tasks()) if hasattr(module, "tasks") else sorted(module.TASKS)
+
+
 def family_tasks(family: str) -> list[str]:
-    return list(_family_module(family).tasks())
+    return _tasks(_family_module(family))
 
 
 def family_key_docs(family: str) -> dict[str, str]:
@@ -53,7 +58,7 @@ def check_task(family: str, task: str) -> None:
     if hasattr(module, "check_task"):
         module.check_task(task)
         return
-    tasks = module.tasks()
+    tasks = _tasks(module)
     if task not in tasks:
         raise UsageError(f"unknown {family} task '{task}'; choose one of: {', '.join(tasks)}")
 

@@ -38,14 +38,10 @@ from torchrl.envs import EnvBase
 from ca12.envs.common import SeededTorchEnv, group_output, make_discrete, reset_mask, set_group_specs
 from ca12.errors import UsageError
 
-_TASKS = ("referential",)
+TASKS = ("referential",)
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_targets",)
 SPEAKER, LISTENER = 0, 1
-
-
-def tasks() -> list[str]:
-    return sorted(_TASKS)
 
 
 class ReferentialEnv(SeededTorchEnv):
@@ -123,4 +119,4 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: unknown task or kwarg, continuous actions asked for, or a bad size.
     """
-    return make_discrete(cfg, seed, ReferentialEnv, tasks(), _KWARGS, "name the target")
+    return make_discrete(cfg, seed, ReferentialEnv, TASKS, _KWARGS, "name the target")

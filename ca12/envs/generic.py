@@ -39,13 +39,9 @@ from ca12.envs.common import SeededTorchEnv, family_kwargs, group_output, reset_
 from ca12.errors import UsageError
 
 # task -> continuous actions?
-_TASKS = {"coop": True, "coop_discrete": False}
+TASKS = {"coop": True, "coop_discrete": False}
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_agents", "state_dim", "action_dim", "step_size", "goal_radius", "bonus")
-
-
-def tasks() -> list[str]:
-    return sorted(_TASKS)
 
 
 class MultiAgentEnvironment(SeededTorchEnv):
@@ -165,16 +161,16 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: unknown task or kwarg, or continuous_actions disagreeing with the task.
     """
-    kwargs = family_kwargs(cfg, tasks(), _KWARGS)
-    if bool(cfg.continuous_actions) != _TASKS[cfg.task]:
+    kwargs = family_kwargs(cfg, TASKS, _KWARGS)
+    if bool(cfg.continuous_actions) != TASKS[cfg.task]:
         other = "coop" if cfg.continuous_actions else "coop_discrete"
         raise UsageError(
-            f"generic/{cfg.task} has {'continuous' if _TASKS[cfg.task] else 'discrete'} actions; "
+            f"generic/{cfg.task} has {'continuous' if TASKS[cfg.task] else 'discrete'} actions; "
             f"use --env generic/{other} for env.continuous_actions={str(cfg.continuous_actions).lower()}"
         )
     env = MultiAgentEnvironment(
         num_envs=cfg.num_envs,
-        continuous_actions=_TASKS[cfg.task],
+        continuous_actions=TASKS[cfg.task],
         max_steps=cfg.max_steps,
         device=cfg.device,
         seed=seed,

@@ -40,13 +40,9 @@ from torchrl.envs import EnvBase
 from ca12.envs.common import SeededTorchEnv, group_output, make_discrete, reset_mask, set_group_specs
 from ca12.errors import UsageError
 
-_TASKS = ("cue",)
+TASKS = ("cue",)
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_agents", "n_cues")
-
-
-def tasks() -> list[str]:
-    return sorted(_TASKS)
 
 
 class CueMemoryEnv(SeededTorchEnv):
@@ -136,4 +132,4 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: unknown task or kwarg, continuous actions asked for, or a bad size.
     """
-    return make_discrete(cfg, seed, CueMemoryEnv, tasks(), _KWARGS, "name the cue")
+    return make_discrete(cfg, seed, CueMemoryEnv, TASKS, _KWARGS, "name the cue")
