@@ -228,9 +228,12 @@ REFERENTIAL = ["--env", "comm/referential", "logger=csv", "eval.every_n_iters=0"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["tarmac", "commnet"])
-def test_mappo_learns_to_talk_and_the_mlp_cannot(tmp_path, kind):
-    assert main(["--algo", "mappo", "--run-dir", str(tmp_path / kind), *REFERENTIAL, f"model={kind}", "collector.total_frames=12288"]) == 0
+@pytest.mark.parametrize(("kind", "extra", "frames"), [
+    ("tarmac", [], 12288), ("commnet", [], 12288), ("graph", [], 16384), ("dial", ["model.noise=0.5"], 24576),
+])
+def test_mappo_learns_to_talk_and_the_mlp_cannot(tmp_path, kind, extra, frames):
+    assert main(["--algo", "mappo", "--run-dir", str(tmp_path / kind), *REFERENTIAL, f"model={kind}", *extra,
+                 f"collector.total_frames={frames}"]) == 0
     talking = _returns(tmp_path / kind)
     assert sum(talking[-2:]) / 2 >= 0.9, talking  # success rate; chance is 1/5
     if kind == "tarmac":
