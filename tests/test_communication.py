@@ -239,3 +239,18 @@ def test_mappo_learns_to_talk_and_the_mlp_cannot(tmp_path, kind, extra, frames):
     if kind == "tarmac":
         assert main(["--algo", "mappo", "--run-dir", str(tmp_path / "mlp"), *REFERENTIAL, "collector.total_frames=8192"]) == 0
         assert max(_returns(tmp_path / "mlp")) <= 0.3
+
+
+def test_message_statistics_are_logged_and_attention_can_be_plotted(tmp_path):
+    from ca12.nets.communication import AttentionCommunication, plot_attention
+
+    assert main(["--algo", "mappo", "--run-dir", str(tmp_path / "run"), *SMALL, "model=tarmac", "collector.total_frames=128"]) == 0
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    entropy = [key for key in rows[-1] if key.startswith("comm/") and key.endswith("attention_entropy")]
+    assert entropy and all(0.0 <= float(row[entropy[0]]) <= 1e-6 + torch.log(torch.tensor(2.0)).item() for row in rows if row[entropy[0]])
+    module = AttentionCommunication(8, message_size=8, heads=2)
+    module(torch.randn(5, 4, 8))
+    assert module.last_attention.shape == (5, 2, 4, 4)
+    plot_attention(module.last_attention, tmp_path / "attention.png")
+    assert (tmp_path / "attention.png").stat().st_size > 0

@@ -22,6 +22,7 @@ from ca12.data.collectors import episode_aligned
 from ca12.envs.layout import AgentLayout
 from ca12.errors import NonFiniteError, UsageError
 from ca12.nets.builder import is_recurrent
+from ca12.nets.communication import message_stats
 from ca12.schema import key
 
 
@@ -145,6 +146,7 @@ class RLModule(L.LightningModule):
                 "time/frames": float(self.frames),
                 "time/iteration": float(self.iterations),
                 "train/skipped_updates": float(self.skipped_updates),
+                **message_stats(self),  # talking networks (model=commnet|tarmac|dial|graph): comm/...
             }
         )
 

@@ -19,6 +19,11 @@ training loops. Each class cites the equations it implements.
 
 Rounds: `rounds` message exchanges happen within one env step (the papers' "communication
 steps"); information travels at most `rounds` hops.
+
+Statistics: every module keeps `last_stats`, detached scalars of its last forward pass (message
+size, attention entropy, bits on, neighbours heard), still on the device; an algorithm logs them
+as `comm/...` metrics once per iteration (`message_stats`), and `plot_attention` draws TarMAC's
+attention weights.
 """
 
 from __future__ import annotations
@@ -30,6 +35,44 @@ import torch
 from torch import nn
 
 GRAPHS = ("ring", "star", "grid", "complete", "random_geometric")
+
+
+def _record(module: nn.Module, **stats: torch.Tensor) -> None:
+    """Keep detached scalar statistics of a forward pass in `module.last_stats` (not inside
+    `torch.vmap`, e.g. TorchRL's GAE over a talking critic: its values cannot leave the map)."""
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(v) for v in stats.values()):
+        return
+    module.last_stats = {name: value.detach().float() for name, value in stats.items()}
+
+
+def message_stats(module: nn.Module) -> dict[str, torch.Tensor]:
+    """`{"comm/<submodule path>/<stat>": scalar}` for every communication module inside
+    `module` that ran since it was built (device tensors: reading them is the caller's sync)."""
+    out = {}
+    for name, sub in module.named_modules():
+        for stat, value in (getattr(sub, "last_stats", None) or {}).items():
+            out[f"comm/{name}/{stat}"] = value
+    return out
+
+
+def plot_attention(weights: torch.Tensor, path, title: str = "TarMAC attention") -> None:
+    """A heat map of attention weights [..., n, n] (averaged over leading dims: batch, heads),
+    receivers as rows, senders as columns, written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mean = weights.detach().float().reshape(-1, *weights.shape[-2:]).mean(0).cpu()
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    image = ax.imshow(mean, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xlabel("sender j")
+    ax.set_ylabel("receiver i")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def random_marker() -> nn.Module:
@@ -71,7 +114,9 @@ class CommNet(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         for own, others in zip(self.own, self.others):
-            h = self.act(own(h) + others(mean_of_others(h)))  # [*B, n, F]
+            received = mean_of_others(h)
+            h = self.act(own(h) + others(received))  # [*B, n, F]
+        _record(self, message_norm=received.norm(dim=-1).mean())
         return h
 
 
@@ -141,6 +186,8 @@ class AttentionCommunication(nn.Module):
         weights = torch.softmax(scores, dim=-1)
         weights = torch.nan_to_num(weights, nan=0.0)  # a lone agent (n = 1, self masked) hears nothing
         self.last_attention = weights.detach()
+        entropy = -(weights * weights.clamp(min=1e-12).log()).sum(-1).mean()  # nats; log(n-1) is uniform
+        _record(self, attention_entropy=entropy, attention_max=weights.amax(-1).mean(), message_norm=values.norm(dim=-1).mean())
         received = (weights @ v).transpose(-3, -2).reshape(*batch, n, self.message_size)  # c_i [*B, n, d]
         return self.act(self.update(torch.cat([action_features, received], dim=-1)))
 
@@ -202,8 +249,10 @@ class DIALCommunication(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         for speak, update in zip(self.speak, self.update):
-            received = mean_of_others(self.channel(speak(h)))  # [*B, n, message_size]
+            sent = self.channel(speak(h))  # [*B, n, message_size]
+            received = mean_of_others(sent)
             h = self.act(update(torch.cat([h, received], dim=-1)))
+        _record(self, bits_on=(sent > 0.5).float().mean(), message_mean=sent.mean())
         return h
 
 
@@ -332,6 +381,7 @@ class GraphCommunication(nn.Module):
                 m = m + self.noise * torch.randn_like(m)
             received = (weight.unsqueeze(-1) * _gather_agents(m, index)).sum(-2)  # c_i [*B, n, M]
             h = self.act(update(torch.cat([h, received], dim=-1)))
+        _record(self, neighbours_heard=mask.float().sum(-1).mean(), message_norm=m.norm(dim=-1).mean())
         return h
 
 
