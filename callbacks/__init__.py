@@ -68,8 +68,15 @@ def check_callbacks(section) -> Any:
 
     if not OmegaConf.is_dict(section):
         raise UsageError("callbacks must map names to {_target_: CLASS, ARGUMENT: VALUE}, e.g. +callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor")
+    from lightning.pytorch.callbacks import ProgressBar
+
+    bars = []
     for name, entry in section.items():
         cls = _callback_class(name, entry)
+        if issubclass(cls, ProgressBar):
+            bars.append(name)
+            if len(bars) > 1:  # Lightning takes one progress bar
+                raise UsageError(f"callbacks.{bars[0]} and callbacks.{name} are both progress bars; Lightning takes one: remove one with ~callbacks.NAME")
         parameters = inspect.signature(cls).parameters
         if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
             continue

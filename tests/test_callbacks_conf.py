@@ -149,3 +149,11 @@ def test_show_config_prints_the_callbacks_section(tmp_path, monkeypatch, capsys)
 
 def test_callbacks_group_options():
     assert load_config("mappo", "vmas/navigation", ["callbacks=none"]).callbacks == {}
+
+
+def test_a_second_progress_bar_is_refused_in_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "+callbacks.rich._target_=lightning.pytorch.callbacks.RichProgressBar"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["ca12.fit: error: callbacks.progress and callbacks.rich are both progress bars; Lightning takes one: remove one with ~callbacks.NAME"]
+    assert not run_dir.exists()
