@@ -109,3 +109,15 @@ def test_a_run_with_worker_processes_resumes_from_its_checkpoint(algo, collector
         values = _column(run_dir, key)
         assert len(values) == 5 and all(math.isfinite(v) for v in values), key
     assert all(torch.isfinite(v).all() for v in done["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_fresh_run_with_worker_processes_repeats_from_its_seed(tmp_path):
+    """Worker processes seed their global generators (their policies sample from torch's) from
+    the run's seed: two runs with the same seed collect the same episodes and learn the same."""
+    args = ["--algo", "mappo", "--env", "generic/coop", *tiny_args("mappo"), "collector=multisync", *WITH_WORKERS, "eval.every_n_iters=0"]
+    for name in ("a", "b"):
+        assert main([*args, "--run-dir", str(tmp_path / name)]) == 0
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -68,6 +68,15 @@ def worker_seed(seed: int, worker: int, resumed_frames: int = 0) -> int:
     return int(np.random.SeedSequence([seed % 2**32, worker, resumed_frames]).generate_state(1)[0])
 
 
+def seeded_worker_env(make_env: Callable[[int, torch.device], EnvBase], seed: int, device: torch.device) -> EnvBase:
+    """A worker process's env, built after seeding the process's global generators with the
+    worker's seed: its policy samples actions from torch's global generator, which a spawned
+    process would otherwise seed at random (a run would not repeat from its --seed)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return make_env(seed, device)
+
+
 def make_collector(
     kind: str,
     workers: int,
@@ -102,7 +111,7 @@ def make_collector(
     )
     if kind == "sync":
         return Collector(env, policy, auto_register_policy_transforms=False, **common)
-    env_fns = [partial(make_env, worker_seed(seed, w, resumed_frames), device) for w in range(workers)]
+    env_fns = [partial(seeded_worker_env, make_env, worker_seed(seed, w, resumed_frames), device) for w in range(workers)]
     if kind == "multisync":
         return MultiSyncCollector(env_fns, policy, cat_results=0, **common)
     if kind == "multiasync":
