@@ -26,6 +26,7 @@ from torchrl.objectives.multiagent import MAPPOLoss
 from ca12.algos.base import OnPolicyConfig, RLModule
 from ca12.nets.builder import is_recurrent
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
+from ca12.nets.recurrent import step_on_next
 from ca12.schema import key
 
 
@@ -132,9 +133,7 @@ class MAPPO(RLModule):
         critic, value = self.critics[g], self.losses[g].tensor_keys.value
         with set_recurrent_mode(True):
             critic(batch)  # writes V(o_t) and the state after each step under "next"
-        following = batch["next"].clone(False)
-        following.set("is_init", torch.zeros(*batch.shape, 1, dtype=torch.bool, device=batch.device))
-        batch.set(("next", *value), critic(following).get(value))
+        batch.set(("next", *value), step_on_next(critic, batch).get(value))
 
     def loss(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
         """Total loss to minimise (the groups' losses summed) and the loss terms for logging

@@ -40,6 +40,7 @@ from ca12.data.collectors import envs_per_batch
 from ca12.errors import UsageError
 from ca12.nets.builder import is_recurrent
 from ca12.nets.qnets import make_egreedy, make_qnet
+from ca12.nets.recurrent import step_on_next
 from ca12.schema import key
 
 
@@ -165,9 +166,7 @@ class QMIX(OffPolicyModule):
             with torch.no_grad(), target_params.to_module(qnet):
                 replayed = qnet(sample.clone(False))  # writes the target network's state after each step
         with torch.no_grad(), target_params.to_module(qnet):
-            following = replayed["next"].clone(False)
-            following.set("is_init", torch.zeros(*sample.shape, 1, dtype=torch.bool, device=sample.device))
-            qnet(following)  # one step, in step mode: max_a Q'(o_{t+1}, a) per agent
+            following = step_on_next(qnet, replayed)  # max_a Q'(o_{t+1}, a) per agent
             target = self.mix(following, target=True)
             nxt = sample["next"]
             target = nxt[keys.reward] + self.cfg.gamma * (~nxt[keys.terminated]).float() * target

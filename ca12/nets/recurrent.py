@@ -43,6 +43,7 @@ from torchrl.data import Composite, Unbounded
 from torchrl.envs import TensorDictPrimer
 from torchrl.modules import MultiAgentMLP
 from torchrl.modules import recurrent_mode as global_recurrent_mode
+from torchrl.modules import set_recurrent_mode
 
 _GATES = {"gru": 3, "lstm": 4}
 
@@ -197,6 +198,22 @@ class MultiAgentRecurrent(TensorDictModuleBase):
         i, f, g, o = (gi + gh).chunk(4, -1)
         c = torch.sigmoid(f) * s[1] + torch.sigmoid(i) * torch.tanh(g)
         return [torch.sigmoid(o) * torch.tanh(c), c]
+
+
+def step_on_next(module: TensorDictModuleBase, td: TensorDictBase) -> TensorDictBase:
+    """`module` for each step's next observation of a sequence batch `td` [*B, T], to bootstrap from.
+
+    Run after `module`'s sequence pass over `td`, which wrote its true state after every step
+    under `("next", group, f"{name}_h")`: one step mode call on `td["next"]` (`is_init` False)
+    starts each o_{t+1} from the state after step t, so the state is carried over the step and
+    never across an episode end (TorchRL's losses replay the next observations as a second
+    sequence instead: from a stale state, and across episode ends). Returns the stepped shallow
+    copy of `td["next"]` (its outputs, e.g. V(o_{t+1}) or Q(o_{t+1}, .)).
+    """
+    following = td["next"].clone(False)
+    following.set("is_init", torch.zeros(*td.shape, 1, dtype=torch.bool, device=td.device))
+    with set_recurrent_mode(False):
+        return module(following)
 
 
 def make_recurrent(kind: str, *, n_in: int, n_out: int, n_agents: int, share_params: bool, hidden_size: int,
