@@ -199,6 +199,24 @@ def test_speaker_listener_trains_both_groups_with_mappo_and_one_group_algorithms
             algo_class(algo)(cfg, make_spec_env(cfg.env, 0))
 
 
+def test_hiding_the_listeners_message_features_cuts_the_channel_and_nothing_else():
+    """env.hide_observation zeroes exactly the named features, at reset and after every step."""
+    def rollout(*extra):
+        env = _env("pettingzoo/simple_speaker_listener", *extra)
+        torch.manual_seed(0)  # the same random actions
+        return env.rollout(6, break_when_any_done=False)
+
+    plain, hidden = rollout(), rollout("env.hide_observation={listener:[-3,-2,-1]}")
+    for key in (("listener", "observation"), ("next", "listener", "observation")):
+        assert plain[key][..., -3:].abs().sum() > 0, "the speaker's messages reach the listener"
+        assert (hidden[key][..., -3:] == 0).all()
+        torch.testing.assert_close(hidden[key][..., :-3], plain[key][..., :-3])
+    torch.testing.assert_close(hidden["speaker", "observation"], plain["speaker", "observation"])
+    for bad, message in (("{foo:[1]}", r" names group 'foo'; the env's groups are: speaker, listener$"),
+                         ("{listener:[11]}", r".listener must list feature indices in \[-11, 11\) of its observation, got \[11\]$")):
+        with pytest.raises(UsageError, match=r"^env.hide_observation" + message):
+            _env("pettingzoo/simple_speaker_listener", f"env.hide_observation={bad}")
+
 # --- listing, unknown ids and kwargs, missing packages ---------------------------------------------
 def test_both_families_are_listed_with_their_tasks():
     lines = list_choices()

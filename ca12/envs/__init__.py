@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import COMMON_KEYS, EnvConfig, task_kwargs  # noqa: F401  (re-exported)
+from ca12.envs.common import COMMON_KEYS, EnvConfig, hide_observation, task_kwargs  # noqa: F401  (re-exported)
 from ca12.envs.layout import AgentLayout, Group  # noqa: F401  (re-exported)
 from ca12.errors import UsageError
 
@@ -84,6 +84,8 @@ def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = N
         cfg = OmegaConf.merge(cfg, {"device": str(device)})
     builder: Callable[[DictConfig, int], EnvBase] = _family_module(cfg.family).make
     env = builder(cfg, seed)
+    if cfg.get("hide_observation"):
+        env = hide_observation(env, OmegaConf.to_container(cfg.hide_observation))
     for transform in transforms or []:
         env.append_transform(transform.clone())
     return env

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Categorical, Composite, TensorSpec, Unbounded
-from torchrl.envs import EnvBase, RewardSum, SerialEnv, TransformedEnv
+from torchrl.envs import EnvBase, RewardSum, SerialEnv, Transform, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
 from ca12.errors import UsageError
@@ -35,6 +35,9 @@ class EnvConfig:
     max_steps: int = key("episode length (steps)", positive=True)
     device: str = key("where the env steps and the collector samples (cpu, cuda)")
     continuous_actions: bool = key("continuous (true) or discrete (false) actions, where the family has both")
+    # The one common key with a default (null): an ablation switch no task YAML needs to name.
+    hide_observation: Optional[Dict[str, List[int]]] = dataclasses.field(default=None, metadata={
+        "doc": "{group: [feature indices]} zeroed in that group's observation, an ablation (e.g. cut a message channel); null: none"})
 
 
 # Keys of an env config that are not passed to the env's own constructor as kwargs.
@@ -87,6 +90,48 @@ def make_discrete(cfg: DictConfig, seed: int, env_class: type, tasks: Sequence[s
     if cfg.continuous_actions:
         raise UsageError(f"{cfg.family}/{cfg.task} has discrete actions ({acts}); set env.continuous_actions=false")
     return with_return_counters(env_class(num_envs=cfg.num_envs, max_steps=cfg.max_steps, device=cfg.device, seed=seed, **kwargs))
+
+
+class HideObservation(Transform):
+    """Zeroes some features of groups' observations, at reset and at every step: an ablation
+    that cuts what an agent could read there (`env.hide_observation`; e.g. MPE's speaker-listener
+    with the listener's message features hidden is the same game without communication).
+
+    Args:
+        features: group -> indices of its observation's last dim (negative ones count from the end).
+    """
+
+    def __init__(self, features: dict[str, list[int]]):
+        self.features = {group: list(indices) for group, indices in features.items()}
+        keys = [(group, "observation") for group in self.features]
+        super().__init__(in_keys=keys, out_keys=keys)
+
+    def _call(self, tensordict: TensorDictBase) -> TensorDictBase:
+        for group, indices in self.features.items():
+            obs = tensordict.get((group, "observation"))
+            tensordict.set((group, "observation"), obs.index_fill(-1, torch.tensor(indices, device=obs.device), 0.0))
+        return tensordict
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        return self._call(tensordict_reset)
+
+
+def hide_observation(env: EnvBase, features: dict[str, list[int]]) -> TransformedEnv:
+    """`env` with `HideObservation(features)` appended, after one-line checks that every group
+    exists and every index is within its observation."""
+    groups = list(env.group_map)
+    for group, indices in features.items():
+        if group not in groups:
+            raise UsageError(f"env.hide_observation names group '{group}'; the env's groups are: {', '.join(groups)}")
+        size = env.full_observation_spec[group, "observation"].shape[-1]
+        bad = [i for i in indices if not -size <= i < size]
+        if bad or not indices:
+            raise UsageError(f"env.hide_observation.{group} must list feature indices in [-{size}, {size}) of its observation, got {list(indices)}")
+    features = {group: sorted({i % env.full_observation_spec[group, "observation"].shape[-1] for i in indices})
+                for group, indices in features.items()}
+    env = env if isinstance(env, TransformedEnv) else TransformedEnv(env)
+    env.append_transform(HideObservation(features))
+    return env
 
 
 def with_return_counters(env: EnvBase) -> TransformedEnv:
