@@ -55,3 +55,74 @@ def compute_gae(
     return vec_generalized_advantage_estimate(
         gamma, lmbda, values, next_values, rewards, done=terminated | truncated, terminated=terminated, time_dim=time_dim
     )
+
+
+def vtrace(
+    log_rhos: torch.Tensor,
+    discounts: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    clip_rho: float | None = 1.0,
+    clip_pg_rho: float | None = 1.0,
+    clip_c: float | None = 1.0,
+    *,
+    time_dim: int = -2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V-trace targets and policy-gradient advantages (Espeholt et al. 2018, "IMPALA", eq. 1 and
+    section 4.2), in the argument order of DeepMind's reference (`from_importance_weights`).
+
+    With rho_t = exp(log_rhos_t) = pi(a_t|x_t) / mu(a_t|x_t) (target over behaviour policy),
+    clipped as rho_t' = min(clip_rho, rho_t), c_t = min(clip_c, rho_t) and
+    rho_t'' = min(clip_pg_rho, rho_t), and V(x_T) = `bootstrap_value`:
+
+        delta_t = rho_t' (r_t + gamma_t V(x_{t+1}) - V(x_t))
+        v_s     = V(x_s) + sum_{t>=s} (prod_{s<=i<t} gamma_i c_i) delta_t      (the V-trace target)
+                = V(x_s) + delta_s + gamma_s c_s (v_{s+1} - V(x_{s+1}))         (computed backwards)
+        A_s     = rho_s'' (r_s + gamma_s v_{s+1} - V(x_s))                      (v_T = V(x_T))
+
+    `discounts` gamma_t is the discount times "the episode goes on after step t" (0 where it
+    terminated), so nothing crosses an episode end that terminates. A clip of None leaves that
+    weight unclipped. Written out here (not TorchRL's `vtrace_advantage_estimate`) because
+    TorchRL's takes one threshold for both rho' and rho'' and no per-step discounts; the two agree
+    when clip_pg_rho equals clip_rho (tested). Gradients are not stopped: call it under
+    `torch.no_grad()` or on detached values, as the IMPALA learner does.
+
+    Args:
+        log_rhos: log pi(a_t|x_t) - log mu(a_t|x_t), shaped [..., T, 1] with time at `time_dim`.
+        discounts: gamma_t, same shape.
+        rewards: r_t, same shape.
+        values: V(x_t) under the current value function, same shape.
+        bootstrap_value: V(x_T), the value after the last step, shaped like one time step ([..., 1]).
+        clip_rho: rho-bar, the clip of the importance weights in the targets (None: no clip).
+        clip_pg_rho: the clip of the weights in the policy-gradient advantages (None: no clip).
+        clip_c: c-bar, the clip of the trace-cutting weights (None: no clip).
+        time_dim: the dimension of time.
+
+    Returns:
+        (vs, pg_advantages), both shaped like `rewards`.
+    """
+    if not log_rhos.shape == discounts.shape == rewards.shape == values.shape:
+        raise ValueError(f"log_rhos, discounts, rewards and values must share one shape, got {[tuple(t.shape) for t in (log_rhos, discounts, rewards, values)]}")
+    time_dim = time_dim % values.dim()
+    expected = values.shape[:time_dim] + values.shape[time_dim + 1:]
+    if bootstrap_value.shape != expected:
+        raise ValueError(f"bootstrap_value must have the shape of one time step {tuple(expected)}, got {tuple(bootstrap_value.shape)}")
+    rhos = log_rhos.exp()
+
+    def clipped(threshold: float | None) -> torch.Tensor:
+        return rhos if threshold is None else rhos.clamp(max=threshold)
+
+    bootstrap = bootstrap_value.unsqueeze(time_dim)
+    values_next = torch.cat([values.narrow(time_dim, 1, values.shape[time_dim] - 1), bootstrap], dim=time_dim)
+    deltas = clipped(clip_rho) * (rewards + discounts * values_next - values)
+    traces = discounts * clipped(clip_c)
+    acc = torch.zeros_like(bootstrap_value)
+    corrections = []
+    for t in reversed(range(values.shape[time_dim])):
+        acc = deltas.select(time_dim, t) + traces.select(time_dim, t) * acc
+        corrections.append(acc)
+    vs = torch.stack(corrections[::-1], dim=time_dim) + values
+    vs_next = torch.cat([vs.narrow(time_dim, 1, vs.shape[time_dim] - 1), bootstrap], dim=time_dim)
+    pg_advantages = clipped(clip_pg_rho) * (rewards + discounts * vs_next - values)
+    return vs, pg_advantages
