@@ -7,7 +7,9 @@ Two valuation formats are used, both NumPy arrays with one row per bidder:
   bundle whose item set is the bitmask S (bit j set = item j included); ``[:, 0]`` must be 0.
 
 First- and second-price auctions sell each item separately (simultaneous sealed bids, additive
-bids). VCG (Vickrey 1961; Clarke 1971; Groves 1973) takes bundle valuations (additive ones are
+bids); :func:`per_item_auctions` runs them over a batch of worlds at once (bids
+``(..., n_bidders, n_items)``, NumPy or torch), and the single-auction functions are its one-world
+case. VCG (Vickrey 1961; Clarke 1971; Groves 1973) takes bundle valuations (additive ones are
 converted), picks the welfare-maximising allocation by dynamic programming over item subsets
 (O(n 3^k)) and charges Clarke-pivot payments p_i = W(-i) - (W - v_i(S_i)), which makes
 truthful reporting a dominant strategy and, with non-negative values, individually rational.
@@ -79,23 +81,62 @@ def additive_to_bundle(values: Any) -> np.ndarray:
     return v @ masks.T.astype(float)
 
 
+@dataclass(frozen=True)
+class ItemSales:
+    """Outcome of simultaneous sealed-bid auctions, one per item, in a batch of worlds.
+
+    All arrays have the bids' leading (batch) shape followed by ``n_items``: ``winner`` is the
+    winning bidder's index (-1 where the item went unsold), ``price`` what the winner pays and
+    ``winning_bid`` the winner's bid (both 0 where unsold).
+    """
+
+    winner: np.ndarray
+    price: np.ndarray
+    winning_bid: np.ndarray
+
+
+RULES = ("first", "second")
+
+
+def per_item_auctions(bids: Any, reserve: float = 0.0, rule: str = "second") -> ItemSales:
+    """Sell every item of every world to its highest bidder, vectorised over the worlds.
+
+    An item goes to its highest bid (ties to the lowest bidder index) when that bid reaches
+    ``reserve``, else stays unsold. The winner pays its own bid (``rule="first"``) or, Vickrey
+    (1961), the highest of the others' bids and the reserve (``rule="second"``; the reserve alone
+    with one bidder).
+
+    Args:
+        bids: ``(..., n_bidders, n_items)`` finite bids (NumPy array, nested lists or a torch
+            tensor, on any device); a 1-D array is one item's bids.
+        reserve: lowest bid that sells an item.
+        rule: ``"first"`` or ``"second"`` price.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    b = to_array(bids)
+    if b.ndim == 1:
+        b = b[:, None]
+    if b.ndim < 2 or b.shape[-2] < 1 or b.shape[-1] < 1 or not np.all(np.isfinite(b)):
+        raise ValueError(f"bids must be a finite (..., n_bidders, n_items) array, got shape {b.shape}")
+    winner = np.argmax(b, axis=-2)  # [..., k]: the first maximum, so ties go to the lowest index
+    top = np.take_along_axis(b, winner[..., None, :], axis=-2)[..., 0, :]  # [..., k]
+    if rule == "first":
+        price = top
+    else:
+        runner_up = np.sort(b, axis=-2)[..., -2, :] if b.shape[-2] > 1 else np.full_like(top, reserve)
+        price = np.maximum(runner_up, reserve)
+    sold = top >= reserve
+    return ItemSales(np.where(sold, winner, -1), np.where(sold, price, 0.0), np.where(sold, top, 0.0))
+
+
 def _per_item(bids: Any, reserve: float, second: bool) -> AuctionResult:
     b = _check_additive(bids)
-    n, k = b.shape
-    won: list[list[int]] = [[] for _ in range(n)]
-    payments = np.zeros(n)
-    welfare = 0.0
-    for item in range(k):
-        col = b[:, item]
-        winner = int(np.argmax(col))  # lowest index among ties
-        if col[winner] < reserve:
-            continue
-        rest = np.delete(col, winner)
-        price = max(float(rest.max()) if rest.size else reserve, reserve) if second else col[winner]
-        won[winner].append(item)
-        payments[winner] += price
-        welfare += col[winner]
-    return AuctionResult(tuple(tuple(w) for w in won), payments, float(welfare))
+    sales = per_item_auctions(b, reserve, "second" if second else "first")
+    sold = np.flatnonzero(sales.winner >= 0)
+    won = tuple(tuple(int(j) for j in sold[sales.winner[sold] == i]) for i in range(b.shape[0]))
+    payments = np.bincount(sales.winner[sold], weights=sales.price[sold], minlength=b.shape[0]).astype(float)
+    return AuctionResult(won, payments, float(sales.winning_bid.sum()))
 
 
 def first_price_auction(bids: Any, reserve: float = 0.0) -> AuctionResult:
