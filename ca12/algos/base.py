@@ -132,8 +132,7 @@ class RLModule(L.LightningModule):
         """Count the batch's frames and log what `training_step` returned with the timings."""
         now = time.perf_counter()
         update_s = now - self._update_start
-        fresh = batch.fresh if hasattr(batch, "fresh") else batch
-        new_frames = fresh.numel() * self.trainer.world_size
+        new_frames = self.frames_in(batch) * self.trainer.world_size
         self.frames += new_frames
         self.iterations += 1
         self._step_end_time = now
@@ -147,8 +146,13 @@ class RLModule(L.LightningModule):
                 "time/iteration": float(self.iterations),
                 "train/skipped_updates": float(self.skipped_updates),
                 **message_stats(self),  # talking networks (model=commnet|tarmac|dial|graph): comm/...
+                **self.episode_stats(batch.fresh if hasattr(batch, "fresh") else batch),
             }
         )
+
+    def frames_in(self, batch) -> int:
+        """Env steps this process's batch cost (a replay batch: its fresh frames)."""
+        return (batch.fresh if hasattr(batch, "fresh") else batch).numel()
 
     # --- one guarded optimiser step ---------------------------------------------------------------
     def optimiser_step(self, optimiser, loss: torch.Tensor, terms: TensorDictBase) -> torch.Tensor:
@@ -231,6 +235,18 @@ class RLModule(L.LightningModule):
     def log_metrics(self, metrics: dict) -> None:
         # Under DDP every rank has its own batch: log the mean over ranks.
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1, sync_dist=self.trainer.world_size > 1)
+
+    def episode_stats(self, batch) -> dict:
+        """`rollout/<name>_mean` of each env-level entry under ("next", "stats") (the traffic
+        junction's success and collisions) over the episodes that ended in `batch`, read at their
+        last step (NaN when none ended); nothing when the env has none or the batch is no TensorDict."""
+        if not isinstance(batch, TensorDictBase) or ("next", "stats") not in batch.keys(include_nested=True):
+            return {}
+        done = batch["next", "done"].float()  # [B, T, 1]
+        n_done = done.sum()
+        nan = torch.full((), float("nan"), device=done.device)  # no episode ended: no value (and no host sync)
+        return {f"rollout/{name}_mean": torch.where(n_done > 0, (value * done).sum() / n_done.clamp(min=1), nan)
+                for name, value in batch["next", "stats"].items()}
 
     def episode_reward_mean(self, batch: TensorDictBase) -> torch.Tensor:
         """Mean return of the episodes that ended in `batch` (over episodes and the trained

@@ -25,6 +25,9 @@ Reward per agent, `("agents", "reward")` [B, 2, 1].
 
 Seeding: like `ca12.envs.memory`, each env keeps its own generator (seeded by the constructor's
 `seed` and by `set_seed`), registered under `comm/<device>/<seed>` so checkpoints capture it.
+
+The family's other task, `comm/traffic_junction` (CommNet's, IC3Net's and TarMAC's traffic
+junction), is `TrafficJunctionEnv` in ca12/envs/traffic_junction.py; `make` picks by task.
 """
 
 from __future__ import annotations
@@ -36,11 +39,21 @@ from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
 from ca12.envs.common import SeededTorchEnv, group_output, make_discrete, reset_mask, set_group_specs
+from ca12.envs.traffic_junction import TrafficJunctionEnv
 from ca12.errors import UsageError
 
-TASKS = ("referential",)
-# Task kwargs this family takes (everything else in the env section is refused).
-_KWARGS = ("n_targets",)
+TASKS = ("referential", "traffic_junction")
+# Task kwargs each task takes (everything else in the env section is refused).
+_KWARGS = {"referential": ("n_targets",), "traffic_junction": ("difficulty", "dim", "n_max", "arrival_prob", "vision")}
+# One-line docs of those kwargs (`--show-config`).
+KEY_DOCS = {
+    "n_targets": "referential: possible targets, also the number of actions",
+    "difficulty": "traffic_junction: easy | medium | hard (the grid, its routes and the presets)",
+    "dim": "traffic_junction: grid side (null: 7 / 14 / 18 by difficulty)",
+    "n_max": "traffic_junction: most cars at once, the agent slots (null: 5 / 10 / 20)",
+    "arrival_prob": "traffic_junction: probability an entry admits a car each step (null: 0.3 / 0.2 / 0.05)",
+    "vision": "traffic_junction: a car sees the (2 vision + 1)^2 square around it",
+}
 SPEAKER, LISTENER = 0, 1
 
 
@@ -114,9 +127,12 @@ class ReferentialEnv(SeededTorchEnv):
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
-    """`ReferentialEnv` as the config says, seeded, with a per-agent return counter.
+    """The task's env (`ReferentialEnv`, or `TrafficJunctionEnv` of ca12/envs/traffic_junction.py)
+    as the config says, seeded, with a per-agent return counter.
 
     Raises:
         UsageError: unknown task or kwarg, continuous actions asked for, or a bad size.
     """
-    return make_discrete(cfg, seed, ReferentialEnv, TASKS, _KWARGS, "name the target")
+    if cfg.task == "traffic_junction":
+        return make_discrete(cfg, seed, TrafficJunctionEnv, TASKS, _KWARGS[cfg.task], "gas or brake")
+    return make_discrete(cfg, seed, ReferentialEnv, TASKS, _KWARGS.get(cfg.task, ()), "name the target")
