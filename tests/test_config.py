@@ -71,7 +71,7 @@ def test_any_vmas_scenario_by_name_with_scenario_kwargs():
         ("mappo", "vmas/navigation", ["env.num_envs=2.5"], "env.num_envs expects an integer"),
         ("mappo", "vmas/navigation", ["trainer=tpu"], "unknown trainer 'tpu'; choose one of: cpu, ddp, gpu"),
         ("mappo", "vmas/navigation", ["logger=comet"], "unknown logger 'comet'"),
-        ("mappo", "vmas/navigation", ["model=transformer"], "unknown model 'transformer'; choose one of: commnet, dial, graph, gru, lstm, mlp, tarmac"),
+        ("mappo", "vmas/navigation", ["model=transformer"], "unknown model 'transformer'; choose one of: commnet, dial, graph, gru, hierarchical, lstm, mlp, tarmac"),
         ("mappo", "vmas/navigation", ["model.activation=sigmoid"], "model.activation must be one of tanh, relu, elu, gelu, got 'sigmoid'"),
         ("mappo", "vmas/navigation", ["trainer.max_epochs=3"], "trainer.max_epochs is set by ca12 itself"),
         ("mappo", "vmas/navigation", ["collector=multisync", "collector.frames_per_batch=6060"], "x collector.workers (2)"),

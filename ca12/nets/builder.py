@@ -1,8 +1,8 @@
 """One builder for every network an algorithm uses, composed by config (conf/model/).
 
-`model=mlp|gru|lstm` chooses the actor's (or Q-network's) network and `critic_model=...` the
-critic's; sizes, activation and parameter sharing come from the same section. Algorithms never
-call a fixed MLP builder: they ask this module for
+`model=mlp|gru|lstm|hierarchical` chooses the actor's (or Q-network's) network and
+`critic_model=...` the critic's; sizes, activation and parameter sharing come from the same
+section. Algorithms never call a fixed MLP builder: they ask this module for
 * `agent_net(...)`: a TensorDict module from a group's observation to an output entry, per agent
   (feed-forward, or recurrent with its hidden state carried by the collector);
 * `mlp(...)`: a plain `nn.Module` [*, n_agents, n_in] -> [*, n_agents, n_out], for networks that
@@ -12,6 +12,9 @@ MLP (hidden_sizes) -> a communication module across the group's agents
 (ca12/nets/communication.py) -> a per-agent linear head. Only the messages cross agents, so a
 decentralised actor stays decentralised but for them, and every algorithm gets talking
 networks with no change of its own.
+`model=hierarchical` gives team managers that set sub-goals for per-agent workers every
+`period` steps (ca12/nets/hierarchy.py); it keeps its goals as state, like a GRU its hidden
+state, so it counts as recurrent (`is_recurrent`) and is built by `agent_net` only.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from torchrl.modules import MultiAgentMLP
 
 from ca12.errors import UsageError
 from ca12.nets.communication import GRAPHS, AttentionCommunication, CommNet, DIALCommunication, GraphCommunication
+from ca12.nets.hierarchy import make_hierarchy
 from ca12.nets.recurrent import make_recurrent
 from ca12.schema import key
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 RECURRENT = ("gru", "lstm")
+HIERARCHICAL = "hierarchical"
 COMMUNICATION = ("commnet", "tarmac", "dial", "graph")
 
 
@@ -39,8 +44,10 @@ COMMUNICATION = ("commnet", "tarmac", "dial", "graph")
 class MLPConfig:
     """conf/model/mlp.yaml."""
 
-    kind: str = key("network kind: mlp, gru, lstm, commnet, tarmac, dial, graph", choices=("mlp", *RECURRENT, *COMMUNICATION))
-    hidden_sizes: list[int] = key("hidden layer widths (recurrent kinds: the encoder before the core; talking kinds: the encoder, its last width exchanged)")
+    kind: str = key("network kind: mlp, gru, lstm, commnet, tarmac, dial, graph, hierarchical",
+                    choices=("mlp", *RECURRENT, *COMMUNICATION, HIERARCHICAL))
+    hidden_sizes: list[int] = key("hidden layer widths (recurrent kinds: the encoder before the core; talking kinds: the encoder, its last "
+                                  "width exchanged; hierarchical: the per-agent encoder, its last width also the worker's)")
     activation: str = key("activation between layers", choices=tuple(ACTIVATIONS))
     share_params: bool = key("one set of weights for all agents of a group")
 
@@ -96,9 +103,20 @@ class GraphConfig(CommunicationConfig):
     noisy_eval: bool = key("keep dropout and noise when evaluating")
 
 
+@dataclass
+class HierarchicalConfig(MLPConfig):
+    """conf/model/hierarchical.yaml: team managers set sub-goals for their workers every `period` steps."""
+
+    team_size: int = key("agents per team, consecutive in the group (the last team may be smaller)", positive=True)
+    period: int = key("steps between a manager's decisions (a new episode always decides)", positive=True)
+    goal_size: int = key("width of the goal a manager gives each worker", positive=True)
+    manager_sizes: list[int] = key("hidden widths of the manager MLP (shared by all teams; empty: linear)")
+
+
 _SCHEMAS: dict[str, type] = {
     "gru": RecurrentConfig, "lstm": RecurrentConfig,
     "commnet": CommNetConfig, "tarmac": TarMACConfig, "dial": DIALConfig, "graph": GraphConfig,
+    HIERARCHICAL: HierarchicalConfig,
 }
 
 
@@ -107,7 +125,9 @@ def model_schema(kind: str | None) -> type:
 
 
 def is_recurrent(model: DictConfig) -> bool:
-    return model.kind in RECURRENT
+    """The network keeps a state from step to step (gru, lstm, hierarchical): the collector
+    carries it and the losses replay whole sequences."""
+    return model.kind in (*RECURRENT, HIERARCHICAL)
 
 
 def is_communicating(model: DictConfig) -> bool:
@@ -123,7 +143,10 @@ def activation_class(name: str) -> type[nn.Module]:
 def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised: bool = False, device=None) -> nn.Module:
     """A feed-forward net per agent, [*, n_agents, n_in] -> [*, n_agents, n_out]; with
     `centralised` every agent's output sees all agents' inputs. A talking `model` kind gives a
-    `TalkingNet` (its agents also exchange messages)."""
+    `TalkingNet` (its agents also exchange messages); `hierarchical` is refused (its goals are
+    a state kept between steps, which a network of assembled inputs cannot hold)."""
+    if model.kind == HIERARCHICAL:
+        raise UsageError("model=hierarchical keeps its goals between steps, which this plain feed-forward network cannot: use model=mlp here")
     if is_communicating(model):
         return TalkingNet(model, n_in, n_out, n_agents, centralised=centralised, device=device)
     return MultiAgentMLP(
@@ -201,16 +224,17 @@ def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head:
               centralised: bool = False, device=None) -> TensorDictModuleBase:
     """The network that maps a group's observation to `out_key` [*, n_agents, n_out].
 
-    Feed-forward, recurrent (model=gru|lstm) or talking (model=commnet|tarmac|dial|graph,
-    a `TalkingNet`); recurrence and communication together are not offered.
+    Feed-forward, recurrent (model=gru|lstm), hierarchical (team managers over workers, with
+    state like a recurrent net) or talking (model=commnet|tarmac|dial|graph, a `TalkingNet`);
+    recurrence and communication together are not offered.
 
     Args:
         model: the `model` (or `critic_model`) section.
         group: the `ca12.envs.Group` it serves.
         n_out: outputs per agent.
         out_key: where the output goes, e.g. `(group, "logits")`.
-        name: names the recurrent state entries `(group, f"{name}_h")`, so actor and critic
-            states stay apart.
+        name: names the state entries `(group, f"{name}_h")` (hierarchical: `_goal`, `_clock`),
+            so actor and critic states stay apart.
         head: a module applied to the output (e.g. NormalParamExtractor); `out_key` may then be
             a list of keys.
         centralised: every agent's output sees all agents' observations (MAPPO's critic).
@@ -226,13 +250,25 @@ def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head:
         joint = group.key(f"{name}_joint_observation")
         steps.append(TensorDictModule(JointObservation(), in_keys=[in_key], out_keys=[joint]))
         in_key, n_in = joint, group.n_agents * n_in
-    core = make_recurrent(
-        model.kind, n_in=n_in, n_out=n_out, n_agents=group.n_agents, share_params=model.share_params,
-        hidden_size=model.hidden_size, num_layers=model.num_layers, mlp_sizes=list(model.hidden_sizes),
-        activation=activation_class(model.activation), device=device, group=group.name,
-        in_key=in_key, out_key=group.key(f"{name}_out") if head is not None else out_keys[0], name=name,
-    )
-    steps.append(core)
+    net = dict(n_in=n_in, n_out=n_out, n_agents=group.n_agents, share_params=model.share_params,
+               activation=activation_class(model.activation), device=device, group=group.name, in_key=in_key,
+               out_key=group.key(f"{name}_out") if head is not None else out_keys[0], name=name)
+    if model.kind == HIERARCHICAL:
+        steps.append(_hierarchy(model, net))
+    else:
+        steps.append(make_recurrent(model.kind, hidden_size=model.hidden_size, num_layers=model.num_layers,
+                                    mlp_sizes=list(model.hidden_sizes), **net))
     if head is not None:
         steps.append(TensorDictModule(head, in_keys=[group.key(f"{name}_out")], out_keys=out_keys))
     return steps[0] if len(steps) == 1 else TensorDictSequential(*steps)
+
+
+def _hierarchy(model: DictConfig, net: dict) -> TensorDictModuleBase:
+    """`make_hierarchy` from a `HierarchicalConfig` section and `agent_net`'s shape arguments."""
+    sizes, manager_sizes = list(model.hidden_sizes), list(model.manager_sizes)
+    if not sizes:
+        raise UsageError("model=hierarchical needs hidden_sizes (the per-agent encoder; its last width feeds manager and worker)")
+    if min(sizes + manager_sizes) <= 0:
+        raise UsageError(f"model.hidden_sizes and model.manager_sizes must be positive widths, got {sizes} and {manager_sizes}")
+    return make_hierarchy(hidden_sizes=sizes, team_size=model.team_size, period=model.period, goal_size=model.goal_size,
+                          manager_sizes=manager_sizes, **net)

@@ -55,6 +55,28 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return torch.einsum("...nf,nof->...no", x, weight) + bias
 
 
+def time_major_inputs(tensordict: TensorDictBase, in_key: NestedKey, n_agents: int, sequence: bool
+                      ) -> tuple[torch.Size, torch.Tensor, torch.Tensor]:
+    """A stateful group net's inputs, time first: (batch size, `in_key` [T, M, n, F], is_init [T, M]).
+
+    Step mode reads a [*B] tensordict as T=1; sequence mode reads [*B, T] (time last), M being
+    the flattened *B. Raises (ValueError, KeyError) on a batch without a time dim in sequence
+    mode, a missing `is_init` (no InitTracker) or an input that is not [*batch, n_agents, F].
+    """
+    batch = tensordict.batch_size
+    if "is_init" not in tensordict.keys():
+        raise KeyError("'is_init' missing: add torchrl.envs.InitTracker() to the env's transforms")
+    x, steps = tensordict.get(in_key), 1
+    if sequence:
+        if not batch:
+            raise ValueError("sequence mode needs a tensordict with a time dim (the last batch dim)")
+        steps = batch[-1]
+    if tuple(x.shape[:-1]) != (*batch, n_agents):
+        raise ValueError(f"{in_key} has shape {tuple(x.shape)}, expected [{', '.join(map(str, batch))}, {n_agents}, F]")
+    time_first = x.reshape(-1, steps, n_agents, x.shape[-1]).transpose(0, 1)
+    return batch, time_first, tensordict.get("is_init").reshape(-1, steps).transpose(0, 1)
+
+
 class MultiAgentRecurrent(TensorDictModuleBase):
     """[MLP encoder] -> GRU/LSTM -> linear head for every agent of a group; see `make_recurrent`.
 
@@ -127,18 +149,9 @@ class MultiAgentRecurrent(TensorDictModuleBase):
         return TensorDictPrimer(Composite({self.group: Composite(entries, shape=(self.n_agents,))}), expand_specs=True)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        batch = tensordict.batch_size  # step: [*B]; sequence: [*B, T]
-        sequence = self.recurrent_mode
-        if sequence and not batch:
-            raise ValueError("sequence mode needs a tensordict with a time dim (the last batch dim)")
-        steps, n, shape = (batch[-1] if sequence else 1), self.n_agents, (self.num_layers, self.hidden_size)
-        if "is_init" not in tensordict.keys():
-            raise KeyError("'is_init' missing: add torchrl.envs.InitTracker() to the env's transforms")
-        x = tensordict.get(self.in_keys[0])
-        if x.shape[:-2] != batch or x.shape[-2] != n:
-            raise ValueError(f"{self.in_keys[0]} has shape {tuple(x.shape)}, expected [{', '.join(map(str, batch))}, {n}, F]")
-        x = x.reshape(-1, steps, n, x.shape[-1]).transpose(0, 1)  # [T, M, n, n_in]
-        reset = tensordict.get("is_init").reshape(-1, steps).transpose(0, 1)  # [T, M]
+        n, shape = self.n_agents, (self.num_layers, self.hidden_size)
+        batch, x, reset = time_major_inputs(tensordict, self.in_keys[0], n, self.recurrent_mode)  # [T, M, n, n_in], [T, M]
+        steps = x.shape[0]
         state = []
         for key in self.hidden_keys:
             stored = tensordict.get(key, None)  # [*B(, T), n, L, H]
