@@ -39,7 +39,12 @@ def tiny_args(algo: str) -> list[str]:
     from ca12.algos import algo_class
 
     cls = algo_class(algo)
+    if algo == "es":  # a generation is population x num_envs x max_steps frames, evaluated in-process
+        return ["env.num_envs=2", "env.max_steps=25", "collector.frames_per_batch=100", "collector.total_frames=200", "algo.population=2",
+                "algo.workers=0", "model.hidden_sizes=[32,32]", "checkpoint.every_n_iters=1"]
     args = TINY_REPLAY if "updates_per_frame" in load_config(algo, "vmas/navigation", ["env.continuous_actions=false"]).algo else TINY
+    if algo == "impala":  # in-process actors: deterministic, exact resume (multiasync: tests/test_impala.py)
+        args = args + ["collector=sync", "algo.num_epochs=1"]
     return args + ([] if "continuous" in cls.action_spaces else ["env.continuous_actions=false"])
 
 

@@ -16,6 +16,7 @@ from ca12.config import algo_names, load_config
 from ca12.envs import make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main
+from ca12.nets.builder import is_recurrent
 from ca12.paths import group_options
 from conftest import TINY, resume_pair, tiny_args
 
@@ -36,9 +37,9 @@ def test_every_group_option_composes_with_every_algorithm(algo):
     env = "vmas/navigation" if "continuous" in cls.action_spaces else "matrix/climbing"
     for group in ("model", "critic_model", "collector", "trainer", "logger"):
         for option in group_options("model" if group == "critic_model" else group):
-            args = [a for a in tiny_args(algo) if not a.startswith("collector.frames_per_batch")]
-            cfg = load_config(algo, env, args + [f"{group}={option}", "collector.frames_per_batch=200"])
-            recurrent = cfg[group].get("kind") in ("gru", "lstm") if group in ("model", "critic_model") else False
+            args = [a for a in tiny_args(algo) if algo == "es" or not a.startswith("collector.frames_per_batch")]  # es: fixed by its population
+            cfg = load_config(algo, env, args + [f"{group}={option}"] + ([] if algo == "es" else ["collector.frames_per_batch=200"]))
+            recurrent = is_recurrent(cfg[group]) if group in ("model", "critic_model") else False
             if recurrent and not (cls.recurrent_critic if group == "critic_model" else cls.recurrent):
                 with pytest.raises(UsageError, match="critic_model=|has no recurrent version"):
                     cls(cfg, make_spec_env(cfg.env, 0))

@@ -33,7 +33,13 @@ def _identity(batch):
     return batch
 
 
-class _OneBatchPerEpoch(IterableDataset):
+def one_batch_loader(datamodule) -> DataLoader:
+    """A loader that yields `datamodule.next_batch()` once per epoch (one iteration); with its own
+    generator, so creating its iterator does not draw from the global one."""
+    return DataLoader(OneBatchPerEpoch(datamodule), batch_size=None, collate_fn=_identity, generator=torch.Generator())
+
+
+class OneBatchPerEpoch(IterableDataset):
     """Yields the data module's next batch once per `iter()` (one Lightning epoch = one iteration)."""
 
     def __init__(self, datamodule: "RolloutDataModule"):
@@ -92,10 +98,7 @@ class RolloutDataModule(L.LightningDataModule):
                 self.collector_kind, self.workers, self.make_env, self.env, module.policy, self.frames_per_batch,
                 self.seed + self.trainer.global_rank, device, self.episode_aligned, resumed_frames=module.frames,
             )
-        # Its own generator: creating the loader's iterator must not draw from the global one.
-        return DataLoader(
-            _OneBatchPerEpoch(self), batch_size=None, collate_fn=_identity, generator=torch.Generator()
-        )
+        return one_batch_loader(self)
 
     def next_batch(self) -> TensorDictBase:
         """Collect the next batch with the module's current weights."""
