@@ -193,6 +193,15 @@ def test_speaker_listener_trains_both_groups_with_mappo_and_one_group_algorithms
     module = algo_class("mappo")(cfg, make_spec_env(cfg.env, 0))
     assert [g.name for g in module.groups] == ["speaker", "listener"]
     assert {k.split(".")[1] for k in module.state_dict() if k.startswith("actors.")} == {"speaker", "listener"}
+    # MAPPO's centralised critics see every group's observations (the listener's value knows the goal).
+    both = [("speaker", "observation"), ("listener", "observation")]
+    assert all(list(module.critics[g].in_keys) == both for g in ("speaker", "listener"))
+    td = make_spec_env(cfg.env, 0).reset()
+    td["speaker", "observation"].requires_grad_(True)
+    module.critics["listener"](td)["listener", "state_value"].sum().backward()
+    assert td["speaker", "observation"].grad.abs().sum() > 0
+    ippo = algo_class("ippo")(load_config("ippo", "pettingzoo/simple_speaker_listener"), make_spec_env(cfg.env, 0))
+    assert list(ippo.critics["listener"].in_keys) == [("listener", "observation")]
     for algo in ("iql", "masac"):
         cfg = load_config(algo, "pettingzoo/simple_speaker_listener")
         with pytest.raises(UsageError, match=rf"^{algo} trains one agent group; the env has groups \['speaker', 'listener'\]: name one with algo.groups=\[NAME\]$"):

@@ -1,10 +1,11 @@
 """MAPPO (Yu et al. 2022, "The Surprising Effectiveness of PPO in Cooperative Multi-Agent Games").
 
 Decentralised actors (each agent acts on its own observation) and a centralised critic (each
-agent's value sees every agent's observation). The loss is TorchRL's `MAPPOLoss` (clipped
-surrogate, value loss, entropy bonus) with `MultiAgentGAE` advantages; this file only wires
-them to a collector batch: advantages once per batch, then `num_epochs` passes of shuffled
-minibatches, each one Adam step with gradient-norm clipping through Lightning.
+agent's value sees every agent's observation; on an env with several groups, every group's).
+The loss is TorchRL's `MAPPOLoss` (clipped surrogate, value loss, entropy bonus) with
+`MultiAgentGAE` advantages; this file only wires them to a collector batch: advantages once
+per batch, then `num_epochs` passes of shuffled minibatches, each one Adam step with
+gradient-norm clipping through Lightning.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class MAPPO(RLModule):
         for group in self.groups:
             g = group.name
             self.actors[g] = make_actor(group, self.model_cfg, device=env.device)
-            self.critics[g] = make_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device)
+            self.critics[g] = make_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device,
+                                          all_groups=list(self.layout.groups.values()))
             loss = self.loss_class(
                 self.actors[g], self.critics[g], clip_epsilon=self.cfg.clip_epsilon, entropy_coeff=self.cfg.entropy_coeff,
                 critic_coeff=self.cfg.critic_coeff, normalize_advantage=self.cfg.normalize_advantage, clip_value=self.cfg.clip_value,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 from omegaconf import DictConfig
-from tensordict.nn import NormalParamExtractor, TensorDictModuleBase
+from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictModuleBase
 from torch import nn
 from torch.distributions import Categorical as CategoricalDist
 from torchrl.data import OneHot
@@ -18,7 +18,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.modules.distributions import OneHotCategorical
 
 from ca12.envs.layout import Group
-from ca12.nets.builder import agent_net
+from ca12.nets.builder import agent_net, is_recurrent, mlp
 
 
 def make_actor(group: Group, model: DictConfig, device=None) -> ProbabilisticActor:
@@ -56,14 +56,34 @@ def _action_bounds(action_spec) -> dict:
     return {"low": low.clone(), "high": high.clone()}
 
 
-def make_critic(group: Group, model: DictConfig, *, centralised: bool, device=None) -> TensorDictModuleBase:
+def make_critic(group: Group, model: DictConfig, *, centralised: bool, device=None, all_groups: list[Group] | None = None
+                ) -> TensorDictModuleBase:
     """State-value critic writing `(group, "state_value")` of shape [*B, n_agents, 1].
 
-    centralised=True (MAPPO): every agent's value sees all agents' observations.
+    centralised=True (MAPPO): every agent's value sees all agents' observations: those of its
+    group, or, given `all_groups` (an env with several groups, e.g. a speaker and a listener),
+    those of every group (a feed-forward `model` only: a recurrent critic's state is per group).
     centralised=False (IPPO): every agent's value sees only its own observation.
     A recurrent `model` keeps its state in `(group, "critic_h")`.
     """
+    if centralised and all_groups and len(all_groups) > 1 and not is_recurrent(model):
+        n_in = sum(g.n_agents * g.obs_dim for g in all_groups)
+        net = JointInput(group.n_agents, mlp(model, n_in, 1, group.n_agents, device=device))
+        return TensorDictModule(net, in_keys=[g.key("observation") for g in all_groups], out_keys=[group.key("state_value")])
     return agent_net(model, group, 1, group.key("state_value"), name="critic", centralised=centralised, device=device)
+
+
+class JointInput(nn.Module):
+    """Observations of several groups, each [*B, n_g, F_g], concatenated into one vector and given
+    to every one of `n_agents` agents of `net` ([*B, n_agents, sum n_g F_g] -> `net`)."""
+
+    def __init__(self, n_agents: int, net: nn.Module):
+        super().__init__()
+        self.n_agents, self.net = n_agents, net
+
+    def forward(self, *observations: torch.Tensor) -> torch.Tensor:
+        joint = torch.cat([obs.flatten(-2) for obs in observations], dim=-1)  # [*B, sum n_g F_g]
+        return self.net(joint.unsqueeze(-2).expand(*joint.shape[:-1], self.n_agents, joint.shape[-1]))
 
 
 class FixedRandomPolicy(TensorDictModuleBase):
