@@ -9,7 +9,9 @@ the loss per frame
 
     - rho_s'' A_s log pi(a_s|x_s)  +  baseline_coeff * 1/2 (v_s - V(x_s))^2  -  entropy_coeff * H(pi(.|x_s))
 
-(targets and advantages held fixed). Actors are TorchRL's asynchronous collectors
+(targets and advantages held fixed within a pass over the batch, recomputed from the current
+networks before each of `algo.num_epochs` passes of `algo.minibatch_size` frames; the paper's
+learner takes one step per batch, the default here). Actors are TorchRL's asynchronous collectors
 (`collector=multiasync`, the default here: `collector.workers` processes that never wait for
 the learner; `collector=sync` gives lag 0, where V-trace is the n-step return of A2C). The
 actors' log-probabilities mu travel with the batch; so does the version of the weights they
@@ -143,8 +145,10 @@ class IMPALA(RLModule):
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> dict:
         lag = (self.version.version - batch[VERSION]).float()
-        self.compute_targets(batch)
-        metrics = self.minibatch_epochs(batch)
+        for _ in range(self.cfg.num_epochs):  # targets from the current networks before every pass
+            self.compute_targets(batch)
+            metrics = self.minibatch_epochs(batch, num_epochs=1)  # the last pass's loss terms are logged
+        metrics["train/epochs"] = float(self.cfg.num_epochs)
         self.version.version += 1  # the next batches' actors act with this update's weights
         metrics.update({"train/policy_lag": lag.mean(), "train/policy_lag_max": lag.max(),
                         "rollout/episode_reward_mean": self.episode_reward_mean(batch)})
