@@ -145,3 +145,20 @@ def test_resume_last_finds_the_newest_run_and_refuses_frozen_overrides(tmp_path,
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ca12"]
     assert state["frames"] == 300 and state["run_config"]["algo"]["lr"] == 1e-4
     assert OmegaConf.load(run_dir / "config.yaml").collector.total_frames == 300
+
+
+def test_anneal_lr_decays_linearly_over_the_frame_budget_and_resumes_on_the_same_line(tmp_path):
+    """lr = 3e-4 x (1 - frames / total_frames) before each batch; a run resumed from its second
+    iteration's checkpoint ends with the uninterrupted run's weights."""
+    import shutil
+
+    one_go, copy = tmp_path / "one_go", tmp_path / "copy"
+    assert main(["--algo", "mappo", "--run-dir", str(one_go), *TINY, "logger=none", "algo.anneal_lr=true", "collector.total_frames=400"]) == 0
+    shutil.copytree(one_go, copy)
+    assert main(["--resume", str(copy / "checkpoints" / "iter_00002.ckpt")]) == 0
+    for i, frames_before in ((2, 100), (4, 300)):
+        group = torch.load(one_go / "checkpoints" / f"iter_0000{i}.ckpt", weights_only=False)["optimizer_states"][0]["param_groups"][0]
+        assert group["initial_lr"] == 3e-4 and group["lr"] == pytest.approx(3e-4 * (1 - frames_before / 400))
+    a, b = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (one_go, copy))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -34,6 +34,7 @@ class AlgoConfig:
     max_grad_norm: float = key("gradient-norm clip of every optimiser step", positive=True)
     skip_nonfinite: bool = key("a NaN/inf loss or gradient stops the run (false) or skips that update (true)")
     groups: Optional[list[str]] = key("agent groups to train (null: all); the others act with a fixed random policy")
+    anneal_lr: bool = key("decay every learning rate linearly from its value to 0 over collector.total_frames (A2C/PPO's Atari schedule)")
 
 
 @dataclass
@@ -127,6 +128,19 @@ class RLModule(L.LightningModule):
         now = time.perf_counter()
         self._collect_s = now - (self._step_end_time or now)
         self._update_start = now
+        if self.cfg.anneal_lr:
+            self.anneal_learning_rates()
+
+    def anneal_learning_rates(self) -> None:
+        """lr = initial lr x (1 - frames trained / collector.total_frames), for every optimiser's
+        parameter groups; the initial value is kept in the group (`initial_lr`), so it is saved
+        with the optimiser and a resumed run continues the same line."""
+        left = max(0.0, 1.0 - self.frames / self.run_config["collector"]["total_frames"])
+        optimisers = self.optimizers()
+        for optimiser in optimisers if isinstance(optimisers, list) else [optimisers]:
+            for group in optimiser.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * left
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Count the batch's frames and log what `training_step` returned with the timings."""
