@@ -43,6 +43,8 @@ def tiny_args(algo: str) -> list[str]:
         return ["env.num_envs=2", "env.max_steps=25", "collector.frames_per_batch=100", "collector.total_frames=200", "algo.population=2",
                 "algo.workers=0", "model.hidden_sizes=[32,32]", "checkpoint.every_n_iters=1"]
     args = TINY_REPLAY if "updates_per_frame" in load_config(algo, "vmas/navigation", ["env.continuous_actions=false"]).algo else TINY
+    if algo == "a3c":  # one actor-learner in the training process, no epochs (Ray workers: tests/test_a3c.py)
+        args = TINY_RUN + ["algo.workers=0"]
     if algo == "impala":  # in-process actors: deterministic, exact resume (multiasync: tests/test_impala.py)
         args = args + ["collector=sync", "algo.num_epochs=1"]
     return args + ([] if "continuous" in cls.action_spaces else ["env.continuous_actions=false"])

@@ -24,6 +24,13 @@ def require_ray():
     return ray
 
 
+def remote_class(worker_class: type, max_restarts: int = 3, num_cpus: float = 0.5):
+    """`worker_class` as a Ray actor class that Ray restarts `max_restarts` times when its process
+    dies, retrying the call it was running as often."""
+    ray = init_ray()
+    return ray.remote(max_restarts=max_restarts, max_task_retries=max_restarts, num_cpus=num_cpus)(worker_class)
+
+
 def init_ray(num_cpus: int | None = None):
     """Connect to the Ray instance of `RAY_ADDRESS` or one started earlier (`ray.init(...)`), else
     start a local one (`num_cpus`, default this machine's); returns the `ray` module."""
@@ -50,13 +57,23 @@ class WorkerPool:
                  max_restarts: int = 3, num_cpus: float = 0.5):
         if n < 1:
             raise UsageError(f"a worker pool needs at least one worker, got {n}")
+        remote = remote_class(worker_class, max_restarts, num_cpus)
         self.ray = init_ray()
-        remote = self.ray.remote(max_restarts=max_restarts, max_task_retries=max_restarts, num_cpus=num_cpus)(worker_class)
         self.workers: list = []
         for i in range(n):
             args, kwargs = make_args(i)
             self.workers.append(remote.remote(*args, **kwargs))
         self.dropped = 0
+
+    @classmethod
+    def of(cls, actors: Sequence) -> "WorkerPool":
+        """A pool of Ray actors started elsewhere (e.g. `remote_class(...).remote(...)`); its
+        `shutdown` kills them."""
+        if not actors:
+            raise UsageError("a worker pool needs at least one worker, got none")
+        pool = cls.__new__(cls)
+        pool.ray, pool.workers, pool.dropped = init_ray(), list(actors), 0
+        return pool
 
     def __len__(self) -> int:
         return len(self.workers)
@@ -92,7 +109,10 @@ class WorkerPool:
                      next_call: Callable[[Any], tuple[Sequence, dict]]) -> Iterator[Any]:
         """Every worker runs `method` over and over: first with `first_call(i)`, then, each time
         a result arrives, again with `next_call(result)` (e.g. with the newest weights). Yields
-        results in arrival order (asynchronous workers: A3C, a parameter server)."""
+        results in arrival order (asynchronous workers: A3C, a parameter server). A worker's
+        next call is made when the consumer asks for the next result, so it sees what the
+        consumer did with this one (a parameter server's step on its gradient); a consumer that
+        stops leaves the other workers' calls running, their results unread."""
         running = {}
         for i, worker in enumerate(self.workers):
             args, kwargs = first_call(i)
@@ -105,9 +125,9 @@ class WorkerPool:
             except self.ray.exceptions.RayActorError:
                 self._drop(worker)
                 continue
+            yield result
             args, kwargs = next_call(result)
             running[getattr(worker, method).remote(*args, **kwargs)] = worker
-            yield result
 
     def call_all(self, method: str, *args, **kwargs) -> list[Any]:
         """`method(*args, **kwargs)` on every live worker (e.g. to seed or configure them)."""
