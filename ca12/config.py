@@ -239,6 +239,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
     value (a user repeating the run's own command) but not changed."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))
     _relink_callbacks(cfg)
+    _fill_new_keys(cfg)
     texts = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
     for text in texts:
         if _is_callback_override(text):  # callbacks may be added, changed or removed on resume
@@ -267,6 +268,17 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
             continue
         OmegaConf.update(cfg, key, parsed, merge=False)
     return validate(cfg)
+
+
+def _fill_new_keys(cfg: DictConfig) -> None:
+    """Keys ca12 gained after the run was saved (e.g. `algo.anneal_lr`) take their conf/ default,
+    which is the behaviour the run had, so an older run still resumes; saved values are kept."""
+    fresh = _compose([f"algo={cfg.algo.name}"])
+    for section in ("algo", "collector", "eval", "checkpoint"):
+        if section in cfg and section in fresh:
+            for key, value in fresh[section].items():
+                if key not in cfg[section]:
+                    cfg[section][key] = value
 
 
 def _relink_callbacks(cfg: DictConfig) -> None:

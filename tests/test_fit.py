@@ -162,3 +162,17 @@ def test_anneal_lr_decays_linearly_over_the_frame_budget_and_resumes_on_the_same
     a, b = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (one_go, copy))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_a_run_saved_before_a_key_existed_resumes_with_its_default(tmp_path):
+    """A checkpoint from an older ca12 lacks keys added since (here `algo.anneal_lr`): they take
+    their conf/ default, the behaviour the run had."""
+    run_dir = tmp_path / "run"
+    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=none"]) == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    del state["ca12"]["run_config"]["algo"]["anneal_lr"]
+    torch.save(state, last)
+    assert main(["--resume", str(run_dir), "collector.total_frames=300"]) == 0
+    resumed = torch.load(last, weights_only=False)["ca12"]
+    assert resumed["frames"] == 300 and resumed["run_config"]["algo"]["anneal_lr"] is False
