@@ -41,11 +41,13 @@ from ca12.game_theory.games import NormalFormGame, random_game
 from ca12.game_theory.lemke_howson import lemke_howson, lemke_howson_all_labels
 from ca12.game_theory.mechanisms import (
     AuctionResult,
+    ItemSales,
     TruthfulnessReport,
     additive_to_bundle,
     check_truthfulness,
     first_price_auction,
     is_individually_rational,
+    per_item_auctions,
     second_price_auction,
     utilities,
     vcg_auction,
@@ -54,7 +56,7 @@ from ca12.game_theory.stackelberg import StackelbergEquilibrium, stackelberg
 from ca12.game_theory.zero_sum import ZeroSumSolution, maximin, solve_zero_sum
 
 __all__ = [
-    "CLASSICS", "AuctionResult", "CorrelatedEquilibrium", "EliminationResult",
+    "CLASSICS", "AuctionResult", "ItemSales", "per_item_auctions", "CorrelatedEquilibrium", "EliminationResult",
     "NormalFormGame", "StackelbergEquilibrium", "Trajectory", "TruthfulnessReport",
     "ZeroSumSolution", "additive_to_bundle", "check_truthfulness", "classic",
     "correlated_equilibrium", "discrete_replicator", "dominated_actions", "exploitability",
