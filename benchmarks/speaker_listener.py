@@ -14,8 +14,9 @@ and the difference.
 
 Measured (seed 0, 2026-11-25): at 200 000 frames with these settings, with communication -17.22,
 without -17.07 (per-group critics, before MAPPO's critics read every group); with critics that
-read both groups and lr 3e-4, 5 epochs: -16.4 with communication (mean of the last 10 of 400 000
-frames) against -16.75 without (at 226 000). Neither run has learnt to use the channel yet;
+read both groups and lr 3e-4, 5 epochs, at 400 000 frames: -16.39 with communication and -16.42
+without (means of the last 10 iterations; last 3: -16.91 and -17.07). Neither run has learnt to
+use the channel yet;
 EPyMARL's benchmark (Papoudakis et al. 2021) trains MPE tasks for 2 M steps, so a clear margin
 likely needs a budget of that order (`--frames 2000000`, about 1.5 h per run on 2 CPU cores,
 not run yet).
