@@ -97,6 +97,9 @@ ROWS = [
     # (a run with gamma 0.98 ended at 163), so other seeds may fail.
     Row("a3c", "gym/CartPole-v1", 400_000, 475.0, ["algo.workers=4", "env.num_envs=8", "collector.frames_per_batch=256", "algo.lr=2e-4",
                                                    "algo.entropy_coeff=0.0", "algo.max_grad_norm=0.5", "algo.normalize_advantage=true"]),
+    # ES: 16 evaluations (8 antithetic pairs) of 2 CartPole episodes per generation on 2 Ray workers; 500 from about 700 k frames.
+    Row("es", "gym/CartPole-v1", 800_000, 475.0, ["env.num_envs=2", "algo.population=16", "collector.frames_per_batch=16000", "algo.lr=0.05",
+                                                  "algo.sigma=0.1", "model.hidden_sizes=[16]"]),
     Row("mappo", "comm/traffic_junction", 300_000, -10.0, ["model=commnet", "env.num_envs=150", "collector.frames_per_batch=6000",
                                                            "algo.num_epochs=4", "algo.minibatch_size=2000", "algo.lr=1e-3", "algo.entropy_coeff=0.01"]),
 ]
