@@ -38,9 +38,8 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import SeededTorchEnv, group_output, make_discrete, reset_mask, set_group_specs
+from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
 from ca12.envs.traffic_junction import TrafficJunctionEnv
-from ca12.errors import UsageError
 
 TASKS = ("referential", "traffic_junction")
 # Task kwargs each task takes (everything else in the env section is refused).
@@ -72,13 +71,7 @@ class ReferentialEnv(SeededTorchEnv):
     """
 
     def __init__(self, num_envs: int = 1, n_targets: int = 5, max_steps: int = 1, device: torch.device | str = "cpu", seed: int = 0):
-        for key, value, low, why in (
-            ("num_envs", num_envs, 1, ""),
-            ("n_targets", n_targets, 2, " (one target is nothing to tell)"),
-            ("max_steps", max_steps, 1, ""),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise UsageError(f"env.{key} must be an integer >= {low}{why}, got {value!r}")
+        check_integers(("num_envs", num_envs, 1), ("n_targets", n_targets, 2, " (one target is nothing to tell)"), ("max_steps", max_steps, 1))
         super().__init__("comm", num_envs, device, seed)
         self.n_agents, self.n_targets, self.max_steps = 2, n_targets, max_steps
         self.obs_dim = n_targets + 2

@@ -162,6 +162,15 @@ def set_group_specs(env: EnvBase, groups: dict[str, tuple[TensorSpec, TensorSpec
     env.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
 
 
+def check_integers(*checks: tuple) -> None:
+    """One-line `UsageError` for the first `(key, value, least)` or `(key, value, least, why)`
+    whose value is not an integer (bool is not) of at least `least`: the size checks of ca12's
+    own torch envs ("env.n_cues must be an integer >= 2 (why), got 1")."""
+    for name, value, low, *why in checks:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise UsageError(f"env.{name} must be an integer >= {low}{why[0] if why else ''}, got {value!r}")
+
+
 def reset_mask(env: EnvBase, tensordict: TensorDictBase | None) -> torch.Tensor:
     """Which worlds a reset applies to, [B] bool (all of them when no `_reset` is given)."""
     b = env.batch_size[0]

@@ -56,7 +56,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import SeededTorchEnv, group_output, make_discrete, reset_mask, set_group_specs
+from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
 from ca12.errors import UsageError
 from ca12.game_theory.mechanisms import ItemSales, per_item_auctions
 
@@ -161,10 +161,7 @@ class AllocationEnv(SeededTorchEnv):
         seed: int = 0,
     ):
         n_tasks = n_agents if n_tasks is None else n_tasks
-        least = {"num_envs": (num_envs, 1), "n_agents": (n_agents, 2), "n_tasks": (n_tasks, 1), "max_steps": (max_steps, 1)}
-        bad = [key for key, (value, low) in least.items() if not isinstance(value, int) or isinstance(value, bool) or value < low]
-        if bad:
-            raise UsageError(f"env.{bad[0]} must be an integer >= {least[bad[0]][1]}, got {least[bad[0]][0]!r}")
+        check_integers(("num_envs", num_envs, 1), ("n_agents", n_agents, 2), ("n_tasks", n_tasks, 1), ("max_steps", max_steps, 1))
         if isinstance(skill_spread, bool) or not isinstance(skill_spread, (int, float)) or not 0.0 <= skill_spread < 1.0:
             raise UsageError(f"env.skill_spread must be a number in [0, 1) (skills stay positive), got {skill_spread!r}")
         if not isinstance(observe_quotes, bool):

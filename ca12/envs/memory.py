@@ -37,8 +37,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import SeededTorchEnv, group_output, make_discrete, reset_mask, set_group_specs
-from ca12.errors import UsageError
+from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
 
 TASKS = ("cue",)
 # Task kwargs this family takes (everything else in the env section is refused).
@@ -69,15 +68,12 @@ class CueMemoryEnv(SeededTorchEnv):
         device: torch.device | str = "cpu",
         seed: int = 0,
     ):
-        # (key, value, least allowed, why)
-        for key, value, low, why in (
-            ("num_envs", num_envs, 1, ""),
-            ("n_agents", n_agents, 1, ""),
+        check_integers(
+            ("num_envs", num_envs, 1),
+            ("n_agents", n_agents, 1),
             ("n_cues", n_cues, 2, " (one cue is nothing to remember)"),
             ("max_steps", max_steps, 2, " (the cue must be gone when the answer is due)"),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise UsageError(f"env.{key} must be an integer >= {low}{why}, got {value!r}")
+        )
         super().__init__("memory", num_envs, device, seed)
         self.n_agents, self.n_cues, self.max_steps = n_agents, n_cues, max_steps
         self.obs_dim = n_cues + 1

@@ -65,7 +65,7 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ca12.envs.common import SeededTorchEnv, group_output, reset_mask, set_group_specs
+from ca12.envs.common import SeededTorchEnv, check_integers, group_output, reset_mask, set_group_specs
 from ca12.errors import UsageError
 
 GAS, BRAKE = 0, 1
@@ -158,9 +158,7 @@ class TrafficJunctionEnv(SeededTorchEnv):
         preset_dim, preset_n, preset_p, preset_steps = PRESETS[difficulty]
         dim, n_max = preset_dim if dim is None else dim, preset_n if n_max is None else n_max
         arrival_prob, max_steps = preset_p if arrival_prob is None else arrival_prob, preset_steps if max_steps is None else max_steps
-        for name, value, low in (("num_envs", num_envs, 1), ("max_steps", max_steps, 1), ("n_max", n_max, 1), ("vision", vision, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise UsageError(f"env.{name} must be an integer >= {low}, got {value!r}")
+        check_integers(("num_envs", num_envs, 1), ("max_steps", max_steps, 1), ("n_max", n_max, 1), ("vision", vision, 0))
         shape_ok = {"easy": dim % 2 == 1 and dim >= 3, "medium": dim % 2 == 0 and dim >= 4, "hard": dim % 3 == 0 and dim >= 9}
         if not isinstance(dim, int) or isinstance(dim, bool) or not shape_ok[difficulty]:
             rule = {"easy": "an odd integer >= 3", "medium": "an even integer >= 4", "hard": "a multiple of 3 >= 9"}[difficulty]
