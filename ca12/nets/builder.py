@@ -212,12 +212,18 @@ def _communication(model: DictConfig, features: int, act: type[nn.Module]) -> nn
 
 
 class JointObservation(nn.Module):
-    """[*, n_agents, F] -> [*, n_agents, n_agents * F]: every agent's input is all agents'
-    observations (the input of a centralised recurrent network)."""
+    """Observations [*, n_g, F_g] of one or more groups -> [*, n_agents, sum_g n_g F_g]: every
+    agent's input is all of them (the input of a centralised network). `n_agents`: the agents
+    that get it, by default those of the first input."""
 
-    def forward(self, obs):
-        n_agents = obs.shape[-2]
-        return obs.flatten(-2).unsqueeze(-2).expand(*obs.shape[:-2], n_agents, n_agents * obs.shape[-1])
+    def __init__(self, n_agents: int | None = None):
+        super().__init__()
+        self.n_agents = n_agents
+
+    def forward(self, *observations: torch.Tensor) -> torch.Tensor:
+        joint = torch.cat([obs.flatten(-2) for obs in observations], dim=-1)  # [*, sum n_g F_g]
+        n_agents = self.n_agents or observations[0].shape[-2]
+        return joint.unsqueeze(-2).expand(*joint.shape[:-1], n_agents, joint.shape[-1])
 
 
 def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head: nn.Module | None = None,

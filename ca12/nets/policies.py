@@ -18,7 +18,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.modules.distributions import OneHotCategorical
 
 from ca12.envs.layout import Group
-from ca12.nets.builder import agent_net, is_recurrent, mlp
+from ca12.nets.builder import JointObservation, agent_net, is_recurrent, mlp
 
 
 def make_actor(group: Group, model: DictConfig, device=None) -> ProbabilisticActor:
@@ -74,16 +74,15 @@ def make_critic(group: Group, model: DictConfig, *, centralised: bool, device=No
 
 
 class JointInput(nn.Module):
-    """Observations of several groups, each [*B, n_g, F_g], concatenated into one vector and given
-    to every one of `n_agents` agents of `net` ([*B, n_agents, sum n_g F_g] -> `net`)."""
+    """`net` on the observations of several groups, each [*B, n_g, F_g], joined by the builder's
+    `JointObservation` and given to every one of `n_agents` agents."""
 
     def __init__(self, n_agents: int, net: nn.Module):
         super().__init__()
-        self.n_agents, self.net = n_agents, net
+        self.join, self.net = JointObservation(n_agents), net
 
     def forward(self, *observations: torch.Tensor) -> torch.Tensor:
-        joint = torch.cat([obs.flatten(-2) for obs in observations], dim=-1)  # [*B, sum n_g F_g]
-        return self.net(joint.unsqueeze(-2).expand(*joint.shape[:-1], self.n_agents, joint.shape[-1]))
+        return self.net(self.join(*observations))
 
 
 class FixedRandomPolicy(TensorDictModuleBase):
