@@ -43,7 +43,6 @@ class EvalResult:
     per_agent_reward_mean: list[float]
     episodes: int
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
-    env_steps: int = 0  # steps of the counted episodes, over all worlds
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         out = {f"{prefix}/episode_reward_mean": self.episode_reward_mean, f"{prefix}/episode_reward_std": self.episode_reward_std}
@@ -105,7 +104,6 @@ class Evaluator:
             per_agent_reward_mean=per_agent.mean(0).tolist(),
             episodes=self.episodes,
             frames=[f for f in frames if f is not None],
-            env_steps=int((~ended_before).sum()),
         )
 
 

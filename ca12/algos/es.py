@@ -32,6 +32,7 @@ from torchrl.envs import EnvBase
 from ca12.algos.base import AlgoConfig, RLModule
 from ca12.data.rollout import one_batch_loader
 from ca12.distributed.es import es_estimate, pair_seeds, perturbation
+from ca12.distributed.parameter_server import set_gradients
 from ca12.distributed.pool import WorkerPool
 from ca12.envs import make_spec_env
 from ca12.errors import UsageError
@@ -68,15 +69,14 @@ class FitnessWorker:
         """Fitness [len(seeds), 2] of theta +- sigma eps(seed) (mean return over the episodes,
         the same episodes for every evaluation) and the env steps it took."""
         params = list(self.policy.parameters())
-        fitness, steps = torch.zeros(len(seeds), 2), 0
+        fitness = torch.zeros(len(seeds), 2)
+        self.evaluator.seed = episode_seed  # the same episodes for every evaluation
         for i, seed in enumerate(seeds):
             eps = perturbation(seed, theta.numel())
             for j, sign in enumerate((1.0, -1.0)):
                 vector_to_parameters(theta + sign * sigma * eps, params)
-                self.evaluator.seed = episode_seed
-                result = self.evaluator.run(self.policy)
-                fitness[i, j], steps = result.episode_reward_mean, steps + self.evaluator.episodes * self.evaluator.env_cfg.max_steps
-        return fitness, steps
+                fitness[i, j] = self.evaluator.run(self.policy).episode_reward_mean
+        return fitness, fitness.numel() * self.evaluator.episodes * self.evaluator.env_cfg.max_steps
 
 
 class Population:
@@ -171,10 +171,7 @@ class ES(RLModule):
         grad = es_estimate(seeds, fitness, self.cfg.sigma, theta.numel()) - self.cfg.weight_decay * theta
         optimiser = self.optimizers()
         optimiser.zero_grad(set_to_none=True)
-        offset = 0
-        for p in params:  # descend on -g: ascend the fitness
-            p.grad = -grad[offset: offset + p.numel()].view_as(p).to(p.device)
-            offset += p.numel()
+        set_gradients(params, -grad)  # descend on -g: ascend the fitness
         self.clip_gradients(optimiser, gradient_clip_val=self.cfg.max_grad_norm, gradient_clip_algorithm="norm")
         optimiser.step()
         return {"rollout/episode_reward_mean": fitness.mean(), "train/fitness_max": fitness.max(),

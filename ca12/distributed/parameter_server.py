@@ -49,6 +49,15 @@ def make_optimiser(kind: str, parameters: Sequence[nn.Parameter], lr: float) -> 
     return OPTIMISERS[kind](parameters, lr=lr)
 
 
+def set_gradients(params: Sequence[nn.Parameter], gradient: torch.Tensor) -> None:
+    """Each parameter's `.grad` from its slice of a flat gradient [D] in `params`' order (the
+    inverse of `parameters_to_vector` for gradients)."""
+    offset = 0
+    for p in params:
+        p.grad = gradient[offset: offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
+        offset += p.numel()
+
+
 @dataclass
 class GradientMessage:
     """What a worker pushes: its gradient of the loss [D] (flat, in the server's parameter
@@ -156,10 +165,7 @@ class ParameterServer:
     def apply(self, gradient: torch.Tensor) -> torch.Tensor:
         """One optimiser step on `gradient` [D] (its norm clipped at `max_grad_norm`); returns the
         norm before clipping."""
-        offset = 0
-        for p in self.params:
-            p.grad = gradient[offset: offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
-            offset += p.numel()
+        set_gradients(self.params, gradient)
         if self.max_grad_norm is not None:
             self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         else:
