@@ -102,7 +102,7 @@ class GradientWorker:
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         gradient = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, self.params)])
         done = batch["next", "done"].squeeze(-1)  # [B, T]
-        returns = torch.cat([batch["next", g.name, "episode_reward"] for g in self.module.groups], -2).mean(-2).squeeze(-1)  # [B, T]
+        returns = self.module.team_returns(batch).squeeze(-1)  # [B, T]
         return GradientMessage(gradient.detach().cpu(), version, batch.numel(), returns[done].detach().cpu(),
                                {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}, self.index, os.getpid(), _node())
 

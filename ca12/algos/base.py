@@ -19,6 +19,7 @@ from torchrl.modules import set_recurrent_mode
 
 from ca12.data import RolloutDataModule
 from ca12.data.collectors import episode_aligned
+from ca12.envs.common import mean_at_episode_ends
 from ca12.envs.layout import AgentLayout
 from ca12.errors import NonFiniteError, UsageError
 from ca12.nets.builder import is_recurrent
@@ -256,11 +257,14 @@ class RLModule(L.LightningModule):
         last step (NaN when none ended); nothing when the env has none or the batch is no TensorDict."""
         if not isinstance(batch, TensorDictBase) or ("next", "stats") not in batch.keys(include_nested=True):
             return {}
-        done = batch["next", "done"].float()  # [B, T, 1]
-        n_done = done.sum()
-        nan = torch.full((), float("nan"), device=done.device)  # no episode ended: no value (and no host sync)
-        return {f"rollout/{name}_mean": torch.where(n_done > 0, (value * done).sum() / n_done.clamp(min=1), nan)
-                for name, value in batch["next", "stats"].items()}
+        done = batch["next", "done"]  # [B, T, 1]
+        return {f"rollout/{name}_mean": mean_at_episode_ends(value, done) for name, value in batch["next", "stats"].items()}
+
+    def team_returns(self, batch: TensorDictBase) -> torch.Tensor:
+        """The running episode return at every step [*B, T, 1], averaged over the trained groups'
+        agents (from the `RewardSum` counter every ca12 env carries); at a done step it is the
+        finished episode's return."""
+        return torch.cat([batch["next", g.name, "episode_reward"] for g in self.groups], -2).mean(-2)
 
     def episode_reward_mean(self, batch: TensorDictBase) -> torch.Tensor:
         """Mean return of the episodes that ended in `batch` (over episodes and the trained
@@ -271,7 +275,7 @@ class RLModule(L.LightningModule):
         a resume); nothing here waits on the device.
         """
         done = batch["next", "done"]  # [B, T, 1]
-        returns = torch.cat([batch["next", g.name, "episode_reward"] for g in self.groups], -2).mean(-2)  # [B, T, 1]
+        returns = self.team_returns(batch)  # [B, T, 1]
         n_done = done.sum()
         mean = (returns * done).sum() / n_done.clamp(min=1)
         self._last_return = torch.where(n_done > 0, mean, self._last_return.to(mean.device))

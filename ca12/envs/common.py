@@ -162,6 +162,15 @@ def set_group_specs(env: EnvBase, groups: dict[str, tuple[TensorSpec, TensorSpec
     env.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(b,))
 
 
+def mean_at_episode_ends(value: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    """Mean of `value` [..., T, 1] over the steps where an episode ended (`done`), NaN when none
+    did; no host sync (an env's episode statistics, e.g. the traffic junction's success)."""
+    done = done.float()
+    n_done = done.sum()
+    nan = torch.full((), float("nan"), device=done.device)
+    return torch.where(n_done > 0, (value * done).sum() / n_done.clamp(min=1), nan)
+
+
 def check_integers(*checks: tuple) -> None:
     """One-line `UsageError` for the first `(key, value, least)` or `(key, value, least, why)`
     whose value is not an integer (bool is not) of at least `least`: the size checks of ca12's

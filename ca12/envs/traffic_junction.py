@@ -65,7 +65,7 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ca12.envs.common import SeededTorchEnv, check_integers, group_output, reset_mask, set_group_specs
+from ca12.envs.common import SeededTorchEnv, check_integers, group_output, mean_at_episode_ends, reset_mask, set_group_specs
 from ca12.errors import UsageError
 
 GAS, BRAKE = 0, 1
@@ -298,9 +298,7 @@ class TrafficJunctionEnv(SeededTorchEnv):
 def episode_success(batch: TensorDictBase) -> torch.Tensor:
     """Success rate of the episodes that ended in a collected batch [..., T] (NaN when none did):
     the share of them without a collision (IC3Net's success), read at their last steps."""
-    done = batch["next", "done"]  # [..., T, 1]
-    success = batch["next", "stats", "success"]
-    return (success * done).sum() / done.sum() if bool(done.any()) else torch.tensor(float("nan"))
+    return mean_at_episode_ends(batch["next", "stats", "success"], batch["next", "done"])
 
 
 @torch.no_grad()
