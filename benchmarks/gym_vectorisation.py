@@ -10,7 +10,8 @@ random episodes last ~22 steps, MPE's 25). Rows, measured in the same run:
     gymnasium.vector.SyncVectorEnv), `serial` (TorchRL SerialEnv, the baseline), and at the
     smallest size only, the process-based `gymnasium_async` and `parallel` (TorchRL ParallelEnv):
     one process per world, which on a 2-core machine only makes sense for few worlds;
-  * pettingzoo/simple_spread: `serial` (the baseline) and `parallel` (smallest size only).
+  * pettingzoo/simple_spread and simple_speaker_listener: `batched` (ca12's BatchedParallelEnv,
+    the default), `serial` (the baseline) and `parallel` (smallest size only).
 Prints frames/s (best of `--repeats`), the build time, and the ratio to the baseline.
 """
 
@@ -28,7 +29,8 @@ from ca12.envs import make_env
 ROWS = {
     "gym/CartPole-v1": (500, ("gymnasium", "serial"), ("gymnasium_async", "parallel"), "serial"),
     "gym/Pendulum-v1": (200, ("gymnasium", "serial"), ("gymnasium_async", "parallel"), "serial"),
-    "pettingzoo/simple_spread": (25, ("serial",), ("parallel",), "serial"),
+    "pettingzoo/simple_spread": (25, ("batched", "serial"), ("parallel",), "serial"),
+    "pettingzoo/simple_speaker_listener": (25, ("batched", "serial"), ("parallel",), "serial"),
 }
 
 

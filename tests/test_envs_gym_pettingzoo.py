@@ -249,7 +249,7 @@ def test_unknown_kwargs_and_vectorizations_are_refused_in_one_line():
         _env("gym/CartPole-v1", "env.foo=1")
     with pytest.raises(UsageError, match=r"^pettingzoo/simple_spread does not take foo; it takes N, local_ratio, "):
         _env("pettingzoo/simple_spread", "env.foo=1")
-    with pytest.raises(UsageError, match=r"^env.vectorization must be one of serial, parallel, got 'gymnasium'$"):
+    with pytest.raises(UsageError, match=r"^env.vectorization must be one of batched, serial, parallel, got 'gymnasium'$"):
         _env("pettingzoo/simple_spread", "env.vectorization=gymnasium")
     assert _env("gym/Pendulum-v1", "env.g=9.81").base_env._env.envs[0].unwrapped.g == 9.81
 
@@ -296,3 +296,22 @@ def test_mappo_balances_cartpole_well_above_random(tmp_path):
                  "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]"]) == 0
     returns = _returns(run_dir)
     assert returns[0] < 30 and max(returns[-3:]) > 150, returns  # random play lasts ~22 steps; ~15 s here
+
+
+@pytest.mark.parametrize("task, continuous", [("simple_speaker_listener", False), ("simple_spread", True)])
+def test_batched_worlds_step_as_torchrls_serial_env_does(task, continuous):
+    """The default `batched` vectorisation is TorchRL's `SerialEnv` of wrappers, faster: same
+    keys, specs and values for the same seed and actions, across episode ends (7-step episodes)."""
+    envs = [pettingzoo_family.batched_env(task, 3, v, max_cycles=7, continuous_actions=continuous) for v in ("batched", "serial")]
+    assert envs[0].full_observation_spec == envs[1].full_observation_spec and envs[0].full_action_spec == envs[1].full_action_spec
+    check_env_specs(envs[0])
+    rollouts = []
+    for env in envs:
+        env.set_seed(5)
+        torch.manual_seed(0)
+        rollouts.append(env.rollout(20, break_when_any_done=False))
+    batched, serial = rollouts
+    assert set(batched.keys(True, True)) == set(serial.keys(True, True))
+    assert batched["next", "done"].any(), "episodes ended inside the rollout"
+    for k in serial.keys(True, True):
+        assert torch.equal(batched[k], serial[k]), k

@@ -261,6 +261,8 @@ def numpy_worlds(env: EnvBase) -> list:
         return [world for sub in (vars(env).get("_envs") or []) for world in numpy_worlds(sub)]
     if isinstance(env, BatchedEnvBase):  # a ParallelEnv: asking would query its workers
         return []
+    if hasattr(env, "worlds"):  # the pettingzoo family's BatchedParallelEnv
+        return [world.unwrapped for world in env.worlds]
     inner = getattr(env, "_env", None)
     if inner is None:
         return []
