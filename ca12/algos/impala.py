@@ -99,15 +99,17 @@ class IMPALA(RLModule):
     def configure_optimizers(self):
         return torch.optim.Adam([*self.actors.parameters(), *self.critics.parameters()], lr=self.cfg.lr)
 
-    def _log_prob_entropy(self, g: str, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
-        """log pi(a|x) of the batch's actions and the policy's entropy, each [..., n_agents, 1]."""
+    def _log_prob_entropy(self, g: str, td: TensorDictBase, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """log pi(a|x) of the batch's actions and (with `entropy`) the policy's entropy, each [..., n_agents, 1]."""
         dist = self.actors[g].get_dist(td)
-        log_prob = dist.log_prob(td[g, "action"])
+        log_prob = dist.log_prob(td[g, "action"]).unsqueeze(-1)
+        if not entropy:
+            return log_prob, None
         try:
-            entropy = dist.entropy()
+            h = dist.entropy()
         except NotImplementedError:  # TanhNormal: a one-sample estimate, as TorchRL's losses do
-            entropy = -dist.log_prob(dist.rsample())
-        return log_prob.unsqueeze(-1), entropy.unsqueeze(-1)
+            h = -dist.log_prob(dist.rsample())
+        return log_prob, h.unsqueeze(-1)
 
     @torch.no_grad()
     def compute_targets(self, batch: TensorDictBase) -> TensorDictBase:
@@ -118,7 +120,7 @@ class IMPALA(RLModule):
             n = batch[g, "observation"].shape[-2]
             values = critic(batch.select(*critic.in_keys, strict=False))[g, "state_value"]  # [B, T, n, 1]
             next_values = critic(batch["next"].select(*critic.in_keys, strict=False))[g, "state_value"]
-            log_pi, _ = self._log_prob_entropy(g, batch)
+            log_pi, _ = self._log_prob_entropy(g, batch, entropy=False)
             log_mu = batch[g, "action_log_prob"].unsqueeze(-1)
             ended = done.unsqueeze(-2).expand(-1, -1, n, 1)
             truncated = ended & ~terminated.unsqueeze(-2).expand(-1, -1, n, 1)
