@@ -18,12 +18,11 @@ import shutil
 import sys
 import time
 import warnings
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
+from ca12.algos import DEFAULT_ENV, default_env
 from ca12.errors import NonFiniteError, UsageError
-
-DEFAULT_ENV = "vmas/navigation"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -36,7 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m ca12.fit", description="Train a ca12 algorithm.")
     parser.add_argument("--algo", help="algorithm name (see --list)")
-    parser.add_argument("--env", default=None, help=f"FAMILY/TASK (default {DEFAULT_ENV})")
+    parser.add_argument("--env", default=None, help=f"FAMILY/TASK (default {DEFAULT_ENV}, or the algorithm's own family: maml meta/navigation)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default runs/<algo>/<family>-<task>/<timestamp>)")
     parser.add_argument("--resume", default=None, metavar="last|PATH", help="continue the newest run of this algo/env, or a run directory / checkpoint file")
@@ -134,7 +133,7 @@ def resolve_run(args: argparse.Namespace):
     from ca12.config import apply_overrides, load_config
 
     if args.resume:
-        ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or DEFAULT_ENV)
+        ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or default_env(args.algo))
         saved = read_checkpoint(ckpt_path)["ca12"]
         cfg = apply_overrides(OmegaConf.create(saved["run_config"]), args.overrides, seed=args.seed)
         if args.algo and args.algo != cfg.algo.name:
@@ -142,7 +141,7 @@ def resolve_run(args: argparse.Namespace):
         return cfg, run_dir_of(ckpt_path), ckpt_path, saved
     if not args.algo:
         raise UsageError("--algo is required (see --list)")
-    env = args.env or DEFAULT_ENV
+    env = args.env or default_env(args.algo)
     cfg = load_config(args.algo, env, args.overrides, seed=args.seed)
     launched_many = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if args.run_dir is None and launched_many and not (_launched_rank() > 0 and os.environ.get(_RUN_DIR_VAR)):
@@ -205,7 +204,7 @@ def run(args: argparse.Namespace) -> Path | None:
             if not ckpt_path:
                 _remember_run(run_dir)
         loggers = make_loggers(cfg, run_dir, wandb_id=saved.get("wandb_id"), resume_iteration=saved.get("iterations"))
-        trainer = make_trainer(cfg, run_dir, loggers, callbacks)
+        trainer = make_trainer(cfg, run_dir, loggers, [config_hyperparameters(), *callbacks])
         # One epoch = one collector batch per process = one iteration; frames count over all processes.
         trainer.fit_loop.max_epochs = num_iterations(cfg, trainer.world_size, saved.get("iterations", 0), saved.get("frames", 0))
         try:
@@ -247,6 +246,70 @@ def make_run_callbacks(cfg, run_dir: Path, evaluator) -> list:
         IterationCheckpoint: {"dirpath": run_dir / "checkpoints"},
     }
     return make_callbacks(cfg.callbacks, runtime) + [GracefulStop()]
+
+
+def _config_buffers(module) -> dict:
+    """The buffers of `module` that hold a config value rather than learnt state: those TorchRL's
+    losses declare schedulable (`entropy_coeff`, `critic_coeff`, `clip_epsilon`, `clip_value`,
+    SAC's alpha bounds, DQN's `gamma`...) and every buffer of a value estimator (`gamma`,
+    `lmbda`, V-trace's clips). Name -> a copy."""
+    from torchrl.objectives import LossModule
+    from torchrl.objectives.value import ValueEstimatorBase
+
+    found = {}
+    for prefix, sub in module.named_modules():
+        if isinstance(sub, LossModule):
+            names = type(sub)._all_schedulable_buffers
+        elif isinstance(sub, ValueEstimatorBase):
+            names = set(sub._buffers)
+        else:
+            continue
+        for name in names:
+            if sub._buffers.get(name) is not None:
+                found[f"{prefix}.{name}" if prefix else name] = sub._buffers[name].detach().clone()
+    return found
+
+
+def config_hyperparameters():
+    """A Lightning callback by which a resumed run trains with its config's hyperparameters, not
+    the checkpoint's.
+
+    Lightning restores the module's state dict and each optimiser's state dict, and both carry
+    hyperparameters: the optimisers' parameter groups their `lr` (and betas, eps, weight decay),
+    TorchRL's losses and value estimators their coefficients as buffers (`entropy_coeff`,
+    `clip_epsilon`, `gamma`, `lmbda`...). So `--resume RUN algo.lr=...` (PBT's explore step) would
+    silently keep the old values. The callback notes what the config built, before the restore
+    (`setup`: the module's buffers; `on_fit_start`: the optimisers' groups), and puts it back after
+    (`on_train_start`), keeping the learnt state (weights, Adam's moments and step counts). A
+    group with `initial_lr` (an annealed or scheduled lr) gets the config's lr as its schedule's
+    base. On a run resumed with its own config this changes nothing.
+    """
+    return _config_hyperparameters_class()()
+
+
+@cache
+def _config_hyperparameters_class() -> type:
+    import torch
+    from lightning.pytorch import Callback  # here, not at the top: `--list` and usage errors stay fast
+
+    class ConfigHyperparameters(Callback):
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            self.buffers = _config_buffers(pl_module)
+
+        def on_fit_start(self, trainer, pl_module) -> None:
+            self.groups = [[{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups] for opt in trainer.optimizers]
+
+        @torch.no_grad()
+        def on_train_start(self, trainer, pl_module) -> None:
+            for name, value in self.buffers.items():
+                pl_module.get_buffer(name).copy_(value)
+            for opt, groups in zip(trainer.optimizers, self.groups):
+                for group, fresh in zip(opt.param_groups, groups):
+                    if "initial_lr" in group:
+                        group["initial_lr"] = fresh["lr"]
+                    group.update(fresh)
+
+    return ConfigHyperparameters
 
 
 class Interrupted(Exception):
