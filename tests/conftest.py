@@ -39,6 +39,9 @@ def tiny_args(algo: str) -> list[str]:
     from ca12.algos import algo_class
 
     cls = algo_class(algo)
+    if algo == "maml":  # an iteration is meta_batch x (inner_steps + 1) x num_envs x max_steps = 100 frames
+        return ["env.num_envs=2", "env.max_steps=25", "algo.meta_batch=1", "collector.frames_per_batch=100", "collector.total_frames=200",
+                "model.hidden_sizes=[32,32]", "checkpoint.every_n_iters=1"]
     if algo == "es":  # a generation is population x num_envs x max_steps frames, evaluated in-process
         return ["env.num_envs=2", "env.max_steps=25", "collector.frames_per_batch=100", "collector.total_frames=200", "algo.population=2",
                 "algo.workers=0", "model.hidden_sizes=[32,32]", "checkpoint.every_n_iters=1"]
@@ -63,8 +66,10 @@ def resume_pair(tmp_path, algo: str, args: list[str], total: int) -> tuple[dict,
     return a, b, one_go, split
 
 
-def tiny_config(algo: str = "mappo", *extra: str, env: str = "vmas/navigation"):
-    return load_config(algo, env, tiny_args(algo) + list(extra))
+def tiny_config(algo: str = "mappo", *extra: str, env: str | None = None):
+    from ca12.algos import default_env
+
+    return load_config(algo, env or default_env(algo), tiny_args(algo) + list(extra))
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ ALGO_ACTIONS = [(algo, actions) for algo in algo_names() for actions in algo_cla
 def test_tiny_fit_writes_checkpoints_metrics_and_an_offline_wandb_run(algo, actions, tmp_path, no_wandb_credentials):
     run_dir = tmp_path / "run"
     continuous = f"env.continuous_actions={str(actions == 'continuous').lower()}"
-    assert main(["--algo", algo, "--run-dir", str(run_dir), *tiny_args(algo), continuous]) == 0
+    assert main(["--algo", algo, "--run-dir", str(run_dir), *tiny_args(algo), continuous]) == 0  # maml: its own default env
 
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "iter_00001.ckpt").is_file()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ca12.algos import algo_class
+from ca12.algos import DEFAULT_ENV, algo_class, default_env
 from ca12.config import algo_names, load_config
 from ca12.envs import make_spec_env
 from ca12.errors import UsageError
@@ -34,14 +34,20 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("algo", algo_names())
 def test_every_group_option_composes_with_every_algorithm(algo):
     cls = algo_class(algo)
-    env = "vmas/navigation" if "continuous" in cls.action_spaces else "matrix/climbing"
+    own = default_env(algo)
+    env = own if own != DEFAULT_ENV else ("vmas/navigation" if "continuous" in cls.action_spaces else "matrix/climbing")
+    fixed_batch = algo in ("es", "maml")  # es: fixed by its population, maml: by its meta-batch
     for group in ("model", "critic_model", "collector", "trainer", "logger"):
         for option in group_options("model" if group == "critic_model" else group):
-            args = [a for a in tiny_args(algo) if algo == "es" or not a.startswith("collector.frames_per_batch")]  # es: fixed by its population
-            cfg = load_config(algo, env, args + [f"{group}={option}"] + ([] if algo == "es" else ["collector.frames_per_batch=200"]))
+            args = [a for a in tiny_args(algo) if fixed_batch or not a.startswith("collector.frames_per_batch")]
+            cfg = load_config(algo, env, args + [f"{group}={option}"] + ([] if fixed_batch else ["collector.frames_per_batch=200"]))
             recurrent = is_recurrent(cfg[group]) if group in ("model", "critic_model") else False
             if recurrent and not (cls.recurrent_critic if group == "critic_model" else cls.recurrent):
                 with pytest.raises(UsageError, match="critic_model=|has no recurrent version"):
+                    cls(cfg, make_spec_env(cfg.env, 0))
+                continue
+            if algo == "maml" and group == "model" and option != "mlp":  # one MLP shared by any number of agents
+                with pytest.raises(UsageError, match="one MLP shared by every agent"):
                     cls(cfg, make_spec_env(cfg.env, 0))
                 continue
             module = cls(cfg, make_spec_env(cfg.env, 0))
