@@ -8,9 +8,13 @@ builder (`model` / `critic_model` sections: mlp, gru, lstm).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from omegaconf import DictConfig
+from tensordict import TensorDictBase
 from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictModuleBase
+from tensordict.utils import NestedKey
 from torch import nn
 from torch.distributions import Categorical as CategoricalDist
 from torchrl.data import OneHot
@@ -21,20 +25,25 @@ from ca12.envs.layout import Group
 from ca12.nets.builder import JointObservation, agent_net, is_recurrent, mlp
 
 
-def make_actor(group: Group, model: DictConfig, device=None) -> ProbabilisticActor:
+def make_actor(group: Group, model: DictConfig, device=None, extra_input: tuple[NestedKey, int] | None = None) -> ProbabilisticActor:
     """Decentralised stochastic policy: each agent acts on its own observation.
 
-    Writes `(group, "action")` and its log-probability `(group, "action_log_prob")`.
+    Writes `(group, "action")` and its log-probability `(group, "action_log_prob")`. With
+    `extra_input=(key, size)` each agent's network also reads `key` [*B, n_agents, size] (its own
+    entry, e.g. an opponent model's prediction), appended to its observation.
     """
     g = group.name
+    net_group = group if extra_input is None else dataclasses.replace(group, obs_dim=group.obs_dim + extra_input[1])
     if group.discrete:
-        module = agent_net(model, group, group.n_actions, (g, "logits"), name="actor", device=device)
+        module = agent_net(model, net_group, group.n_actions, (g, "logits"), name="actor", device=device)
         dist_class = OneHotCategorical if isinstance(group.action_spec, OneHot) else CategoricalDist
         dist_keys, dist_kwargs = [(g, "logits")], {}
     else:
-        module = agent_net(model, group, 2 * group.action_dim, [(g, "loc"), (g, "scale")], name="actor", head=NormalParamExtractor(), device=device)
+        module = agent_net(model, net_group, 2 * group.action_dim, [(g, "loc"), (g, "scale")], name="actor", head=NormalParamExtractor(), device=device)
         dist_class = TanhNormal
         dist_keys, dist_kwargs = [(g, "loc"), (g, "scale")], _action_bounds(group.action_spec)
+    if extra_input is not None:
+        module = AppendedInput(module, group.key("observation"), extra_input[0])
     return ProbabilisticActor(
         module=module,
         spec=group.action_spec,
@@ -83,6 +92,26 @@ class JointInput(nn.Module):
 
     def forward(self, *observations: torch.Tensor) -> torch.Tensor:
         return self.net(self.join(*observations))
+
+
+class AppendedInput(TensorDictModuleBase):
+    """`net` (a builder network of a group's observation) run on the observation with `extra`
+    [*B, n_agents, k] appended to each agent's features: a wider input for any model kind, since
+    the builder's networks read the observation entry.
+
+    The net runs on a shallow copy of the tensordict whose observation is the joined one, and its
+    outputs are copied back: the caller's observation stays as the env wrote it.
+    """
+
+    def __init__(self, net: TensorDictModuleBase, observation: NestedKey, extra: NestedKey):
+        super().__init__()
+        self.net, self.observation, self.extra = net, observation, extra
+        self.in_keys, self.out_keys = [*net.in_keys, extra], list(net.out_keys)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        joined = tensordict.clone(False)
+        joined.set(self.observation, torch.cat([tensordict.get(self.observation), tensordict.get(self.extra)], dim=-1))
+        return tensordict.update(self.net(joined).select(*self.out_keys))
 
 
 class FixedRandomPolicy(TensorDictModuleBase):
