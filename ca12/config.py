@@ -230,7 +230,14 @@ def num_iterations(cfg: DictConfig, world_size: int = 1, done_iterations: int = 
 
 
 # Settings that fix the shapes or the data of a run: a resumed run keeps them.
-FROZEN_ON_RESUME = ("env.", "algo.name", "algo.groups", "model.", "critic_model.", "collector.frames_per_batch", "collector.kind", "collector.workers", "seed")
+# Keys fixing a run's shapes or data: a section (ending in ".") or one key.
+FROZEN_ON_RESUME = ("env.", "algo.name", "algo.groups", "algo.opponent_model", "algo.league.opponents", "algo.league.max_size", "model.", "critic_model.",
+                    "collector.frames_per_batch", "collector.kind", "collector.workers", "seed")
+
+
+def is_frozen_on_resume(key: str) -> bool:
+    """Whether `--resume` refuses to change `key` (see FROZEN_ON_RESUME)."""
+    return any(key == f or (f.endswith(".") and key.startswith(f)) for f in FROZEN_ON_RESUME)
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | None = None) -> DictConfig:
@@ -261,7 +268,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
         if default is _MISSING or OmegaConf.is_dict(default):
             raise UsageError(f"unknown override key '{key}' for this run")
         parsed = _parse_value(value)
-        if key.startswith(FROZEN_ON_RESUME) or key == "seed":
+        if is_frozen_on_resume(key):
             saved = OmegaConf.to_container(default) if OmegaConf.is_config(default) else default
             if parsed != saved:
                 raise UsageError(f"'{key}' cannot change when resuming a run (it fixes the run's shapes or data): saved {saved!r}, given {parsed!r}")

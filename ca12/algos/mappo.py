@@ -5,7 +5,9 @@ agent's value sees every agent's observation; on an env with several groups, eve
 The loss is TorchRL's `MAPPOLoss` (clipped surrogate, value loss, entropy bonus) with
 `MultiAgentGAE` advantages; this file only wires them to a collector batch: advantages once
 per batch, then `num_epochs` passes of shuffled minibatches, each one Adam step with
-gradient-norm clipping through Lightning.
+gradient-norm clipping through Lightning. With `algo.opponent_model=true` each agent also
+predicts the other agents' actions from its own observation and its actor reads the prediction
+(ca12/nets/opponent.py): an auxiliary cross-entropy term joins the loss.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from torchrl.objectives.value import MultiAgentGAE
 from torchrl.objectives.multiagent import MAPPOLoss
 
 from ca12.algos.base import OnPolicyConfig, RLModule
+from ca12.errors import UsageError
+from ca12.league import League, LeagueConfig
 from ca12.nets.builder import is_recurrent
+from ca12.nets.opponent import OpponentModel
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 from ca12.nets.recurrent import step_on_next
 from ca12.schema import key
@@ -45,14 +50,18 @@ class Config(OnPolicyConfig):
     normalize_advantage: bool = key("standardise advantages per minibatch")
     clip_value: Optional[float] = key("clip the value loss: new values within +- this of the collected ones (null: unclipped)", positive=True)
     target_kl: Optional[float] = key("stop a batch's epochs early once an epoch's mean approximate KL (summed over trained groups) exceeds this (null: never)", positive=True)
+    opponent_model: bool = key("each agent predicts the other agents' actions from its observation and its actor reads the prediction (ca12/nets/opponent.py)")
+    opponent_model_coeff: float = key("weight of the opponent model's cross-entropy in the loss", minimum=0.0)
+    league: LeagueConfig = key("self-play against a league of the trained group's snapshots playing the other group (ca12/league.py)")
 
 
 class MAPPO(RLModule):
     """MAPPO as a LightningModule; `training_step` consumes one collector batch `[B, T]`.
 
     Trains every group `algo.groups` names (default: all), each with its own actor, critic and
-    loss; the other groups act with a fixed uniform-random policy. A single-agent env is a
-    group of one, so this is PPO there. With `model=gru|lstm` the actors, with
+    loss; the other groups act with a fixed uniform-random policy, or, with `algo.league`, the
+    other group of a two-group game plays the trained one's past snapshots (ca12/league.py).
+    A single-agent env is a group of one, so this is PPO there. With `model=gru|lstm` the actors, with
     `critic_model=gru|lstm` the critics are recurrent, and the update replays whole trajectories.
     """
 
@@ -67,9 +76,15 @@ class MAPPO(RLModule):
         super().__init__(cfg, env)
         self.actors, self.critics, self.losses = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         self.estimators = nn.ModuleDict()  # recurrent critics: GAE on values computed by `sequence_values`
+        self.opponent_models = nn.ModuleDict()  # algo.opponent_model: they act first, the actors read their prediction
+        if self.cfg.opponent_model and self.cfg.league.opponents is not None:
+            raise UsageError("algo.opponent_model=true cannot play a league (algo.league.opponents): its snapshots are actors without an opponent model")
         for group in self.groups:
             g = group.name
-            self.actors[g] = make_actor(group, self.model_cfg, device=env.device)
+            if self.cfg.opponent_model:
+                self.opponent_models[g] = OpponentModel(group, self.layout, env, self.model_cfg, device=env.device)
+            prediction = self.opponent_models[g].prediction if g in self.opponent_models else None
+            self.actors[g] = make_actor(group, self.model_cfg, device=env.device, extra_input=prediction)
             self.critics[g] = make_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device,
                                           all_groups=list(self.layout.groups.values()))
             loss = self.loss_class(
@@ -88,14 +103,23 @@ class MAPPO(RLModule):
             if is_recurrent(self.critic_model_cfg):
                 self.estimators[g] = MultiAgentGAE(gamma=self.cfg.gamma, lmbda=self.cfg.lmbda, value_network=None)
                 self.estimators[g].set_keys(**{k: getattr(loss.tensor_keys, k) for k in ("value", "reward", "done", "terminated", "advantage", "value_target")})
-        others = [FixedRandomPolicy(group) for name, group in self.layout.groups.items() if name not in self.losses]
+        # With a league (algo.league), the untrained group plays the learner's snapshots.
+        self.league = League.build(cfg, self)
+        others = [self.league.opponent if self.league is not None and name == self.league.opponent_group else FixedRandomPolicy(group)
+                  for name, group in self.layout.groups.items() if name not in self.losses]
         # A recurrent critic also steps with the collector, so each batch holds its hidden state.
         critics = list(self.critics.values()) if self.estimators else []
-        self._policy = TensorDictSequential(*self.actors.values(), *critics, *others)
+        self._policy = TensorDictSequential(*self.opponent_models.values(), *self.actors.values(), *critics, *others)
 
     @property
     def policy(self) -> nn.Module:
         return self._policy
+
+    def configure_callbacks(self) -> list:
+        """The league's driver (callbacks/league.py) when there is a league."""
+        from callbacks.league import LeagueCallback
+
+        return [LeagueCallback()] if self.league is not None else []
 
     # The first trained group's networks and loss (the only ones on a one-group env).
     @property
@@ -111,7 +135,7 @@ class MAPPO(RLModule):
         return self.losses[self.group]
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.losses.parameters(), lr=self.cfg.lr)
+        return torch.optim.Adam([*self.losses.parameters(), *self.opponent_models.parameters()], lr=self.cfg.lr)
 
     @torch.no_grad()
     def compute_advantage(self, batch: TensorDictBase) -> TensorDictBase:
@@ -139,11 +163,16 @@ class MAPPO(RLModule):
 
     def loss(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
         """Total loss to minimise (the groups' losses summed) and the loss terms for logging
-        (summed over groups, TorchRL's names)."""
+        (summed over groups, TorchRL's names; `loss_opponent` is the weighted opponent-model
+        cross-entropy, `opponent_cross_entropy` the plain one)."""
         terms = None
         for loss in self.losses.values():
             out = loss(minibatch)
             terms = out if terms is None else terms + out.select(*terms.keys())
+        if self.opponent_models:
+            cross_entropy = sum(model.cross_entropy(minibatch) for model in self.opponent_models.values())
+            terms["opponent_cross_entropy"] = cross_entropy.detach()
+            terms["loss_opponent"] = self.cfg.opponent_model_coeff * cross_entropy
         total = sum(value for key, value in terms.items() if key.startswith("loss_"))
         return total, terms
 
@@ -151,6 +180,8 @@ class MAPPO(RLModule):
         self.compute_advantage(batch)
         metrics = self.minibatch_epochs(batch, target_kl=self.cfg.target_kl)
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch)
+        if self.opponent_models:  # of the predictions made while collecting, mean over trained groups
+            metrics["train/opponent_accuracy"] = torch.stack([m.accuracy(batch) for m in self.opponent_models.values()]).mean()
         return metrics
 
 

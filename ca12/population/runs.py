@@ -134,7 +134,7 @@ def check_spec(spec: PopulationSpec) -> str:
 def _check_searched_key(spec: PopulationSpec, base, p: Hyperparameter) -> None:
     """`p` names a value of the composed config `base` that a resumed run may change, of a type
     its prior can give, and whose bounds (or choices) the key's schema accepts."""
-    from ca12.config import FROZEN_ON_RESUME, load_config
+    from ca12.config import is_frozen_on_resume, load_config
 
     value = OmegaConf.select(base, p.key, default=_MISSING)
     if value is _MISSING:
@@ -142,7 +142,7 @@ def _check_searched_key(spec: PopulationSpec, base, p: Hyperparameter) -> None:
         section = OmegaConf.select(base, parent) if parent else base
         known = ", ".join(sorted(section.keys())) if OmegaConf.is_dict(section) else "none"
         raise UsageError(f"--search: unknown key '{p.key}'; keys under '{parent or '<root>'}': {known}")
-    if p.key.startswith(FROZEN_ON_RESUME) or p.key in ("seed", "collector.total_frames"):
+    if is_frozen_on_resume(p.key) or p.key == "collector.total_frames":
         raise UsageError(f"--search: '{p.key}' cannot change when a member resumes (it fixes the run's shapes, data or length); search another key")
     if OmegaConf.is_dict(value):
         raise UsageError(f"--search: '{p.key}' is a section, not a value")
