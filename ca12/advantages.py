@@ -67,13 +67,14 @@ def vtrace(
     clip_pg_rho: float | None = 1.0,
     clip_c: float | None = 1.0,
     *,
+    lmbda: float = 1.0,
     time_dim: int = -2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """V-trace targets and policy-gradient advantages (Espeholt et al. 2018, "IMPALA", eq. 1 and
     section 4.2), in the argument order of DeepMind's reference (`from_importance_weights`).
 
     With rho_t = exp(log_rhos_t) = pi(a_t|x_t) / mu(a_t|x_t) (target over behaviour policy),
-    clipped as rho_t' = min(clip_rho, rho_t), c_t = min(clip_c, rho_t) and
+    clipped as rho_t' = min(clip_rho, rho_t), c_t = lmbda min(clip_c, rho_t) and
     rho_t'' = min(clip_pg_rho, rho_t), and V(x_T) = `bootstrap_value`:
 
         delta_t = rho_t' (r_t + gamma_t V(x_{t+1}) - V(x_t))
@@ -97,6 +98,9 @@ def vtrace(
         clip_rho: rho-bar, the clip of the importance weights in the targets (None: no clip).
         clip_pg_rho: the clip of the weights in the policy-gradient advantages (None: no clip).
         clip_c: c-bar, the clip of the trace-cutting weights (None: no clip).
+        lmbda: lambda, a further cut of every trace (the paper's remark in section 4.1, rlax's
+            `lambda_`): on-policy the targets are then TD(lambda)'s lambda-returns, GAE's value
+            targets; 1 is the paper's V-trace.
         time_dim: the dimension of time.
 
     Returns:
@@ -116,7 +120,7 @@ def vtrace(
     bootstrap = bootstrap_value.unsqueeze(time_dim)
     values_next = torch.cat([values.narrow(time_dim, 1, values.shape[time_dim] - 1), bootstrap], dim=time_dim)
     deltas = clipped(clip_rho) * (rewards + discounts * values_next - values)
-    traces = discounts * clipped(clip_c)
+    traces = discounts * lmbda * clipped(clip_c)
     acc = torch.zeros_like(bootstrap_value)
     corrections = []
     for t in reversed(range(values.shape[time_dim])):

@@ -88,6 +88,19 @@ def test_vtrace_on_policy_is_the_n_step_bootstrapped_return():
     torch.testing.assert_close(adv, x["rewards"] + x["discounts"] * vs_next - x["values"])
 
 
+def test_vtrace_on_policy_with_lambda_targets_the_lambda_returns_of_gae():
+    x = _off_policy(seed=4)
+    x["log_rhos"] = torch.zeros_like(x["log_rhos"])
+    vs, adv = vtrace(x["log_rhos"], x["discounts"], x["rewards"], x["values"], x["bootstrap_value"], lmbda=LMBDA)
+    next_values = torch.cat([x["values"][:, 1:], x["bootstrap_value"][:, None]], 1)
+    _, targets = compute_gae(x["rewards"], x["values"], next_values, x["terminated"], torch.zeros_like(x["terminated"]), GAMMA, LMBDA)
+    torch.testing.assert_close(vs, targets)
+    vs_next = torch.cat([vs[:, 1:], x["bootstrap_value"][:, None]], 1)
+    torch.testing.assert_close(adv, x["rewards"] + x["discounts"] * vs_next - x["values"])
+    one, _ = vtrace(x["log_rhos"], x["discounts"], x["rewards"], x["values"], x["bootstrap_value"])
+    assert not torch.allclose(vs, one), "lambda < 1 cuts the traces"
+
+
 @pytest.mark.parametrize("clips", [(1.0, 1.0, 1.0), (2.0, 0.5, 0.9), (None, None, None)])
 def test_vtrace_off_policy_equals_the_papers_explicit_sum(clips):
     x = _off_policy(seed=1)

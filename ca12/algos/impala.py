@@ -55,6 +55,7 @@ class Config(OnPolicyConfig):
     clip_rho: Optional[float] = key("rho-bar: clip of the importance weights in the value targets (null: none)", positive=True)
     clip_pg_rho: Optional[float] = key("clip of the importance weights in the policy-gradient advantages (null: none)", positive=True)
     clip_c: Optional[float] = key("c-bar: clip of the trace-cutting weights (null: none)", positive=True)
+    lmbda: float = key("lambda: every trace weight c_s is lambda min(c-bar, rho_s) (1: the paper's V-trace; on-policy the targets are GAE's lambda-returns)", minimum=0.0)
     entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
     baseline_coeff: float = key("weight of the value loss 1/2 (v_s - V(x_s))^2", minimum=0.0)
     centralised_critic: bool = key("every agent's value sees all agents' observations (false: its own)")
@@ -127,7 +128,7 @@ class IMPALA(RLModule):
             rewards = batch["next", g, "reward"] + self.cfg.gamma * truncated * next_values  # a cut episode bootstraps here
             discounts = self.cfg.gamma * (~ended).float()
             vs, advantages = vtrace(log_pi - log_mu, discounts, rewards, values, next_values[:, -1], self.cfg.clip_rho,
-                                    self.cfg.clip_pg_rho, self.cfg.clip_c, time_dim=1)
+                                    self.cfg.clip_pg_rho, self.cfg.clip_c, lmbda=self.cfg.lmbda, time_dim=1)
             if self.cfg.normalize_advantage:
                 advantages = (advantages - advantages.mean()) / advantages.std().clamp(min=1e-8)
             batch.set((g, "value_target"), vs)
