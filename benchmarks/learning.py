@@ -143,6 +143,20 @@ def run(row: Row, seed: int = 0) -> tuple[float, float]:
     return sum(last) / len(last), seconds
 
 
+def ablation(title: str, variants: dict[str, Row], seed: int, gain: str) -> dict[str, float]:
+    """Runs each labelled row (the same task with one thing changed), prints their final returns
+    and seconds under `title`, and the first minus the second as `gain`; returns label -> final."""
+    results = {label: run(row, seed) for label, row in variants.items()}
+    print(f"\n{title}")
+    width = max(len(label) for label in results) + 4
+    print(f"{'variant':<{width}}{'final return':>14}{'seconds':>9}")
+    for label, (final, seconds) in results.items():
+        print(f"{label:<{width}}{final:>14.2f}{seconds:>9.0f}")
+    (first, _), (second, _) = list(results.values())[:2]
+    print(f"{gain}: {first - second:+.2f}")
+    return {label: final for label, (final, _) in results.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="algorithms to run")

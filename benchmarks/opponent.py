@@ -30,7 +30,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny nets: torch's thread pool only spins on shared cores
 
-from learning import SWITCHING_OPPONENTS as SETTINGS, Row, run  # noqa: E402  (learning.py's row for this task, without the flag)
+from learning import SWITCHING_OPPONENTS as SETTINGS, Row, ablation  # noqa: E402  (learning.py's row for this task, without the flag)
 
 
 def main() -> None:
@@ -40,17 +40,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for both runs")
     args = parser.parse_args()
-    results = {}
-    for label, flag in (("with opponent model", "true"), ("without", "false")):
-        row = Row("ppo", args.env, args.frames, float("-inf"), SETTINGS + args.extra + [f"algo.opponent_model={flag}"])
-        results[label] = run(row, args.seed)
-    print(f"\nPPO on {args.env}, {args.frames} frames, seed {args.seed} ({' '.join(SETTINGS + args.extra)})")
-    print(f"{'agent':<24}{'final return':>14}{'seconds':>9}")
-    for label, (final, seconds) in results.items():
-        print(f"{label:<24}{final:>14.2f}{seconds:>9.0f}")
-    (modelled, _), (plain, _) = results.values()
-    print(f"margin of the opponent model: {modelled - plain:+.2f} per episode (of 10 plays)")
-
+    rows = {label: Row("ppo", args.env, args.frames, float("-inf"), SETTINGS + args.extra + [f"algo.opponent_model={flag}"])
+            for label, flag in (("with opponent model", "true"), ("without", "false"))}
+    ablation(f"PPO on {args.env}, {args.frames} frames, seed {args.seed} ({' '.join(SETTINGS + args.extra)})", rows, args.seed,
+             "margin of the opponent model (per episode of 10 plays)")
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 
-from learning import Row, run
+from learning import Row, ablation
 
 # The simple_spread row's settings (benchmarks/learning.py).
 SETTINGS = ["env.num_envs=20", "collector.frames_per_batch=2000", "algo.minibatch_size=400", "algo.lr=1e-4",
@@ -40,17 +40,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    results = {}
-    for label, extra in (("with communication", []), ("without (message hidden)", [SILENCED])):
-        row = Row("mappo", "pettingzoo/simple_speaker_listener", args.frames, float("-inf"), SETTINGS + extra)
-        results[label] = run(row, args.seed)
-    print(f"\nMAPPO on pettingzoo/simple_speaker_listener, {args.frames} frames, seed {args.seed}")
-    print(f"{'channel':<28}{'final return':>14}{'seconds':>9}")
-    for label, (final, seconds) in results.items():
-        print(f"{label:<28}{final:>14.2f}{seconds:>9.0f}")
-    (talk, _), (silent, _) = results.values()
-    print(f"communication gains {talk - silent:+.2f} per agent per episode")
-
+    rows = {label: Row("mappo", "pettingzoo/simple_speaker_listener", args.frames, float("-inf"), SETTINGS + extra)
+            for label, extra in (("with communication", []), ("without (message hidden)", [SILENCED]))}
+    ablation(f"MAPPO on pettingzoo/simple_speaker_listener, {args.frames} frames, seed {args.seed}", rows, args.seed,
+             "communication gains (per agent per episode)")
 
 if __name__ == "__main__":
     main()
