@@ -50,7 +50,7 @@ from ca12.errors import NonFiniteError, UsageError
 from ca12.schema import key
 
 # On a worker's own fresh data the importance weights are 1: IMPALA's clips never bind.
-ON_POLICY_VTRACE = {"clip_rho": 1.0, "clip_pg_rho": 1.0, "clip_c": 1.0}
+ON_POLICY_VTRACE = {"clip_rho": 1.0, "clip_pg_rho": 1.0, "clip_c": 1.0, "lmbda": 1.0}  # lmbda 1: the n-step return
 
 
 @dataclass
