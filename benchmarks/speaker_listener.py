@@ -19,7 +19,7 @@ without (means of the last 10 iterations; last 3: -16.91 and -17.07). Neither ru
 use the channel yet;
 EPyMARL's benchmark (Papoudakis et al. 2021) trains MPE tasks for 2 M steps, so a clear margin
 likely needs a budget of that order (`--frames 2000000`). Later runs (lr 3e-4, entropy 0.01 to
-1.0 M frames, entropy 0 to 1.1 M) showed no margin either: see docs/benchmarks.md. With the
+1.0 M frames, entropy 0 to 2.0 M) showed no margin either: see docs/benchmarks.md. With the
 pettingzoo family's batched vectorisation a 2 M-frame run takes about 15-20 min on 2 idle cores.
 """
 
