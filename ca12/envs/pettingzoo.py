@@ -149,18 +149,18 @@ class BatchedParallelEnv(EnvBase):
         probe.close()
         self._observations = self.full_observation_spec.zero()
 
-    def _set_seed(self, seed: int | None) -> None:
-        """Seeds world i as TorchRL's `SerialEnv` of wrappers would: the seed chain of `seed_generator`."""
+    def set_seed(self, seed: int | None = None, static_seed: bool = False) -> int | None:
+        """Seeds world i as TorchRL's `SerialEnv` of wrappers would: world i + 1 gets
+        `seed_generator` of world i's seed (all the same one with `static_seed`); returns the
+        next seed of the chain."""
         for world in self.worlds:
             world.reset(seed=seed)
-            if seed is not None:
+            if seed is not None and not static_seed:
                 seed = seed_generator(seed)
-
-    def set_seed(self, seed: int | None = None, static_seed: bool = False) -> int | None:
-        self._set_seed(seed)
-        for _ in self.worlds if seed is not None and not static_seed else ():
-            seed = seed_generator(seed)
         return seed
+
+    def _set_seed(self, seed: int | None) -> None:  # EnvBase's abstract hook; set_seed does the work
+        self.set_seed(seed)
 
     def _write_observations(self, index: int, observations: dict) -> None:
         for group, agents in self.group_map.items():
