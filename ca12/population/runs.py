@@ -17,9 +17,10 @@ import csv
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -86,11 +87,19 @@ class PopulationSpec:
         return cls(**json.loads(path.read_text()))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `path` under a temporary name and rename it into place (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary name to write `path` under, renamed into place when the block ends without
+    an error: `path` is never half-written."""
+    tmp = path.with_name(path.name + suffix)
+    yield tmp
     os.replace(tmp, path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through `atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def member_dir(pbt_dir: Path, index: int) -> Path:
@@ -230,9 +239,8 @@ def install_checkpoint(source: Path, run_dir: Path) -> None:
     checkpoint = read_checkpoint(source)
     checkpoint["ca12"]["wandb_id"] = own_id
     last.parent.mkdir(parents=True, exist_ok=True)
-    tmp = last.with_name(last.name + ".pbt.tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, last)
+    with atomic_path(last, ".pbt.tmp") as tmp:
+        torch.save(checkpoint, tmp)
 
 
 # --- tables ---------------------------------------------------------------------------------------
@@ -267,12 +275,10 @@ def write_tables(pbt_dir: Path, keys: list[str], rows: list[dict]) -> None:
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def summary(rows: list[dict], keys: list[str]) -> str:
