@@ -131,6 +131,7 @@ def resolve_run(args: argparse.Namespace):
 
     from ca12.checkpoints import read_checkpoint, run_dir_of
     from ca12.config import apply_overrides, load_config
+    from ca12.trainer import prefer_gpu
 
     if args.resume:
         ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or default_env(args.algo))
@@ -143,6 +144,7 @@ def resolve_run(args: argparse.Namespace):
         raise UsageError("--algo is required (see --list)")
     env = args.env or default_env(args.algo)
     cfg = load_config(args.algo, env, args.overrides, seed=args.seed)
+    prefer_gpu(cfg, args.overrides)
     launched_many = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if args.run_dir is None and launched_many and not (_launched_rank() > 0 and os.environ.get(_RUN_DIR_VAR)):
         raise UsageError("launched as several processes (torchrun/SLURM): pass the same --run-dir to every process")

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ca12.algos.fast import check_fast_path
 from ca12.errors import UsageError
 from ca12.schema import key
 
@@ -59,6 +60,23 @@ def check_devices(cfg: DictConfig) -> None:
     devices = cfg.trainer.get("devices", 1)
     if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
         raise UsageError(f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} GPU(s)")
+    check_fast_path(cfg)
+
+
+def prefer_gpu(cfg: DictConfig, overrides: list[str]) -> bool:
+    """A new VMAS run on a machine with a CUDA GPU and no device chosen on the command line
+    (`trainer=`, `trainer.accelerator=`, `env.device=`) trains on the GPU (`trainer=gpu`) and
+    steps its envs there (`env.device=cuda`): VMAS simulates on the GPU, and the fast path
+    (`algo.cudagraphs`) needs it. Other env families step on the CPU and keep `trainer=cpu`.
+    Returns whether it switched (the written config.yaml says so too)."""
+    if cfg.env.get("family") != "vmas" or not torch.cuda.is_available():
+        return False
+    chosen = {text.split("=", 1)[0].lstrip("+~") for text in overrides}
+    if chosen & {"trainer", "trainer.accelerator", "env.device"}:
+        return False
+    cfg.trainer.accelerator = "gpu"
+    cfg.env.device = "cuda"
+    return True
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, callbacks: list) -> L.Trainer:

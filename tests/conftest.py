@@ -66,6 +66,22 @@ def resume_pair(tmp_path, algo: str, args: list[str], total: int) -> tuple[dict,
     return a, b, one_go, split
 
 
+def nan_critic_from_iteration(monkeypatch, iteration: int):
+    """MAPPO's critic loss (and so the total) turns NaN from `iteration` on."""
+    from ca12.algos.mappo import MAPPO
+
+    original = MAPPO.loss
+
+    def loss(self, minibatch):
+        total, terms = original(self, minibatch)
+        if self.iterations + 1 >= iteration:
+            terms["loss_critic"] = terms["loss_critic"] * float("nan")
+            total = total + terms["loss_critic"]
+        return total, terms
+
+    monkeypatch.setattr(MAPPO, "loss", loss)
+
+
 def tiny_config(algo: str = "mappo", *extra: str, env: str | None = None):
     from ca12.algos import default_env
 

@@ -15,7 +15,7 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage
 
 from ca12.algos import algo_class
 from ca12.fit import main
-from conftest import TINY, tiny_args, tiny_config
+from conftest import TINY, nan_critic_from_iteration, tiny_args, tiny_config
 
 FOUR_ITERS = TINY + ["collector.total_frames=400", "logger=none", "eval.every_n_iters=1", "eval.episodes=2"]
 
@@ -146,23 +146,8 @@ def test_a_signal_finishes_the_iteration_saves_and_exits_with_128_plus_its_numbe
     assert state["frames"] == state["iterations"] * 100 < 100000
 
 
-def _nan_critic_from_iteration(monkeypatch, iteration: int):
-    from ca12.algos.mappo import MAPPO
-
-    original = MAPPO.loss
-
-    def loss(self, minibatch):
-        total, terms = original(self, minibatch)
-        if self.iterations + 1 >= iteration:
-            terms["loss_critic"] = terms["loss_critic"] * float("nan")
-            total = total + terms["loss_critic"]
-        return total, terms
-
-    monkeypatch.setattr(MAPPO, "loss", loss)
-
-
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    _nan_critic_from_iteration(monkeypatch, 3)
+    nan_critic_from_iteration(monkeypatch, 3)
     run_dir = tmp_path / "run"
     assert main(["--algo", "mappo", "--run-dir", str(run_dir), *FOUR_ITERS]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -173,7 +158,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_skip_nonfinite_skips_the_bad_updates_and_goes_on(tmp_path, monkeypatch):
-    _nan_critic_from_iteration(monkeypatch, 4)
+    nan_critic_from_iteration(monkeypatch, 4)
     run_dir = tmp_path / "run"
     assert main(["--algo", "mappo", "--run-dir", str(run_dir), *FOUR_ITERS, "algo.skip_nonfinite=true"]) == 0
     saved = _ckpt(run_dir)

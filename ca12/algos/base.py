@@ -6,9 +6,10 @@ as `policy`, and do their whole update in `training_step` (manual optimisation).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import lightning as L
 import torch
@@ -19,6 +20,7 @@ from torchrl.modules import set_recurrent_mode
 
 from ca12.data import RolloutDataModule
 from ca12.data.collectors import episode_aligned
+from ca12.algos.fast import bounds_on_device, capture_update, make_capturable
 from ca12.envs.common import mean_at_episode_ends
 from ca12.envs.layout import AgentLayout
 from ca12.errors import NonFiniteError, UsageError
@@ -36,6 +38,7 @@ class AlgoConfig:
     skip_nonfinite: bool = key("a NaN/inf loss or gradient stops the run (false) or skips that update (true)")
     groups: Optional[list[str]] = key("agent groups to train (null: all); the others act with a fixed random policy")
     anneal_lr: bool = key("decay every learning rate linearly from its value to 0 over collector.total_frames (A2C/PPO's Atari schedule)")
+    cudagraphs: bool = key("capture each minibatch update (loss, backward, clip, fused Adam step) as a CUDA graph and replay it (ca12/algos/fast.py; CUDA only)")
 
 
 @dataclass
@@ -44,6 +47,41 @@ class OnPolicyConfig(AlgoConfig):
 
     num_epochs: int = key("passes over each collected batch (COMA: the critic's passes)", positive=True)
     minibatch_size: int = key("frames per minibatch (one Adam step each)", positive=True)
+
+
+def fused_adam(params, lr: float = 1e-3) -> torch.optim.Adam:
+    """Adam with its fused kernel (CPU and CUDA): one launch per step for all parameters, and it
+    honours `found_inf`, which `RLModule.optimiser_step` uses to skip a non-finite update on the
+    device. `lr` is the default of parameter groups that set none (torch's 1e-3)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class NonFiniteGuard:
+    """Counts non-finite optimiser updates on the device and sums each loss term, so that one
+    host read per iteration (`check`) can refuse or count them and name the term that broke."""
+
+    def __init__(self):
+        self.bad: torch.Tensor | None = None
+        self.term_sums: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def record(self, finite: torch.Tensor, terms) -> None:
+        bad = (~finite).to(torch.int64)
+        self.bad = bad if self.bad is None else self.bad + bad
+        names = tuple(k for k in terms.keys() if k.startswith("loss"))
+        if names:
+            values = torch.stack([terms[k].detach().sum().float() for k in names])
+            self.term_sums[names] = self.term_sums[names] + values if names in self.term_sums else values
+
+    def check(self, iteration: int, stop: bool) -> int:
+        """The number of skipped (non-finite) updates since the last check; with `stop`, a
+        `NonFiniteError` instead when there were any."""
+        bad = 0 if self.bad is None else int(self.bad)  # the one host sync of the iteration
+        sums, self.bad, self.term_sums = self.term_sums, None, {}
+        if bad and stop:
+            named = [(name, float(value)) for names, values in sums.items() for name, value in zip(names, values.tolist()) if not math.isfinite(value)]
+            what = f"loss term '{named[0][0]}' is {named[0][1]}" if named else "the gradient is not finite"
+            raise NonFiniteError(f"iteration {iteration}: {what} ({bad} update(s) skipped); stopped (set algo.skip_nonfinite=true to skip such updates)")
+        return bad
 
 
 class RLModule(L.LightningModule):
@@ -89,6 +127,9 @@ class RLModule(L.LightningModule):
         self.frames = 0
         self.iterations = 0
         self.skipped_updates = 0
+        self._guard = NonFiniteGuard()
+        self._fast: dict = {}  # fast-path updates by name (ca12/algos/fast.py)
+        self._direct_steps = False
         # The whole resolved run config; saved so a checkpoint can resume alone.
         self.run_config: dict = OmegaConf.to_container(cfg, resolve=True)
         self._step_end_time: float | None = None
@@ -140,11 +181,15 @@ class RLModule(L.LightningModule):
         optimisers = self.optimizers()
         for optimiser in optimisers if isinstance(optimisers, list) else [optimisers]:
             for group in optimiser.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-                group["lr"] = group["initial_lr"] * left
+                group.setdefault("initial_lr", float(group["lr"]))
+                if isinstance(group["lr"], torch.Tensor):  # a captured step reads it from the device
+                    group["lr"].fill_(group["initial_lr"] * left)
+                else:
+                    group["lr"] = group["initial_lr"] * left
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Count the batch's frames and log what `training_step` returned with the timings."""
+        self.skipped_updates += self._guard.check(self.iterations + 1, stop=not self.cfg.get("skip_nonfinite", False))
         now = time.perf_counter()
         update_s = now - self._update_start
         new_frames = self.frames_in(batch) * self.trainer.world_size
@@ -170,29 +215,65 @@ class RLModule(L.LightningModule):
         return (batch.fresh if hasattr(batch, "fresh") else batch).numel()
 
     # --- one guarded optimiser step ---------------------------------------------------------------
-    def optimiser_step(self, optimiser, loss: torch.Tensor, terms: TensorDictBase) -> torch.Tensor:
-        """Backward, clip (through Lightning), step; refuse or skip a non-finite update.
+    def optimiser_step(self, optimiser, loss: torch.Tensor, terms) -> torch.Tensor:
+        """Backward, clip, step; a non-finite update never touches the weights.
 
-        With `algo.skip_nonfinite` a NaN/inf loss or gradient skips this update (counted in
-        `train/skipped_updates`); otherwise it raises `NonFiniteError` naming the iteration and
-        the loss term, before the bad update touches the weights. Returns the gradient norm
-        before clipping.
+        No host synchronisation: the gradient norm is computed once (it also clips), and a
+        NaN/inf loss or gradient makes a fused optimiser (`fused_adam`) skip the step on the
+        device (its `found_inf` input, as AMP's grad scaler uses it). The guard counts such
+        updates on the device; `on_train_batch_end` reads it once per iteration and, unless
+        `algo.skip_nonfinite`, raises `NonFiniteError` naming the iteration and the loss term
+        before the iteration's checkpoint is written. An unfused optimiser falls back to one
+        host sync per step. Returns the gradient norm before clipping.
         """
-        optimiser.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        params = [p for group in optimiser.param_groups for p in group["params"] if p.grad is not None]
+        inner = getattr(optimiser, "optimizer", optimiser)  # under Lightning's LightningOptimizer
+        direct = self._direct_steps  # inside a captured update (ca12/algos/fast.py)
+        inner.zero_grad(set_to_none=True)
+        loss.backward() if direct else self.manual_backward(loss)
+        params = [p for group in inner.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # one host sync per update
-            bad = [k for k, v in terms.items() if k.startswith("loss") and not torch.isfinite(v).all()]
-            what = f"loss term '{bad[0]}' is {float(terms[bad[0]].detach())}" if bad else "the gradient is not finite"
-            if not self.cfg.get("skip_nonfinite", False):
-                raise NonFiniteError(f"iteration {self.iterations + 1}: {what}; stopped (set algo.skip_nonfinite=true to skip such updates)")
-            optimiser.zero_grad(set_to_none=True)
-            self.skipped_updates += 1
-            return grad_norm
-        self.clip_gradients(optimiser, gradient_clip_val=self.cfg.max_grad_norm, gradient_clip_algorithm="norm")
-        optimiser.step()
-        return grad_norm
+        finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+        if direct:  # recorded by the caller, outside the captured function
+            terms["finite"] = finite & terms["finite"] if "finite" in terms.keys() else finite
+        else:
+            self._guard.record(finite, terms)
+        torch.nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, grad_norm)
+        step = inner.step if direct else optimiser.step
+        if inner.defaults.get("fused"):
+            inner.found_inf = (~finite).float()
+            step()
+        elif bool(finite):
+            step()
+        return grad_norm.detach()
+
+    def fast_update(self, name: str, fn: Callable):
+        """`fn` (minibatch -> detached terms, stepping optimisers with `optimiser_step`)
+        captured as a CUDA graph (ca12/algos/fast.py) when `algo.cudagraphs` is on, else None.
+
+        Returns `run(minibatch, captured=True) -> terms`; `captured=False` runs `fn` uncaptured
+        (a minibatch of another shape). Either way the non-finite flags are recorded in the
+        guard. Built once per `name`.
+        """
+        if not self.cfg.get("cudagraphs"):
+            return None
+        if name not in self._fast:
+            optimisers = self.optimizers()
+            for optimiser in optimisers if isinstance(optimisers, list) else [optimisers]:
+                make_capturable(getattr(optimiser, "optimizer", optimiser))
+            bounds_on_device(self, self.device)
+            captured_fn = capture_update(fn)
+
+            def run(minibatch, captured: bool = True):
+                self._direct_steps = True
+                try:
+                    terms = (captured_fn if captured else fn)(minibatch)
+                finally:
+                    self._direct_steps = False
+                self._guard.record(terms.pop("finite"), terms)
+                return terms
+
+            self._fast[name] = run
+        return self._fast[name]
 
     def minibatch_epochs(self, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "",
                          target_kl: float | None = None) -> dict:
@@ -210,13 +291,20 @@ class RLModule(L.LightningModule):
         frames = batch if sequences else batch.reshape(-1)
         size = max(1, self.cfg.minibatch_size // batch.shape[-1]) if sequences else self.cfg.minibatch_size
         terms_sum, n_updates, epochs = None, 0, 0
+
+        def step(minibatch: TensorDictBase) -> TensorDictBase:
+            total, terms = loss(minibatch)
+            terms = terms.detach()
+            terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
+            return terms
+
+        fast = self.fast_update(f"minibatch:{getattr(loss, '__name__', id(loss))}", step)
         with set_recurrent_mode(sequences):
             for _ in range(self.cfg.num_epochs if num_epochs is None else num_epochs):
                 epoch_kl, epoch_updates = 0.0, 0
                 for index in torch.randperm(frames.shape[0], device=frames.device).split(size):
-                    total, terms = loss(frames[index])
-                    terms = terms.detach()
-                    terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
+                    # the fast path replays its capture for full-size minibatches only
+                    terms = step(frames[index]) if fast is None else fast(frames[index], captured=len(index) == size)
                     terms_sum = terms if terms_sum is None else terms_sum + terms
                     n_updates += 1
                     if target_kl is not None:

@@ -35,7 +35,7 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import OnPolicyConfig, RLModule
+from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
 from ca12.nets.builder import activation_class
 from ca12.nets.policies import make_actor
 from ca12.schema import key
@@ -141,7 +141,7 @@ class COMA(RLModule):
         return self.actor
 
     def configure_optimizers(self):
-        return torch.optim.Adam(
+        return fused_adam(
             [{"params": self.actor.parameters(), "lr": self.cfg.lr}, {"params": self.critic.parameters(), "lr": self.cfg.critic_lr}]
         )
 

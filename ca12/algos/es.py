@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import AlgoConfig, RLModule
+from ca12.algos.base import AlgoConfig, RLModule, fused_adam
 from ca12.data.rollout import one_batch_loader
 from ca12.distributed.es import es_estimate, pair_seeds, perturbation
 from ca12.distributed.parameter_server import set_gradients
@@ -157,7 +157,7 @@ class ES(RLModule):
         return self._policy
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.actors.parameters(), lr=self.cfg.lr)
+        return fused_adam(self.actors.parameters(), lr=self.cfg.lr)
 
     def frames_in(self, batch) -> int:
         return self._frames_in_batch

@@ -39,7 +39,7 @@ from torch import nn
 from torchrl.envs import EnvBase
 
 from ca12.advantages import vtrace
-from ca12.algos.base import OnPolicyConfig, RLModule
+from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 from ca12.schema import key
 
@@ -98,7 +98,7 @@ class IMPALA(RLModule):
         return self._policy
 
     def configure_optimizers(self):
-        return torch.optim.Adam([*self.actors.parameters(), *self.critics.parameters()], lr=self.cfg.lr)
+        return fused_adam([*self.actors.parameters(), *self.critics.parameters()], lr=self.cfg.lr)
 
     def _log_prob_entropy(self, g: str, td: TensorDictBase, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """log pi(a|x) of the batch's actions and (with `entropy`) the policy's entropy, each [..., n_agents, 1]."""

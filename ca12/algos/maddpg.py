@@ -26,7 +26,8 @@ from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
 from torchrl.objectives import DDPGLoss, SoftUpdate
 
-from ca12.algos.off_policy import ActorCriticReplayConfig, OffPolicyModule, replay_updates
+from ca12.algos.base import fused_adam
+from ca12.algos.off_policy import ActorCriticReplayConfig, OffPolicyModule
 from ca12.data import ReplayBatch
 from ca12.schema import key
 from ca12.nets.actor_critic import make_deterministic_actor, make_exploration, make_q_critic
@@ -72,8 +73,8 @@ class MADDPG(OffPolicyModule):
         return self._policy
 
     def configure_optimizers(self):
-        actor = torch.optim.Adam(list(self.loss_module.actor_network_params.values(True, True)), lr=self.cfg.actor_lr)
-        critic = torch.optim.Adam(list(self.loss_module.value_network_params.values(True, True)), lr=self.cfg.critic_lr)
+        actor = fused_adam(list(self.loss_module.actor_network_params.values(True, True)), lr=self.cfg.actor_lr)
+        critic = fused_adam(list(self.loss_module.value_network_params.values(True, True)), lr=self.cfg.critic_lr)
         return [actor, critic]
 
     def training_step(self, batch: ReplayBatch, batch_idx: int) -> dict:
@@ -81,7 +82,7 @@ class MADDPG(OffPolicyModule):
         if self.exploration is not None:  # the noise std anneals with collected frames
             self.exploration.step(batch.fresh.numel())
             metrics["train/sigma"] = self.exploration.sigma.detach()
-        return {**metrics, **replay_updates(batch, self.cfg, self.update, self.target_updater, self.device, squared_td_error=True)}
+        return {**metrics, **self.replay(batch, squared_td_error=True)}
 
     def update(self, sample: TensorDictBase) -> TensorDictBase:
         """Critic step on the TD(0) target of the target actor and critic, then the actor step

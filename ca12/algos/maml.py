@@ -43,7 +43,7 @@ from torch.func import functional_call, vmap
 from torchrl.envs import EnvBase
 from torchrl.modules import MLP, IndependentNormal, ProbabilisticActor
 
-from ca12.algos.base import AlgoConfig, RLModule
+from ca12.algos.base import AlgoConfig, RLModule, fused_adam
 from ca12.data.rollout import one_batch_loader
 from ca12.envs.layout import Group
 from ca12.envs.meta import make_family
@@ -165,7 +165,7 @@ class MAML(RLModule):
         return self._policy
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr)
+        return fused_adam(self.actor.parameters(), lr=self.cfg.lr)
 
     def frames_in(self, batch) -> int:
         return self._frames_per_iteration

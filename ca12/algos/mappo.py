@@ -26,7 +26,7 @@ from torchrl.objectives import ValueEstimators
 from torchrl.objectives.value import MultiAgentGAE
 from torchrl.objectives.multiagent import MAPPOLoss
 
-from ca12.algos.base import OnPolicyConfig, RLModule
+from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
 from ca12.errors import UsageError
 from ca12.league import League, LeagueConfig
 from ca12.nets.builder import is_recurrent
@@ -135,7 +135,7 @@ class MAPPO(RLModule):
         return self.losses[self.group]
 
     def configure_optimizers(self):
-        return torch.optim.Adam([*self.losses.parameters(), *self.opponent_models.parameters()], lr=self.cfg.lr)
+        return fused_adam([*self.losses.parameters(), *self.opponent_models.parameters()], lr=self.cfg.lr)
 
     @torch.no_grad()
     def compute_advantage(self, batch: TensorDictBase) -> TensorDictBase:

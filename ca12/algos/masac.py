@@ -25,7 +25,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
 
-from ca12.algos.off_policy import ActorCriticReplayConfig, OffPolicyModule, replay_updates
+from ca12.algos.base import fused_adam
+from ca12.algos.off_policy import ActorCriticReplayConfig, OffPolicyModule
 from ca12.data import ReplayBatch
 from ca12.schema import key
 from ca12.nets.actor_critic import make_discrete_q_critic, make_q_critic
@@ -83,14 +84,14 @@ class MASAC(OffPolicyModule):
 
     def configure_optimizers(self):
         loss = self.loss_module
-        actor = torch.optim.Adam(list(loss.actor_network_params.values(True, True)), lr=self.cfg.actor_lr)
-        critic = torch.optim.Adam(list(loss.qvalue_network_params.values(True, True)), lr=self.cfg.critic_lr)
-        alpha = torch.optim.Adam([loss.log_alpha], lr=self.cfg.alpha_lr)
+        actor = fused_adam(list(loss.actor_network_params.values(True, True)), lr=self.cfg.actor_lr)
+        critic = fused_adam(list(loss.qvalue_network_params.values(True, True)), lr=self.cfg.critic_lr)
+        alpha = fused_adam([loss.log_alpha], lr=self.cfg.alpha_lr)
         return [actor, critic, alpha]
 
     def training_step(self, batch: ReplayBatch, batch_idx: int) -> dict:
         metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh)}
-        return {**metrics, **replay_updates(batch, self.cfg, self.update, self.target_updater, self.device)}
+        return {**metrics, **self.replay(batch)}
 
     def update(self, sample: TensorDictBase) -> TensorDictBase:
         """One step of each optimiser on its own term of one forward pass of the loss.

@@ -69,7 +69,7 @@ def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:
 
 
 def replay_updates(batch: ReplayBatch, cfg: DictConfig, update: Callable[[TensorDictBase], TensorDictBase], target_updater,
-                   device: torch.device, squared_td_error: bool = False) -> dict:
+                   device: torch.device, squared_td_error: bool = False, fast: Callable | None = None) -> dict:
     """The updates of one iteration of a replay method, as `train/` metrics ({} during warm-up).
 
     Args:
@@ -81,14 +81,19 @@ def replay_updates(batch: ReplayBatch, cfg: DictConfig, update: Callable[[Tensor
         device: where minibatches are moved before `update`.
         squared_td_error: `td_error` holds the squared TD error (TorchRL's DQN, QMIX and DDPG
             losses) rather than its absolute value (SAC's).
+        fast: the fast path (`RLModule.fast_update`) of `update` followed by the target update,
+            used instead of both when given (never with prioritised replay).
     """
     if batch.stored < cfg.warmup_frames:
         return {}
     terms_sum, n_updates = None, max(1, round(cfg.updates_per_frame * batch.fresh.numel()))
     for _ in range(n_updates):
         sample = batch.buffer.sample().to(device)
-        terms = update(sample)
-        target_updater.step()
+        if fast is not None:
+            terms = fast(sample)
+        else:
+            terms = update(sample)
+            target_updater.step()
         if cfg.prioritized:  # one priority per item: the largest |TD error| over agents (and steps)
             td_error = sample["td_error"].reshape(sample.shape[0], -1).abs().amax(-1)
             index = sample["index"].reshape(sample.shape[0], -1)[:, 0]  # a sequence's index repeats along it
@@ -119,6 +124,18 @@ class OffPolicyModule(RLModule):
         if cls.recurrent and is_recurrent(cfg.model):
             return {"sequence_length": cfg.algo.sequence_length, "burn_in": cfg.algo.burn_in}
         return {}
+
+    def replay(self, batch: ReplayBatch, squared_td_error: bool = False) -> dict:
+        """This iteration's updates (`replay_updates` of `self.update` and `self.target_updater`),
+        on the fast path (ca12/algos/fast.py) when it is on and replay is not prioritised (the
+        priorities are written from each minibatch's TD errors, outside any capture)."""
+        fast = None if self.cfg.prioritized else self.fast_update("replay", self.update_and_target)
+        return replay_updates(batch, self.cfg, self.update, self.target_updater, self.device, squared_td_error, fast=fast)
+
+    def update_and_target(self, sample: TensorDictBase) -> TensorDictBase:
+        terms = self.update(sample)
+        self.target_updater.step()
+        return terms
 
     def prepare(self, sample: TensorDictBase) -> TensorDictBase:
         """Shape a sampled minibatch for the loss (here: per-agent done flags); `update` calls it."""

@@ -34,7 +34,8 @@ from torchrl.objectives.multiagent import QMixerLoss
 from torchrl.modules import set_recurrent_mode
 from torchrl.objectives.utils import distance_loss
 
-from ca12.algos.off_policy import OffPolicyModule, ReplayConfig, replay_updates
+from ca12.algos.base import fused_adam
+from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
 from ca12.data import ReplayBatch
 from ca12.data.collectors import envs_per_batch
 from ca12.errors import UsageError
@@ -116,7 +117,7 @@ class QMIX(OffPolicyModule):
         return self._policy
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.loss_module.parameters(), lr=self.cfg.lr)
+        return fused_adam(self.loss_module.parameters(), lr=self.cfg.lr)
 
     def prepare(self, sample: TensorDictBase) -> TensorDictBase:
         """Team reward = mean of the agents' rewards: [*B, n_agents, 1] -> [*B, 1]."""
@@ -127,7 +128,7 @@ class QMIX(OffPolicyModule):
         metrics = {"rollout/episode_reward_mean": self.episode_reward_mean(batch.fresh)}
         self.exploration.step(batch.fresh.numel())  # epsilon anneals with collected frames
         metrics["train/epsilon"] = self.exploration.eps
-        return {**metrics, **replay_updates(batch, self.cfg, self.update, self.target_updater, self.device, squared_td_error=True)}
+        return {**metrics, **self.replay(batch, squared_td_error=True)}
 
     def loss(self, sample: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
         """TD loss on a prepared minibatch (see `prepare`) and its terms."""

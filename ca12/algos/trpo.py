@@ -47,7 +47,7 @@ from torchrl.envs import EnvBase
 from torchrl.modules import TanhNormal
 
 from ca12.advantages import compute_gae
-from ca12.algos.base import OnPolicyConfig, RLModule
+from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
 from ca12.errors import NonFiniteError, UsageError
 from ca12.nets.policies import make_actor, make_critic
 from ca12.schema import key
@@ -149,7 +149,7 @@ class TRPO(RLModule):
         return self.actor
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.critic.parameters(), lr=self.cfg.critic_lr)
+        return fused_adam(self.critic.parameters(), lr=self.cfg.critic_lr)
 
     @torch.no_grad()
     def compute_advantage(self, batch: TensorDictBase) -> None:
