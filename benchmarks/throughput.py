@@ -25,9 +25,9 @@ from ca12.envs import make_env
 from ca12.fit import main as fit_main
 
 
-def env_ceiling(num_envs: int, max_steps: int, device: str, repeats: int = 3) -> float:
+def env_ceiling(num_envs: int, max_steps: int, device: str, repeats: int = 3, task: str = "navigation") -> float:
     """Frames/s of `VmasEnv.rollout` with random actions (no policy, no learner)."""
-    cfg = load_config("mappo", "vmas/navigation", [f"env.num_envs={num_envs}", f"env.max_steps={max_steps}", f"env.device={device}"])
+    cfg = load_config("mappo", f"vmas/{task}", [f"env.num_envs={num_envs}", f"env.max_steps={max_steps}", f"env.device={device}"])
     env = make_env(cfg.env, seed=0)
     env.rollout(max_steps, break_when_any_done=False)  # warm-up
     best = 0.0

@@ -1,0 +1,34 @@
+#!/bin/bash
+# One lease on a GPU machine (H100/H200), run from the repository root there:
+#   bash benchmarks/gpu_session.sh STEP...      (steps below; output under $OUT)
+# Needs the wheels of ../shared/bench/fetch_gpu_wheels.sh in .whl/stack and, for BenchMARL,
+# those of fetch_benchmarl_wheels.sh in .whl/bm and .whl/common (carry: .whl). The steps used for
+# docs/benchmarks.md's GPU table, e.g. one call of the device tool:
+#   bash benchmarks/gpu_session.sh mappo-all maddpg-benchmarl masac-benchmarl 2>&1 | tee $OUT/log
+# Each step has its own timeout, and rows are printed as they finish.
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+pip_target() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$@"; }
+pip_target /tmp/site .whl/stack/*.whl || exit 1
+[ -d .whl/bm ] && { pip_target /tmp/benchmarl .whl/common/*.whl .whl/bm/*.whl || exit 1; }
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
+python3 -c "import torch, torchrl, vmas; print('torch', torch.__version__, 'torchrl', torchrl.__version__)"
+V=benchmarks/vs_benchmarl.py
+EAGER=(--variant eager=); CG=(--variant cudagraphs=algo.cudagraphs=true)
+BM=(--benchmarl-site /tmp/benchmarl)
+for step in "$@"; do
+  echo "=== $step $(date +%T)"
+  case $step in
+    mappo-all) timeout 240 python3 $V --algo mappo --task navigation --iters 3 --device cuda --timeout 150 "${BM[@]}" "${EAGER[@]}" "${CG[@]}" ;;
+    balance-benchmarl) timeout 200 python3 $V --algo mappo --task balance --iters 3 --device cuda --timeout 150 "${BM[@]}" "${CG[@]}" ;;
+    maddpg-cg|masac-cg) timeout 100 python3 $V --algo ${step%-cg} --iters 3 --device cuda --timeout 90 --no-ceiling "${CG[@]}" ;;
+    maddpg-benchmarl|masac-benchmarl) timeout 200 python3 $V --algo ${step%-benchmarl} --iters 3 --device cuda --timeout 120 --no-ceiling "${BM[@]}" "${CG[@]}" ;;
+    profile) timeout 150 python3 benchmarks/profile_fit.py --algo mappo --rows 30 -- trainer=gpu env.device=cuda env.num_envs=600 \
+               collector.frames_per_batch=60000 collector.total_frames=120000 algo.num_epochs=3 algo.minibatch_size=4096 ${PROFILE:-} > "$OUT/profile_mappo_cuda.txt" 2>&1
+             grep -E "^sync|kernel launches|Self CPU time total|Self CUDA time total" "$OUT/profile_mappo_cuda.txt" ;;
+    to90) timeout 130 python3 $V --algo mappo --task navigation --device cuda --to-return 0.9 --total-frames ${TO90_FRAMES:-1200000} --timeout 120 \
+            --extra "${TO90:-algo.cudagraphs=true env.num_envs=200 collector.frames_per_batch=20000 algo.num_epochs=10 algo.minibatch_size=4000 algo.lr=3e-4 algo.gamma=0.99}" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
