@@ -13,8 +13,7 @@ The plain loop is what a TorchRL user writes by hand: `Collector` + `TensorDictR
 TorchRL's `DDPGLoss` / `SACLoss` + Adam + `clip_grad_norm_` + `SoftUpdate`, no Lightning, no
 checkpoints, no NaN guard. It uses ca12's networks and loss modules, so both sides run the same
 maths. ca12 is the real `python -m ca12.fit` path (Lightning Trainer, ReplayDataModule,
-metrics.csv, a checkpoint with the whole buffer every iteration, the NaN guard's check per Adam
-step). Runs alternate (plain, ca12, ...); every run's first iteration is warm-up and dropped.
+metrics.csv, a checkpoint every iteration (the buffer's changed segments), the NaN guard). Runs alternate (plain, ca12, ...); every run's first iteration is warm-up and dropped.
 Prints seconds per iteration (median over rounds of each run's mean) and the ratio.
 """
 

@@ -2,7 +2,10 @@
 
 `last.ckpt` is rewritten after every iteration and `iter_<N>.ckpt` kept every `every_n_iters`.
 Each file is written under a temporary name and renamed into place, so a crash mid-write
-leaves the previous `last.ckpt` intact.
+leaves the previous `last.ckpt` intact. A replay buffer's contents go into segment files in
+`buffer/` beside them (ca12/data/buffer_store.py), never modified once written; the files that
+no checkpoint in the folder refers to any more are deleted after the iteration's checkpoints
+are in place.
 """
 
 from __future__ import annotations
@@ -15,12 +18,19 @@ from pathlib import Path
 import lightning as L
 
 from ca12.checkpoints import unsafe_entry
+from ca12.data.buffer_store import collect_garbage
 
 
 class IterationCheckpoint(L.Callback):
     def __init__(self, dirpath: str | Path, every_n_iters: int):
         self.dirpath = Path(dirpath)
         self.every_n_iters = every_n_iters
+        self._manifests: dict = {}  # the segment files each checkpoint refers to (collect_garbage's cache)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Tell a data module that saves files beside the checkpoints (a replay buffer's) where they go."""
+        if hasattr(trainer.datamodule, "checkpoint_dir"):
+            trainer.datamodule.checkpoint_dir = self.dirpath
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         """Refuse to write a state that `--resume` could not read back.
@@ -39,6 +49,8 @@ class IterationCheckpoint(L.Callback):
         self.save(trainer, self.dirpath / "last.ckpt")
         if iteration % self.every_n_iters == 0:
             self.save(trainer, self.dirpath / f"iter_{iteration:05d}.ckpt")
+        if trainer.is_global_zero:
+            collect_garbage(self.dirpath, self._manifests)
 
     @staticmethod
     def save(trainer: L.Trainer, path: Path) -> None:

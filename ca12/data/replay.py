@@ -4,8 +4,10 @@ One Lightning epoch is one iteration: the collector gathers `frames_per_batch` f
 the module's exploration policy, they are written to the buffer (flattened to single
 transitions, each holding all agents: joint-action replay), and the batch handed to
 `training_step` carries both the fresh frames (for rollout metrics) and the buffer to sample
-minibatches from. The buffer's whole contents, its sampler and writer state, the random
-generators and the collector's counters go into every checkpoint, so resume is exact.
+minibatches from. The buffer's contents, its sampler and writer state, the random generators and
+the collector's counters go into every checkpoint, so resume is exact; the contents of a buffer
+larger than a segment go into segment files beside the checkpoint, each written again only
+when it changed (ca12/data/buffer_store.py).
 
 Recurrent learners replay sequences instead (`sequence_length`, `burn_in`; R2D2, Kapturowski et
 al. 2019): each env's trajectory in a batch is cut into chunks of `sequence_length` steps that
@@ -20,6 +22,7 @@ find slices in a flat storage, which batches cut across envs and iterations do n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -28,6 +31,7 @@ from tensordict import TensorDictBase
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
+from ca12.data.buffer_store import SEGMENT_TRANSITIONS, BufferCheckpoint
 from ca12.data.priority import TensorPrioritizedSampler
 from ca12.data.rollout import RolloutDataModule
 
@@ -84,8 +88,8 @@ def sequence_chunks(batch: TensorDictBase, length: int, burn_in: int = 0) -> Ten
 
 def _storage(kind: str, buffer_size: int, device: str) -> LazyTensorStorage:
     """The buffer's storage: tensors in memory on `device`, or memory-mapped files (CPU only) in
-    a temporary directory removed at exit, for buffers larger than RAM. Either way the contents
-    go into checkpoints as plain tensors."""
+    a temporary directory removed at exit, for buffers larger than RAM. Either way checkpoints
+    hold the contents as plain tensors (`BufferCheckpoint`)."""
     if kind == "memmap":  # config.validate refuses a memmap buffer on a GPU
         return LazyMemmapStorage(buffer_size, device="cpu")
     return LazyTensorStorage(buffer_size, device=device)
@@ -105,6 +109,10 @@ class ReplayDataModule(RolloutDataModule):
         sequence_length: store and sample chunks of this many steps (recurrent learners;
             see `sequence_chunks`); `buffer_size` and `minibatch_size` still count transitions.
         burn_in: steps by which consecutive chunks overlap (the learner's burn-in).
+
+    Checkpoints put the buffer's contents in segment files in `checkpoint_dir/buffer/`
+    (`BufferCheckpoint`); `IterationCheckpoint` sets `checkpoint_dir`, and a resumed run reads
+    them from its checkpoint's folder.
     """
 
     def __init__(
@@ -138,6 +146,8 @@ class ReplayDataModule(RolloutDataModule):
             batch_size=items,
             priority_key="td_error",
         )
+        self.buffer_checkpoint = BufferCheckpoint(self.buffer, max(1, SEGMENT_TRANSITIONS // per_item))
+        self.checkpoint_dir: Path | None = None
 
     def next_batch(self) -> ReplayBatch:
         fresh = super().next_batch()
@@ -146,9 +156,14 @@ class ReplayDataModule(RolloutDataModule):
         return ReplayBatch(fresh=fresh, buffer=self.buffer, stored=len(self.buffer) * (self.sequence_length or 1))
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict()}
+        # Every DDP rank is asked; only rank 0's checkpoint is written, so only it writes segments.
+        write = self.trainer is None or self.trainer.is_global_zero
+        return {**super().state_dict(), "buffer": self.buffer_checkpoint.state_dict(self.checkpoint_dir, write)}
 
-    def restore_pending_state(self) -> None:
-        if self._pending is not None and "buffer" in self._pending:
-            self.buffer.load_state_dict(self._pending.pop("buffer"))
-        super().restore_pending_state()
+    def load_state_dict(self, state: dict) -> None:
+        # Now rather than before the first batch: a missing segment file fails the resume at once.
+        state = dict(state)
+        if "buffer" in state:
+            path = self.trainer.ckpt_path if self.trainer is not None else None
+            self.buffer_checkpoint.load_state_dict(state.pop("buffer"), Path(path).parent if path else None)
+        super().load_state_dict(state)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 from ca12.errors import UsageError
 from ca12.population.core import Hyperparameter, SearchSpace
-from ca12.population.runs import PopulationSpec, install_checkpoint, member_dir, member_score, summary, train_member, write_tables
+from ca12.population.runs import PopulationSpec, copy_checkpoint, install_checkpoint, member_dir, member_score, summary, train_member, write_tables
 
 EXPERIMENT = "tune"
 SCORE = "score"
@@ -105,7 +104,7 @@ def member_trainable(config: dict, spec: dict, pbt_dir: str) -> None:
             tune.report(row)
             continue
         with tempfile.TemporaryDirectory() as folder:
-            shutil.copy(last, Path(folder) / "last.ckpt")
+            copy_checkpoint(last, Path(folder) / "last.ckpt")  # with the buffer segments it refers to
             (Path(folder) / "member.json").write_text(json.dumps({"member": index, "round": round_}))
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(folder))
         started_from = index

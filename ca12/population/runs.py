@@ -3,12 +3,13 @@
 A member is a run directory `<pbt_dir>/member_<i>` (seed `seed + i`) trained by `ca12.fit` in
 intervals: round r resumes it (`--resume`) with the member's hyperparameters as overrides and
 `collector.total_frames = r x ready`. Its score is read from its metrics.csv. Exploit copies
-another member's `last.ckpt` over its own: weights, optimiser state, the data module's state
-(RNG states, collector counters, a replay buffer), counters and run config, so the copy goes on
-as the donor's run would (with the same random stream: donor and copy then differ only by their
-hyperparameters), only its W&B run stays its own. A resumed run takes the overrides'
-hyperparameters even where the checkpoint holds old ones (optimiser learning rates, TorchRL's
-loss coefficients): see `config_hyperparameters` in ca12/fit.py.
+another member's `last.ckpt` over its own (with the replay-buffer segment files it refers to):
+weights, optimiser state, the data module's state (RNG states, collector counters, a replay
+buffer), counters and run config, so the copy goes on as the donor's run would (with the same
+random stream: donor and copy then differ only by their hyperparameters), only its W&B run
+stays its own. A resumed run takes the overrides' hyperparameters even where the checkpoint
+holds old ones (optimiser learning rates, TorchRL's loss coefficients): see
+`config_hyperparameters` in ca12/fit.py.
 """
 
 from __future__ import annotations
@@ -230,17 +231,29 @@ def install_checkpoint(source: Path, run_dir: Path) -> None:
     """Exploit: `source` (another member's checkpoint) becomes this member's `last.ckpt`,
     everything in it (weights, optimiser state, data-module and RNG state, counters, the run
     config) except the W&B run id, which stays this member's. Written atomically."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    own_id = _saved_run_state(last).get("wandb_id") if last.is_file() else None
+    copy_checkpoint(source, last, wandb_id=own_id)
+
+
+def copy_checkpoint(source: Path, target: Path, **ca12_state: Any) -> None:
+    """Copy checkpoint `source` to `target` (a file, written atomically) with the replay-buffer
+    segment files it refers to (linked or copied into `target`'s folder: ca12/data/buffer_store.py),
+    then delete the segment files no checkpoint beside `target` refers to any more.
+    `ca12_state` replaces entries of its `ca12` section."""
     import torch
 
     from ca12.checkpoints import read_checkpoint
+    from ca12.data.buffer_store import collect_garbage, import_segments
 
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    own_id = _saved_run_state(last).get("wandb_id") if last.is_file() else None
+    source, target = Path(source), Path(target)
     checkpoint = read_checkpoint(source)
-    checkpoint["ca12"]["wandb_id"] = own_id
-    last.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(last, ".pbt.tmp") as tmp:
+    checkpoint["ca12"].update(ca12_state)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    import_segments(checkpoint, source.parent, target.parent)
+    with atomic_path(target, ".pbt.tmp") as tmp:
         torch.save(checkpoint, tmp)
+    collect_garbage(target.parent)
 
 
 # --- tables ---------------------------------------------------------------------------------------
