@@ -3,10 +3,13 @@
     python -m ca12.fit --algo ALGO [--env FAMILY/TASK] [--seed N] [--run-dir DIR]
                        [--resume last|PATH] [--show-config] [KEY=VALUE ...]
     python -m ca12.fit --list
+    python -m ca12.fit -m --algo A,B [--env E,F] [--seed 0,1,2] [--run-dir SWEEP_DIR] [KEY=a,b ...]
 
 Composes conf/ with the overrides, builds the env, the algorithm's LightningModule and its data
 module, and hands them to a Lightning Trainer that writes everything to the run directory:
 config.yaml, metrics.csv, checkpoints/ and wandb/. Bad input exits with code 2 and one line.
+`-m` (`--multirun`) runs every combination of comma lists, each such a run (ca12/sweep.py);
+`ca12.train` (ca12/api.py) runs `run` from Python.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", default=None, metavar="last|PATH", help="continue the newest run of this algo/env, or a run directory / checkpoint file")
     parser.add_argument("--list", action="store_true", help="print the known algorithms and envs, one per line")
     parser.add_argument("--show-config", action="store_true", help="print the composed config with each key's one-line doc, and exit")
+    parser.add_argument("-m", "--multirun", action="store_true",
+                        help="a sweep: every combination of the comma lists in --algo, --env, --seed and KEY=a,b, one run each under --run-dir (-m --help: its launchers and options)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. algo.lr=1e-4 trainer=gpu")
     return parser
 
@@ -63,7 +68,7 @@ def default_run_dir(algo: str, env: str) -> Path:
     return Path("runs") / algo / f"{family}-{task}" / stamp
 
 
-def _holds_run(path: Path) -> bool:
+def holds_run(path: Path) -> bool:
     """A directory holds a run once it has a checkpoint (a config.yaml alone is a run that
     never started)."""
     return path.is_dir() and any((path / "checkpoints").glob("*.ckpt"))
@@ -150,13 +155,29 @@ def resolve_run(args: argparse.Namespace):
         raise UsageError("launched as several processes (torchrun/SLURM): pass the same --run-dir to every process")
     inherited = os.environ.get(_RUN_DIR_VAR) if _launched_rank() > 0 else None
     run_dir = args.run_dir or Path(inherited or default_run_dir(args.algo, env))
-    if _holds_run(run_dir) and _launched_rank() == 0:
+    if holds_run(run_dir) and _launched_rank() == 0:
         raise UsageError(f"run directory '{run_dir}' already holds a run; pass --resume {run_dir} to continue it or choose another --run-dir")
     return cfg, run_dir, None, {}
 
 
 # Lightning's DDP launcher re-runs this command for ranks > 0; they read the run directory here.
 _RUN_DIR_VAR = "CA12_RUN_DIR"
+
+
+def fit_args(algo: str | None = None, env: str | None = None, seed: int | None = None, run_dir: str | Path | None = None,
+             resume: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> argparse.Namespace:
+    """The parsed command line `python -m ca12.fit --algo ALGO --env ENV --seed SEED --run-dir DIR
+    --resume RUN KEY=VALUE...` (flags left out when None): `ca12.train` and sweeps hand it to
+    `run`, so they train as that command does and fail with its messages."""
+    flags = {"--algo": algo, "--env": env, "--seed": seed, "--run-dir": run_dir, "--resume": resume}
+    argv = [text for flag, value in flags.items() if value is not None for text in (flag, str(value))]
+    return build_parser().parse_intermixed_args([*argv, *overrides])
+
+
+def run_is_complete(cfg, saved: dict) -> bool:
+    """Whether the run a checkpoint's ca12 state `saved` belongs to has trained the
+    `collector.total_frames` of `cfg` (False for a fresh run: `saved` is empty)."""
+    return bool(saved) and saved.get("frames", 0) >= cfg.collector.total_frames
 
 
 def run(args: argparse.Namespace) -> Path | None:
@@ -178,7 +199,7 @@ def run(args: argparse.Namespace) -> Path | None:
         print(describe(cfg))
         return None
     check_devices(cfg)
-    if saved and saved.get("frames", 0) >= cfg.collector.total_frames:
+    if run_is_complete(cfg, saved):
         print(
             f"ca12.fit: the run in {run_dir} is complete ({saved['frames']} of collector.total_frames={cfg.collector.total_frames} frames); "
             f"train it longer with --resume {run_dir} collector.total_frames=N (N > {saved['frames']})"
@@ -217,7 +238,7 @@ def run(args: argparse.Namespace) -> Path | None:
             if _launched_rank() == 0:
                 os.environ.pop(_RUN_DIR_VAR, None)
     except BaseException as exc:
-        if created and not _holds_run(run_dir):  # never leave a run directory that holds no run
+        if created and not holds_run(run_dir):  # never leave a run directory that holds no run
             shutil.rmtree(run_dir, ignore_errors=True)
         if _out_of_memory(exc):
             raise UsageError(
@@ -358,7 +379,12 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if "-m" in argv or "--multirun" in argv:  # its own parser: --algo, --env and --seed take lists
+            from ca12.sweep import sweep_main
+
+            return sweep_main(argv)
         # Intermixed: overrides may stand between flags, as Hydra users write them.
         args = build_parser().parse_intermixed_args(argv)
         if args.list:

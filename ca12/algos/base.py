@@ -20,6 +20,7 @@ from torchrl.modules import set_recurrent_mode
 
 from ca12.data import RolloutDataModule
 from ca12.data.collectors import episode_aligned
+import ca12
 from ca12.algos.fast import bounds_on_device, capture_update, make_capturable
 from ca12.envs.common import mean_at_episode_ends
 from ca12.envs.layout import AgentLayout
@@ -202,6 +203,7 @@ class RLModule(L.LightningModule):
                 "time/collect_s": self._collect_s,
                 "time/update_s": update_s,
                 "time/frames_per_second": new_frames / max(self._collect_s + update_s, 1e-9),
+                "time/since_start_s": time.time() - ca12.STARTED_AT,
                 "time/frames": float(self.frames),
                 "time/iteration": float(self.iterations),
                 "train/skipped_updates": float(self.skipped_updates),

@@ -1,0 +1,257 @@
+"""The Python API: `ca12.train` trains exactly as `python -m ca12.fit` does, `ca12.load` opens a
+finished run; both return a `Run`.
+
+    import ca12
+    run = ca12.train("mappo", "vmas/balance", seed=1, algo={"lr": 1e-4}, env={"num_envs": 32}, logger="csv")
+    run.metrics                       # metrics.csv as a pandas DataFrame
+    env = run.make_env()              # the run's env, with what its policy needs on it
+    td = env.step(run.policy(env.reset()))
+    run.evaluate(episodes=32).episode_reward_mean
+    run = ca12.load("runs/mappo/vmas-balance/20260101-120000")   # a run directory or a .ckpt file
+
+Overrides are keyword arguments: `**{"algo.lr": 1e-4}`, or nested, `algo={"lr": 1e-4}` (flattened
+to the leaves: `algo.lr=0.0001`); `logger="csv"`, `model="gru"` switch groups; a string is
+command-line text (`logger="[csv,tensorboard]"`), a list or dict becomes Hydra's `[a,b]` /
+`{k:v}` (a dict *value*, such as `env.hide_observation`, goes under its dotted key).
+`"~callbacks.progress": None` removes a callback. Bad input raises `ca12.errors.UsageError`
+with the line `python -m ca12.fit` prints after `ca12.fit: error: `, before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ca12.errors import UsageError
+
+
+def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Path | None = None, **overrides: Any) -> "Run":
+    """Train `algo` on `env` as `python -m ca12.fit --algo ALGO --env ENV --seed SEED
+    --run-dir DIR KEY=VALUE...` does (`ca12.fit.run`: same composition, checks, run directory,
+    console output) and return the finished run.
+
+    `algo` and `env` are positional so that `algo={...}` and `env={...}` can be sections of
+    overrides; `env="family/task"` by keyword names the env too.
+
+    Raises:
+        UsageError: bad input (unknown name, key or type; a directory that holds a run...).
+        NonFiniteError: a loss became NaN/inf (the last good checkpoint is kept).
+        ca12.fit.Interrupted: a signal stopped the run after saving its iteration.
+    """
+    from ca12.fit import fit_args, quiet_libraries, run
+
+    if isinstance(overrides.get("env"), str):
+        if env is not None:
+            raise UsageError(f"the env is given twice: '{env}' and env='{overrides['env']}'")
+        env = overrides.pop("env")
+    args = fit_args(algo=algo, env=env, seed=seed, run_dir=run_dir, overrides=override_texts(overrides))
+    quiet_libraries()
+    return Run(run(args))
+
+
+def load(path: str | Path) -> "Run":
+    """The run in a run directory (its `checkpoints/last.ckpt`) or of a checkpoint file;
+    a missing or unreadable checkpoint is a one-line `UsageError` (ca12.checkpoints)."""
+    from ca12.checkpoints import read_checkpoint, run_dir_of
+
+    path = Path(path)
+    checkpoint = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    run = Run(run_dir_of(checkpoint) if checkpoint.is_file() else path, checkpoint)
+    run._saved = _kept(read_checkpoint(checkpoint))
+    return run
+
+
+def override_texts(overrides: Mapping[str, Any]) -> list[str]:
+    """Keyword overrides as `KEY=VALUE` texts (see the module docstring): a dict under a name
+    without dots is a section, flattened to its leaves; anything else is one value."""
+    texts = []
+    for name, value in overrides.items():
+        if name.startswith("~"):
+            texts.append(name)
+        elif isinstance(value, Mapping) and "." not in name and not name.startswith("+"):
+            texts += override_texts({f"{name}.{key}": v for key, v in _leaves(value)})
+        else:
+            texts.append(f"{name}={hydra_value(value, name)}")
+    return texts
+
+
+def _leaves(section: Mapping, prefix: str = ""):
+    for key, value in section.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def hydra_value(value: Any, name: str = "value") -> str:
+    """`value` as Hydra's override grammar writes it: true/false, null, repr of a float (exact),
+    [a,b], {k:v}; a string as it is (command-line text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v, name) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{hydra_value(v, name)}" for k, v in value.items()) + "}"
+    raise UsageError(f"override {name}: cannot pass a {type(value).__name__} value; give numbers, strings, booleans, None, lists or dicts")
+
+
+def _kept(checkpoint: dict) -> dict:
+    """What a `Run` keeps of a checkpoint: the module's weights and the ca12 section (not the
+    optimiser or a replay buffer)."""
+    return {"state_dict": checkpoint["state_dict"], "ca12": checkpoint["ca12"]}
+
+
+class Run:
+    """A ca12 run: its directory, config, metrics, trained module and policy.
+
+    Attributes:
+        run_dir: the run directory (config.yaml, metrics.csv, checkpoints/).
+        checkpoint: the checkpoint the module's weights come from (`checkpoints/last.ckpt`
+            unless `ca12.load` was given another).
+    """
+
+    def __init__(self, run_dir: str | Path, checkpoint: str | Path | None = None):
+        self.run_dir = Path(run_dir)
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else self.run_dir / "checkpoints" / "last.ckpt"
+        self._saved: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"Run('{self.run_dir}')"
+
+    @property
+    def saved(self) -> dict:
+        """The checkpoint's weights (`state_dict`) and ca12 state (`ca12`: run config, frames,
+        iterations), read once."""
+        if self._saved is None:
+            from ca12.checkpoints import read_checkpoint
+
+            self._saved = _kept(read_checkpoint(self.checkpoint))
+        return self._saved
+
+    @cached_property
+    def config(self):
+        """The run's resolved config (an OmegaConf DictConfig), as its checkpoint holds it."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.create(self.saved["ca12"]["run_config"])
+
+    @property
+    def frames(self) -> int:
+        """Frames the checkpoint has trained."""
+        return int(self.saved["ca12"]["frames"])
+
+    @property
+    def metrics(self):
+        """metrics.csv (a row per iteration, a column per metric) as a pandas DataFrame, read
+        anew on each access."""
+        try:
+            import pandas
+        except ImportError:
+            raise UsageError("Run.metrics needs pandas: pip install pandas") from None
+        path = self.run_dir / "metrics.csv"
+        if not path.is_file():
+            raise UsageError(f"no metrics.csv in '{self.run_dir}'")
+        return pandas.read_csv(path)
+
+    @cached_property
+    def module(self):
+        """The trained LightningModule: rebuilt from the config, weights from `checkpoint`, on
+        the CPU in eval mode."""
+        from ca12.algos import algo_class
+        from ca12.envs import make_spec_env
+        from ca12.seeding import isolated_rng
+
+        cfg = self.config
+        with isolated_rng():  # building an env draws from global generators (VMAS's): leave the caller's alone
+            module = algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
+        module.load_state_dict(self.saved["state_dict"])
+        return module.cpu().eval()
+
+    @cached_property
+    def policy(self) -> "Policy":
+        """The acting policy as a function of one env step's observations (`Policy.__call__`)."""
+        return Policy(self.module)
+
+    def make_env(self, num_envs: int | None = None, seed: int | None = None):
+        """The run's env (`num_envs` worlds, default the run's) with the transforms its policy
+        needs (a recurrent policy's state), seeded with `seed` (default the run's)."""
+        from omegaconf import OmegaConf
+
+        from ca12.envs import make_env
+
+        env_cfg = self.config.env if num_envs is None else OmegaConf.merge(self.config.env, {"num_envs": num_envs})
+        return make_env(env_cfg, self.config.seed if seed is None else seed, transforms=self.module.env_transforms())
+
+    def evaluate(self, episodes: int | None = None, deterministic: bool = True):
+        """`python -m ca12.evaluate`'s evaluation of `checkpoint` (`ca12.evaluate.evaluate`):
+        `episodes` (default the run's `eval.episodes`) with the run's evaluation seed; returns its
+        `EvalResult` (`episode_reward_mean`, `episode_reward_std`, `per_agent_reward_mean`)."""
+        from ca12.evaluate import evaluate
+
+        return evaluate(self.checkpoint, episodes, deterministic)[0]
+
+
+class Policy:
+    """A trained module's acting policy (`module.policy`) as a plain function: deterministic
+    (the distribution's mode) by default, without gradients."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, obs, deterministic: bool = True):
+        """Actions for one env step.
+
+        Args:
+            obs: a TensorDict as the env gives it (`env.reset()`, or the `"next"` of a step);
+                for an env of one agent group also a tensor of that group's observations
+                `[*batch, n_agents, obs_dim]`, or a dict of its entries (`{"observation": x}`).
+            deterministic: act with the mode (True) or sample.
+
+        Returns:
+            for a TensorDict, a copy with the actions written where the env reads them (pass it
+            to `env.step`); otherwise the group's action tensor.
+        """
+        import torch
+        from tensordict import TensorDictBase
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        group = None
+        if isinstance(obs, TensorDictBase):
+            td = obs.copy()
+        else:
+            group, td = self._group_tensordict(obs)
+        device = td.device
+        exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+        with torch.no_grad(), set_exploration_type(exploration):
+            out = self.module.policy(td.to("cpu"))
+        if group is not None:
+            return out[group, "action"]
+        return out if device is None else out.to(device)
+
+    def _group_tensordict(self, obs):
+        """(group, TensorDict) for a single-group env's observation tensor or entries dict."""
+        from tensordict import TensorDict
+
+        groups = self.module.layout.groups
+        if len(groups) != 1:
+            raise UsageError(f"policy(tensor or dict) is for an env of one agent group; this one has {list(groups)}: pass the env's TensorDict")
+        if self.module.env_transforms():
+            raise UsageError("this policy keeps a state between steps: pass the TensorDict of an env from run.make_env()")
+        (name, group), = groups.items()
+        entries = dict(obs) if isinstance(obs, Mapping) else {"observation": obs}
+        entries = entries.get(name, entries)
+        observation = entries.get("observation")
+        shape = tuple(group.observation_spec.shape)  # [n_agents, obs_dim]
+        if observation is None or tuple(observation.shape[-2:]) != shape:
+            found = "none" if observation is None else tuple(observation.shape)
+            raise UsageError(f"group '{name}' observes [*batch, {shape[0]}, {shape[1]}]; got observation of shape {found}")
+        batch = tuple(observation.shape[:-2])
+        return name, TensorDict({name: TensorDict(entries, batch_size=[*batch, shape[0]])}, batch_size=batch)
