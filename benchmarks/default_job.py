@@ -11,28 +11,19 @@ every run and the medians. The goal (the speed issue): time to 0.9 <= 60 s on 2 
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from vs_benchmarl import run_ca12  # the sibling script: one `python -m ca12.fit` process, its metrics.csv
+
 TARGETS = (0.8, 0.9)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_run(overrides: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "run"
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "ca12.fit", "--algo", "mappo", "--run-dir", str(run_dir), *overrides],
-                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"the default job failed: {proc.stderr.strip().splitlines()[-1:]}")
-        with open(run_dir / "metrics.csv") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("time/since_start_s")]
+    rows, wall = run_ca12(ROOT, "mappo", "navigation", overrides, timeout=3600)
     result = {"wall": wall, "final": float(rows[-1]["rollout/episode_reward_mean"]), "frames": int(float(rows[-1]["time/frames"]))}
     for target in TARGETS:
         hit = next((r for r in rows if r["rollout/episode_reward_mean"] not in ("", "nan") and float(r["rollout/episode_reward_mean"]) >= target), None)

@@ -18,10 +18,10 @@ from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, InitTracker
 from torchrl.modules import set_recurrent_mode
 
-from ca12.data import RolloutDataModule
-from ca12.data.collectors import episode_aligned
 import ca12
 from ca12.algos.fast import bounds_on_device, capture_update, make_capturable
+from ca12.data import RolloutDataModule
+from ca12.data.collectors import episode_aligned
 from ca12.envs.common import mean_at_episode_ends
 from ca12.envs.layout import AgentLayout
 from ca12.errors import NonFiniteError, UsageError
