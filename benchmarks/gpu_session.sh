@@ -5,6 +5,8 @@
 # those of fetch_benchmarl_wheels.sh in .whl/bm and .whl/common (carry: .whl). The steps used for
 # docs/benchmarks.md's GPU table, e.g. one call of the device tool:
 #   bash benchmarks/gpu_session.sh mappo-all maddpg-benchmarl masac-benchmarl 2>&1 | tee $OUT/log
+# and for the rest of docs/benchmarks.md's GPU section:
+#   bash benchmarks/gpu_session.sh probe to90 balance-benchmarl profile-eager profile
 # Each step has its own timeout, and rows are printed as they finish.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -24,11 +26,18 @@ for step in "$@"; do
     balance-benchmarl) timeout 200 python3 $V --algo mappo --task balance --iters 3 --device cuda --timeout 150 "${BM[@]}" "${CG[@]}" ;;
     maddpg-cg|masac-cg) timeout 100 python3 $V --algo ${step%-cg} --iters 3 --device cuda --timeout 90 --no-ceiling "${CG[@]}" ;;
     maddpg-benchmarl|masac-benchmarl) timeout 200 python3 $V --algo ${step%-benchmarl} --iters 3 --device cuda --timeout 120 --no-ceiling "${BM[@]}" "${CG[@]}" ;;
-    profile) timeout 150 python3 benchmarks/profile_fit.py --algo mappo --rows 30 -- trainer=gpu env.device=cuda env.num_envs=600 \
-               collector.frames_per_batch=60000 collector.total_frames=120000 algo.num_epochs=3 algo.minibatch_size=4096 ${PROFILE:-} > "$OUT/profile_mappo_cuda.txt" 2>&1
-             grep -E "^sync|kernel launches|Self CPU time total|Self CUDA time total" "$OUT/profile_mappo_cuda.txt" ;;
-    to90) timeout 130 python3 $V --algo mappo --task navigation --device cuda --to-return 0.9 --total-frames ${TO90_FRAMES:-1200000} --timeout 120 \
-            --extra "${TO90:-algo.cudagraphs=true env.num_envs=200 collector.frames_per_batch=20000 algo.num_epochs=10 algo.minibatch_size=4000 algo.lr=3e-4 algo.gamma=0.99}" ;;
+    profile|profile-eager) # the captured run (profile) or the eager one (profile-eager): the before/after breakdown
+             [ $step = profile ] && P=algo.cudagraphs=true || P=
+             timeout 100 python3 benchmarks/profile_fit.py --algo mappo --rows 25 -- trainer=gpu env.device=cuda env.num_envs=600 \
+               collector.frames_per_batch=60000 collector.total_frames=120000 algo.num_epochs=3 algo.minibatch_size=4096 $P > "$OUT/$step.txt" 2>&1
+             grep -E "^sync|kernel launches|Self CPU time total|Self CUDA time total" "$OUT/$step.txt" ;;
+    probe) timeout 60 python3 benchmarks/vmas_step_capture.py --num-envs 600 ;;
+    to90) # one run per ';'-separated config in TO90, each with TO90_TIMEOUT seconds (start-up included)
+          IFS=';' read -ra CONFIGS <<< "${TO90:-algo.cudagraphs=true;algo.cudagraphs=true env.num_envs=200;algo.cudagraphs=true env.num_envs=600}"
+          for c in "${CONFIGS[@]}"; do
+            timeout $(( ${TO90_TIMEOUT:-50} + 10 )) python3 $V --algo mappo --task navigation --device cuda --to-return 0.9 \
+              --total-frames ${TO90_FRAMES:-600000} --timeout ${TO90_TIMEOUT:-50} --extra "$c"
+          done ;;
     *) echo "unknown step $step" ;;
   esac
 done

@@ -3,7 +3,7 @@
     python benchmarks/vs_benchmarl.py --algo mappo --task navigation --iters 4 --device cuda \\
         [--benchmarl-site /tmp/benchmarl] [--ca12-root . .base] [--extra KEY=VALUE ...]
     python benchmarks/vs_benchmarl.py --algo mappo --task navigation --device cuda \\
-        --to-return 0.9 --total-frames 3000000 --extra env.num_envs=600 ...
+        --to-return 0.9 --total-frames 600000 --extra algo.cudagraphs=true env.num_envs=200 ...
 
 The work is BenchMARL's fine-tuned VMAS work (../shared/ANCHORS.md):
   * on-policy (mappo, ippo): 600 envs x 100 steps = 60 000 frames per iteration, 45 epochs of
@@ -18,8 +18,8 @@ hooks and the checkpoint included), the first (warm-up) iteration dropped; Bench
 iteration rate its progress bar prints last. Wall time includes start-up. Prints one table with
 frames/s and each row's ratio to BenchMARL's frames/s and to the env's ceiling.
 
-With `--to-return R`, only ca12 runs (this checkout, `--extra` on top of the work above) and the
-script prints the training time (collect + update, summed) and the wall time from process start
+With `--to-return R`, only ca12 runs (this checkout, with ca12's own defaults, not the work above:
+the device, `logger=csv`, no evaluation or checkpoint, then `--extra`) and the script prints the training time (collect + update, summed) and the wall time from process start
 at which the iteration's mean episode return first reached R.
 """
 
@@ -156,7 +156,8 @@ def main() -> None:
 
     overrides, frames = ca12_work(args.algo, args.task, args.device, args.iters)
     if args.to_return is not None:
-        overrides = [o for o in overrides if not o.startswith("collector.total_frames")] + [f"collector.total_frames={args.total_frames}"]
+        overrides = [f"env.device={args.device}", f"trainer={'gpu' if args.device.startswith('cuda') else 'cpu'}", "logger=csv",
+                     "checkpoint.every_n_iters=100000", "eval.every_n_iters=100000", f"collector.total_frames={args.total_frames}"]
         rows, wall = run_ca12(Path(args.ca12_root[0]), args.algo, args.task, overrides + args.extra, args.timeout)
         train_s, since_start, at = time_to_return(rows, wall, args.to_return)
         last = rows[-1].get("rollout/episode_reward_mean")
