@@ -23,13 +23,15 @@ for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
     mappo-all) timeout 240 python3 $V --algo mappo --task navigation --iters 3 --device cuda --timeout 150 "${BM[@]}" "${EAGER[@]}" "${CG[@]}" ;;
+    balance-cg) timeout 100 python3 $V --algo mappo --task balance --iters 3 --device cuda --timeout 80 "${CG[@]}" ;;
     balance-benchmarl) timeout 200 python3 $V --algo mappo --task balance --iters 3 --device cuda --timeout 150 "${BM[@]}" "${CG[@]}" ;;
     maddpg-cg|masac-cg) timeout 100 python3 $V --algo ${step%-cg} --iters 3 --device cuda --timeout 90 --no-ceiling "${CG[@]}" ;;
     maddpg-benchmarl|masac-benchmarl) timeout 200 python3 $V --algo ${step%-benchmarl} --iters 3 --device cuda --timeout 120 --no-ceiling "${BM[@]}" "${CG[@]}" ;;
-    profile|profile-eager) # the captured run (profile) or the eager one (profile-eager): the before/after breakdown
+    profile|profile-eager) # the captured run (profile) or the eager one (profile-eager): the before/after breakdown,
+             # 2 iterations of 600 envs x 20 steps and 3 epochs (the profiler's summary of 60 000-frame iterations takes minutes)
              [ $step = profile ] && P=algo.cudagraphs=true || P=
-             timeout 100 python3 benchmarks/profile_fit.py --algo mappo --rows 25 -- trainer=gpu env.device=cuda env.num_envs=600 \
-               collector.frames_per_batch=60000 collector.total_frames=120000 algo.num_epochs=3 algo.minibatch_size=4096 $P > "$OUT/$step.txt" 2>&1
+             timeout 90 python3 benchmarks/profile_fit.py --algo mappo --rows 25 -- trainer=gpu env.device=cuda env.num_envs=600 \
+               collector.frames_per_batch=12000 collector.total_frames=24000 algo.num_epochs=3 algo.minibatch_size=4096 $P > "$OUT/$step.txt" 2>&1
              grep -E "^sync|kernel launches|Self CPU time total|Self CUDA time total" "$OUT/$step.txt" ;;
     probe) timeout 60 python3 benchmarks/vmas_step_capture.py --num-envs 600 ;;
     to90) # one run per ';'-separated config in TO90, each with TO90_TIMEOUT seconds (start-up included)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 import vmas
 from omegaconf import DictConfig
+from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.environment.environment import Environment
@@ -31,12 +33,80 @@ def _set_vmas_rng(state: list) -> None:
 register_rng_source("vmas", _get_vmas_rng, _set_vmas_rng)
 
 
+def _is_vmas_object(value) -> bool:
+    return type(value).__module__.startswith("vmas.")
+
+
+def _world_tensors(env: Environment) -> list[tuple[object, str]]:
+    """(owner, attribute) of every tensor with one row per world reachable from a VMAS env: the
+    env's step counter, the world's and every entity's state, action, sensors and dynamics, and the
+    scenario's own attributes (goals, package positions, shaping terms...)."""
+    found, seen, stack = [], set(), [env, env.scenario]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        for name, value in vars(obj).items():
+            if isinstance(value, torch.Tensor):
+                if value.dim() >= 1 and value.shape[0] == env.num_envs:
+                    found.append((obj, name))
+            elif isinstance(value, (list, tuple)):
+                stack.extend(v for v in value if _is_vmas_object(v))
+            elif isinstance(value, dict):
+                stack.extend(v for v in value.values() if _is_vmas_object(v))
+            elif _is_vmas_object(value) and hasattr(value, "__dict__"):
+                stack.append(value)
+    return found
+
+
+def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
+    """Reset the worlds of `env` where `mask` (one bool per world) is set, in one vectorised reset.
+
+    VMAS resets either every world or one (`reset_at(index)`); TorchRL's `VmasEnv` resets a partial
+    batch by looping over the worlds, reading the mask one element at a time: on CUDA, a host sync
+    per world and a few hundred kernel launches per done world, every step some episodes end (tasks
+    with terminations, e.g. balance). Neither library offers a masked reset, so this one is
+    written here: every per-world tensor is copied, all worlds are reset at once (VMAS's own
+    vectorised reset, its random state included), and the worlds outside `mask` get their copy back.
+    """
+    tensors = [(obj, name, getattr(obj, name).clone()) for obj, name in _world_tensors(env)]
+    env.reset(return_observations=False)
+    merged = {}  # id -> (tensor, result): attributes that shared a tensor still share one
+    for obj, name, before in tensors:
+        after = getattr(obj, name)
+        if not isinstance(after, torch.Tensor) or after.shape != before.shape:
+            continue  # replaced by something of another shape: the reset's value stands
+        if id(after) not in merged:
+            keep = ~mask.to(after.device).reshape(-1, *[1] * (after.dim() - 1))
+            merged[id(after)] = (after, torch.where(keep, before, after))
+        setattr(obj, name, merged[id(after)][1])
+
+
+class BatchResetVmasEnv(VmasEnv):
+    """TorchRL's `VmasEnv` with the done worlds of a partial reset reset together
+    (`reset_worlds_where`) instead of one by one; everything else is `VmasEnv`'s."""
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask = tensordict.get("_reset", None) if tensordict is not None else None
+        if mask is None or bool(mask.all()):
+            return super()._reset(**kwargs)  # a full reset
+        reset_worlds_where(self._env, mask)
+        # VmasEnv's observation read-out, with its full reset turned off for this call.
+        self._env.reset = lambda **_: None
+        try:
+            return super()._reset(**kwargs)
+        finally:
+            del self._env.reset
+
+
 def tasks() -> list[str]:
     return sorted(vmas.scenarios)
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
-    """A `VmasEnv` with `cfg.num_envs` parallel worlds and a per-agent episode-return counter.
+    """A `VmasEnv` with `cfg.num_envs` parallel worlds, done worlds reset in one batch
+    (`BatchResetVmasEnv`), and a per-agent episode-return counter.
 
     Scenario kwargs are every key of `cfg` that is not a common env key; a kwarg the scenario
     does not consume is refused (VMAS itself only warns).
@@ -46,7 +116,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     kwargs = task_kwargs(cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        env = VmasEnv(
+        env = BatchResetVmasEnv(
             scenario=cfg.task,
             num_envs=cfg.num_envs,
             continuous_actions=cfg.continuous_actions,
