@@ -9,7 +9,7 @@ TorchRL's own (`vec_generalized_advantage_estimate`), so the two agree to float 
 from __future__ import annotations
 
 import torch
-from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
+from torchrl.objectives.value.functional import td0_advantage_estimate, vec_generalized_advantage_estimate
 
 
 def compute_gae(
@@ -52,6 +52,9 @@ def compute_gae(
         (advantages, value_targets), both shaped like `rewards`.
     """
     terminated, truncated = terminated.bool(), truncated.bool()
+    if lmbda == 0:  # one-step TD advantages; TorchRL's vectorised GAE indexes out of range at lambda 0
+        advantage = td0_advantage_estimate(gamma, values, next_values, rewards, done=terminated | truncated, terminated=terminated)
+        return advantage, advantage + values
     return vec_generalized_advantage_estimate(
         gamma, lmbda, values, next_values, rewards, done=terminated | truncated, terminated=terminated, time_dim=time_dim
     )

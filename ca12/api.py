@@ -24,6 +24,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from tensordict.nn import TensorDictModuleBase
+
 from ca12.errors import UsageError
 
 
@@ -199,14 +201,18 @@ class Run:
         return evaluate(self.checkpoint, episodes, deterministic)[0]
 
 
-class Policy:
+class Policy(TensorDictModuleBase):
     """A trained module's acting policy (`module.policy`) as a plain function: deterministic
-    (the distribution's mode) by default, without gradients."""
+    (the distribution's mode) by default, without gradients. A `TensorDictModuleBase` with the
+    policy's keys, so TorchRL takes it as it is (`env.rollout(n, policy=run.policy)`)."""
 
     def __init__(self, module):
+        super().__init__()
         self.module = module
+        self.in_keys = list(module.policy.in_keys)
+        self.out_keys = list(module.policy.out_keys)
 
-    def __call__(self, obs, deterministic: bool = True):
+    def forward(self, obs, deterministic: bool = True):
         """Actions for one env step.
 
         Args:

@@ -85,6 +85,15 @@ def _removable(cfg: DictConfig, key: str) -> str:
     return key
 
 
+def _already_removed(cfg: DictConfig, key: str) -> bool:
+    """`~callbacks.NAME` on resume where NAME is one of the default callbacks and the saved run
+    has none by that name: the run was started with the same removal. (A name that is not a
+    default callback is still checked by `_removable`, so a typo is not silently ignored.)"""
+    parts = key.split(".")
+    return (len(parts) == 2 and parts[1] in _compose([]).callbacks
+            and OmegaConf.select(cfg, key, default=_MISSING) is _MISSING)
+
+
 def _group_override(group: str, value: str) -> str:
     """`GROUP=OPTION` (or `logger=[a,b]`) checked against conf/, as Hydra's override string."""
     options = group_options(SWITCHABLE_GROUPS[group])
@@ -252,6 +261,8 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
         if _is_callback_override(text):  # callbacks may be added, changed or removed on resume
             key, value = _callback_override(text)
             if value is None:
+                if _already_removed(cfg, key):
+                    continue  # the run's own command repeated: it started without this callback
                 parent, _, leaf = _removable(cfg, key).rpartition(".")
                 OmegaConf.select(cfg, parent).pop(leaf)
             else:

@@ -64,6 +64,15 @@ def test_compute_gae_by_hand_termination_does_not_bootstrap_truncation_does_not_
     torch.testing.assert_close(targets, advantages + values)
 
 
+@pytest.mark.parametrize("shape, time_dim", [((4, 12), -2), ((4, 12, 3), -3)])
+def test_compute_gae_at_lambda_0_is_the_one_step_td_error(shape, time_dim):
+    x = _trajectories(*shape)
+    advantages, targets = compute_gae(**x, gamma=GAMMA, lmbda=0.0, time_dim=time_dim)
+    delta = x["rewards"] + GAMMA * (~x["terminated"]) * x["next_values"] - x["values"]
+    torch.testing.assert_close(advantages, delta, atol=1e-6, rtol=0)
+    torch.testing.assert_close(targets, delta + x["values"], atol=1e-6, rtol=0)
+
+
 # --- V-trace ---------------------------------------------------------------------------------------
 def _off_policy(b: int = 3, t: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random batch [b, t, 1]: log-ratios, discounts 0.9 with terminations, rewards, values."""

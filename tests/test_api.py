@@ -100,6 +100,8 @@ def test_policy_acts_on_a_reset_observation_as_the_modules_deterministic_policy(
     assert sampled.shape == expected.shape and not torch.equal(sampled, expected)
     with pytest.raises(UsageError, match=r"group 'agents' observes \[\*batch, 3, 18\]; got observation of shape \(3, 17\)"):
         run.policy(torch.zeros(3, 17))
+    rollout = env.rollout(4, policy=run.policy, auto_reset=False, tensordict=td)  # TorchRL takes it as a module
+    assert torch.equal(rollout[:, 0]["agents", "action"], expected)
 
 
 def test_evaluate_is_ca12_evaluates_evaluation(trained):

@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ca12.config import apply_overrides, load_config
+from ca12.errors import UsageError
 from ca12.fit import main, make_run_callbacks
 from callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
 from conftest import TINY, tiny_config
@@ -106,6 +107,12 @@ def test_resume_keeps_the_saved_callbacks_following_the_config():
     saved["callbacks"]["progress"]["total_frames"] = 999  # set by the user: kept
     assert apply_overrides(OmegaConf.create(saved), ["collector.total_frames=400"]).callbacks.progress.total_frames == 999
     assert list(apply_overrides(OmegaConf.create(saved), ["callbacks=none"]).callbacks) == []
+
+    # The run's own command repeated on resume: a default callback it removed is already gone.
+    without = OmegaConf.to_container(tiny_config("mappo", "~callbacks.evaluation"), resolve=True)
+    assert list(apply_overrides(OmegaConf.create(without), ["~callbacks.evaluation"]).callbacks) == ["progress", "checkpoint"]
+    with pytest.raises(UsageError, match=r"cannot remove 'callbacks.evaluaton': it is not in the config"):
+        apply_overrides(OmegaConf.create(without), ["~callbacks.evaluaton"])  # a typo is still refused
 
     del saved["callbacks"]  # a run saved before callbacks were a config group ran with ca12's own
     resumed = apply_overrides(OmegaConf.create(saved), ["collector.total_frames=400"])

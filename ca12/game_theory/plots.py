@@ -1,18 +1,18 @@
-"""PNG plots (matplotlib, Agg backend): Pareto front, simplex trajectories, equilibrium payoffs."""
+"""PNG plots (matplotlib): Pareto front, simplex trajectories, equilibrium payoffs.
+
+No backend is forced: headless, matplotlib picks Agg itself; in a notebook the figures also show
+inline."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ca12.game_theory.efficiency import mixed_payoff_profiles, pareto_front  # noqa: E402
-from ca12.game_theory.games import NormalFormGame  # noqa: E402
+from ca12.game_theory.efficiency import mixed_payoff_profiles, pareto_front
+from ca12.game_theory.games import NormalFormGame
 
 _CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
 

@@ -57,15 +57,14 @@ def message_stats(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def plot_attention(weights: torch.Tensor, path, title: str = "TarMAC attention") -> None:
     """A heat map of attention weights [..., n, n] (averaged over leading dims: batch, heads),
-    receivers as rows, senders as columns, written to `path` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    receivers as rows, senders as columns (one tick per agent), written to `path` (PNG)."""
     import matplotlib.pyplot as plt
 
     mean = weights.detach().float().reshape(-1, *weights.shape[-2:]).mean(0).cpu()
     fig, ax = plt.subplots(figsize=(4, 3.5))
     image = ax.imshow(mean, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(mean.shape[-1]))
+    ax.set_yticks(range(mean.shape[-2]))
     ax.set_xlabel("sender j")
     ax.set_ylabel("receiver i")
     ax.set_title(title)
