@@ -58,3 +58,17 @@ def test_partial_reset_through_torchrl_returns_the_reset_observations():
     torch.testing.assert_close(obs[~MASK], before[~MASK])  # TorchRL keeps these from the input
     torch.testing.assert_close(obs, _observations(env._env))  # ... and the env agrees
     assert not torch.allclose(obs[MASK], before[MASK])
+
+
+def test_masked_reset_keeps_what_all_worlds_share():
+    """VMAS's speaker-listener draws one goal landmark for every world in its all-worlds reset
+    branch, which `reset_at` never runs: a masked reset keeps the goal, redraws the positions."""
+    raw = _stepped_env("simple_speaker_listener").base_env._env
+    speaker, listener = raw.agents
+    goal, untouched = speaker.goal_b, copy.deepcopy(raw)
+    for _ in range(8):  # VMAS's random state moves on: some of these draw another goal
+        reset_worlds_where(raw, MASK)
+        assert speaker.goal_b is goal
+    obs, kept = _observations(raw), _observations(untouched)
+    torch.testing.assert_close(obs[~MASK], kept[~MASK])
+    assert not torch.allclose(listener.state.pos[MASK], untouched.agents[1].state.pos[MASK])

@@ -37,27 +37,28 @@ def _is_vmas_object(value) -> bool:
     return type(value).__module__.startswith("vmas.")
 
 
-def _world_tensors(env: Environment) -> list[tuple[object, str]]:
-    """(owner, attribute) of every tensor with one row per world reachable from a VMAS env: the
-    env's step counter, the world's and every entity's state, action, sensors and dynamics, and the
-    scenario's own attributes (goals, package positions, shaping terms...)."""
-    found, seen, stack = [], set(), [env, env.scenario]
+def _world_attributes(env: Environment) -> tuple[list[tuple[object, str]], list[tuple[object, str, object]]]:
+    """Every attribute reachable from a VMAS env (the env, its world, every entity's state,
+    action, sensors and dynamics, the scenario's own attributes), split into
+    (owner, name) of the tensors with one row per world, and (owner, name, value) of the rest."""
+    per_world, shared, seen, stack = [], [], set(), [env, env.scenario]
     while stack:
         obj = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
         for name, value in vars(obj).items():
-            if isinstance(value, torch.Tensor):
-                if value.dim() >= 1 and value.shape[0] == env.num_envs:
-                    found.append((obj, name))
-            elif isinstance(value, (list, tuple)):
+            if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == env.num_envs:
+                per_world.append((obj, name))
+                continue
+            shared.append((obj, name, value))
+            if isinstance(value, (list, tuple)):
                 stack.extend(v for v in value if _is_vmas_object(v))
             elif isinstance(value, dict):
                 stack.extend(v for v in value.values() if _is_vmas_object(v))
             elif _is_vmas_object(value) and hasattr(value, "__dict__"):
                 stack.append(value)
-    return found
+    return per_world, shared
 
 
 def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
@@ -69,8 +70,12 @@ def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
     with terminations, e.g. balance). Neither library offers a masked reset, so this one is
     written here: every per-world tensor is copied, all worlds are reset at once (VMAS's own
     vectorised reset, its random state included), and the worlds outside `mask` get their copy back.
+    Attributes shared by all worlds (python values, objects, tensors without a world dimension)
+    that the full reset rebinds get their old value back: `reset_at` never runs a scenario's
+    all-worlds branch (e.g. speaker-listener draws its goal landmark there, for every world).
     """
-    tensors = [(obj, name, getattr(obj, name).clone()) for obj, name in _world_tensors(env)]
+    per_world, shared = _world_attributes(env)
+    tensors = [(obj, name, getattr(obj, name).clone()) for obj, name in per_world]
     env.reset(return_observations=False)
     merged = {}  # id -> (tensor, result): attributes that shared a tensor still share one
     for obj, name, before in tensors:
@@ -81,6 +86,9 @@ def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
             keep = ~mask.to(after.device).reshape(-1, *[1] * (after.dim() - 1))
             merged[id(after)] = (after, torch.where(keep, before, after))
         setattr(obj, name, merged[id(after)][1])
+    for obj, name, before in shared:
+        if getattr(obj, name, None) is not before:
+            setattr(obj, name, before)
 
 
 class BatchResetVmasEnv(VmasEnv):
@@ -101,7 +109,8 @@ class BatchResetVmasEnv(VmasEnv):
 
 
 def tasks() -> list[str]:
-    return sorted(vmas.scenarios)
+    """VMAS's own scenarios and its vectorised ports of MPE's (simple_speaker_listener, ...)."""
+    return sorted([*vmas.scenarios, *vmas.mpe_scenarios])
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
@@ -111,7 +120,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Scenario kwargs are every key of `cfg` that is not a common env key; a kwarg the scenario
     does not consume is refused (VMAS itself only warns).
     """
-    if cfg.task not in vmas.scenarios:
+    if cfg.task not in tasks():
         raise UsageError(f"unknown vmas task '{cfg.task}'; choose one of: {', '.join(tasks())}")
     kwargs = task_kwargs(cfg)
     with warnings.catch_warnings(record=True) as caught:
