@@ -176,7 +176,16 @@ def find_runs(paths: Iterable[str | Path]) -> list[RunData]:
                 dirs[:] = sorted(d for d in dirs if d != "wandb")
     if not found:
         raise UsageError(f"no runs found in {', '.join(map(str, paths))} (a run is a folder holding config.yaml and metrics.csv)")
-    return [read_run(run_dir) for run_dir in found]
+    return [read_run(_shown(run_dir)) for run_dir in found]
+
+
+def _shown(path: Path) -> Path:
+    """`path` relative to the working directory when it lies below it (reports name runs the way
+    the command line did), else absolute."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def group_runs(runs: Sequence[RunData]) -> dict[str, dict[str, list[RunData]]]:
