@@ -154,3 +154,19 @@ def test_the_ray_launcher_runs_a_two_run_sweep_as_a_single_fit_would(tmp_path, m
     assert _same_weights(_weights(tmp_path / "sweep" / runs[1]["dir"]), _weights(tmp_path / "single"))
     indexed = (tmp_path / "runs" / "index.txt").read_text().splitlines()
     assert str((tmp_path / "sweep" / runs[0]["dir"]).resolve()) in indexed, "the Ray task worked in the sweep's directory"
+
+
+def test_the_slurm_launcher_runs_a_sweep_through_submitit(tmp_path, monkeypatch, capsys):
+    """Without a Slurm cluster submitit's AutoExecutor runs the jobs as local processes: the
+    same submit / wait / record path as on a cluster."""
+    pytest.importorskip("submitit", reason="submitit is part of the test extra")
+    monkeypatch.chdir(tmp_path)
+    assert main(["-m", "--algo", "mappo", "--seed", "0,1", "--run-dir", "sweep", "--launcher", "slurm",
+                 "--slurm", "timeout_min=10", *TINY_SWEEP]) == 0
+    assert "2 trained, 0 resumed, 0 skipped (complete), 0 failed" in capsys.readouterr().out
+    runs = _manifest(tmp_path / "sweep")["runs"]
+    assert [(run["name"], run["status"], run["frames"]) for run in runs] == [
+        ("mappo/vmas-navigation/seed0", "done", 40), ("mappo/vmas-navigation/seed1", "done", 40)]
+    assert all(run.get("slurm_job") for run in runs), "each run recorded its job id"
+    assert main(["--algo", "mappo", "--seed", "1", "--run-dir", "single", *TINY_SWEEP]) == 0
+    assert _same_weights(_weights(tmp_path / "sweep" / runs[1]["dir"]), _weights(tmp_path / "single"))
