@@ -82,16 +82,17 @@ def main() -> None:
     parser.add_argument("--family", choices=sorted(SETTINGS), default="vmas")
     parser.add_argument("--frames", type=int, default=3_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for both runs, e.g. env.continuous_actions=false")
     args = parser.parse_args()
     env = f"{args.family}/simple_speaker_listener"
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, extra in (("with the channel", []), ("message hidden", [SILENCED])):
-            final, seconds = train(env, args.frames, args.seed, SETTINGS[args.family] + extra, Path(tmp) / label.replace(" ", "_"))
+            final, seconds = train(env, args.frames, args.seed, SETTINGS[args.family] + args.extra + extra, Path(tmp) / label.replace(" ", "_"))
             run = ca12.load(Path(tmp) / label.replace(" ", "_"))
             with torch.no_grad():
                 rows[label] = (final, evaluate(run, False), evaluate(run, True), seconds)
-    print(f"\nMAPPO on {env}, {args.frames} frames, seed {args.seed} (returns per agent per episode)")
+    print(f"\nMAPPO on {env} {' '.join(args.extra)}, {args.frames} frames, seed {args.seed} (returns per agent per episode)")
     print(f"{'variant':<20}{'final':>9}{'evaluated':>11}{'message zeroed':>16}{'seconds':>9}")
     for label, (final, intact, zeroed, seconds) in rows.items():
         print(f"{label:<20}{final:>9.2f}{intact:>11.2f}{zeroed:>16.2f}{seconds:>9.0f}")
