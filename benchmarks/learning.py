@@ -127,18 +127,22 @@ ROWS = [
 ]
 
 
+def fit_returns(row: Row, seed: int, run_dir: Path) -> tuple[list[float], float]:
+    """(the rollout return of every iteration, seconds) of one row's fit into `run_dir`."""
+    argv = ["--algo", row.algo, "--env", row.env, "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
+            f"collector.total_frames={row.frames}", *row.overrides]
+    start = time.perf_counter()
+    if fit_main(argv) != 0:
+        raise SystemExit(f"{row.algo} on {row.env} failed")
+    seconds = time.perf_counter() - start
+    with open(run_dir / "metrics.csv") as f:
+        return [float(r["rollout/episode_reward_mean"]) for r in csv.DictReader(f)], seconds
+
+
 def run(row: Row, seed: int = 0) -> tuple[float, float]:
     """(final return, seconds) of one row's fit."""
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "run"
-        argv = ["--algo", row.algo, "--env", row.env, "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
-                f"collector.total_frames={row.frames}", *row.overrides]
-        start = time.perf_counter()
-        if fit_main(argv) != 0:
-            raise SystemExit(f"{row.algo} on {row.env} failed")
-        seconds = time.perf_counter() - start
-        with open(run_dir / "metrics.csv") as f:
-            returns = [float(r["rollout/episode_reward_mean"]) for r in csv.DictReader(f)]
+        returns, seconds = fit_returns(row, seed, Path(tmp) / "run")
     last = returns[-3:]
     return sum(last) / len(last), seconds
 

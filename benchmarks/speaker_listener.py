@@ -26,15 +26,13 @@ settings (benchmarks/learning.py) and lr 3e-4. Measured results are in docs/benc
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import ca12
-from ca12.fit import main as fit_main
+from learning import Row, fit_returns  # the sibling script's fit of one row
 
 SETTINGS = {
     "vmas": ["env.max_steps=25", "env.num_envs=100", "collector.frames_per_batch=10000", "algo.minibatch_size=2000",
@@ -64,19 +62,6 @@ def evaluate(run: ca12.Run, zero_message: bool, episodes: int = 8, worlds: int =
     return sum(returns) / len(returns)
 
 
-def train(env: str, frames: int, seed: int, overrides: list[str], run_dir: Path) -> tuple[float, float]:
-    """(final return: the mean of the last 10 % of iterations, seconds) of one MAPPO run."""
-    start = time.perf_counter()
-    argv = ["--algo", "mappo", "--env", env, "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv",
-            "eval.every_n_iters=0", f"collector.total_frames={frames}", *overrides]
-    if fit_main(argv) != 0:
-        raise SystemExit(f"mappo on {env} failed")
-    with open(run_dir / "metrics.csv") as f:
-        returns = [float(r["rollout/episode_reward_mean"]) for r in csv.DictReader(f)]
-    last = returns[-max(1, len(returns) // 10):]
-    return sum(last) / len(last), time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=sorted(SETTINGS), default="vmas")
@@ -88,8 +73,11 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, extra in (("with the channel", []), ("message hidden", [SILENCED])):
-            final, seconds = train(env, args.frames, args.seed, SETTINGS[args.family] + args.extra + extra, Path(tmp) / label.replace(" ", "_"))
-            run = ca12.load(Path(tmp) / label.replace(" ", "_"))
+            run_dir = Path(tmp) / label.replace(" ", "_")
+            returns, seconds = fit_returns(Row("mappo", env, args.frames, float("-inf"), SETTINGS[args.family] + args.extra + extra),
+                                           args.seed, run_dir)
+            last = returns[-max(1, len(returns) // 10):]  # the last 10 % of iterations
+            final, run = sum(last) / len(last), ca12.load(run_dir)
             with torch.no_grad():
                 rows[label] = (final, evaluate(run, False), evaluate(run, True), seconds)
     print(f"\nMAPPO on {env} {' '.join(args.extra)}, {args.frames} frames, seed {args.seed} (returns per agent per episode)")

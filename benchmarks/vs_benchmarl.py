@@ -19,8 +19,9 @@ iteration rate its progress bar prints last. Wall time includes start-up. Prints
 frames/s and each row's ratio to BenchMARL's frames/s and to the env's ceiling.
 
 With `--to-return R`, only ca12 runs (this checkout, with ca12's own defaults, not the work above:
-the device, `logger=csv`, no evaluation or checkpoint, then `--extra`) and the script prints the training time (collect + update, summed) and the wall time from process start
-at which the iteration's mean episode return first reached R.
+the device, `logger=csv`, no evaluation or checkpoint, then `--extra`) and the script prints the
+training time (collect + update, summed) and the wall time from process start at which the
+iteration's mean episode return first reached R.
 """
 
 from __future__ import annotations
@@ -38,12 +39,16 @@ from pathlib import Path
 ON_POLICY = {"mappo", "ippo"}
 
 
+def timed_run(device: str) -> list[str]:
+    """The overrides of every timed ca12 run: the device, metrics.csv only, no evaluation or checkpoint."""
+    return [f"env.device={device}", f"trainer={'gpu' if device.startswith('cuda') else 'cpu'}", "logger=csv",
+            "checkpoint.every_n_iters=100000", "eval.every_n_iters=100000"]
+
+
 def ca12_work(algo: str, task: str, device: str, iters: int) -> tuple[list[str], int]:
     """ca12's overrides for BenchMARL's work, and the frames per iteration."""
-    common = [f"env.device={device}", f"trainer={'gpu' if device.startswith('cuda') else 'cpu'}", "logger=csv",
-              "model.activation=tanh", "critic_model.activation=tanh", "model.hidden_sizes=[256,256]",
-              "critic_model.hidden_sizes=[256,256]", "algo.gamma=0.9", "algo.max_grad_norm=5.0",
-              "checkpoint.every_n_iters=100000", "eval.every_n_iters=100000"]
+    common = [*timed_run(device), "model.activation=tanh", "critic_model.activation=tanh", "model.hidden_sizes=[256,256]",
+              "critic_model.hidden_sizes=[256,256]", "algo.gamma=0.9", "algo.max_grad_norm=5.0"]
     if algo in ON_POLICY:
         frames = 60_000
         work = ["env.num_envs=600", "env.max_steps=100", f"collector.frames_per_batch={frames}", "algo.num_epochs=45",
@@ -154,10 +159,8 @@ def main() -> None:
     args = parser.parse_args()
     args.extra = [item for extra in args.extra for item in extra.split()]
 
-    overrides, frames = ca12_work(args.algo, args.task, args.device, args.iters)
     if args.to_return is not None:
-        overrides = [f"env.device={args.device}", f"trainer={'gpu' if args.device.startswith('cuda') else 'cpu'}", "logger=csv",
-                     "checkpoint.every_n_iters=100000", "eval.every_n_iters=100000", f"collector.total_frames={args.total_frames}"]
+        overrides = [*timed_run(args.device), f"collector.total_frames={args.total_frames}"]
         rows, wall = run_ca12(Path(args.ca12_root[0]), args.algo, args.task, overrides + args.extra, args.timeout)
         train_s, since_start, at = time_to_return(rows, wall, args.to_return)
         last = rows[-1].get("rollout/episode_reward_mean")
@@ -167,6 +170,7 @@ def main() -> None:
               + f"; whole run {wall:.1f} s, last return {last}")
         return
 
+    overrides, frames = ca12_work(args.algo, args.task, args.device, args.iters)
     # Rows are printed as they finish, so a run cut short keeps what it measured.
     ceiling = None if args.no_ceiling or args.algo not in ON_POLICY else env_ceiling(args.task, 600, args.device)
     print(f"\n{args.algo} vmas/{args.task} on {args.device}: {frames} frames per iteration, {args.iters} iterations per run")

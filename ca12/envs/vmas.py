@@ -77,14 +77,15 @@ def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
     per_world, shared = _world_attributes(env)
     tensors = [(obj, name, getattr(obj, name).clone()) for obj, name in per_world]
     env.reset(return_observations=False)
+    keep = ~mask.reshape(-1)  # the worlds that get their state back
     merged = {}  # id -> (tensor, result): attributes that shared a tensor still share one
     for obj, name, before in tensors:
         after = getattr(obj, name)
         if not isinstance(after, torch.Tensor) or after.shape != before.shape:
             continue  # replaced by something of another shape: the reset's value stands
         if id(after) not in merged:
-            keep = ~mask.to(after.device).reshape(-1, *[1] * (after.dim() - 1))
-            merged[id(after)] = (after, torch.where(keep, before, after))
+            kept = keep.to(after.device).view(-1, *[1] * (after.dim() - 1))
+            merged[id(after)] = (after, torch.where(kept, before, after))
         setattr(obj, name, merged[id(after)][1])
     for obj, name, before in shared:
         if getattr(obj, name, None) is not before:
