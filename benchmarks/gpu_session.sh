@@ -34,6 +34,11 @@ for step in "$@"; do
                collector.frames_per_batch=12000 collector.total_frames=24000 algo.num_epochs=3 algo.minibatch_size=4096 $P > "$OUT/$step.txt" 2>&1
              grep -E "^sync|kernel launches|Self CPU time total|Self CUDA time total" "$OUT/$step.txt" ;;
     probe) timeout 60 python3 benchmarks/vmas_step_capture.py --num-envs 600 ;;
+    rollout) # TorchRL's collector against collector=cudagraph, navigation and balance
+             for task in navigation balance; do timeout 90 python3 benchmarks/captured_rollout.py --task $task --batches 3; done ;;
+    captured) # MAPPO with the update and the rollout captured, against BenchMARL and the update alone captured
+             timeout 330 python3 $V --algo mappo --task ${TASK:-navigation} --iters 3 --device cuda --timeout 120 "${BM[@]}" "${CG[@]}" \
+               --variant "captured=algo.cudagraphs=true collector=cudagraph" ;;
     to90) # one run per ';'-separated config in TO90, each with TO90_TIMEOUT seconds (start-up included)
           IFS=';' read -ra CONFIGS <<< "${TO90:-algo.cudagraphs=true;algo.cudagraphs=true env.num_envs=200;algo.cudagraphs=true env.num_envs=600}"
           for c in "${CONFIGS[@]}"; do

@@ -77,6 +77,8 @@ def test_skipped_nan_updates_leave_weights_and_adam_state_untouched(tmp_path, un
 @pytest.mark.parametrize("extra, message", [
     (["algo.cudagraphs=true"], "algo.cudagraphs=true needs a CUDA GPU"),
     (["algo.cudagraphs=true", "trainer=ddp"], "cannot run under DDP"),
+    (["collector=cudagraph"], "collector=cudagraph needs a CUDA GPU"),
+    (["collector=cudagraph", "--env", "gym/Pendulum-v1"], "collector=cudagraph steps VMAS envs only (this run's env is gym/Pendulum-v1)"),
 ])
 def test_fast_path_options_a_run_cannot_use_are_refused_in_one_line(tmp_path, capsys, extra, message):
     run_dir = tmp_path / "run"

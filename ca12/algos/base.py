@@ -66,7 +66,8 @@ class NonFiniteGuard:
         self.term_sums: dict[tuple[str, ...], torch.Tensor] = {}
 
     def record(self, finite: torch.Tensor, terms) -> None:
-        bad = (~finite).to(torch.int64)
+        """`finite`: one flag per update (a scalar, or a vector for an epoch of updates)."""
+        bad = (~finite).to(torch.int64).sum()
         self.bad = bad if self.bad is None else self.bad + bad
         names = tuple(k for k in terms.keys() if k.startswith("loss"))
         if names:
@@ -258,6 +259,23 @@ class RLModule(L.LightningModule):
             step()
         return grad_norm.detach()
 
+    def _make_capturable(self) -> None:
+        optimisers = self.optimizers()
+        for optimiser in optimisers if isinstance(optimisers, list) else [optimisers]:
+            make_capturable(getattr(optimiser, "optimizer", optimiser))
+        bounds_on_device(self, self.device)
+
+    def _run_captured(self, fn: Callable, *args) -> TensorDictBase:
+        """Call a (captured) update function with optimiser steps direct, and record its
+        non-finite flag in the guard."""
+        self._direct_steps = True
+        try:
+            terms = fn(*args)
+        finally:
+            self._direct_steps = False
+        self._guard.record(terms.pop("finite"), terms)
+        return terms
+
     def fast_update(self, name: str, fn: Callable):
         """`fn` (minibatch -> detached terms, stepping optimisers with `optimiser_step`)
         captured as a CUDA graph (ca12/algos/fast.py) when `algo.cudagraphs` is on, else None.
@@ -269,23 +287,53 @@ class RLModule(L.LightningModule):
         if not self.cfg.get("cudagraphs"):
             return None
         if name not in self._fast:
-            optimisers = self.optimizers()
-            for optimiser in optimisers if isinstance(optimisers, list) else [optimisers]:
-                make_capturable(getattr(optimiser, "optimizer", optimiser))
-            bounds_on_device(self, self.device)
+            self._make_capturable()
             captured_fn = capture_update(fn)
-
-            def run(minibatch, captured: bool = True):
-                self._direct_steps = True
-                try:
-                    terms = (captured_fn if captured else fn)(minibatch)
-                finally:
-                    self._direct_steps = False
-                self._guard.record(terms.pop("finite"), terms)
-                return terms
-
-            self._fast[name] = run
+            self._fast[name] = lambda minibatch, captured=True: self._run_captured(captured_fn if captured else fn, minibatch)
         return self._fast[name]
+
+    def fast_epoch(self, name: str, step: Callable, frames: TensorDictBase, size: int):
+        """A whole pass over `frames` in minibatches of `size` (`step`: minibatch -> detached
+        terms, as for `fast_update`) captured as one CUDA graph when `algo.cudagraphs` is on,
+        else None: one replay per epoch instead of one per minibatch, the minibatches gathered
+        on the device by the epoch's permutation (the graph's one input).
+
+        Returns `run(perm) -> (summed terms, minibatches)`. The batch is copied into a buffer
+        the graph reads, once per collected batch (`frames` must be the same batch for every
+        epoch of it); a batch of another layout gets a capture of its own.
+        """
+        if not self.cfg.get("cudagraphs"):
+            return None
+        layout = (name, tuple(frames.shape), tuple(sorted(map(str, frames.keys(True, True)))))
+        if layout not in self._fast:
+            self._make_capturable()
+            batch = frames.clone()
+            n_minibatches = -(-frames.shape[0] // size)
+
+            def epoch(perm: torch.Tensor) -> TensorDictBase:
+                sums, finite = None, []
+                for index in perm.split(size):
+                    terms = step(batch[index])
+                    finite.append(terms.pop("finite"))
+                    sums = terms if sums is None else sums + terms
+                sums["finite"] = torch.stack(finite)
+                return sums
+
+            captured_fn = capture_update(epoch)
+            self._fast[layout] = (batch, captured_fn, n_minibatches)
+            copied = frames
+        else:
+            copied = None
+        batch, captured_fn, n_minibatches = self._fast[layout]
+
+        def run(perm: torch.Tensor):
+            nonlocal copied
+            if copied is not frames:
+                batch.update_(frames)
+                copied = frames
+            return self._run_captured(captured_fn, perm), n_minibatches
+
+        return run
 
     def minibatch_epochs(self, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "",
                          target_kl: float | None = None) -> dict:
@@ -310,11 +358,21 @@ class RLModule(L.LightningModule):
             terms["grad_norm"] = self.optimiser_step(optimiser, total, terms)
             return terms
 
-        fast = self.fast_update(f"minibatch:{getattr(loss, '__name__', id(loss))}", step)
+        name = f"minibatch:{getattr(loss, '__name__', id(loss))}"
+        # The fast path captures whole epochs of frames, minibatch by minibatch for sequences.
+        fast_epoch = None if sequences else self.fast_epoch(name, step, frames, size)
+        fast = self.fast_update(name, step) if sequences else None
         with set_recurrent_mode(sequences):
             for _ in range(self.cfg.num_epochs if num_epochs is None else num_epochs):
                 epoch_kl, epoch_updates = 0.0, 0
-                for index in torch.randperm(frames.shape[0], device=frames.device).split(size):
+                perm = torch.randperm(frames.shape[0], device=frames.device)
+                if fast_epoch is not None:
+                    terms, count = fast_epoch(perm)
+                    terms_sum = terms if terms_sum is None else terms_sum + terms
+                    n_updates += count
+                    if target_kl is not None:
+                        epoch_kl, epoch_updates = terms["kl_approx"], count
+                for index in perm.split(size) if fast_epoch is None else ():
                     # the fast path replays its capture for full-size minibatches only
                     terms = step(frames[index]) if fast is None else fast(frames[index], captured=len(index) == size)
                     terms_sum = terms if terms_sum is None else terms_sum + terms

@@ -26,14 +26,25 @@ from ca12.errors import UsageError
 
 
 def check_fast_path(cfg) -> None:
-    """Refuse, in one line, a fast-path option this run cannot use."""
+    """Refuse, in one line, a fast-path option this run cannot use (`algo.cudagraphs`, and
+    `collector=cudagraph`, ca12/data/captured.py)."""
+    if cfg.collector.kind == "cudagraph":
+        if cfg.env.family != "vmas":
+            raise UsageError(f"collector=cudagraph steps VMAS envs only (this run's env is {cfg.env.family}/{cfg.env.task})")
+        _check_one_gpu(cfg, "collector=cudagraph captures the rollout step")
+        if not str(cfg.env.device).startswith("cuda"):
+            raise UsageError(f"collector=cudagraph captures the rollout on a GPU: set env.device=cuda (it is {cfg.env.device})")
     if not cfg.algo.get("cudagraphs"):
         return
+    _check_one_gpu(cfg, "algo.cudagraphs=true captures the whole update")
+
+
+def _check_one_gpu(cfg, what: str) -> None:
     devices = cfg.trainer.get("devices", 1)
     if str(cfg.trainer.get("strategy", "auto")).startswith("ddp") or (isinstance(devices, int) and devices > 1):
-        raise UsageError("algo.cudagraphs=true captures the whole update on one device; it cannot run under DDP (trainer.devices > 1)")
+        raise UsageError(f"{what} on one device; it cannot run under DDP (trainer.devices > 1)")
     if not torch.cuda.is_available():
-        raise UsageError("algo.cudagraphs=true needs a CUDA GPU (torch.cuda.is_available() is False)")
+        raise UsageError(f"{what.split(' captures')[0]} needs a CUDA GPU (torch.cuda.is_available() is False)")
     if str(cfg.trainer.get("accelerator", "auto")) not in ("gpu", "cuda", "auto"):
         raise UsageError("algo.cudagraphs=true captures the update on the GPU: use trainer=gpu")
 

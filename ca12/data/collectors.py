@@ -7,6 +7,8 @@
 * `multiasync`: `MultiAsyncCollector`, `workers` processes that collect without waiting for the
   learner; each batch is one worker's `frames_per_batch` frames, possibly sampled by weights a
   few updates old (what IMPALA-style learners correct for).
+* `cudagraph`: VMAS on a GPU, in the training process, each rollout step replayed as one CUDA
+  graph (ca12/data/captured.py); batches as `sync` gives them.
 
 Worker processes keep their envs' random state to themselves, so a run with several workers
 resumes statistically equivalent, not bit for bit: a resumed run builds its worker envs with
@@ -28,7 +30,7 @@ from torchrl.envs import EnvBase
 
 from ca12.schema import key
 
-KINDS = ("sync", "multisync", "multiasync")
+KINDS = ("sync", "multisync", "multiasync", "cudagraph")
 # In a fresh run, worker w of rank r seeds its env with seed + r + WORKER_SEED_STRIDE * w (`worker_seed`).
 WORKER_SEED_STRIDE = 10_007
 
@@ -37,7 +39,7 @@ WORKER_SEED_STRIDE = 10_007
 class CollectorConfig:
     """conf/collector/*.yaml."""
 
-    kind: str = key("sync (in process), multisync or multiasync (worker processes)", choices=KINDS)
+    kind: str = key("sync (in process), multisync or multiasync (worker processes), cudagraph (VMAS on a GPU, the rollout step captured)", choices=KINDS)
     frames_per_batch: int = key("frames (env steps x envs, over all workers) per iteration", positive=True)
     total_frames: int = key("training stops after this many frames", positive=True)
     workers: int = key("collector processes (multisync, multiasync)", positive=True)
@@ -111,6 +113,10 @@ def make_collector(
     )
     if kind == "sync":
         return Collector(env, policy, auto_register_policy_transforms=False, **common)
+    if kind == "cudagraph":
+        from ca12.data.captured import CapturedCollector
+
+        return CapturedCollector(env, policy, frames_per_batch, reset_at_each_iter, capture=env.device.type == "cuda")
     env_fns = [partial(seeded_worker_env, make_env, worker_seed(seed, w, resumed_frames), device) for w in range(workers)]
     if kind == "multisync":
         return MultiSyncCollector(env_fns, policy, cat_results=0, **common)

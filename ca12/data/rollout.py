@@ -82,7 +82,7 @@ class RolloutDataModule(L.LightningDataModule):
         self._pending: dict | None = None
 
     def setup(self, stage: str) -> None:
-        if self.env is None and self.collector_kind == "sync":  # worker processes build their own
+        if self.env is None and self.collector_kind in ("sync", "cudagraph"):  # worker processes build their own
             self.env = self.make_env(self.seed + self.trainer.global_rank, self.trainer.strategy.root_device)
 
     def train_dataloader(self) -> DataLoader:

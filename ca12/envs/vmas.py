@@ -13,6 +13,7 @@ from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.environment.environment import Environment
 
 from ca12.envs.common import task_kwargs, with_return_counters
+from ca12.envs.host_reads import STATIC, NoHostReads
 from ca12.errors import UsageError
 from ca12.seeding import numpy_state_from_plain, numpy_state_to_plain, register_rng_source
 
@@ -92,9 +93,70 @@ def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
             setattr(obj, name, before)
 
 
+# What VMAS's step reads from the device, by the function that reads it, and the answer that
+# lets it run without the read (ca12/envs/host_reads.py). Checked by tests/test_vmas_capture.py:
+# a step under these answers gives exactly the step without them.
+VMAS_HOST_READS = {
+    # "any pair of these entities within reach in any world?": a shortcut that skips collision
+    # work; the collision force and the scenarios' contact checks are exact zeros (masked with
+    # `torch.where` on the distance) for pairs out of reach, so doing the work always is exact.
+    "collides": True,
+    # "any box not hollow?": also a shortcut whose branch selects with `torch.where`.
+    "_box_sphere_vectorized_collision": True,
+    "_box_line_vectorized_collision": True,
+    # "is the world's gravity zero?": a setting fixed when the world is built.
+    "_apply_gravity": STATIC,
+    # `assert not action.isnan().any()` and the action-range assert: the acting policy's actions
+    # come from its spec's bounds, and the NaN guard stops a run whose weights are not finite.
+    "_set_action": False,
+}
+
+
+class CapturedState:
+    """Keeps a VMAS env's state in the same tensors from step to step, so that a CUDA graph
+    captured once steps the current state on every replay.
+
+    VMAS rebinds its state to new tensors at every step (`state.pos = pos + vel * dt`); a graph
+    reads the tensors it saw at capture, so after a replay the next replay would read stale
+    state. `anchor()` (called at the end of the captured step, and after every eager change such
+    as a reset) copies each rebound tensor into the one the graph reads and rebinds it back.
+    """
+
+    def __init__(self, env: Environment):
+        self.env = env
+        self.anchors: dict[tuple[int, str], tuple[object, str, torch.Tensor]] = {}
+        self.mode = NoHostReads(VMAS_HOST_READS, package="/vmas/")
+        self.anchor()
+
+    def anchor(self) -> None:
+        per_world, shared = _world_attributes(self.env)
+        tensors = per_world + [(obj, name) for obj, name, value in shared if isinstance(value, torch.Tensor)]
+        for obj, name in tensors:
+            value, slot = getattr(obj, name), (id(obj), name)
+            if slot not in self.anchors:
+                self.anchors[slot] = (obj, name, value)
+                continue
+            anchor = self.anchors[slot][2]
+            if value is anchor:
+                continue
+            if value.shape != anchor.shape or value.dtype != anchor.dtype:
+                raise RuntimeError(f"VMAS replaced {type(obj).__name__}.{name} {tuple(anchor.shape)} by a tensor of another shape or dtype {tuple(value.shape)}")
+            anchor.copy_(value)
+            setattr(obj, name, anchor)
+
+
 class BatchResetVmasEnv(VmasEnv):
     """TorchRL's `VmasEnv` with the done worlds of a partial reset reset together
-    (`reset_worlds_where`) instead of one by one; everything else is `VmasEnv`'s."""
+    (`reset_worlds_where`) instead of one by one; everything else is `VmasEnv`'s.
+
+    `captured_state()` returns the env's `CapturedState` (built on first use): what
+    `ca12.data.captured.CapturedCollector` needs to step it in a CUDA graph.
+    """
+
+    def captured_state(self) -> CapturedState:
+        if getattr(self, "_captured_state", None) is None:
+            self._captured_state = CapturedState(self._env)
+        return self._captured_state
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         mask = tensordict.get("_reset", None) if tensordict is not None else None
