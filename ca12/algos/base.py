@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase, InitTracker
 from torchrl.modules import set_recurrent_mode
 
@@ -310,9 +310,9 @@ class RLModule(L.LightningModule):
             batch = frames.clone()
             n_minibatches = -(-frames.shape[0] // size)
 
-            def epoch(perm: torch.Tensor) -> TensorDictBase:
+            def epoch(inputs: TensorDictBase) -> TensorDictBase:
                 sums, finite = None, []
-                for index in perm.split(size):
+                for index in inputs["perm"].split(size):
                     terms = step(batch[index])
                     finite.append(terms.pop("finite"))
                     sums = terms if sums is None else sums + terms
@@ -331,7 +331,7 @@ class RLModule(L.LightningModule):
             if copied is not frames:
                 batch.update_(frames)
                 copied = frames
-            return self._run_captured(captured_fn, perm), n_minibatches
+            return self._run_captured(captured_fn, TensorDict(perm=perm)), n_minibatches
 
         return run
 

@@ -27,6 +27,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
+from ca12.algos.fast import bounds_on_device
 from ca12.errors import UsageError
 
 
@@ -106,6 +107,7 @@ class CapturedCollector:
             self._step()
             self._reset(done_only=True)
         if self.capture:
+            bounds_on_device(self.policy, self.env.device)  # a number's copy to the device cannot be captured
             self._graph = self._captured()
         self._reset(done_only=False)
 

@@ -7,15 +7,17 @@ needs the mask's true positions on the host), or a copy from pageable host memor
 No library offers a way around them short of rewriting the simulator, so this mode is written
 here; it changes none of the simulator's code, only how these few operations run while it is on:
 
-* a host read of a device value is answered from a table keyed by the simulator function that
+* a host read of a device value by the simulator is answered from a table keyed by the simulator function that
   asks (`answers`): `True`/`False` for reads whose answer is known to be safe (a guard that only
   skips work that would compute exact zeros, an assert that the caller guarantees), `STATIC` for
   reads of configuration that never changes (read once, outside capture, and remembered). A read
   from a function not in the table raises `HostReadError` naming the function and line: the
-  code cannot be captured until someone decides what the answer is.
+  code cannot be captured until someone decides what the answer is. Reads outside the
+  simulator (the policy, TorchRL) run as they are, except during the capture itself, where
+  they are named instead of breaking the graph.
 * `x[mask] = v` (v a number or a 0-dim tensor) becomes `x.copy_(torch.where(mask, v, x))`, and
   `x[mask] += v` (also `-=`, `*=`) the same with `x + v`: the same values, no host read.
-* `torch.tensor(number, device=...)` becomes `torch.full((), number, ...)`: a fill kernel instead
+* `torch.tensor(number, device=...)` (or `torch.as_tensor`) becomes `torch.full((), number, ...)`: a fill kernel instead
   of a copy from the host.
 
 The same mode runs on the CPU, where nothing needs it, so that tests can check that a simulator
@@ -39,6 +41,10 @@ _READS = {torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.__int__, torch.
 
 class HostReadError(RuntimeError):
     """Code run under `NoHostReads` read a device value the mode has no answer for."""
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _is_mask(key) -> bool:
@@ -108,7 +114,7 @@ class NoHostReads(TorchFunctionMode):
             return answer
         site = (frame.f_code, frame.f_lineno)
         if site not in self.remembered:
-            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            if _capturing():
                 raise HostReadError(f"{where} reads a fixed setting first during capture: step once before capturing")
             self.remembered[site] = func(*args, **kwargs)
         return self.remembered[site]
@@ -117,8 +123,14 @@ class NoHostReads(TorchFunctionMode):
         kwargs = kwargs or {}
         reads = func in _READS and args and isinstance(args[0], torch.Tensor)
         masked = func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and _is_mask(args[1])
-        if (reads or masked) and args[0].device.type == "cpu" and self._site() is None:
-            return func(*args, **kwargs)  # a CPU tensor outside the simulator: no device to wait for
+        if (reads or masked) and self._site() is None:
+            # Outside the simulator: a CPU tensor, or any read before the capture, runs as it is;
+            # during the capture it would break the graph, so it is named here instead.
+            if args[0].device.type == "cpu" or not _capturing():
+                return func(*args, **kwargs)
+            caller = sys._getframe(1)
+            raise HostReadError(f"{caller.f_code.co_name} ({caller.f_code.co_filename.rsplit('/', 2)[-1]}:{caller.f_lineno}) "
+                                "reads a device value on the host during a CUDA graph capture")
         if reads:
             return self._answer(func, args, kwargs)
         if masked and func is torch.Tensor.__getitem__:
@@ -133,7 +145,7 @@ class NoHostReads(TorchFunctionMode):
                 raise HostReadError("x[mask] = tensor of selected values cannot run without a host read")
             tensor.copy_(torch.where(_broadcast_mask(mask, tensor), value, tensor))
             return None
-        if func is torch.tensor and args and isinstance(args[0], Number) and kwargs.get("device") is not None:
+        if func in (torch.tensor, torch.as_tensor) and args and isinstance(args[0], Number) and kwargs.get("device") is not None:
             dtype = kwargs.get("dtype") or (torch.get_default_dtype() if isinstance(args[0], float) else
                                             torch.bool if isinstance(args[0], bool) else torch.int64)
             return torch.full((), args[0], dtype=dtype, device=kwargs["device"])
