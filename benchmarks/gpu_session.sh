@@ -40,7 +40,7 @@ for step in "$@"; do
              CAP=(--variant "captured=algo.cudagraphs=true collector=cudagraph")
              for a in maddpg masac; do timeout 100 python3 $V --algo $a --iters 3 --device cuda --timeout 90 --no-ceiling "${CAP[@]}"; done
              timeout 100 python3 $V --algo mappo --task balance --iters 3 --device cuda --timeout 90 --no-ceiling "${CAP[@]}"
-             TO90="algo.cudagraphs=true collector=cudagraph env.num_envs=600" bash $0 to90 ;;
+             ;;
     captured) # MAPPO with the update and the rollout captured, against BenchMARL and the update alone captured
              timeout 330 python3 $V --algo mappo --task ${TASK:-navigation} --iters 3 --device cuda --timeout 120 "${BM[@]}" "${CG[@]}" \
                --variant "captured=algo.cudagraphs=true collector=cudagraph" ;;
