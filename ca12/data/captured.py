@@ -51,15 +51,19 @@ class CapturedCollector:
         capture: capture the step as a CUDA graph (the env on a CUDA device) or run it eagerly.
         warmup: eager steps before the capture (the capture needs every lazily built buffer
             allocated; the warm-up's steps are discarded by a reset).
+        rehearse: without `capture`, run the step that would be captured once as if it were
+            (every host read of the simulator, policy and TorchRL answered or refused as during
+            a capture, CPU tensors too): what checks on a machine without a GPU that the
+            rollout of a policy can be captured.
     """
 
     def __init__(self, env: EnvBase, policy: torch.nn.Module, frames_per_batch: int, reset_at_each_iter: bool,
-                 capture: bool = True, warmup: int = 3):
+                 capture: bool = True, warmup: int = 3, rehearse: bool = False):
         self.env, self.policy = env, policy
         self.state = captured_state(env)
         self.steps = frames_per_batch // env.batch_size.numel()
         self.reset_at_each_iter, self.warmup = reset_at_each_iter, warmup
-        self.capture = capture
+        self.capture, self.rehearse = capture, rehearse
         if capture and env.device.type != "cuda":
             raise UsageError(f"collector.kind=cudagraph captures the rollout on a GPU: set env.device=cuda (it is {env.device})")
         self._carrier: TensorDictBase | None = None  # the step's input, in tensors the graph reads
@@ -109,6 +113,12 @@ class CapturedCollector:
         if self.capture:
             bounds_on_device(self.policy, self.env.device)  # a number's copy to the device cannot be captured
             self._graph = self._captured()
+        elif self.rehearse:
+            self.state.mode.rehearse = True
+            try:
+                self._step()
+            finally:
+                self.state.mode.rehearse = False
         self._reset(done_only=False)
 
     def _captured(self):

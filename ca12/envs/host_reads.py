@@ -14,7 +14,7 @@ here; it changes none of the simulator's code, only how these few operations run
   from a function not in the table raises `HostReadError` naming the function and line: the
   code cannot be captured until someone decides what the answer is. Reads outside the
   simulator (the policy, TorchRL) run as they are, except during the capture itself, where
-  they are named instead of breaking the graph.
+  they get an answer from `OUTSIDE_ANSWERS` or are named instead of breaking the graph.
 * `x[mask] = v` (v a number or a 0-dim tensor) becomes `x.copy_(torch.where(mask, v, x))`, and
   `x[mask] += v` (also `-=`, `*=`) the same with `x + v`: the same values, no host read.
 * `torch.tensor(number, device=...)` (or `torch.as_tensor`) becomes `torch.full((), number, ...)`: a fill kernel instead
@@ -35,16 +35,19 @@ from torch.overrides import TorchFunctionMode
 
 STATIC = object()  # an answer: read the value once, outside capture, and keep it
 
+# Reads outside the simulator, during a capture, by the file and function that read:
+# * TorchRL's `TensorSpec.project` asks `is_in` ("is every value within the bounds?") before it
+#   clamps; answering "no" clamps always, which leaves values already within the bounds as they are;
+# * TorchRL's `TanhNormal` asks whether its bounds are other than +-1 (an affine map after the
+#   tanh), and itself assumes "yes" while a capture is on: the map is then exact either way.
+OUTSIDE_ANSWERS = {"tensor_specs.py:is_in": False, "tensor_specs.py:project": False, "continuous.py:__init__": True}
+
 _READS = {torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.__int__, torch.Tensor.__float__,
           torch.Tensor.__index__, torch.Tensor.tolist}
 
 
 class HostReadError(RuntimeError):
     """Code run under `NoHostReads` read a device value the mode has no answer for."""
-
-
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _is_mask(key) -> bool:
@@ -91,10 +94,17 @@ class NoHostReads(TorchFunctionMode):
             attributed to the innermost calling function from those files.
     """
 
-    def __init__(self, answers: dict[str, Any], package: str):
+    def __init__(self, answers: dict[str, Any], package: str, outside: dict[str, bool] | None = None):
         super().__init__()
         self.answers, self.package = answers, package
+        self.outside = dict(OUTSIDE_ANSWERS if outside is None else outside)
         self.remembered: dict[tuple, Any] = {}
+        # Treat every read as if a capture were on, CPU tensors too (tests and diagnostics on a
+        # machine without a GPU: what would break a capture raises instead).
+        self.rehearse = False
+
+    def capturing(self) -> bool:
+        return self.rehearse or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
     def _site(self):
         frame = sys._getframe(2)
@@ -114,7 +124,7 @@ class NoHostReads(TorchFunctionMode):
             return answer
         site = (frame.f_code, frame.f_lineno)
         if site not in self.remembered:
-            if _capturing():
+            if self.capturing():
                 raise HostReadError(f"{where} reads a fixed setting first during capture: step once before capturing")
             self.remembered[site] = func(*args, **kwargs)
         return self.remembered[site]
@@ -125,10 +135,14 @@ class NoHostReads(TorchFunctionMode):
         masked = func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and _is_mask(args[1])
         if (reads or masked) and self._site() is None:
             # Outside the simulator: a CPU tensor, or any read before the capture, runs as it is;
-            # during the capture it would break the graph, so it is named here instead.
-            if args[0].device.type == "cpu" or not _capturing():
+            # during the capture it gets its answer from `outside` or is named here (it would
+            # break the graph).
+            if not self.capturing() or (args[0].device.type == "cpu" and not self.rehearse):
                 return func(*args, **kwargs)
             caller = sys._getframe(1)
+            site = f"{caller.f_code.co_filename.rsplit('/', 1)[-1]}:{caller.f_code.co_name}"
+            if reads and site in self.outside:
+                return self.outside[site]
             raise HostReadError(f"{caller.f_code.co_name} ({caller.f_code.co_filename.rsplit('/', 2)[-1]}:{caller.f_lineno}) "
                                 "reads a device value on the host during a CUDA graph capture")
         if reads:

@@ -109,6 +109,8 @@ VMAS_HOST_READS = {
     # `assert not action.isnan().any()` and the action-range assert: the acting policy's actions
     # come from its spec's bounds, and the NaN guard stops a run whose weights are not finite.
     "_set_action": False,
+    # `assert torch.all(0 <= action < n)` of a discrete action: the policy samples from its spec.
+    "_check_discrete_action": True,
 }
 
 
