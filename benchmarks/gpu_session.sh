@@ -42,7 +42,7 @@ for step in "$@"; do
              timeout 100 python3 $V --algo mappo --task balance --iters 3 --device cuda --timeout 90 --no-ceiling "${CAP[@]}"
              ;;
     maddpg-captured) timeout 160 python3 $V --algo maddpg --iters 3 --device cuda --timeout 70 --no-ceiling \
-               --variant "captured=algo.cudagraphs=true collector=cudagraph" "${BM[@]}" ;;
+               --variant "captured=algo.cudagraphs=true collector=cudagraph" ;;
     captured) # MAPPO with the update and the rollout captured, against BenchMARL and the update alone captured
              timeout 330 python3 $V --algo mappo --task ${TASK:-navigation} --iters 3 --device cuda --timeout 120 "${BM[@]}" "${CG[@]}" \
                --variant "captured=algo.cudagraphs=true collector=cudagraph" ;;
