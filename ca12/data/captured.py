@@ -23,6 +23,8 @@ Written here because neither TorchRL nor VMAS offers a captured env step.
 
 from __future__ import annotations
 
+import traceback
+
 import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
@@ -128,12 +130,20 @@ class CapturedCollector:
             self._step()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
+        first: BaseException | None = None  # what broke the capture (CUDA then reports its own error on leaving it)
         try:
             with torch.cuda.graph(graph):
-                self._step()
-        except RuntimeError as error:
-            raise RuntimeError(f"capturing the VMAS rollout step failed ({str(error).splitlines()[0]}); "
-                               "collector.kind=sync steps it uncaptured") from error
+                try:
+                    self._step()
+                except Exception as error:
+                    first = error
+                    raise
+        except Exception as error:
+            cause = first or error
+            frames = traceback.extract_tb(cause.__traceback__)
+            where = ([f for f in frames if "/torch/" not in f.filename] or frames)[-1]  # the caller of the failing op
+            raise RuntimeError(f"capturing the VMAS rollout step failed: {type(cause).__name__}: {str(cause).splitlines()[0]} "
+                               f"(in {where.name}, {where.filename.rsplit('/', 2)[-1]}:{where.lineno}); collector=sync steps it uncaptured") from cause
         return graph
 
     # --- the collector interface -------------------------------------------------------------------
