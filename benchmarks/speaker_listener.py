@@ -1,6 +1,7 @@
 """Speaker-listener with and without its message channel: how much does talking help?
 
-    python benchmarks/speaker_listener.py                          # VMAS's port, 3 M frames per run
+    python benchmarks/speaker_listener.py                          # VMAS, a goal per world, 3 M frames per run
+    python benchmarks/speaker_listener.py --task simple_speaker_listener   # VMAS's port: one goal for all worlds
     python benchmarks/speaker_listener.py --family pettingzoo --frames 2000000
     python benchmarks/speaker_listener.py --frames 1000000 --seed 1
 
@@ -16,10 +17,11 @@ evaluated on fresh episodes twice: as it is, and with the listener's message fea
 gap between the runs counts as communication only if zeroing the message costs the talking run
 return (a listener that ignores the message loses nothing).
 
-`--family vmas` (default): `vmas/simple_speaker_listener`, 100 worlds x 100 steps (4 episodes)
-per 10 000-frame batch, 10 epochs of minibatch 2 000, lr 3e-4, entropy 0.01. VMAS draws one
-goal landmark for all worlds at each reset, so a batch holds 4 goals; vectorised in torch, it
-trains ~10x faster than MPE2 here. `--family pettingzoo`: MPE2's, with the simple_spread row's
+`--family vmas` (default): `vmas/speaker_listener` (ca12/envs/vmas_tasks.py: VMAS's port with
+the goal drawn per world, as MPE draws it per env), 100 worlds x 100 steps (4 episodes) per
+10 000-frame batch, 10 epochs of minibatch 2 000, lr 3e-4, entropy 0.01; vectorised in torch, it
+trains ~10x faster than MPE2 here. `--task simple_speaker_listener` runs VMAS's own port, which
+draws one goal for all worlds at each reset (a batch then holds 4 goals). `--family pettingzoo`: MPE2's, with the simple_spread row's
 settings (benchmarks/learning.py) and lr 3e-4. Measured results are in docs/benchmarks.md.
 """
 
@@ -65,11 +67,12 @@ def evaluate(run: ca12.Run, zero_message: bool, episodes: int = 8, worlds: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=sorted(SETTINGS), default="vmas")
+    parser.add_argument("--task", default=None, help="vmas: speaker_listener (default, a goal per world) or simple_speaker_listener")
     parser.add_argument("--frames", type=int, default=3_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for both runs, e.g. env.continuous_actions=false")
     args = parser.parse_args()
-    env = f"{args.family}/simple_speaker_listener"
+    env = f"{args.family}/{args.task or ('speaker_listener' if args.family == 'vmas' else 'simple_speaker_listener')}"
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, extra in (("with the channel", []), ("message hidden", [SILENCED])):

@@ -14,6 +14,7 @@ from vmas.simulator.environment.environment import Environment
 
 from ca12.envs.common import task_kwargs, with_return_counters
 from ca12.envs.host_reads import STATIC, NoHostReads
+from ca12.envs.vmas_tasks import SCENARIOS
 from ca12.errors import UsageError
 from ca12.seeding import numpy_state_from_plain, numpy_state_to_plain, register_rng_source
 
@@ -174,8 +175,9 @@ class BatchResetVmasEnv(VmasEnv):
 
 
 def tasks() -> list[str]:
-    """VMAS's own scenarios and its vectorised ports of MPE's (simple_speaker_listener, ...)."""
-    return sorted([*vmas.scenarios, *vmas.mpe_scenarios])
+    """VMAS's own scenarios, its vectorised ports of MPE's (simple_speaker_listener, ...), and
+    ca12's (ca12/envs/vmas_tasks.py: speaker_listener, with a goal per world)."""
+    return sorted([*vmas.scenarios, *vmas.mpe_scenarios, *SCENARIOS])
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
@@ -191,7 +193,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = BatchResetVmasEnv(
-            scenario=cfg.task,
+            scenario=SCENARIOS[cfg.task]() if cfg.task in SCENARIOS else cfg.task,
             num_envs=cfg.num_envs,
             continuous_actions=cfg.continuous_actions,
             max_steps=cfg.max_steps,
