@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> Path | None:
     spec_env = make_spec_env(cfg.env, cfg.seed)
     module = algorithm(cfg, spec_env)
     transforms = module.env_transforms()
-    env_factory = partial(make_env, cfg.env, transforms=transforms)
+    env_factory = partial(make_env, cfg.env, transforms=transforms, training=True)
     datamodule = algorithm.make_datamodule(cfg, env_factory)
     evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic, cfg.algo.groups, transforms)
     callbacks = make_run_callbacks(cfg, run_dir, evaluator)  # before the run directory: bad arguments write nothing

@@ -249,3 +249,15 @@ def test_generic_run_resumes_bit_for_bit(tmp_path):
     assert a["ca12"]["frames"] == b["ca12"]["frames"] == 60
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_reward_scale_scales_what_the_learner_trains_on_and_not_the_reported_returns():
+    cfg = load_config("mappo", "vmas/navigation", ["env.num_envs=4", "collector.frames_per_batch=400", "env.reward_scale=0.1"])
+    plain, scaled = make_env(cfg.env, 0), make_env(cfg.env, 0, training=True)
+    start = capture_rng_state()  # VMAS draws resets from one process-wide random state
+    actions = plain.rand_action(plain.reset())
+    a = plain.step(actions.clone())
+    restore_rng_state(start)
+    b = scaled.step(scaled.reset().update(actions.select(("agents", "action"))))
+    torch.testing.assert_close(b["next", "agents", "reward"], 0.1 * a["next", "agents", "reward"])
+    torch.testing.assert_close(b["next", "agents", "episode_reward"], a["next", "agents", "episode_reward"])

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import COMMON_KEYS, EnvConfig, hide_observation, task_kwargs  # noqa: F401  (re-exported)
+from ca12.envs.common import COMMON_KEYS, EnvConfig, hide_observation, scale_rewards, task_kwargs  # noqa: F401  (re-exported)
 from ca12.envs.layout import AgentLayout, Group  # noqa: F401  (re-exported)
 from ca12.errors import UsageError
 
@@ -72,13 +72,15 @@ def env_device(configured: str, process_device: torch.device | None = None) -> t
     return torch.device(configured)
 
 
-def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = None, transforms: list | None = None) -> EnvBase:
+def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = None, transforms: list | None = None,
+             training: bool = False) -> EnvBase:
     """Build the batched env described by `cfg` (a composed `env` section), seeded.
 
     `env.device: cuda` (no index) means "this process's GPU": under DDP each rank passes its
     own device as `process_device` and samples there. `transforms` are what the acting policy
     needs on the env (recurrent policies: `InitTracker` and hidden-state primers); copies are
-    appended, so one list serves many envs.
+    appended, so one list serves many envs. `training=True` (the envs a learner collects from)
+    applies `env.reward_scale`; evaluation and the Python API see the env's own rewards.
     """
     device = env_device(cfg.device, process_device)
     if str(device) != cfg.device:
@@ -87,6 +89,8 @@ def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = N
     env = builder(cfg, seed)
     if cfg.get("hide_observation"):
         env = hide_observation(env, OmegaConf.to_container(cfg.hide_observation))
+    if training and cfg.get("reward_scale", 1.0) != 1.0:
+        env = scale_rewards(env, cfg.reward_scale)
     for transform in transforms or []:
         env.append_transform(transform.clone())
     return env

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Categorical, Composite, TensorSpec, Unbounded
-from torchrl.envs import EnvBase, RewardSum, SerialEnv, Transform, TransformedEnv
+from torchrl.envs import EnvBase, RewardScaling, RewardSum, SerialEnv, Transform, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
 from ca12.errors import UsageError
@@ -38,6 +38,8 @@ class EnvConfig:
     # The one common key with a default (null): an ablation switch no task YAML needs to name.
     hide_observation: Optional[Dict[str, List[int]]] = dataclasses.field(default=None, metadata={
         "doc": "{group: [feature indices]} zeroed in that group's observation, an ablation (e.g. cut a message channel); null: none"})
+    reward_scale: float = dataclasses.field(default=1.0, metadata={
+        "doc": "multiplies the rewards the learner trains on (a critic fits returns of order 1 faster); returns are reported unscaled"})
 
 
 # Keys of an env config that are not passed to the env's own constructor as kwargs.
@@ -131,6 +133,14 @@ def hide_observation(env: EnvBase, features: dict[str, list[int]]) -> Transforme
                 for group, indices in features.items()}
     env = env if isinstance(env, TransformedEnv) else TransformedEnv(env)
     env.append_transform(HideObservation(features))
+    return env
+
+
+def scale_rewards(env: EnvBase, scale: float) -> TransformedEnv:
+    """`env` with every group's reward multiplied by `scale` (TorchRL's `RewardScaling`), after the
+    return counters: `(group, "episode_reward")` stays the unscaled return."""
+    env = env if isinstance(env, TransformedEnv) else TransformedEnv(env)
+    env.append_transform(RewardScaling(loc=0.0, scale=scale, in_keys=[(g, "reward") for g in env.group_map]))
     return env
 
 
