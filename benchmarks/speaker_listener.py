@@ -71,11 +71,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for both runs, e.g. env.continuous_actions=false")
+    parser.add_argument("--only", choices=["with", "hidden"], default=None, help="run one variant (two processes can run the two side by side)")
     args = parser.parse_args()
     env = f"{args.family}/{args.task or ('speaker_listener' if args.family == 'vmas' else 'simple_speaker_listener')}"
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, extra in (("with the channel", []), ("message hidden", [SILENCED])):
+        variants = {"with": ("with the channel", []), "hidden": ("message hidden", [SILENCED])}
+        for label, extra in [variants[args.only]] if args.only else variants.values():
             run_dir = Path(tmp) / label.replace(" ", "_")
             returns, seconds = fit_returns(Row("mappo", env, args.frames, float("-inf"), SETTINGS[args.family] + args.extra + extra),
                                            args.seed, run_dir)
@@ -87,6 +89,8 @@ def main() -> None:
     print(f"{'variant':<20}{'final':>9}{'evaluated':>11}{'message zeroed':>16}{'seconds':>9}")
     for label, (final, intact, zeroed, seconds) in rows.items():
         print(f"{label:<20}{final:>9.2f}{intact:>11.2f}{zeroed:>16.2f}{seconds:>9.0f}")
+    if len(rows) < 2:
+        return
     (final, intact, zeroed, _), (silent, *_) = rows.values()
     print(f"gap with the channel against without: {final - silent:+.2f}; of it, the policy's use of the message "
           f"(evaluated minus message zeroed): {intact - zeroed:+.2f}. Only the second is communication.")
