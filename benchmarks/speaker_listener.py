@@ -4,6 +4,7 @@
     python benchmarks/speaker_listener.py --task simple_speaker_listener   # VMAS's port: one goal for all worlds
     python benchmarks/speaker_listener.py --family pettingzoo --frames 2000000
     python benchmarks/speaker_listener.py --frames 1000000 --seed 1
+    python benchmarks/speaker_listener.py --algo ippo --only with      # one variant, IPPO's own-observation critics
 
 In `simple_speaker_listener` the speaker sees which of three landmarks is the goal and cannot
 move; the listener moves and sees the landmarks, its velocity and the speaker's last message
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for both runs, e.g. env.continuous_actions=false")
+    parser.add_argument("--algo", choices=["mappo", "ippo"], default="mappo", help="ippo: each agent's critic sees only its own observation")
     parser.add_argument("--only", choices=["with", "hidden"], default=None, help="run one variant (two processes can run the two side by side)")
     args = parser.parse_args()
     env = f"{args.family}/{args.task or ('speaker_listener' if args.family == 'vmas' else 'simple_speaker_listener')}"
@@ -79,13 +81,13 @@ def main() -> None:
         variants = {"with": ("with the channel", []), "hidden": ("message hidden", [SILENCED])}
         for label, extra in [variants[args.only]] if args.only else variants.values():
             run_dir = Path(tmp) / label.replace(" ", "_")
-            returns, seconds = fit_returns(Row("mappo", env, args.frames, float("-inf"), SETTINGS[args.family] + args.extra + extra),
+            returns, seconds = fit_returns(Row(args.algo, env, args.frames, float("-inf"), SETTINGS[args.family] + args.extra + extra),
                                            args.seed, run_dir)
             last = returns[-max(1, len(returns) // 10):]  # the last 10 % of iterations
             final, run = sum(last) / len(last), ca12.load(run_dir)
             with torch.no_grad():
                 rows[label] = (final, evaluate(run, False), evaluate(run, True), seconds)
-    print(f"\nMAPPO on {env} {' '.join(args.extra)}, {args.frames} frames, seed {args.seed} (returns per agent per episode)")
+    print(f"\n{args.algo.upper()} on {env} {' '.join(args.extra)}, {args.frames} frames, seed {args.seed} (returns per agent per episode)")
     print(f"{'variant':<20}{'final':>9}{'evaluated':>11}{'message zeroed':>16}{'seconds':>9}")
     for label, (final, intact, zeroed, seconds) in rows.items():
         print(f"{label:<20}{final:>9.2f}{intact:>11.2f}{zeroed:>16.2f}{seconds:>9.0f}")
