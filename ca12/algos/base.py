@@ -298,17 +298,18 @@ class RLModule(L.LightningModule):
         else None: one replay per epoch instead of one per minibatch, the minibatches gathered
         on the device by the epoch's permutation (the graph's one input).
 
-        Returns `run(perm) -> (summed terms, minibatches)`. The batch is copied into a buffer
-        the graph reads, once per collected batch (`frames` must be the same batch for every
-        epoch of it); a batch of another layout gets a capture of its own.
+        Returns `run(perm) -> (summed terms, minibatches)`. The batch is copied here into a
+        buffer the graph reads (`run` then replays for every epoch of this batch); a batch of
+        another layout gets a capture of its own.
         """
         if not self.cfg.get("cudagraphs"):
             return None
         layout = (name, tuple(frames.shape), tuple(sorted(map(str, frames.keys(True, True)))))
-        if layout not in self._fast:
+        if layout in self._fast:
+            self._fast[layout][0].update_(frames)
+        else:
             self._make_capturable()
             batch = frames.clone()
-            n_minibatches = -(-frames.shape[0] // size)
 
             def epoch(inputs: TensorDictBase) -> TensorDictBase:
                 sums, finite = None, []
@@ -319,21 +320,9 @@ class RLModule(L.LightningModule):
                 sums["finite"] = torch.stack(finite)
                 return sums
 
-            captured_fn = capture_update(epoch)
-            self._fast[layout] = (batch, captured_fn, n_minibatches)
-            copied = frames
-        else:
-            copied = None
-        batch, captured_fn, n_minibatches = self._fast[layout]
-
-        def run(perm: torch.Tensor):
-            nonlocal copied
-            if copied is not frames:
-                batch.update_(frames)
-                copied = frames
-            return self._run_captured(captured_fn, TensorDict(perm=perm)), n_minibatches
-
-        return run
+            self._fast[layout] = (batch, capture_update(epoch), -(-frames.shape[0] // size))
+        _, captured_fn, n_minibatches = self._fast[layout]
+        return lambda perm: (self._run_captured(captured_fn, TensorDict(perm=perm)), n_minibatches)
 
     def minibatch_epochs(self, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "",
                          target_kl: float | None = None) -> dict:
@@ -372,13 +361,14 @@ class RLModule(L.LightningModule):
                     n_updates += count
                     if target_kl is not None:
                         epoch_kl, epoch_updates = terms["kl_approx"], count
-                for index in perm.split(size) if fast_epoch is None else ():
-                    # the fast path replays its capture for full-size minibatches only
-                    terms = step(frames[index]) if fast is None else fast(frames[index], captured=len(index) == size)
-                    terms_sum = terms if terms_sum is None else terms_sum + terms
-                    n_updates += 1
-                    if target_kl is not None:
-                        epoch_kl, epoch_updates = epoch_kl + terms["kl_approx"], epoch_updates + 1
+                else:
+                    for index in perm.split(size):
+                        # the fast path replays its capture for full-size minibatches only
+                        terms = step(frames[index]) if fast is None else fast(frames[index], captured=len(index) == size)
+                        terms_sum = terms if terms_sum is None else terms_sum + terms
+                        n_updates += 1
+                        if target_kl is not None:
+                            epoch_kl, epoch_updates = epoch_kl + terms["kl_approx"], epoch_updates + 1
                 epochs += 1
                 if target_kl is not None and float(epoch_kl / epoch_updates) > target_kl:
                     break

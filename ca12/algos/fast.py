@@ -31,22 +31,23 @@ def check_fast_path(cfg) -> None:
     if cfg.collector.kind == "cudagraph":
         if cfg.env.family != "vmas":
             raise UsageError(f"collector=cudagraph steps VMAS envs only (this run's env is {cfg.env.family}/{cfg.env.task})")
-        _check_one_gpu(cfg, "collector=cudagraph captures the rollout step")
+        _check_one_gpu(cfg, "collector=cudagraph", "the rollout step")
         if not str(cfg.env.device).startswith("cuda"):
             raise UsageError(f"collector=cudagraph captures the rollout on a GPU: set env.device=cuda (it is {cfg.env.device})")
     if not cfg.algo.get("cudagraphs"):
         return
-    _check_one_gpu(cfg, "algo.cudagraphs=true captures the whole update")
+    _check_one_gpu(cfg, "algo.cudagraphs=true", "the whole update")
 
 
-def _check_one_gpu(cfg, what: str) -> None:
+def _check_one_gpu(cfg, option: str, captured: str) -> None:
+    """Refuse `option` (which captures `captured` as a CUDA graph) off one CUDA device."""
     devices = cfg.trainer.get("devices", 1)
     if str(cfg.trainer.get("strategy", "auto")).startswith("ddp") or (isinstance(devices, int) and devices > 1):
-        raise UsageError(f"{what} on one device; it cannot run under DDP (trainer.devices > 1)")
+        raise UsageError(f"{option} captures {captured} on one device; it cannot run under DDP (trainer.devices > 1)")
     if not torch.cuda.is_available():
-        raise UsageError(f"{what.split(' captures')[0]} needs a CUDA GPU (torch.cuda.is_available() is False)")
+        raise UsageError(f"{option} needs a CUDA GPU (torch.cuda.is_available() is False)")
     if str(cfg.trainer.get("accelerator", "auto")) not in ("gpu", "cuda", "auto"):
-        raise UsageError("algo.cudagraphs=true captures the update on the GPU: use trainer=gpu")
+        raise UsageError(f"{option} captures {captured} on the GPU: use trainer=gpu")
 
 
 def make_capturable(optimiser: torch.optim.Optimizer) -> None:

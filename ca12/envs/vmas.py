@@ -96,11 +96,13 @@ def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
 
 # What VMAS's step reads from the device, by the function that reads it, and the answer that
 # lets it run without the read (ca12/envs/host_reads.py). Checked by tests/test_vmas_capture.py:
-# a step under these answers gives exactly the step without them.
+# a step under these answers gives the step without them (to rounding), but for one reward below.
 VMAS_HOST_READS = {
     # "any pair of these entities within reach in any world?": a shortcut that skips collision
-    # work; the collision force and the scenarios' contact checks are exact zeros (masked with
-    # `torch.where` on the distance) for pairs out of reach, so doing the work always is exact.
+    # work; the collision force of a pair out of reach is an exact zero (masked with `torch.where`
+    # on the distance), so doing the work always changes no state. Navigation's contact penalty
+    # is the exception: its band is 0.005 wider than this reach, so VMAS skips a penalty due in a
+    # step where no pair overlaps in any world, and under this answer it is paid.
     "collides": True,
     # "any box not hollow?": also a shortcut whose branch selects with `torch.where`.
     "_box_sphere_vectorized_collision": True,
