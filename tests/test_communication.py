@@ -12,8 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ca12.algos import algo_class
 from ca12.config import load_config
-from ca12.envs import AgentLayout, make_env
+from ca12.envs import AgentLayout, make_env, make_spec_env
 from ca12.envs.comm import ReferentialEnv
 from ca12.errors import UsageError
 from ca12.fit import main
@@ -21,7 +22,7 @@ from conftest import resume_pair
 from ca12.nets.builder import TalkingNet, TarMACConfig, model_schema
 from ca12.nets.builder import mlp as build_mlp
 from ca12.nets.communication import (AttentionCommunication, CommNet, DIALChannel, DIALCommunication, GraphCommunication,
-                                     geometric_adjacency, graph_adjacency)
+                                     geometric_adjacency, graph_adjacency, positive_signalling)
 
 F = 8
 TALKING = ("commnet", "tarmac", "dial", "graph")
@@ -254,3 +255,76 @@ def test_message_statistics_are_logged_and_attention_can_be_plotted(tmp_path):
     assert module.last_attention.shape == (5, 2, 4, 4)
     plot_attention(module.last_attention, tmp_path / "attention.png")
     assert (tmp_path / "attention.png").stat().st_size > 0
+
+
+# ---- positive signalling (a loss bias for agents whose actions are messages) --------------------
+def test_signalling_information_is_zero_for_a_policy_that_ignores_its_observation():
+    logits = torch.randn(1, 3, 5).expand(64, 3, 5)  # the same distribution for every sample
+    assert torch.allclose(positive_signalling(logits), torch.zeros(3), atol=1e-6)
+
+
+def test_signalling_information_is_log_k_for_distinct_deterministic_messages():
+    k = 4
+    logits = 50.0 * torch.eye(k).repeat(8, 1).unsqueeze(-2)  # [32, 1, k]: each observation its own message, a uniform batch of them
+    assert torch.allclose(positive_signalling(logits), torch.tensor([torch.log(torch.tensor(float(k)))]), atol=1e-4)
+
+
+def test_signalling_information_is_the_mutual_information_of_the_batch():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 3, 4)  # two leading batch dims, 3 agents, 4 actions
+    p = logits.softmax(-1).reshape(12, 3, 4)
+    joint = p / 12  # P(sample, action) per agent
+    marginal = joint.sum(0)
+    expected = (joint * (joint / (marginal / 12).unsqueeze(0)).log()).sum((0, 2))  # sum P(s,a) log P(s,a) / (P(s) P(a))
+    assert torch.allclose(positive_signalling(logits), expected, atol=1e-5)
+
+
+def _speaker_listener(*extra: str, worlds: int = 4):
+    cfg = load_config("mappo", "vmas/speaker_listener", [f"env.num_envs={worlds}", "env.max_steps=5", "env.continuous_actions=false",
+                                                          "collector.frames_per_batch=640", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", *extra])
+    return algo_class("mappo")(cfg, make_spec_env(cfg.env, 0)), make_env(cfg.env, 0)
+
+
+def test_the_signalling_bonus_trains_only_the_named_groups_actor():
+    module, env = _speaker_listener("algo.signalling_coeff=0.5", "algo.signalling_groups=[speaker]")
+    with torch.no_grad():
+        batch = module.compute_advantage(env.rollout(5, policy=module.policy))
+    total, terms = module.loss(batch.reshape(-1))
+    assert torch.isclose(terms["loss_signalling"], -0.5 * terms["signalling"]) and terms["signalling"] >= 0
+    terms["loss_signalling"].backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.actors["speaker"].parameters())
+    assert all(p.grad is None for p in module.actors["listener"].parameters()) and all(p.grad is None for p in module.critics.parameters())
+    optimised = {id(p) for group in module.configure_optimizers().param_groups for p in group["params"]}
+    assert {id(p) for p in module.actors["speaker"].parameters()} <= optimised
+    off, _ = _speaker_listener()
+    assert "signalling" not in off.loss(batch.reshape(-1))[1].keys()
+
+
+def test_a_signalling_bonus_pushes_the_speaker_towards_distinct_messages():
+    module, env = _speaker_listener("algo.signalling_coeff=1.0", "algo.signalling_groups=[speaker]", worlds=32)
+    with torch.no_grad():
+        frames = env.rollout(5, policy=module.policy).reshape(-1)
+    # The most its messages can say: the entropy of the goals in the batch (the speaker sees its goal's colour).
+    _, counts = frames["speaker", "observation"].flatten(1).unique(dim=0, return_counts=True)
+    goals = counts / counts.sum()
+    ceiling = float(-(goals * goals.log()).sum())
+    optimiser = torch.optim.Adam(module.actors["speaker"].parameters(), lr=1e-2)
+    with torch.no_grad():
+        before = float(module.signalling_information("speaker", frames))
+    for _ in range(200):
+        optimiser.zero_grad()
+        (-module.signalling_information("speaker", frames)).backward()
+        optimiser.step()
+    with torch.no_grad():
+        after = float(module.signalling_information("speaker", frames))
+    assert len(counts) == 3 and before < 0.1 * ceiling < 0.95 * ceiling < after <= ceiling + 1e-4, (before, after, ceiling)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["algo.signalling_groups=[listener]", "algo.groups=[speaker]"], "'listener', which is not a trained group"),
+    (["algo.signalling_groups=[speaker]", "env.continuous_actions=true"], "group 'speaker' acts continuously"),
+])
+def test_signalling_settings_it_cannot_serve_are_refused_in_one_line(extra, message):
+    with pytest.raises(UsageError, match=message) as info:
+        _speaker_listener("algo.signalling_coeff=0.1", *extra)
+    assert "\n" not in str(info.value)

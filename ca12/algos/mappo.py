@@ -7,7 +7,11 @@ The loss is TorchRL's `MAPPOLoss` (clipped surrogate, value loss, entropy bonus)
 per batch, then `num_epochs` passes of shuffled minibatches, each one Adam step with
 gradient-norm clipping through Lightning. With `algo.opponent_model=true` each agent also
 predicts the other agents' actions from its own observation and its actor reads the prediction
-(ca12/nets/opponent.py): an auxiliary cross-entropy term joins the loss.
+(ca12/nets/opponent.py): an auxiliary cross-entropy term joins the loss. With
+`algo.signalling_coeff > 0` the groups in `algo.signalling_groups` (discrete actions) are paid
+the mutual information between their actions and their observations, estimated on each
+minibatch (`positive_signalling`, Eccles et al. 2019): a speaker whose messages say something
+about what it sees before any listener reads them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
 from ca12.errors import UsageError
 from ca12.league import League, LeagueConfig
 from ca12.nets.builder import is_recurrent
+from ca12.nets.communication import positive_signalling
 from ca12.nets.opponent import OpponentModel
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 from ca12.nets.recurrent import step_on_next
@@ -52,6 +57,9 @@ class Config(OnPolicyConfig):
     target_kl: Optional[float] = key("stop a batch's epochs early once an epoch's mean approximate KL (summed over trained groups) exceeds this (null: never)", positive=True)
     opponent_model: bool = key("each agent predicts the other agents' actions from its observation and its actor reads the prediction (ca12/nets/opponent.py)")
     opponent_model_coeff: float = key("weight of the opponent model's cross-entropy in the loss", minimum=0.0)
+    signalling_coeff: float = key("weight of the positive-signalling bonus (Eccles et al. 2019): the loss subtracts this times each "
+                                  "agent's I(action; observation) over the minibatch (0: off)", minimum=0.0)
+    signalling_groups: Optional[list[str]] = key("trained groups with discrete actions that get the signalling bonus (null: every trained group)")
     league: LeagueConfig = key("self-play against a league of the trained group's snapshots playing the other group (ca12/league.py)")
 
 
@@ -103,6 +111,7 @@ class MAPPO(RLModule):
             if is_recurrent(self.critic_model_cfg):
                 self.estimators[g] = MultiAgentGAE(gamma=self.cfg.gamma, lmbda=self.cfg.lmbda, value_network=None)
                 self.estimators[g].set_keys(**{k: getattr(loss.tensor_keys, k) for k in ("value", "reward", "done", "terminated", "advantage", "value_target")})
+        self.signalling = self._signalling_groups()
         # With a league (algo.league), the untrained group plays the learner's snapshots.
         self.league = League.build(cfg, self)
         others = [self.league.opponent if self.league is not None and name == self.league.opponent_group else FixedRandomPolicy(group)
@@ -114,6 +123,20 @@ class MAPPO(RLModule):
     @property
     def policy(self) -> nn.Module:
         return self._policy
+
+    def _signalling_groups(self) -> list[str]:
+        """The groups paid the signalling bonus (none when its weight is 0); one-line errors for
+        groups that are not trained or do not act discretely."""
+        if self.cfg.signalling_coeff == 0:
+            return []
+        names = list(self.cfg.signalling_groups) if self.cfg.signalling_groups is not None else list(self.losses)
+        for name in names:
+            if name not in self.losses:
+                raise UsageError(f"algo.signalling_groups names {name!r}, which is not a trained group (trained: {', '.join(self.losses)})")
+            if not self.layout.groups[name].discrete:
+                raise UsageError(f"algo.signalling_coeff needs discrete actions: group {name!r} acts continuously "
+                                 "(the bonus is the mutual information of categorical policies)")
+        return names
 
     def configure_callbacks(self) -> list:
         """The league's driver (callbacks/league.py) when there is a league."""
@@ -173,8 +196,17 @@ class MAPPO(RLModule):
             cross_entropy = sum(model.cross_entropy(minibatch) for model in self.opponent_models.values())
             terms["opponent_cross_entropy"] = cross_entropy.detach()
             terms["loss_opponent"] = self.cfg.opponent_model_coeff * cross_entropy
+        if self.signalling:
+            information = sum(self.signalling_information(g, minibatch) for g in self.signalling)
+            terms["signalling"] = information.detach()
+            terms["loss_signalling"] = -self.cfg.signalling_coeff * information
         total = sum(value for key, value in terms.items() if key.startswith("loss_"))
         return total, terms
+
+    def signalling_information(self, g: str, minibatch: TensorDictBase) -> torch.Tensor:
+        """Group `g`'s I(action; observation) on `minibatch`, summed over its agents (differentiable)."""
+        logits = self.actors[g].get_dist(minibatch.copy()).logits  # a shallow copy: the minibatch keeps its keys
+        return positive_signalling(logits).sum()
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> dict:
         self.compute_advantage(batch)
