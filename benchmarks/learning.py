@@ -9,6 +9,12 @@ Each row is a real `python -m ca12.fit` run (seed 0 unless --seed, logger=csv) w
 final return is the mean `rollout/episode_reward_mean` of the last 3 iterations, and the row
 passes when that reaches the threshold. Prints a table: algorithm, env, frames, wall-clock
 seconds, final return, threshold, pass. The fast variants of these checks run in the tests.
+
+Claims that compare runs, not a run against a threshold, have scripts beside this one that
+print both sides measured in the same invocation: meta.py (MAML against pretrained and
+from-scratch fine-tuning on held-out goals), opponent.py (with and without the opponent model),
+league.py (a league's latest snapshot against its first, Elo), speaker_listener.py (with and
+without the message channel), market.py, traffic_junction.py and many_agents.py.
 """
 
 from __future__ import annotations
