@@ -43,3 +43,17 @@ def test_a_partial_reset_draws_new_goals_only_for_the_worlds_reset():
         assert torch.equal(scenario.goal[32:], before[32:])
         draws.append(scenario.goal[:32].clone())
     assert any(not torch.equal(d, draws[0]) for d in draws[1:])
+
+
+def test_with_discrete_actions_the_speakers_only_action_is_its_message():
+    cfg = tiny_config("mappo", "env.num_envs=8", "env.continuous_actions=false", "collector.frames_per_batch=800", env="vmas/speaker_listener")
+    env = tiny_env(cfg)
+    assert env.full_action_spec["speaker", "action"].space.n == 3  # not VMAS's port's 27: 3 x 3 unused moves per message
+    td = env.reset()
+    for message in range(3):
+        td["speaker", "action"] = torch.full((8, 1), message)
+        td["listener", "action"] = torch.zeros(8, 1, dtype=torch.long)
+        td = env.step(td)
+        heard = td["next", "listener", "observation"][:, 0, -3:]
+        torch.testing.assert_close(heard, torch.nn.functional.one_hot(torch.tensor(message), 3).float().expand(8, 3))
+        td = td["next"]

@@ -195,7 +195,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = BatchResetVmasEnv(
-            scenario=SCENARIOS[cfg.task]() if cfg.task in SCENARIOS else cfg.task,
+            scenario=SCENARIOS[cfg.task](continuous_actions=cfg.continuous_actions) if cfg.task in SCENARIOS else cfg.task,
             num_envs=cfg.num_envs,
             continuous_actions=cfg.continuous_actions,
             max_steps=cfg.max_steps,

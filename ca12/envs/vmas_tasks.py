@@ -15,16 +15,36 @@ from __future__ import annotations
 
 import torch
 from vmas.scenarios.mpe.simple_speaker_listener import Scenario as VmasSpeakerListener
+from vmas.simulator.core import Agent, Landmark, Sphere, World
+from vmas.simulator.dynamics.static import Static
+from vmas.simulator.utils import ScenarioUtils
 
 # MPE's landmark colours; the speaker sees its goal's.
 LANDMARK_COLOURS = ((0.65, 0.15, 0.15), (0.15, 0.65, 0.15), (0.15, 0.15, 0.65))
 
 
 class SpeakerListener(VmasSpeakerListener):
-    """See the module docstring. `goal` [worlds] is each world's goal landmark."""
+    """See the module docstring. `goal` [worlds] is each world's goal landmark.
+
+    With discrete actions the speaker's only action is its message (3 choices, as in MPE): VMAS's
+    port gives the unmovable speaker a 3 x 3 grid of movement actions too, so its flat action
+    space has 27 actions, 9 of them for each message. (With continuous actions its two unused
+    movement dims stay: VMAS reads the message after `dim_p` physical dims.)
+    """
+
+    def __init__(self, continuous_actions: bool = True):
+        super().__init__()
+        self.continuous_actions = continuous_actions
 
     def make_world(self, batch_dim: int, device: torch.device, **kwargs):
-        world = super().make_world(batch_dim, device, **kwargs)
+        # VMAS's world, agents and landmarks (its make_world), the speaker's action as above.
+        ScenarioUtils.check_kwargs_consumed(kwargs)
+        world = World(batch_dim=batch_dim, device=device, dim_c=3)
+        message_only = {} if self.continuous_actions else {"dynamics": Static()}  # VMAS's no-action dynamics
+        world.add_agent(Agent(name="speaker_0", collide=False, movable=False, silent=False, shape=Sphere(radius=0.075), **message_only))
+        world.add_agent(Agent(name="listener_0", collide=False, movable=True, silent=True, shape=Sphere(radius=0.075)))
+        for i in range(3):
+            world.add_landmark(Landmark(name=f"landmark {i}", collide=False, shape=Sphere(radius=0.04)))
         self.goal = torch.zeros(batch_dim, dtype=torch.long, device=device)
         self.colours = torch.tensor(LANDMARK_COLOURS, device=device)
         return world
