@@ -1,6 +1,7 @@
 """`python -m ca12.evaluate`: evaluation episodes of a trained checkpoint.
 
     python -m ca12.evaluate CHECKPOINT_OR_RUN_DIR [--episodes N] [--stochastic] [--video PATH]
+    python -m ca12.evaluate --baseline NAME --env FAMILY/TASK [--seed S] [env.KEY=VALUE ...]
 
 Rebuilds the run's env and algorithm from the config stored in the checkpoint, loads the
 weights, and prints the mean and std of the episode return (over episodes, of the agents' mean)
@@ -8,6 +9,12 @@ and each agent's mean return. It runs the same `Evaluator` as the training-time 
 the same seed and, by default, the same deterministic actions (the policy's mode) as training's
 evaluation, so `--episodes` as in the run's `eval` config reproduces
 the logged `eval/episode_reward_mean`.
+
+`--baseline NAME` evaluates instead one of the classical policies an env family offers (its
+module's `BASELINES`: name -> factory(env) -> policy, e.g. market/allocation's `greedy` and
+`optimal`) through the same `Evaluator`, on the same episodes a run's evaluation with that seed
+sees, so a baseline and a trained policy are compared on equal terms. The env's episode
+statistics (`("stats", name)`: waiting times, costs, success rates) are printed with the return.
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ from ca12.fit import OneLineParser, quiet_libraries
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m ca12.evaluate", description="Evaluate a ca12 checkpoint.")
-    parser.add_argument("path", type=Path, help="a checkpoint file, or a run directory (its checkpoints/last.ckpt)")
+    parser.add_argument("args", nargs="*", metavar="PATH | env.KEY=VALUE",
+                        help="a checkpoint file or a run directory (its checkpoints/last.ckpt); with --baseline: env overrides")
+    parser.add_argument("--baseline", default=None, metavar="NAME", help="evaluate the env family's baseline policy NAME instead of a checkpoint")
+    parser.add_argument("--env", default=None, metavar="FAMILY/TASK", help="with --baseline: the env")
+    parser.add_argument("--seed", type=int, default=0, help="with --baseline: the seed a run would have (evaluation uses it as a run's does)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval.episodes)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
@@ -62,21 +73,62 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True
     return result, saved
 
 
+def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, episodes: int | None = None, video: Path | None = None):
+    """Run `env`'s baseline policy `name` (its family's `BASELINES`) through the `Evaluator` a
+    run with `seed` would use; `overrides` are `env.KEY=VALUE` settings."""
+    from ca12.config import load_config
+    from ca12.envs import family_baselines
+    from ca12.evaluation import Evaluator, save_gif
+
+    if "/" not in env:
+        raise UsageError(f"--env expects FAMILY/TASK, got {env!r}")
+    not_env = [text for text in overrides if not text.startswith("env.")]
+    if not_env:
+        raise UsageError(f"a baseline takes env settings only (env.KEY=VALUE), got {not_env[0]!r}")
+    baselines = family_baselines(env.split("/")[0])
+    if name not in baselines:
+        offered = ", ".join(sorted(baselines)) or "none"
+        raise UsageError(f"unknown baseline {name!r} for {env}; its family offers: {offered}")
+    cfg = load_config("mappo", env, overrides, seed)  # the env section as a run of any algorithm composes it
+    episodes = cfg.eval.episodes if episodes is None else episodes
+    if episodes <= 0:
+        raise UsageError(f"--episodes must be positive, got {episodes}")
+    evaluator = Evaluator(cfg.env, episodes, cfg.seed, deterministic=True)
+    result = evaluator.run(baselines[name](evaluator.env), render=video is not None)
+    if video is not None:
+        save_gif(result.frames, video)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         quiet_libraries()
-        result, saved = evaluate(args.path, args.episodes, args.deterministic, args.video)
+        if args.baseline is not None:
+            if args.env is None:
+                raise UsageError("--baseline needs --env FAMILY/TASK")
+            result = evaluate_baseline(args.baseline, args.env, args.args, args.seed, args.episodes, args.video)
+            title, extra = f"{result.episodes} episodes of the {args.baseline} baseline on {args.env}", {"baseline": args.baseline}
+        else:
+            if args.env is not None:
+                raise UsageError("--env goes with --baseline; a checkpoint names its own env")
+            if len(args.args) != 1:
+                raise UsageError("give one checkpoint or run directory (or --baseline NAME --env FAMILY/TASK)")
+            result, saved = evaluate(Path(args.args[0]), args.episodes, args.deterministic, args.video)
+            title = f"{result.episodes} episodes after {saved['frames']} training frames ({saved['iterations']} iterations)"
+            extra = {"frames": saved["frames"]}
     except UsageError as exc:
         print(f"ca12.evaluate: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({**result.metrics(), "episodes": result.episodes, "frames": saved["frames"]}))
+        print(json.dumps({**result.metrics(), "episodes": result.episodes, **extra}))
         return 0
-    print(f"{result.episodes} episodes after {saved['frames']} training frames ({saved['iterations']} iterations)")
+    print(title)
     print(f"episode return: {result.episode_reward_mean:.4f} +- {result.episode_reward_std:.4f}")
     for i, value in enumerate(result.per_agent_reward_mean):
         print(f"  agent {i}: {value:.4f}")
+    for stat, (mean, std) in result.stats.items():
+        print(f"{stat}: {mean:.4f} +- {std:.4f}")
     if args.video is not None:
         print(f"video: {args.video}")
     return 0

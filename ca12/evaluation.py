@@ -43,10 +43,14 @@ class EvalResult:
     per_agent_reward_mean: list[float]
     episodes: int
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
+    # The env's episode statistics (`("stats", name)`, e.g. the traffic junction's success),
+    # each world's first episode read at its end: name -> (mean, std over episodes).
+    stats: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         out = {f"{prefix}/episode_reward_mean": self.episode_reward_mean, f"{prefix}/episode_reward_std": self.episode_reward_std}
         out.update({f"{prefix}/agent_{i}_reward_mean": r for i, r in enumerate(self.per_agent_reward_mean)})
+        out.update({f"{prefix}/{name}_mean": mean for name, (mean, _) in self.stats.items()})
         return out
 
 
@@ -79,7 +83,9 @@ class Evaluator:
         return self._env
 
     @torch.no_grad()
-    def run(self, policy: torch.nn.Module, render: bool = False) -> EvalResult:
+    def run(self, policy, render: bool = False) -> EvalResult:
+        """`policy`: a module (its parameters' device is where it acts) or any callable
+        tensordict -> tensordict (a baseline's rule, acting on the env's device)."""
         env = self.env
         groups = [g.name for g in AgentLayout.from_env(env).select(self.groups)]
         frames: list[np.ndarray] = []
@@ -98,25 +104,33 @@ class Evaluator:
         ended_before = (done.long().cumsum(1) - done.long()) > 0  # [E, T, 1]
         per_agent = (reward * (~ended_before).unsqueeze(-1)).sum(1).squeeze(-1)  # [E, n_agents]
         team = per_agent.mean(-1)  # [E]
+        stats = {}
+        if ("next", "stats") in td.keys(include_nested=True):
+            first_end = (done & ~ended_before).squeeze(-1)  # [E, T]: each world's first done step
+            for name, value in td["next", "stats"].items():
+                at_end = value.squeeze(-1)[first_end].double()  # [worlds whose first episode ended]
+                stats[name] = (float(at_end.mean()), float(at_end.std(unbiased=False)))
         return EvalResult(
             episode_reward_mean=float(team.mean()),
             episode_reward_std=float(team.std(unbiased=False)),
             per_agent_reward_mean=per_agent.mean(0).tolist(),
             episodes=self.episodes,
             frames=[f for f in frames if f is not None],
+            stats=stats,
         )
 
 
 class _OnDevice(torch.nn.Module):
     """Lets a policy that lives on the training device act in an env on another device."""
 
-    def __init__(self, policy: torch.nn.Module, env_device: torch.device):
+    def __init__(self, policy, env_device: torch.device):
         super().__init__()
         self.policy = policy
         self.env_device = env_device
 
     def forward(self, td):
-        device = next(self.policy.parameters()).device
+        parameters = self.policy.parameters() if isinstance(self.policy, torch.nn.Module) else iter(())
+        device = next(parameters, torch.empty(0, device=self.env_device)).device  # a rule-based baseline has none: it acts where the env is
         return self.policy(td.to(device)).to(self.env_device)
 
 

@@ -80,3 +80,51 @@ def test_evaluate_refuses_missing_corrupt_and_foreign_checkpoints(content, fragm
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0]
+
+
+# ---- baselines: an env family's classical policies through the same evaluation ------------------
+def _baseline(capsys, *args: str) -> dict:
+    assert evaluate_main(["--json", *args]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_market_baselines_are_the_greedy_floor_and_the_optimal_ceiling(capsys):
+    greedy = _baseline(capsys, "--baseline", "greedy", "--env", "market/allocation", "--episodes", "500")
+    optimal = _baseline(capsys, "--baseline", "optimal", "--env", "market/allocation", "--episodes", "500")
+    quotes = _baseline(capsys, "--baseline", "quote_rule", "--env", "market/allocation", "--episodes", "500")
+    assert optimal["eval/episode_reward_mean"] == pytest.approx(1.0, abs=1e-6)  # efficiency is welfare / the optimum's
+    assert 0.55 < greedy["eval/episode_reward_mean"] < 0.7 < quotes["eval/episode_reward_mean"] < 0.95  # the module docstring's 0.63, 0.83
+    assert greedy["baseline"] == "greedy" and greedy["episodes"] == 500
+    fewer = _baseline(capsys, "--baseline", "optimal", "--env", "market/allocation", "--episodes", "50", "env.n_agents=4", "env.n_tasks=3")
+    assert fewer["eval/episode_reward_mean"] == pytest.approx(1.0, abs=1e-6) and "eval/agent_3_reward_mean" in fewer
+
+
+def test_the_evaluator_reports_the_envs_episode_statistics():
+    from omegaconf import OmegaConf
+
+    from ca12.config import load_config
+    from ca12.evaluation import Evaluator
+
+    cfg = load_config("mappo", "comm/traffic_junction", ["env.difficulty=easy"])
+    evaluator = Evaluator(cfg.env, 20, 0, deterministic=True)
+    gas = evaluator.env.full_action_spec["agents", "action"].zero()  # every car always drives on: collisions happen
+    result = evaluator.run(lambda td: td.update({("agents", "action"): gas}))
+    assert set(result.stats) == {"success", "collisions"}
+    success, _ = result.stats["success"]
+    assert 0.0 <= success <= 1.0 and result.metrics()["eval/success_mean"] == success
+    assert OmegaConf.select(cfg, "env.difficulty") == "easy"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--baseline", "foo", "--env", "market/allocation"], "unknown baseline 'foo' for market/allocation; its family offers: greedy, optimal, quote_rule"),
+    (["--baseline", "greedy", "--env", "comm/referential"], "its family offers: none"),
+    (["--baseline", "greedy"], "--baseline needs --env FAMILY/TASK"),
+    (["--baseline", "greedy", "--env", "market/allocation", "algo.lr=0.1"], "env settings only"),
+    (["--baseline", "greedy", "--env", "market/allocation", "--episodes", "0"], "--episodes must be positive"),
+    (["some/run", "--env", "market/allocation"], "--env goes with --baseline"),
+    ([], "give one checkpoint or run directory"),
+])
+def test_bad_baseline_requests_are_refused_in_one_line(args, message, capsys):
+    assert evaluate_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err

@@ -101,6 +101,12 @@ def make_spec_env(cfg: DictConfig, seed: int) -> EnvBase:
     return make_env(OmegaConf.merge(cfg, {"num_envs": 1, "device": "cpu"}), seed)
 
 
+def family_baselines(family: str) -> dict[str, Callable]:
+    """The classical policies a family offers for comparison (its module's `BASELINES`: name ->
+    factory(env) -> policy, a callable tensordict -> tensordict); empty when it offers none."""
+    return dict(getattr(_family_module(family), "BASELINES", {}))
+
+
 def render_frame(cfg: DictConfig, env: EnvBase, env_index: int = 0):
     """An RGB frame of one world of `env`, or None when the family cannot render."""
     render = getattr(_family_module(cfg.family), "render", None)

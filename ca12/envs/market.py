@@ -132,6 +132,38 @@ def surplus_choice(values: torch.Tensor) -> torch.Tensor:
     return (values - price_quotes(values)).argmax(-1)
 
 
+def optimal_choice(values: torch.Tensor) -> torch.Tensor:
+    """The ceiling [B, n]: every agent bids on the task the optimal assignment gives it
+    (`linear_sum_assignment` per world; an agent left without a task, when there are fewer tasks
+    than agents, bids on its favourite, where it loses or adds nothing). Centralised: it reads
+    every agent's values."""
+    choice = greedy_choice(values).cpu()
+    for world, table in enumerate(values.detach().cpu().double().numpy()):
+        agents, tasks = linear_sum_assignment(table, maximize=True)
+        choice[world, torch.as_tensor(agents)] = torch.as_tensor(tasks)
+    return choice.to(values.device)
+
+
+class _ChoiceRule:
+    """A baseline policy: `rule(values [B, n, k]) -> tasks [B, n]` applied to the agents'
+    observed values (the first n_tasks features of each agent's observation)."""
+
+    def __init__(self, env: EnvBase, rule):
+        self.rule, self.n_tasks = rule, env.full_action_spec["agents", "action"].space.n
+
+    def __call__(self, tensordict: TensorDictBase) -> TensorDictBase:
+        values = tensordict.get(("agents", "observation"))[..., : self.n_tasks]
+        return tensordict.set(("agents", "action"), self.rule(values))
+
+
+# `python -m ca12.evaluate --baseline NAME --env market/allocation`: name -> factory(env) -> policy.
+BASELINES = {
+    "greedy": lambda env: _ChoiceRule(env, greedy_choice),  # no coordination: everyone bids on its favourite
+    "quote_rule": lambda env: _ChoiceRule(env, surplus_choice),  # the quotes' hand-written use
+    "optimal": lambda env: _ChoiceRule(env, optimal_choice),  # the assignment problem's optimum: efficiency 1
+}
+
+
 class AllocationEnv(SeededTorchEnv):
     """Agents choose which task to bid on; a second-price auction per task allocates them.
 
