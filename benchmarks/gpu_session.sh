@@ -43,6 +43,9 @@ for step in "$@"; do
              ;;
     maddpg-captured) timeout 160 python3 $V --algo maddpg --iters 3 --device cuda --timeout 70 --no-ceiling \
                --variant "captured=algo.cudagraphs=true collector=cudagraph" ;;
+    maddpg-vs|masac-vs|mappo-vs) # MADDPG/MASAC/MAPPO captured (rollout and update) against BenchMARL on the same card
+             timeout 230 python3 $V --algo ${step%-vs} --iters 3 --device cuda --timeout 100 --no-ceiling "${BM[@]}" \
+               --variant "captured=algo.cudagraphs=true collector=cudagraph" ;;
     captured) # MAPPO with the update and the rollout captured, against BenchMARL and the update alone captured
              timeout 330 python3 $V --algo mappo --task ${TASK:-navigation} --iters 3 --device cuda --timeout 120 "${BM[@]}" "${CG[@]}" \
                --variant "captured=algo.cudagraphs=true collector=cudagraph" ;;

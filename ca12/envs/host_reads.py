@@ -163,4 +163,14 @@ class NoHostReads(TorchFunctionMode):
             dtype = kwargs.get("dtype") or (torch.get_default_dtype() if isinstance(args[0], float) else
                                             torch.bool if isinstance(args[0], bool) else torch.int64)
             return torch.full((), args[0], dtype=dtype, device=kwargs["device"])
-        return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError as error:  # CUDA names only itself; say which call, from where, broke the capture
+            if not self.capturing():
+                raise
+            caller = sys._getframe(1)
+            while caller.f_back is not None and "/torch/" in caller.f_code.co_filename:
+                caller = caller.f_back
+            raise HostReadError(f"{getattr(func, '__qualname__', func)} from {caller.f_code.co_filename.rsplit('/', 2)[-1]}:"
+                                f"{caller.f_lineno} ({caller.f_code.co_name}) cannot run during a CUDA graph capture: "
+                                f"{str(error).splitlines()[0]}") from error

@@ -91,12 +91,22 @@ def make_deterministic_actor(group: Group, model: DictConfig, *, gumbel_temperat
     )
 
 
-def make_exploration(group: Group, *, sigma_init: float, sigma_end: float, annealing_frames: int, device=None) -> AdditiveGaussianModule | None:
+class GaussianNoise(AdditiveGaussianModule):
+    """TorchRL's `AdditiveGaussianModule` drawing its noise as mean + std * randn_like(action):
+    the same distribution, but `torch.normal(mean, std)` checks std >= 0 on the host (a device
+    sync), which a CUDA graph capture (`collector=cudagraph`) cannot contain."""
+
+    def _add_noise(self, action: torch.Tensor) -> torch.Tensor:
+        noise = self.mean.to(action.dtype) + self.std.to(action.dtype) * torch.randn_like(action)
+        return self.spec[self.action_key].project(action + noise * self.sigma)
+
+
+def make_exploration(group: Group, *, sigma_init: float, sigma_end: float, annealing_frames: int, device=None) -> GaussianNoise | None:
     """Additive Gaussian noise on continuous actions, its scale annealed linearly over
     `annealing_frames` collected frames (the caller steps it); None for discrete actions."""
     if group.discrete:
         return None
-    return AdditiveGaussianModule(
+    return GaussianNoise(
         spec=group.action_spec,
         sigma_init=float(sigma_init),
         sigma_end=float(sigma_end),
