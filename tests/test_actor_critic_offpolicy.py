@@ -208,3 +208,24 @@ def test_masac_learns_generic_coop(tmp_path):
     returns = _column(run_dir, "rollout/episode_reward_mean")
     assert len(returns) == 20
     assert sum(returns[-3:]) / 3 - sum(returns[:2]) / 2 >= 5.0, returns
+
+
+def test_the_exploration_noise_is_gaussian_with_the_annealed_scale_and_never_calls_torch_normal(monkeypatch):
+    from tensordict import TensorDict
+    from torchrl.data import Bounded
+
+    from ca12.envs.layout import Group
+    from ca12.nets.actor_critic import make_exploration
+
+    spec = Bounded(-100.0, 100.0, shape=(4096, 2, 3))
+    group = Group(name="agents", n_agents=2, obs_dim=1, observation_spec=None, action_spec=spec, discrete=False, n_actions=None, action_dim=3)
+    noise = make_exploration(group, sigma_init=0.5, sigma_end=0.1, annealing_frames=10)
+    # torch.normal(mean, std) checks std >= 0 on the host: a sync a CUDA graph capture cannot hold (collector=cudagraph)
+    monkeypatch.setattr(torch, "normal", lambda *a, **k: pytest.fail("torch.normal called"))
+    torch.manual_seed(0)
+    action = torch.full((4096, 2, 3), 1.0)
+    out = noise(TensorDict({("agents", "action"): action.clone()}, [4096]))["agents", "action"] - action
+    assert abs(float(out.mean())) < 0.02 and float(out.std()) == pytest.approx(0.5, rel=0.03)
+    noise.step(10)  # annealed to sigma_end
+    out = noise(TensorDict({("agents", "action"): action.clone()}, [4096]))["agents", "action"] - action
+    assert float(out.std()) == pytest.approx(0.1, rel=0.03)
