@@ -25,6 +25,8 @@ _FAMILIES: dict[str, str] = {
     "vmas": "ca12.envs.vmas", "matrix": "ca12.envs.matrix", "generic": "ca12.envs.generic", "memory": "ca12.envs.memory",
     "gym": "ca12.envs.gym", "pettingzoo": "ca12.envs.pettingzoo", "comm": "ca12.envs.comm",
     "market": "ca12.envs.market", "meta": "ca12.envs.meta",
+    "grid": "ca12.envs.grid",
+    "traffic": "ca12.envs.traffic",
 }
 
 
