@@ -27,6 +27,7 @@ _FAMILIES: dict[str, str] = {
     "market": "ca12.envs.market", "meta": "ca12.envs.meta",
     "grid": "ca12.envs.grid",
     "traffic": "ca12.envs.traffic",
+    "sumo": "ca12.envs.sumo",
 }
 
 

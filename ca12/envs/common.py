@@ -231,7 +231,7 @@ def _live_envs(name: str) -> list:
     return envs
 
 
-def _register_rng(env, name: str, get_state: Callable, set_state: Callable) -> None:
+def register_rng(env, name: str, get_state: Callable, set_state: Callable) -> None:
     """Register `env`'s random state with `ca12.seeding` under `name`, which must depend only on
     what a resumed run rebuilds the same. Envs sharing a name (fit's one-world spec env and the
     training env) are all restored; capture reads the newest live one."""
@@ -259,7 +259,7 @@ def register_env_rng(env, family: str, seed: int) -> None:
         family: the env family's registry name ("generic", "memory", ...).
         seed: the seed the env's generator was built with.
     """
-    _register_rng(env, f"{family}/{env.device}/{seed}", lambda e: e._rng.get_state(), lambda e, state: e._rng.set_state(state))
+    register_rng(env, f"{family}/{env.device}/{seed}", lambda e: e._rng.get_state(), lambda e, state: e._rng.set_state(state))
 
 
 def numpy_worlds(env: EnvBase) -> list:
@@ -293,7 +293,7 @@ def register_numpy_rng(env: EnvBase, name: str) -> None:
         for world, world_state in zip(numpy_worlds(live), state):
             world.np_random.bit_generator.state = world_state
 
-    _register_rng(env, name, get_state, set_state)
+    register_rng(env, name, get_state, set_state)
 
 
 class SeededTorchEnv(EnvBase):
