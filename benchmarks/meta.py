@@ -36,12 +36,10 @@ import torch
 from omegaconf import OmegaConf
 
 from ca12.algos.maml import MAML
+from ca12.config import load_config
 from ca12.envs import make_spec_env
 from ca12.fit import main
 
-# Env steps of one rollout round on meta/navigation: meta_batch x env.num_envs x env.max_steps of
-# conf/algo/maml.yaml; an iteration takes (k + 1) of them.
-ROUND = 20 * 20 * 20
 HELD_OUT_SEED = 987_654_321  # far from every training stream ((seed + 7919 r) * 1_000_003 + iteration)
 
 
@@ -84,8 +82,9 @@ def run() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        k = args.inner_steps
-        maml = train(Path(tmp) / "maml", args.frames, args.seed, [f"algo.inner_steps={k}", f"collector.frames_per_batch={ROUND * (k + 1)}"])
+        k, shipped = args.inner_steps, load_config("maml", "meta/navigation")
+        round_frames = shipped.algo.meta_batch * shipped.env.num_envs * shipped.env.max_steps  # one rollout round; an iteration takes k + 1
+        maml = train(Path(tmp) / "maml", args.frames, args.seed, [f"algo.inner_steps={k}", f"collector.frames_per_batch={round_frames * (k + 1)}"])
         # Half an iteration's cost without the inner episodes: frames_per_batch follows the budget.
         cfg = maml.cfg
         per_iteration = cfg.meta_batch * maml.worlds * maml.family.horizon

@@ -44,8 +44,7 @@ at random, -39.6 heading for the landmarks' centre, -30.6 heading for the goal):
     | with, `--signalling 0`, seed 0  | -39.16 | -38.34    | -39.90         |
 The talking team is within 1.4 of the scripted goal-seeker and 8.25 (seed 0) above the team
 whose message is hidden (seed 1's hidden run stayed at random play); zeroing its message costs it
-8.9: communication. Without the bias the
-team stays at the no-message optimum.
+8.9: communication. Without the bias the team stays at the no-message optimum.
 Earlier settings and results are in docs/benchmarks.md.
 """
 

@@ -45,6 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _episodes(cfg, episodes: int | None) -> int:
+    """`--episodes`, or the config's `eval.episodes`; refused unless positive."""
+    episodes = cfg.eval.episodes if episodes is None else episodes
+    if episodes <= 0:
+        raise UsageError(f"--episodes must be positive, got {episodes}")
+    return episodes
+
+
+def _run(evaluator, policy, video: Path | None):
+    """`evaluator`'s episodes with `policy`, the first written to `video` as a GIF when asked."""
+    from ca12.evaluation import save_gif
+
+    result = evaluator.run(policy, render=video is not None)
+    if video is not None:
+        save_gif(result.frames, video)
+    return result
+
+
 def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True, video: Path | None = None):
     """Load the checkpoint at `path` (file or run directory) and run evaluation episodes."""
     from omegaconf import OmegaConf
@@ -52,25 +70,20 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True
     from ca12.algos import algo_class
     from ca12.checkpoints import read_checkpoint
     from ca12.envs import make_spec_env
-    from ca12.evaluation import Evaluator, save_gif
+    from ca12.evaluation import Evaluator
     from ca12.seeding import isolated_rng
 
     ckpt_path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     checkpoint = read_checkpoint(ckpt_path)
     saved = checkpoint["ca12"]
     cfg = OmegaConf.create(saved["run_config"])
-    episodes = cfg.eval.episodes if episodes is None else episodes
-    if episodes <= 0:
-        raise UsageError(f"--episodes must be positive, got {episodes}")
+    episodes = _episodes(cfg, episodes)
     with isolated_rng():
         module = algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
     evaluator = Evaluator(cfg.env, episodes, cfg.seed, deterministic, cfg.algo.groups, module.env_transforms())
     module.load_state_dict(checkpoint["state_dict"])
     module.to(evaluator.env.device)
-    result = evaluator.run(module.policy, render=video is not None)
-    if video is not None:
-        save_gif(result.frames, video)
-    return result, saved
+    return _run(evaluator, module.policy, video), saved
 
 
 def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, episodes: int | None = None, video: Path | None = None):
@@ -78,7 +91,7 @@ def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, 
     run with `seed` would use; `overrides` are `env.KEY=VALUE` settings."""
     from ca12.config import load_config
     from ca12.envs import family_baselines
-    from ca12.evaluation import Evaluator, save_gif
+    from ca12.evaluation import Evaluator
 
     if "/" not in env:
         raise UsageError(f"--env expects FAMILY/TASK, got {env!r}")
@@ -90,14 +103,8 @@ def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, 
         offered = ", ".join(sorted(baselines)) or "none"
         raise UsageError(f"unknown baseline {name!r} for {env}; its family offers: {offered}")
     cfg = load_config("mappo", env, overrides, seed)  # the env section as a run of any algorithm composes it
-    episodes = cfg.eval.episodes if episodes is None else episodes
-    if episodes <= 0:
-        raise UsageError(f"--episodes must be positive, got {episodes}")
-    evaluator = Evaluator(cfg.env, episodes, cfg.seed, deterministic=True)
-    result = evaluator.run(baselines[name](evaluator.env), render=video is not None)
-    if video is not None:
-        save_gif(result.frames, video)
-    return result
+    evaluator = Evaluator(cfg.env, _episodes(cfg, episodes), cfg.seed, deterministic=True)
+    return _run(evaluator, baselines[name](evaluator.env), video)
 
 
 def main(argv: list[str] | None = None) -> int:

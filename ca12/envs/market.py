@@ -111,9 +111,15 @@ def optimal_welfare(values: torch.Tensor) -> torch.Tensor:
     """[B] float64: the welfare of the best assignment of tasks to agents (each agent at most one
     task, each task at most one agent: the assignment problem, Kuhn 1955), solved exactly by
     `scipy.optimize.linear_sum_assignment` per world."""
-    worlds = values.detach().cpu().double().numpy()
-    best = [world[linear_sum_assignment(world, maximize=True)].sum() for world in worlds]
+    best = [table[rows, tasks].sum() for table, (rows, tasks) in _optimal_assignments(values)]
     return torch.as_tensor(np.asarray(best, dtype=np.float64), device=values.device)
+
+
+def _optimal_assignments(values: torch.Tensor):
+    """Per world of `values` [B, n, k]: its value table (float64 numpy) and the optimal
+    assignment's (agents, tasks) index arrays, from `scipy.optimize.linear_sum_assignment`."""
+    for table in values.detach().cpu().double().numpy():
+        yield table, linear_sum_assignment(table, maximize=True)
 
 
 def efficiency(values: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
@@ -138,8 +144,7 @@ def optimal_choice(values: torch.Tensor) -> torch.Tensor:
     than agents, bids on its favourite, where it loses or adds nothing). Centralised: it reads
     every agent's values."""
     choice = greedy_choice(values).cpu()
-    for world, table in enumerate(values.detach().cpu().double().numpy()):
-        agents, tasks = linear_sum_assignment(table, maximize=True)
+    for world, (_, (agents, tasks)) in enumerate(_optimal_assignments(values)):
         choice[world, torch.as_tensor(agents)] = torch.as_tensor(tasks)
     return choice.to(values.device)
 
