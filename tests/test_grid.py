@@ -1,10 +1,12 @@
-"""The grid/ family: the batched LinDistFlow against pandapower's AC power flow, the battery on a
-hand-worked case, the energy balance and episode statistics of a random rollout, specs through
-`make_env`, seeding, the baselines, bad kwargs, and a tiny MAPPO fit."""
+"""The grid/ family: the batched LinDistFlow against pandapower's AC power flow, the battery and
+the flexible loads on hand-worked cases, the energy balance and episode statistics of a random
+rollout, flexible_share=0 as the battery-only env, specs through `make_env`, seeding, the baselines
+(and their flexible schedules), bad kwargs, and a tiny MAPPO fit."""
 
 from __future__ import annotations
 
 import csv
+import math
 import sys
 
 import numpy as np
@@ -14,7 +16,8 @@ from torchrl.envs.utils import check_env_specs
 
 from ca12.config import load_config
 from ca12.envs import AgentLayout, make_env
-from ca12.envs.grid import BASELINES, FEEDERS, GridEnv, LinearPowerFlow, battery_step, feeder_from_net, pandapower_net, price
+from ca12.envs.grid import (BASELINES, FEEDERS, GridEnv, LinearPowerFlow, battery_step, feeder_from_net, flexible_step, pandapower_net,
+                            price)
 from ca12.errors import UsageError
 from ca12.fit import main
 
@@ -73,7 +76,7 @@ def test_the_envs_observed_voltage_is_the_feeders_with_batteries_idle():
 
 def test_battery_charges_and_discharges_by_the_formulas_and_stays_within_its_limits():
     # A Kerber house: peak 8 kW, so 16 kWh and 4 kW; round trip 0.81 (0.9 each way), hourly steps.
-    env = GridEnv("kerber_landnetz", num_envs=1, n_buildings=1, efficiency=0.81, initial_soc=0.2, seed=0)
+    env = GridEnv("kerber_landnetz", num_envs=1, n_buildings=1, efficiency=0.81, initial_soc=0.2, flexible_share=0.0, seed=0)
     td = env.reset()
     powers, socs = [], []
     for action in [1.0] * 5 + [-1.0] * 5:
@@ -101,12 +104,22 @@ def test_energy_balance_costs_and_statistics_of_a_random_rollout():
     env = GridEnv("cigre_lv", num_envs=16, n_buildings=10, seed=3)
     td = env.reset()
     eta, dt = 0.9**0.5, env.dt
-    totals, violated, cost = [], [], torch.zeros(16)
+    totals, violated, cost, served = [], [], torch.zeros(16), torch.zeros(16, 10)
     for t in range(env.max_steps):
-        obs, soc, passive = td["agents", "observation"], env.soc, env.loads[:, 10:]
+        obs, soc, loads = td["agents", "observation"], env.soc, env.loads
+        passive, left = loads[:, 10:], env.flexible_left
         td = env.step(env.full_action_spec.rand().update(td, inplace=False))["next"]
         flows = env.last_step
-        assert torch.equal(flows["import_kw"], flows["load_kw"] - flows["pv_kw"] + flows["battery_kw"])
+        assert torch.equal(flows["import_kw"], flows["load_kw"] - flows["pv_kw"] + flows["battery_kw"] + flows["flexible_kw"])
+        # The flexible load: what it served left its remainder, in the window only, within its power limit.
+        assert torch.allclose(left - env.flexible_left, flows["flexible_kw"] * dt, atol=1e-5)
+        assert bool((flows["flexible_kw"] <= env.flexible_max_kw * (1 + 1e-5)).all()) and bool((flows["flexible_kw"] >= 0).all())
+        assert (t < 7) == bool((flows["flexible_kw"] == 0).all())  # the window opens at 7:00 (random requests are > 0)
+        assert torch.allclose(obs[..., 8], left / env.flexible_kwh)
+        served += flows["flexible_kw"] * dt
+        # The power flow carries the flexible load: the voltages and loadings of these imports.
+        voltage, loading = env.power_flow(torch.cat([flows["import_kw"], passive], 1), loads * env.tan_phi)
+        assert torch.equal(flows["voltage"], voltage) and torch.equal(flows["loading"], loading)
         assert torch.allclose(flows["load_kw"], obs[..., 4] * env.peak_kw[:10]) and torch.allclose(flows["pv_kw"], obs[..., 5] * env.peak_kw[:10])
         stored = torch.where(flows["battery_kw"] > 0, eta * flows["battery_kw"], flows["battery_kw"] / eta) * dt
         assert torch.allclose(env.soc - soc, stored / env.capacity_kwh, atol=1e-6)  # the energy the cells took
@@ -124,16 +137,103 @@ def test_energy_balance_costs_and_statistics_of_a_random_rollout():
     assert torch.allclose(stats["ramping"][:, 0], (totals[:, 1:] - totals[:, :-1]).abs().sum(1), rtol=1e-5)
     assert torch.equal(stats["violations"][:, 0], torch.stack(violated, 1).sum(1).float())
     assert bool(td["done"].all()) and 0 < float(stats["violations"].mean()) < env.max_steps  # CIGRE LV's evening undervoltage
+    assert torch.allclose(served, env.flexible_kwh.expand(16, -1), rtol=1e-5) and bool((env.flexible_left == 0).all())
+
+
+def _flexible_day(env: GridEnv, requests: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """A day of `env` (continuous actions, batteries idle) with the flexible requests `requests`
+    [B, n]: (the flexible power of every step [B, n, T] (kW), the observations after each step)."""
+    td, powers = env.reset(), []
+    observations = [td["agents", "observation"]]
+    for _ in range(env.max_steps):
+        action = torch.stack([torch.zeros_like(requests), requests], -1)
+        td = env.step(td.set(("agents", "action"), action))["next"]
+        powers.append(env.last_step["flexible_kw"])
+        observations.append(td["agents", "observation"])
+    return torch.stack(powers, -1), observations
+
+
+def test_flexible_loads_serve_their_days_energy_and_run_forced_at_the_end_of_the_window():
+    # A Kerber house: peak 8 kW; the flexible load takes 0.2 of its expected daily energy,
+    # F = 0.2 x 8 kW x sum_t s(t + 1/2) h = 22.2506 kWh, at most 0.5 x 8 = 4 kW, between 7:00 and 24:00.
+    env = GridEnv("kerber_landnetz", num_envs=3, n_buildings=1, seed=0)
+    shape = sum(0.4 + 0.35 * math.exp(-((t + 0.5 - 8) ** 2) / 4.5) + 0.6 * math.exp(-((t + 0.5 - 19) ** 2) / 8) for t in range(24))
+    F = 0.2 * 8 * shape
+    assert float(env.flexible_kwh[0]) == pytest.approx(F, rel=1e-6) and F == pytest.approx(22.2506, abs=1e-4)
+    # World 0 never asks: the last ceil(F / 4) = 6 window steps run forced, the first of them
+    # F - 5 x 4 kWh, then 4 kW to the deadline. World 1 asks full power: 7:00-12:00 at 4 kW, then
+    # the rest. World 2 asks 1 kW: 1 kWh a step until at 22:00 the remaining F - 15 = 7.25 kWh would not fit
+    # the last step (forced: 7.25 - 4 = 3.25 kWh), and 4 at 23:00.
+    powers, observations = _flexible_day(env, torch.tensor([[0.0], [1.0], [0.25]]))
+    expected = torch.zeros(3, 24, dtype=torch.float64)
+    expected[0, 18:] = torch.tensor([F - 20, 4, 4, 4, 4, 4])
+    expected[1, 7:13] = torch.tensor([4, 4, 4, 4, 4, F - 20])
+    expected[2, 7:22], expected[2, 22:] = 1.0, torch.tensor([F - 19, 4])
+    assert torch.allclose(powers[:, 0].double(), expected, atol=1e-5)
+    # The day's energy is served exactly: nothing remains, the energy served is F (dt = 1 h).
+    assert torch.equal(env.flexible_left, torch.zeros(3, 1)) and float(observations[-1][..., 8].abs().max()) == 0.0
+    assert torch.allclose(powers.sum(-1)[:, 0].double(), torch.full((3,), F, dtype=torch.float64), rtol=1e-6)
+    # The observation: the share of F still to serve, and the time to the deadline over the window's 17 h.
+    remaining = torch.stack([obs[:, 0, 8] for obs in observations], 1)  # [3, 25]: at the start of each step, then at the end
+    assert torch.allclose(remaining[:, 1:], 1 - powers[:, 0].cumsum(-1) / F, atol=1e-6)
+    time_left = torch.stack([obs[0, 0, 9] for obs in observations])
+    assert torch.allclose(time_left, (24 - torch.arange(25.0)) / 17)  # > 1 before 7:00
+    assert float(time_left[7]) == 1.0 and float(time_left[-1]) == 0.0
+    # The step rule alone: forced = remaining - (steps after) x max, capped by what remains, none outside.
+    served = flexible_step(torch.tensor([10.0, 10.0, 10.0, 3.0, 10.0]), torch.tensor([1.0, 1.0, 4.0, 4.0, 4.0]), torch.tensor(4.0),
+                           torch.tensor([3, 2, 2, 0, 1]), torch.tensor([True, True, True, True, False]))
+    assert served.tolist() == [1.0, 2.0, 4.0, 3.0, 0.0]
+
+
+# Battery-only days (flexible_share=0) of the env before flexible loads were added, on CIGRE LV:
+# sums over 4 worlds and 30 steps (one reset) of the observations and rewards, and the day's cost,
+# peak load, ramping and violations summed over worlds, for seeded random actions (continuous,
+# discrete) and the baselines. Measured on that env; today's matches it bit for bit.
+BATTERY_ONLY = {
+    (True, "random"): [2227.3467371535953, -12220.165034631616, 5557.480224609375, 2438.0751342773438, 9866.30078125, 36.0],
+    (False, "random"): [2193.7578039839864, -13778.580877481167, 5871.299072265625, 2773.8316650390625, 11183.22705078125, 38.0],
+    (True, "rule_based"): [2859.6456042528152, -8347.007470980472, 3972.9216918945312, 2581.8386840820312, 8445.132690429688, 20.0],
+    (False, "no_battery"): [2310.7577423006296, -11474.577261965162, 5360.9937744140625, 2462.8255615234375, 6657.9666748046875, 22.0],
+}
+
+
+@pytest.mark.parametrize("continuous, policy", list(BATTERY_ONLY))
+def test_flexible_share_0_is_the_battery_only_env(continuous, policy):
+    env = GridEnv("cigre_lv", num_envs=4, continuous_actions=continuous, flexible_share=0.0, seed=7)
+    assert env.observation_spec["agents", "observation"].shape[-1] == 8
+    action_spec = env.full_action_spec["agents", "action"]
+    assert action_spec.shape[-1] == 1 if continuous else action_spec.space.n == 5
+    if policy == "random":
+        generator = torch.Generator().manual_seed(0)
+
+        def act(td):
+            action = torch.rand(4, 15, 1, generator=generator) * 2 - 1 if continuous else torch.randint(5, (4, 15), generator=generator)
+            return td.set(("agents", "action"), action)
+    else:
+        act = BASELINES[policy](env)
+    r = env.rollout(30, policy=act, break_when_any_done=False)
+    sums = [float(r["next", "agents", "observation"].double().sum()), float(r["next", "agents", "reward"].double().sum())]
+    sums += [float(r["next", "stats", name][:, 23].double().sum()) for name in ("cost", "peak_load", "ramping", "violations")]
+    assert sums == pytest.approx(BATTERY_ONLY[continuous, policy], rel=1e-6, abs=1e-6)
 
 
 @pytest.mark.parametrize("task, overrides", [("cigre_lv", ()), ("kerber_landnetz", ()),
-                                             ("cigre_lv", ("env.continuous_actions=false", "env.max_steps=96"))])
+                                             ("cigre_lv", ("env.continuous_actions=false", "env.max_steps=96")),
+                                             ("cigre_lv", ("env.flexible_share=0",)),
+                                             ("kerber_landnetz", ("env.continuous_actions=false", "env.flexible_share=0"))])
 def test_specs_through_make_env(task, overrides):
     env = _env(task, ("env.num_envs=4", *overrides))
     check_env_specs(env)
     group = AgentLayout.from_env(env).only("mappo", None)
     n_agents = {"cigre_lv": 15, "kerber_landnetz": 14}[task]
-    assert (group.name, group.n_agents, group.obs_dim, group.discrete) == ("agents", n_agents, 8, bool(overrides))
+    discrete, flexible = "env.continuous_actions=false" in overrides, "env.flexible_share=0" not in overrides
+    assert (group.name, group.n_agents, group.obs_dim, group.discrete) == ("agents", n_agents, 10 if flexible else 8, discrete)
+    if discrete:  # 5 battery levels x 3 flexible levels
+        assert group.n_actions == (15 if flexible else 5)
+    else:  # [battery in [-1, 1], flexible load in [0, 1]]
+        space = group.action_spec.space
+        assert space.low[0].tolist() == ([-1.0, 0.0] if flexible else [-1.0])
+        assert space.high[0].tolist() == ([1.0, 1.0] if flexible else [1.0])
     assert set(env.reset()["stats"].keys()) == {"cost", "peak_load", "ramping", "violations"}
 
 
@@ -150,18 +250,40 @@ def test_same_seed_same_rollout_and_another_seed_another():
 
 
 @pytest.mark.parametrize("continuous", [True, False])
-def test_baselines_run_and_the_rule_beats_idle_batteries_on_cost(continuous):
+def test_baselines_run_and_the_rule_beats_the_uncontrolled_household_on_cost(continuous):
     results = {}
     for name, factory in BASELINES.items():
         env = _env("cigre_lv", ("env.num_envs=200", f"env.continuous_actions={str(continuous).lower()}"), seed=4)
         rollout = env.rollout(24, policy=factory(env), break_when_any_done=False)
         results[name] = {key: float(value.mean()) for key, value in rollout["next", "stats"][:, -1].items()}
-    assert results["rule_based"]["cost"] < 0.85 * results["no_battery"]["cost"], results  # measured: 0.74
+        assert float(rollout["next", "agents", "observation"][:, -1, :, 8].abs().max()) == 0.0  # every flexible load done
+    assert results["rule_based"]["cost"] < 0.85 * results["no_battery"]["cost"], results  # measured: 0.74 (continuous), 0.75
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_the_baselines_flexible_schedules(continuous):
+    # The Kerber house of the hand-worked case (F = 22.2506 kWh, 4 kW, 7:00-24:00; 23:00 is the
+    # window's one off-peak hour, 17:00-21:00 peak). uncontrolled (no_battery): at full power from
+    # 7:00. rule_based: the cheapest hours first, the earliest of equal price first: 23:00 takes
+    # 4 kWh, so the day hours from 7:00 take the rest, F - 4; with 3 levels (discrete) 11:00 runs
+    # at half power (2.25 / 4 rounds to 0.5), so 22:00 is forced to take the 0.25 kWh that 23:00 cannot.
+    F = 22.2506
+    expected = {"no_battery": [0] * 7 + [4] * 5 + [F - 20] + [0] * 11,
+                "rule_based": [0] * 7 + [4] * 4 + [F - 20] + [0] * 11 + [4] if continuous
+                else [0] * 7 + [4] * 4 + [2] + [0] * 10 + [F - 22, 4]}
+    for name, factory in BASELINES.items():
+        env = _env("kerber_landnetz", ("env.num_envs=2", "env.n_buildings=1", f"env.continuous_actions={str(continuous).lower()}"), seed=0)
+        grid = env.base_env
+        td, powers, policy = env.reset(), [], factory(env)
+        for _ in range(24):
+            td = env.step(policy(td))["next"]
+            powers.append(float(grid.last_step["flexible_kw"][0, 0]))
+        assert powers == pytest.approx(expected[name], abs=1e-3), name
 
 
 def test_shared_reward_charges_everyone_the_mean_cost():
     own, shared = (GridEnv("kerber_landnetz", num_envs=4, shared_reward=flag, seed=5) for flag in (False, True))
-    action = torch.rand(4, 14, 1) * 2 - 1
+    action = torch.rand(4, 14, 2) * torch.tensor([2.0, 1.0]) - torch.tensor([1.0, 0.0])  # [battery, flexible load]
     rewards = [env.step(env.reset().set(("agents", "action"), action))["next", "agents", "reward"] for env in (own, shared)]
     assert torch.allclose(rewards[1], rewards[0].mean(1, keepdim=True).expand_as(rewards[1]))
     assert not torch.allclose(rewards[0], rewards[1])
@@ -170,10 +292,16 @@ def test_shared_reward_charges_everyone_the_mean_cost():
 def test_bad_kwargs_and_missing_pandapower_are_one_line_errors(monkeypatch):
     cases = [(("env.n_cues=3",), "does not take n_cues"), (("env.battery_hours=0",), "battery_hours"), (("env.efficiency=1.5",), "efficiency"),
              (("env.tariff=[0.3,0.2,0.1]",), "non-decreasing"), (("env.tariff=[0.1,0.2]",), "tariff"), (("env.n_buildings=99",), "at most the 15"),
-             (("env.shared_reward=1",), "shared_reward"), (("env.voltage_band=0",), "voltage_band"), (("env.max_cloud_cover=2",), "max_cloud_cover")]
+             (("env.shared_reward=1",), "shared_reward"), (("env.voltage_band=0",), "voltage_band"), (("env.max_cloud_cover=2",), "max_cloud_cover"),
+             (("env.flexible_window=[20,10]",), "holds no step")]
     for overrides, match in cases:
         with pytest.raises(UsageError, match=match) as error:
             _env("cigre_lv", ("env.num_envs=2", *overrides))
+        assert "\n" not in str(error.value)
+    for kwargs, match in [({"flexible_share": 1.5}, "flexible_share"), ({"flexible_window": [7]}, "flexible_window"),
+                          ({"flexible_window": [7, 25]}, "flexible_window"), ({"flexible_power": 0.1}, "must cover the flexible energy")]:
+        with pytest.raises(UsageError, match=match) as error:
+            GridEnv("cigre_lv", num_envs=2, **kwargs)
         assert "\n" not in str(error.value)
     with pytest.raises(UsageError, match="unknown grid task"):
         load_config("mappo", "grid/ieee13")
@@ -191,3 +319,14 @@ def test_a_tiny_mappo_fit_logs_the_grid_statistics(tmp_path):
     with open(run / "metrics.csv") as f:
         rows = [row for row in csv.DictReader(f) if row.get("rollout/cost_mean")]
     assert len(rows) == 2 and all(float(row["rollout/peak_load_mean"]) > 0 for row in rows)
+
+
+def test_kerbers_random_cable_types_are_drawn_the_same_in_every_process():
+    import random
+
+    random.seed(123)
+    before = random.random()
+    random.seed(123)
+    a, b = pandapower_net("kerber_landnetz"), pandapower_net("kerber_landnetz")
+    assert a.line.std_type.tolist() == b.line.std_type.tolist() and {"NAYY 4x50", "NAYY 4x50 SE"} <= set(a.line.std_type)
+    assert random.random() == before  # the caller's stream is untouched

@@ -1,11 +1,14 @@
 """The sumo/ family (signal control on SUMO through sumo-rl and TorchRL's PettingZooWrapper): specs
 through `make_env`, seeding, the episode statistics, the fixed-time and max-pressure baselines,
-refused settings, and a tiny MAPPO fit. Skipped when eclipse-sumo / sumo-rl are not installed.
-Episodes are 20 decisions (100 simulated seconds) to keep the file fast; one env is shared."""
+refused settings, and a tiny MAPPO fit on grid2x2; then RESCO's grid4x4 and arterial4x4 (specs and
+layout against the .net.xml, seeding, both baselines through `evaluate_baseline`), parametrised.
+Skipped when eclipse-sumo / sumo-rl are not installed. Episodes are 20 decisions (100 simulated
+seconds; RESCO: 12, 60 s) to keep the file fast; one env per task is shared."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -141,3 +144,104 @@ def test_several_worlds_step_in_a_serial_env():
         env.close()
     assert rollout["agents", "action"].shape == (2, 5, 4)
     assert not torch.equal(rollout["next", "agents", "observation"][0], rollout["next", "agents", "observation"][1])  # seeds differ
+
+
+# --- RESCO's networks (resco_grid4x4, resco_arterial4x4): 16 signals each, every signal alike ---------
+# task -> (signals, observation size, green phases): obs = one-hot green phase + min-green flag
+# + density and queue of each incoming lane (grid4x4: 12 lanes, arterial4x4: 6).
+RESCO = {"resco_grid4x4": (16, 33, 8), "resco_arterial4x4": (16, 18, 5)}
+RESCO_STEPS = 12  # 60 simulated seconds
+
+
+def _resco_cfg(task: str, *overrides: str):
+    return load_config("mappo", f"sumo/{task}", [f"env.max_steps={RESCO_STEPS}", *overrides]).env
+
+
+@pytest.fixture(scope="module", params=sorted(RESCO))
+def resco(request):
+    env = make_env(_resco_cfg(request.param), 0)
+    yield request.param, env
+    env.close()
+
+
+def test_resco_specs_and_layout_match_the_network(resco):
+    import xml.etree.ElementTree as ElementTree
+
+    from ca12.envs.sumo import _green_phases, net_files
+
+    task, env = resco
+    signals, obs, phases = RESCO[task]
+    check_env_specs(env)
+    assert AgentLayout.from_env(env) is not None
+    net = net_files(task)[0]
+    lights = [logic.get("id") for logic in ElementTree.parse(net).getroot().iter("tlLogic")]
+    # one homogeneous group (the wrapper refuses a net whose signals differ): every light of the net
+    assert list(env.group_map) == ["agents"] and sorted(env.group_map["agents"]) == sorted(lights) and len(lights) == signals
+    assert env.batch_size == torch.Size([1])
+    assert env.full_observation_spec["agents", "observation"].shape == (1, signals, obs)
+    assert env.full_action_spec["agents", "action"].shape == (1, signals)
+    assert env.full_action_spec["agents", "action"].space.n == phases
+    # the green phases fixed_time reads from the .net.xml are sumo-rl's actions, for every light
+    assert all(len(_green_phases(net, light)) == phases for light in lights)
+    rollout = env.rollout(RESCO_STEPS + 5, break_when_any_done=True)
+    assert rollout.shape == (1, RESCO_STEPS)
+    assert rollout["next", "truncated"][0, -1].item() and not rollout["next", "truncated"][0, :-1].any()
+    assert rollout["next", "agents", "observation"].shape == (1, RESCO_STEPS, signals, obs)
+    observation = rollout["next", "agents", "observation"]
+    assert ((observation >= 0) & (observation <= 1)).all()
+    assert rollout["next", "agents", "reward"].shape == (1, RESCO_STEPS, signals, 1)
+    for name in ("waiting_time", "queue", "speed"):
+        stat = rollout["next", "stats", name]
+        assert stat.shape == (1, RESCO_STEPS, 1) and torch.isfinite(stat).all() and (stat >= 0).all()
+    assert rollout["next", "stats", "speed"][0, -1].item() > 0  # vehicles enter and move within 60 s
+
+
+@pytest.mark.parametrize("task", sorted(RESCO))
+def test_resco_same_seed_same_rollout_another_seed_other_traffic(task):
+    envs = [make_env(_resco_cfg(task), seed) for seed in (7, 7, 8)]
+    try:
+        rollouts = []
+        for env in envs:
+            torch.manual_seed(0)
+            rollouts.append(env.rollout(RESCO_STEPS, break_when_any_done=False))
+    finally:
+        for env in envs:
+            env.close()
+    a, b, c = rollouts
+    assert torch.equal(a["agents", "action"], b["agents", "action"])
+    for key in (("next", "agents", "observation"), ("next", "agents", "reward"), ("next", "stats", "waiting_time")):
+        assert torch.equal(a[key], b[key]), key
+    assert torch.equal(a["agents", "action"], c["agents", "action"])  # same actions, the SUMO seed alone differs
+    assert not torch.equal(a["next", "agents", "observation"], c["next", "agents", "observation"])
+
+
+@pytest.mark.parametrize("task", sorted(RESCO))
+@pytest.mark.parametrize("name", ["fixed_time", "max_pressure"])
+def test_resco_baselines_run_an_episode_through_evaluate_baseline(monkeypatch, task, name):
+    import ca12.envs.sumo as sumo
+    from ca12.evaluate import evaluate_baseline
+
+    signals, _, phases = RESCO[task]
+    actions, factory = [], sumo.BASELINES[name]
+
+    def recording(env):  # the baseline, its actions recorded
+        policy = factory(env)
+
+        def act(tensordict):
+            out = policy(tensordict)
+            actions.append(out["agents", "action"].clone())
+            return out
+        return act
+
+    monkeypatch.setitem(sumo.BASELINES, name, recording)
+    result = evaluate_baseline(name, f"sumo/{task}", [f"env.max_steps={RESCO_STEPS}"], seed=0, episodes=1)
+    action = torch.stack(actions, 1)  # [worlds, decisions, signals]
+    assert action.shape == (1, RESCO_STEPS, signals) and action.dtype == torch.int64
+    assert ((action >= 0) & (action < phases)).all()
+    if name == "fixed_time":  # RESCO's programs: every green 10 s, two 5 s decisions, phases in order
+        cycle = torch.arange(phases).repeat_interleave(2)
+        assert torch.equal(action[0], cycle[torch.arange(RESCO_STEPS) % len(cycle)].unsqueeze(-1).expand(-1, signals))
+    assert result.episodes == 1 and set(result.stats) == {"waiting_time", "queue", "speed"}
+    for mean, std in result.stats.values():
+        assert math.isfinite(mean) and mean >= 0 and std == 0
+    assert result.stats["speed"][0] > 0 and math.isfinite(result.episode_reward_mean)

@@ -1,5 +1,5 @@
-"""Demand response on a low-voltage distribution feeder: buildings with batteries and rooftop PV
-under a time-of-use tariff and the feeder's voltage and line limits, in batched torch.
+"""Demand response on a low-voltage distribution feeder: buildings with batteries, rooftop PV and
+flexible loads under a time-of-use tariff and the feeder's voltage and line limits, in batched torch.
 
 The env is written here by hand: no library offers a batched torch feeder (CityLearn, the usual
 building-energy env, is excluded by the project). The network data (buses, lines, transformers,
@@ -12,7 +12,9 @@ Tasks (pandapower's standard networks):
       commercial C) through their transformers; 44 buses, 15 loads. Every load is a building
       (agent); `n_buildings=6` keeps the residential feeder's six (pandapower's load order).
     * `grid/kerber_landnetz`: `create_kerber_landnetz_kabel_2()`, a German rural cable feeder
-      (Kerber 2011): one 160 kVA transformer, 14 houses of 8 kW peak each.
+      (Kerber 2011): one 160 kVA transformer, 14 houses of 8 kW peak each. pandapower draws each
+      house connection's cable (NAYY 4x50 or 4x50 SE) from Python's `random`; `pandapower_net`
+      seeds it, so every process builds the same feeder.
 
 Time: an episode is one day from midnight, `max_steps` steps of dt = 24 / max_steps hours (24:
 hourly, 96: 15 minutes). Step t covers [t dt, (t + 1) dt); its profiles and price are taken at
@@ -20,10 +22,10 @@ its middle, hour m_t = (t + 1/2) dt.
 
 Buildings (agent i, peak load L_i kW = its pandapower load's `p_mw` x `scaling`, power factor
 that of the load: q = p tan(phi_i)):
-    * load l_i,t = L_i s(m_t) max(0, 1 + load_noise e_i,t), e ~ N(0, 1) per building and step,
-      with the daily shape s(h) = 0.4 + 0.35 exp(-(h - 8)^2 / 4.5) + 0.6 exp(-(h - 19)^2 / 8)
-      (a night base, a morning and an evening peak; s(19) ~ 1, so at 19:00 the feeder carries
-      its pandapower loads);
+    * inflexible load l_i,t = (1 - flexible_share) L_i s(m_t) max(0, 1 + load_noise e_i,t),
+      e ~ N(0, 1) per building and step, with the daily shape
+      s(h) = 0.4 + 0.35 exp(-(h - 8)^2 / 4.5) + 0.6 exp(-(h - 19)^2 / 8) (a night base, a morning
+      and an evening peak; s(19) ~ 1, so at 19:00 the feeder carries its pandapower loads);
     * PV g_i,t = pv_size L_i sun(m_t) c, sun(h) = max(0, sin(pi (h - 6) / 14)) (sunrise 6:00,
       sunset 20:00), c = 1 - U(0, max_cloud_cover) one draw per world and episode (one sky);
     * battery of capacity E_i = battery_hours L_i kWh and power limit P_i = battery_power L_i kW,
@@ -33,8 +35,24 @@ that of the load: q = p tan(phi_i)):
           p = clip(a P_i, -SoC E sqrt(eta) / dt, (1 - SoC) E / (sqrt(eta) dt)),
           SoC' = SoC + dt (sqrt(eta) max(p, 0) - max(-p, 0) / sqrt(eta)) / E,
       so SoC' stays in [0, 1].
-    * net import (kW, negative: export) u_i,t = l_i,t - g_i,t + p_i,t, exactly.
-    Loads past `n_buildings` stay on the feeder as passive consumers (load only, no PV or battery).
+    * flexible load (washing machines, dishwashers, an EV, a heat pump's buffer): `flexible_share`
+      of the building's expected daily load energy, F_i = flexible_share L_i dt sum_t s(m_t) kWh a
+      day (13.9 flexible_share L_i; the inflexible load keeps the rest, so a day's expected energy
+      is the building's without flexibility, only its timing moves), to be served in the window `flexible_window` = [h_0, h_1] hours (the
+      steps t whose middle h_0 <= m_t < h_1, W of them), at most F^max_i = flexible_power L_i kW.
+      The action b in [0, 1] asks for b F^max_i; with R_t the energy still to serve (R_0 = F_i)
+      and k_t the window steps after t, the energy served (`flexible_step`) is
+          e_t = min(max(b F^max_i dt, R_t - k_t F^max_i dt), R_t)   in the window, 0 outside,
+          R_t+1 = R_t - e_t,   f_i,t = e_t / dt kW,
+      so what cannot wait runs forced: the remainder the later window steps could not take at full
+      power, i.e. at the end of the window at full power and the last window step takes all that
+      is left. The day's flexible energy is always served, sum_t e_t = F_i (R = 0 at h_1), and
+      never faster than F^max_i (`flexible_power` dt W must cover F_i; checked when built). Its
+      power factor is 1. `flexible_share = 0` turns it off: then the env is the battery-only one,
+      draw for draw (8 features, 1-D actions).
+    * net import (kW, negative: export) u_i,t = l_i,t - g_i,t + p_i,t + f_i,t, exactly.
+    Loads past `n_buildings` stay on the feeder as passive consumers (their full load, no PV,
+    battery or flexible load).
 
 Prices (EUR/kWh): `tariff` = [off-peak, day, peak], off-peak 23:00-7:00, peak 17:00-21:00, day
 otherwise; exports earn `feed_in_price`. Cost of building i in step t (EUR):
@@ -45,7 +63,7 @@ the losses dropped, linear in the squared voltage magnitudes; `LinearPowerFlow`)
 S_base = 1 MVA and each bus's nominal voltage, a branch e (line: r, x in ohm / Z_base;
 transformer: vkr %, vk % on its rating; magnetising current and line capacitance neglected)
 carries the net imports downstream of it, P_e = sum_{b below e} u_b, Q_e likewise from the
-reactive imports q = l tan(phi) (PV and batteries run at unity power factor), and
+reactive imports q = l tan(phi) (PV, batteries and flexible loads run at unity power factor), and
     v_b^2 = v_0^2 - 2 sum_{e on the path slack -> b} (r_e P_e + x_e Q_e) = v_0^2 - 2 (R u + X q)_b,
     loading_e = |(P_e, Q_e)| / (v_to(e) rating_e),
 with v_0 the slack's voltage, R_bk the resistance of the common part of the paths to b and k
@@ -65,11 +83,17 @@ Reward per agent (EUR): -C_i,t - penalty_t, the penalty shared:
 (EUR per percentage point of voltage outside the band, per bus, and of overload, per branch;
 branches are lines and transformers). `shared_reward=true` replaces C_i by the mean over buildings.
 
-Observation per agent, `("agents", "observation")` [B, n, 8]:
-    `[sin, cos of 2 pi m_t / 24 | price now | price an hour later (EUR/kWh) | load / L_i |
-      PV / L_i | SoC | (v - 1) / voltage_band at its bus with the batteries idle]`.
-Action per agent, `("agents", "action")`: [B, n, 1] `Bounded` in [-1, 1] (continuous), or with
-`env.continuous_actions=false` [B, n] `Categorical` over the 5 levels -1, -0.5, 0, 0.5, 1.
+Observation per agent, `("agents", "observation")` [B, n, 10]:
+    `[sin, cos of 2 pi m_t / 24 | price now | price an hour later (EUR/kWh) | inflexible load / L_i |
+      PV / L_i | SoC | (v - 1) / voltage_band at its bus with the batteries and flexible loads idle |
+      R_t / F_i, the share of the flexible energy still to serve | (h_1 - t dt) / (h_1 - h_0),
+      clipped at 0: the time left to the deadline over the window's length (> 1 before the window
+      opens, 0 once it has closed)]`; the first 8 only when `flexible_share = 0`.
+Action per agent, `("agents", "action")`: [B, n, 2] `Bounded`, [a in [-1, 1] (battery), b in
+[0, 1] (flexible load)] (continuous), or with `env.continuous_actions=false` [B, n] `Categorical`
+over 15 = 5 x 3: action k is battery level k // 3 of -1, -0.5, 0, 0.5, 1 and flexible level k % 3
+of 0, 0.5, 1 (`ACTION_LEVELS`, `FLEXIBLE_LEVELS`). With `flexible_share = 0`: [B, n, 1] in [-1, 1],
+or 5 levels.
 Reward per agent, `("agents", "reward")` [B, n, 1].
 Episode statistics, [B, 1] each (0 before the first step; read at an episode's last step, each is
 the episode's value; ca12 logs them as `rollout/<name>_mean`):
@@ -78,12 +102,19 @@ the episode's value; ca12 logs them as `rollout/<name>_mean`):
     `("stats", "ramping")`: the sum of |change of the total import| between steps (kW);
     `("stats", "violations")`: steps with a voltage outside the band or a branch over 100 %.
 
-Baselines (`BASELINES`, factories `env -> policy`): `no_battery` (batteries idle) and
-`rule_based` (charge fully at off-peak prices, charge the PV surplus, discharge the building's
-own net load at peak prices). Measured over 1000 days on `grid/cigre_lv` (defaults): rule_based
-costs 26 % less than no_battery (1006 vs 1352 EUR a day over the 15 buildings) with about as
-many violation steps (5.4), but everyone charging at 23:00 raises the peak import (651 vs 630 kW)
-and the ramping (2231 vs 1759 kW): room for a learned, coordinated policy.
+Baselines (`BASELINES`, factories `env -> policy`): `no_battery`, the uncontrolled household
+(batteries idle, flexible loads at full power as soon as their window opens, until done), and
+`rule_based` (batteries: charge fully at off-peak prices, charge the PV surplus, discharge the
+building's own net load at peak prices; flexible loads: the cheapest window steps at full power,
+the earliest of equal price first, each step running what the cheaper steps still to come could
+not take). Measured over 1000 days on `grid/cigre_lv` (defaults; `python -m ca12.evaluate
+--baseline NAME --env grid/cigre_lv --episodes 1000`): rule_based costs 26 % less than no_battery
+(967 vs 1303 EUR a day over the 15 buildings, as many violation steps: 5.3 vs 5.2), yet its return
+is lower (-168.5 vs -126.0 per agent): the price herds every battery and the flexible loads' last
+hour onto 23:00, the window's one off-peak hour, where the import peaks (933 vs 609 kW, two
+transformers over their ratings, voltages down to 0.91 pu; ramping 3024 vs 2142 kW), the rebound peak
+of time-of-use tariffs. Room for a learned, coordinated policy. With `flexible_share=0` (batteries
+and PV only): 1006 vs 1352 EUR, peak 651 vs 630 kW, ramping 2231 vs 1759 kW, 5.4 violation steps.
 
 Seeding: the env keeps its own generator (constructor `seed`, `set_seed`), registered under
 `grid/<task>/<device>/<seed>` so checkpoints capture it.
@@ -93,6 +124,7 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 from dataclasses import dataclass
 from typing import Callable
 
@@ -111,7 +143,8 @@ FEEDERS = {"cigre_lv": "create_cigre_network_lv", "kerber_landnetz": "create_ker
 TASKS = tuple(FEEDERS)
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_buildings", "battery_hours", "battery_power", "efficiency", "initial_soc", "pv_size", "max_cloud_cover", "load_noise",
-           "tariff", "feed_in_price", "voltage_band", "voltage_penalty", "overload_penalty", "shared_reward")
+           "flexible_share", "flexible_window", "flexible_power", "tariff", "feed_in_price", "voltage_band", "voltage_penalty",
+           "overload_penalty", "shared_reward")
 # One-line docs of those kwargs (`--show-config`).
 KEY_DOCS = {
     "n_buildings": "agents: the first n of the feeder's loads (null: all); the others stay as passive loads",
@@ -122,6 +155,9 @@ KEY_DOCS = {
     "pv_size": "PV peak power as a fraction of the building's peak load, >= 0",
     "max_cloud_cover": "PV output is scaled by 1 - U(0, max_cloud_cover) per world and day, in [0, 1]",
     "load_noise": "standard deviation of the multiplicative load noise per building and step, >= 0",
+    "flexible_share": "share of a building's expected daily load energy that is deferrable, in [0, 1] (0: none, 1-D actions)",
+    "flexible_window": "[start, end] hours of the day in which the flexible load may run (a step: its middle); it must be done by end",
+    "flexible_power": "flexible load's power limit as a fraction of the building's peak load, > 0; must serve the energy in the window",
     "tariff": "[off-peak (23-7 h), day, peak (17-21 h)] prices in EUR/kWh, non-decreasing",
     "feed_in_price": "EUR/kWh earned for exported energy, >= 0",
     "voltage_band": "allowed |v - 1| in pu",
@@ -132,6 +168,7 @@ KEY_DOCS = {
 S_BASE_MVA = 1.0  # per-unit power base
 OFFPEAK, PEAK = (23.0, 7.0), (17.0, 21.0)  # tariff periods (hour of day, from, to)
 ACTION_LEVELS = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0])  # discrete actions: fractions of the power limit
+FLEXIBLE_LEVELS = torch.tensor([0.0, 0.5, 1.0])  # discrete flexible-load actions: fractions of its power limit
 
 
 # --- the feeder --------------------------------------------------------------------------------------
@@ -253,7 +290,14 @@ def pandapower_net(task: str):
         import pandapower.networks as networks
     except ImportError:
         raise UsageError(f'grid/{task} needs pandapower: pip install -e ".[grid]"') from None
-    return getattr(networks, FEEDERS[task])()
+    # Kerber's networks draw each house connection's cable type (NAYY 4x50 or 4x50 SE) from Python's
+    # global `random`: seeded here, so every process builds the same feeder; the caller's stream is kept.
+    state = random.getstate()
+    random.seed(0)
+    try:
+        return getattr(networks, FEEDERS[task])()
+    finally:
+        random.setstate(state)
 
 
 @functools.lru_cache(maxsize=None)
@@ -320,6 +364,20 @@ def battery_step(soc: torch.Tensor, request_kw: torch.Tensor, capacity_kwh: torc
     return power, (soc + stored / capacity_kwh).clamp(0, 1)
 
 
+def flexible_step(remaining_kwh: torch.Tensor, request_kwh: torch.Tensor, max_kwh: torch.Tensor, steps_after: torch.Tensor,
+                  available: torch.Tensor) -> torch.Tensor:
+    """The energy the flexible loads take in one step (kWh), at most what remains.
+
+    Outside the window (`available` false) nothing runs. Inside, the load runs at least what
+    cannot wait: the remainder that the `steps_after` window steps still to come could not take
+    at full power (`max_kwh` a step), so the last window step takes all that is left and the day's
+    requirement is served exactly, without ever exceeding the power limit when it fits the window:
+        e = min(max(request, remaining - max_kwh steps_after), remaining).
+    """
+    forced = (remaining_kwh - max_kwh * steps_after).clamp_min(0)
+    return torch.where(available, torch.minimum(torch.maximum(request_kwh, forced), remaining_kwh), 0.0)
+
+
 def _number(name: str, value, low: float, high: float = math.inf, low_open: bool = False) -> float:
     """`value` as a float after a one-line check that it is a number in its range."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (low < value if low_open else low <= value) and value <= high
@@ -331,21 +389,27 @@ def _number(name: str, value, low: float, high: float = math.inf, low_open: bool
 
 # --- the env ---------------------------------------------------------------------------------------------
 class GridEnv(SeededTorchEnv):
-    """Buildings with batteries and PV on a pandapower feeder, trading at time-of-use prices.
+    """Buildings with batteries, PV and flexible loads on a pandapower feeder, trading at time-of-use prices.
 
     Args:
         task: the feeder (`FEEDERS`).
         num_envs: parallel worlds (the env's batch size).
         max_steps: steps per day (dt = 24 / max_steps hours).
-        continuous_actions: `Bounded` power fractions (true) or the 5 `ACTION_LEVELS` (false).
+        continuous_actions: `Bounded` power fractions (true) or levels (false): the 5 `ACTION_LEVELS`
+            x the 3 `FLEXIBLE_LEVELS` (the 5 alone when `flexible_share` is 0).
         device: where the worlds live.
         seed: seed of the env's own generator.
         Other kwargs: `KEY_DOCS`.
 
     Attributes:
-        last_step: the last step's flows, for tests and diagnostics: per building `load_kw`,
-            `pv_kw`, `battery_kw`, `import_kw` [B, n], and the feeder's `voltage` [B, n_bus] (pu)
-            and `loading` [B, n_branch] (fractions of the ratings).
+        last_step: the last step's flows, for tests and diagnostics: per building `load_kw`
+            (inflexible), `pv_kw`, `battery_kw`, `flexible_kw` (0 without flexible loads),
+            `import_kw` [B, n], and the feeder's `voltage` [B, n_bus] (pu) and `loading`
+            [B, n_branch] (fractions of the ratings).
+        flexible: whether the buildings have flexible loads (`flexible_share` > 0).
+        flexible_kwh, flexible_max_kw: each building's daily flexible energy F_i and power limit [n].
+        in_window: whether step t (0..T, T = max_steps: past the day) may run flexible load [T + 1].
+        window_steps_after: the window steps after step t [T + 1].
 
     Raises:
         UsageError: a value out of range, or pandapower missing.
@@ -354,6 +418,7 @@ class GridEnv(SeededTorchEnv):
     def __init__(self, task: str = "cigre_lv", num_envs: int = 1, max_steps: int = 24, continuous_actions: bool = True,
                  n_buildings: int | None = None, battery_hours: float = 2.0, battery_power: float = 0.5, efficiency: float = 0.9,
                  initial_soc: float = 0.5, pv_size: float = 1.0, max_cloud_cover: float = 0.8, load_noise: float = 0.1,
+                 flexible_share: float = 0.2, flexible_window: list[float] = (7.0, 24.0), flexible_power: float = 0.5,
                  tariff: list[float] = (0.10, 0.20, 0.35), feed_in_price: float = 0.05, voltage_band: float = 0.05,
                  voltage_penalty: float = 1.0, overload_penalty: float = 1.0, shared_reward: bool = False,
                  device: torch.device | str = "cpu", seed: int = 0):
@@ -375,6 +440,12 @@ class GridEnv(SeededTorchEnv):
         self.pv_size = _number("pv_size", pv_size, 0.0)
         self.max_cloud_cover = _number("max_cloud_cover", max_cloud_cover, 0.0, 1.0)
         self.load_noise = _number("load_noise", load_noise, 0.0)
+        self.flexible_share = _number("flexible_share", flexible_share, 0.0, 1.0)
+        self.flexible_power = _number("flexible_power", flexible_power, 0.0, low_open=True)
+        if not isinstance(flexible_window, (list, tuple)) or len(flexible_window) != 2:
+            raise UsageError(f"env.flexible_window must be [start, end] hours, got {flexible_window!r}")
+        self.flexible_window = (_number("flexible_window[0]", flexible_window[0], 0.0, 24.0),
+                                _number("flexible_window[1]", flexible_window[1], 0.0, 24.0))
         self.feed_in_price = _number("feed_in_price", feed_in_price, 0.0)
         self.voltage_band = _number("voltage_band", voltage_band, 0.0, 1.0, low_open=True)
         self.voltage_penalty = _number("voltage_penalty", voltage_penalty, 0.0)
@@ -385,8 +456,21 @@ class GridEnv(SeededTorchEnv):
         check_integers(("n_buildings", n, 1))
         if n > n_loads:
             raise UsageError(f"env.n_buildings must be at most the {n_loads} loads of grid/{task}, got {n}")
+        dt = 24.0 / max_steps
+        middles = (torch.arange(max_steps, dtype=torch.float64) + 0.5) * dt
+        start, end = self.flexible_window
+        in_window = (middles >= start) & (middles < end)
+        if not bool(in_window.any()):
+            raise UsageError(f"env.flexible_window {[start, end]} holds no step's middle (steps of {dt:g} h)")
+        self.flexible = self.flexible_share > 0  # off: the env of batteries and PV only (8 features, 1-D actions)
+        daily_shape = dt * float(load_shape(middles.float()).double().sum())  # expected daily load energy / L_i (kWh per kW)
+        window_hours = dt * int(in_window.sum())
+        if self.flexible and self.flexible_share * daily_shape > self.flexible_power * window_hours * (1 + 1e-6):
+            raise UsageError(f"env.flexible_power x the window's {window_hours:g} h must cover the flexible energy (flexible_share x "
+                             f"{daily_shape:.3f} h of peak load): at least {self.flexible_share * daily_shape / window_hours:.3f}, "
+                             f"got {self.flexible_power}")
         super().__init__(f"grid/{task}", num_envs, device, seed)
-        self.task, self.n_agents, self.max_steps, self.dt = task, n, max_steps, 24.0 / max_steps
+        self.task, self.n_agents, self.max_steps, self.dt = task, n, max_steps, dt
         self.continuous_actions, self.shared_reward = continuous_actions, shared_reward
         self.group_map = {"agents": [f"building_{i}" for i in range(n)]}
 
@@ -400,19 +484,34 @@ class GridEnv(SeededTorchEnv):
         self.max_kw = self.battery_power * self.peak_kw[:n]
         self.pv_kw = self.pv_size * self.peak_kw[:n]
         self.levels = ACTION_LEVELS.to(dev)
+        # The agents' inflexible load is (1 - flexible_share) of their load; the passive loads keep theirs.
+        self.base_kw = self.peak_kw if not self.flexible else torch.cat([(1 - self.flexible_share) * self.peak_kw[:n], self.peak_kw[n:]])
+        self.flexible_kwh = self.flexible_share * daily_shape * self.peak_kw[:n]  # [n] the day's flexible energy
+        self.flexible_max_kw = self.flexible_power * self.peak_kw[:n]  # [n]
+        self.flexible_levels = FLEXIBLE_LEVELS.to(dev)
+        # Per step (and one past the day's end): in the window, and the window steps after it.
+        self.in_window = torch.cat([in_window, torch.tensor([False])]).to(dev)  # [T + 1]
+        self.window_steps_after = (int(in_window.sum()) - torch.cumsum(self.in_window.long(), 0)).to(dev)  # [T + 1]
 
         b = num_envs
         self._t = torch.zeros(b, dtype=torch.long, device=dev)
         self._soc = torch.full((b, n), self.initial_soc, device=dev)
+        self._flexible_left = self.flexible_kwh.expand(b, n).clone()  # the flexible energy still to serve today (kWh)
         self._clear = torch.ones(b, device=dev)  # 1 - cloud cover of the day
         self._load = torch.zeros(b, n_loads, device=dev)  # this step's load of every load (kW)
         self._voltage = torch.ones(b, n, device=dev)  # at each agent's bus, batteries idle
         self._last_total = torch.zeros(b, device=dev)
         self._stats = {name: torch.zeros(b, device=dev) for name in ("cost", "peak_load", "ramping", "violations")}
         self.last_step: dict[str, torch.Tensor] = {}
-        observation = Unbounded(shape=(b, n, 8), device=dev)
-        action = (Bounded(-1.0, 1.0, shape=(b, n, 1), device=dev) if continuous_actions
-                  else Categorical(len(ACTION_LEVELS), shape=(b, n), dtype=torch.int64, device=dev))
+        observation = Unbounded(shape=(b, n, 10 if self.flexible else 8), device=dev)
+        if not self.flexible:
+            action = (Bounded(-1.0, 1.0, shape=(b, n, 1), device=dev) if continuous_actions
+                      else Categorical(len(ACTION_LEVELS), shape=(b, n), dtype=torch.int64, device=dev))
+        elif continuous_actions:  # [battery in [-1, 1], flexible load in [0, 1]]
+            low = torch.tensor([-1.0, 0.0], device=dev).expand(b, n, 2)
+            action = Bounded(low, torch.ones_like(low), shape=(b, n, 2), device=dev)
+        else:  # battery level x flexible level
+            action = Categorical(len(ACTION_LEVELS) * len(FLEXIBLE_LEVELS), shape=(b, n), dtype=torch.int64, device=dev)
         set_group_specs(self, {"agents": (observation, action)})
         self.full_observation_spec["stats"] = Composite({name: Unbounded(shape=(b, 1), device=dev) for name in self._stats}, shape=(b,))
 
@@ -423,8 +522,13 @@ class GridEnv(SeededTorchEnv):
         return self._soc.clone()
 
     @property
+    def flexible_left(self) -> torch.Tensor:
+        """The flexible energy every building still has to serve today [B, n] (kWh)."""
+        return self._flexible_left.clone()
+
+    @property
     def loads(self) -> torch.Tensor:
-        """This step's load of every load of the feeder, the agents' first [B, n_load] (kW)."""
+        """This step's (inflexible) load of every load of the feeder, the agents' first [B, n_load] (kW)."""
         return self._load.clone()
 
     def _hour(self) -> torch.Tensor:
@@ -444,7 +548,7 @@ class GridEnv(SeededTorchEnv):
         """This step's loads for the worlds in `mask` [B]; drawn for every world, so the stream
         does not depend on which worlds step or reset."""
         noise = 1 + self.load_noise * torch.randn(self._load.shape, generator=self._rng, device=self.device)
-        load = self.peak_kw * load_shape(self._hour()).unsqueeze(-1) * noise.clamp_min(0)
+        load = self.base_kw * load_shape(self._hour()).unsqueeze(-1) * noise.clamp_min(0)
         self._load = torch.where(mask.unsqueeze(-1), load, self._load)
         voltage, _ = self._flow(self._load[:, : self.n_agents] - self._pv())
         self._voltage = torch.where(mask.unsqueeze(-1), voltage[:, self.agent_bus], self._voltage)
@@ -456,6 +560,11 @@ class GridEnv(SeededTorchEnv):
         own = torch.stack([self._load[:, :n] / self.peak_kw[:n], self._pv() / self.peak_kw[:n], self._soc,
                            (self._voltage - 1) / self.voltage_band], -1)  # [B, n, 4]
         observation = torch.cat([clock.unsqueeze(1).expand(-1, n, -1), own], -1)
+        if self.flexible:
+            start, end = self.flexible_window
+            time_left = ((end - self._t * self.dt) / (end - start)).clamp_min(0)  # [B]
+            flexible = torch.stack([self._flexible_left / self.flexible_kwh, time_left.unsqueeze(-1).expand(-1, n)], -1)
+            observation = torch.cat([observation, flexible], -1)
         agents = {"observation": observation} | ({} if reward is None else {"reward": reward})
         out = group_output(self, {"agents": agents}, done, ends_by="terminated")
         for name, value in self._stats.items():
@@ -466,6 +575,7 @@ class GridEnv(SeededTorchEnv):
         mask = reset_mask(self, tensordict)  # [B]
         self._t = torch.where(mask, 0, self._t)
         self._soc = torch.where(mask.unsqueeze(-1), self.initial_soc, self._soc)
+        self._flexible_left = torch.where(mask.unsqueeze(-1), self.flexible_kwh, self._flexible_left)
         clear = 1 - self.max_cloud_cover * torch.rand(mask.shape, generator=self._rng, device=self.device)
         self._clear = torch.where(mask, clear, self._clear)
         for name, value in self._stats.items():
@@ -475,11 +585,24 @@ class GridEnv(SeededTorchEnv):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get(("agents", "action"))
-        fraction = action[..., 0].clamp(-1, 1) if self.continuous_actions else self.levels[action]  # [B, n]
+        k = len(FLEXIBLE_LEVELS)
+        if self.continuous_actions:
+            fraction = action[..., 0].clamp(-1, 1)  # [B, n]
+        else:
+            fraction = self.levels[action // k] if self.flexible else self.levels[action]
         n, pv = self.n_agents, self._pv()
         power, self._soc = battery_step(self._soc, fraction * self.max_kw, self.capacity_kwh, self.max_kw, self.efficiency, self.dt)
         load = self._load[:, :n]
         import_kw = load - pv + power  # [B, n]
+        flexible_kw = torch.zeros_like(load)
+        if self.flexible:
+            run = action[..., 1].clamp(0, 1) if self.continuous_actions else self.flexible_levels[action % k]  # [B, n]
+            t = self._t.clamp(max=self.max_steps)
+            served = flexible_step(self._flexible_left, run * self.flexible_max_kw * self.dt, self.flexible_max_kw * self.dt,
+                                   self.window_steps_after[t].unsqueeze(-1), self.in_window[t].unsqueeze(-1))
+            self._flexible_left = self._flexible_left - served
+            flexible_kw = served / self.dt
+            import_kw = import_kw + flexible_kw
         voltage, loading = self._flow(import_kw)
         now = price(self._hour(), self.tariff).unsqueeze(-1)  # [B, 1]
         cost = self.dt * torch.where(import_kw > 0, now * import_kw, self.feed_in_price * import_kw)  # [B, n] EUR
@@ -497,7 +620,8 @@ class GridEnv(SeededTorchEnv):
         stats["ramping"] = stats["ramping"] + torch.where(first, 0.0, (total - self._last_total).abs())
         stats["violations"] = stats["violations"] + ((voltage_excess > 0) | (overload > 0)).float()
         self._last_total = total
-        self.last_step = {"load_kw": load, "pv_kw": pv, "battery_kw": power, "import_kw": import_kw, "voltage": voltage, "loading": loading}
+        self.last_step = {"load_kw": load, "pv_kw": pv, "battery_kw": power, "flexible_kw": flexible_kw, "import_kw": import_kw,
+                          "voltage": voltage, "loading": loading}
 
         self._t = self._t + 1
         self._draw(torch.ones_like(first))  # the next step's loads
@@ -510,13 +634,23 @@ def _grid(env: EnvBase) -> GridEnv:
     return env.base_env if hasattr(env, "base_env") else env
 
 
-def _policy(env: EnvBase, fraction: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[TensorDictBase], TensorDictBase]:
-    """A policy writing `("agents", "action")` from `fraction(observation)` [B, n] in [-1, 1]
-    (the nearest of `ACTION_LEVELS` when the env's actions are discrete)."""
+def _policy(env: EnvBase, battery: Callable[[torch.Tensor], torch.Tensor],
+            flexible: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[TensorDictBase], TensorDictBase]:
+    """A policy writing `("agents", "action")` from `battery(observation)` [B, n] in [-1, 1] and,
+    with flexible loads, `flexible(observation)` [B, n] in [0, 1] (the nearest of `ACTION_LEVELS`,
+    `FLEXIBLE_LEVELS` when the env's actions are discrete)."""
     grid = _grid(env)
 
     def policy(tensordict: TensorDictBase) -> TensorDictBase:
-        wanted = fraction(tensordict.get(("agents", "observation")))
+        observation = tensordict.get(("agents", "observation"))
+        wanted = battery(observation)
+        if grid.flexible:
+            run = flexible(observation)
+            if grid.continuous_actions:
+                return tensordict.set(("agents", "action"), torch.stack([wanted, run], -1))
+            level = (run.unsqueeze(-1) - grid.flexible_levels).abs().argmin(-1)
+            battery_level = (wanted.unsqueeze(-1) - grid.levels).abs().argmin(-1)
+            return tensordict.set(("agents", "action"), battery_level * len(FLEXIBLE_LEVELS) + level)
         if grid.continuous_actions:
             return tensordict.set(("agents", "action"), wanted.unsqueeze(-1))
         return tensordict.set(("agents", "action"), (wanted.unsqueeze(-1) - grid.levels).abs().argmin(-1))
@@ -524,23 +658,43 @@ def _policy(env: EnvBase, fraction: Callable[[torch.Tensor], torch.Tensor]) -> C
     return policy
 
 
+def _step_index(grid: GridEnv, observation: torch.Tensor) -> torch.Tensor:
+    """The step of the day [B, n] an observation was made at, read from its clock (sin, cos)."""
+    hour = torch.atan2(observation[..., 0], observation[..., 1]) * 12 / math.pi % 24
+    return (hour / grid.dt).floor().long().clamp(0, grid.max_steps - 1)
+
+
 def no_battery(env: EnvBase) -> Callable[[TensorDictBase], TensorDictBase]:
-    """The batteries stay idle."""
-    return _policy(env, lambda observation: torch.zeros_like(observation[..., 0]))
+    """The uncontrolled household: the batteries stay idle and the flexible loads run at full
+    power as soon as their window opens, until they are done."""
+    return _policy(env, lambda observation: torch.zeros_like(observation[..., 0]), lambda observation: torch.ones_like(observation[..., 0]))
 
 
 def rule_based(env: EnvBase) -> Callable[[TensorDictBase], TensorDictBase]:
-    """Charge at full power at off-peak prices, charge the PV surplus otherwise, and at peak
-    prices discharge what the building itself draws (selling at the feed-in price does not pay)."""
+    """Batteries: charge at full power at off-peak prices, charge the PV surplus otherwise, and at
+    peak prices discharge what the building itself draws (selling at the feed-in price does not pay).
+    Flexible loads: the cheapest window steps at full power, the earliest of equal price first:
+    each step runs what the strictly cheaper window steps still to come could not serve at full
+    power, (remaining / (P dt) - cheaper steps after t) clipped to [0, 1] of the power limit."""
     grid = _grid(env)
+    steps = grid.max_steps
+    prices = price((torch.arange(steps, device=grid.device) + 0.5) * grid.dt, grid.tariff)  # [T]
+    window = grid.in_window[:steps]
+    later = torch.ones(steps, steps, dtype=torch.bool, device=grid.device).triu(1)  # [t, t']: t' after t
+    cheaper_after = (later & window & (prices < prices.unsqueeze(-1))).sum(1)  # [T] window steps after t at a lower price
 
-    def fraction(observation: torch.Tensor) -> torch.Tensor:
+    def battery(observation: torch.Tensor) -> torch.Tensor:
         now, net = observation[..., 2], observation[..., 4] - observation[..., 5]  # price; load - PV, in peak loads
         surplus = (-net / grid.battery_power).clamp(0, 1)
         drawn = (net / grid.battery_power).clamp(0, 1)
         return torch.where(now >= grid.tariff[2], -drawn, torch.where(now <= grid.tariff[0], 1.0, surplus))
 
-    return _policy(env, fraction)
+    def flexible(observation: torch.Tensor) -> torch.Tensor:
+        t = _step_index(grid, observation)  # [B, n]
+        full_steps = observation[..., 8] * grid.flexible_kwh / (grid.flexible_max_kw * grid.dt)  # what remains, in steps at full power
+        return torch.where(window[t], (full_steps - cheaper_after[t]).clamp(0, 1), 0.0)
+
+    return _policy(env, battery, flexible)
 
 
 BASELINES = {"rule_based": rule_based, "no_battery": no_battery}
