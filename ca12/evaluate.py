@@ -53,40 +53,49 @@ def _episodes(cfg, episodes: int | None) -> int:
     return episodes
 
 
-def _run(evaluator, policy, video: Path | None):
-    """`evaluator`'s episodes with `policy`, the first written to `video` as a GIF when asked."""
+def _run(evaluator, policy, video: Path | None, trace: bool = False):
+    """`evaluator`'s episodes with `policy`, the first written to `video` as a GIF when asked
+    (`trace`: keep the first step by step, `EvalResult.trace`)."""
     from ca12.evaluation import save_gif
 
-    result = evaluator.run(policy, render=video is not None)
+    result = evaluator.run(policy, render=video is not None, trace=trace)
     if video is not None:
         save_gif(result.frames, video)
     return result
 
 
-def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True, video: Path | None = None):
-    """Load the checkpoint at `path` (file or run directory) and run evaluation episodes."""
+def load_policy(path: Path):
+    """(module, run config, the checkpoint's ca12 section) of the checkpoint at `path` (file or run
+    directory), the module's weights loaded, on the CPU."""
     from omegaconf import OmegaConf
 
     from ca12.algos import algo_class
     from ca12.checkpoints import read_checkpoint
     from ca12.envs import make_spec_env
-    from ca12.evaluation import Evaluator
     from ca12.seeding import isolated_rng
 
     ckpt_path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     checkpoint = read_checkpoint(ckpt_path)
     saved = checkpoint["ca12"]
     cfg = OmegaConf.create(saved["run_config"])
-    episodes = _episodes(cfg, episodes)
     with isolated_rng():
         module = algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
-    evaluator = Evaluator(cfg.env, episodes, cfg.seed, deterministic, cfg.algo.groups, module.env_transforms())
     module.load_state_dict(checkpoint["state_dict"])
+    return module, cfg, saved
+
+
+def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True, video: Path | None = None, trace: bool = False):
+    """Load the checkpoint at `path` (file or run directory) and run evaluation episodes."""
+    from ca12.evaluation import Evaluator
+
+    module, cfg, saved = load_policy(path)
+    evaluator = Evaluator(cfg.env, _episodes(cfg, episodes), cfg.seed, deterministic, cfg.algo.groups, module.env_transforms())
     module.to(evaluator.env.device)
-    return _run(evaluator, module.policy, video), saved
+    return _run(evaluator, module.policy, video, trace), saved
 
 
-def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, episodes: int | None = None, video: Path | None = None):
+def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, episodes: int | None = None, video: Path | None = None,
+                      trace: bool = False):
     """Run `env`'s baseline policy `name` (its family's `BASELINES`) through the `Evaluator` a
     run with `seed` would use; `overrides` are `env.KEY=VALUE` settings."""
     from ca12.config import load_config
@@ -104,7 +113,7 @@ def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, 
         raise UsageError(f"unknown baseline {name!r} for {env}; its family offers: {offered}")
     cfg = load_config("mappo", env, overrides, seed)  # the env section as a run of any algorithm composes it
     evaluator = Evaluator(cfg.env, _episodes(cfg, episodes), cfg.seed, deterministic=True)
-    return _run(evaluator, baselines[name](evaluator.env), video)
+    return _run(evaluator, baselines[name](evaluator.env), video, trace)
 
 
 def main(argv: list[str] | None = None) -> int:

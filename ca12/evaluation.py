@@ -46,6 +46,9 @@ class EvalResult:
     # The env's episode statistics (`("stats", name)`, e.g. the traffic junction's success),
     # each world's first episode read at its end: name -> (mean, std over episodes).
     stats: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # With `run(trace=True)`: world 0's first episode step by step, "reward" (its agents' mean
+    # reward) and each statistic, up to and including its first done step.
+    trace: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         out = {f"{prefix}/episode_reward_mean": self.episode_reward_mean, f"{prefix}/episode_reward_std": self.episode_reward_std}
@@ -83,9 +86,10 @@ class Evaluator:
         return self._env
 
     @torch.no_grad()
-    def run(self, policy, render: bool = False) -> EvalResult:
+    def run(self, policy, render: bool = False, trace: bool = False) -> EvalResult:
         """`policy`: a module (its parameters' device is where it acts) or any callable
-        tensordict -> tensordict (a baseline's rule, acting on the env's device)."""
+        tensordict -> tensordict (a baseline's rule, acting on the env's device). `trace`: keep
+        world 0's first episode step by step (`EvalResult.trace`)."""
         env = self.env
         groups = [g.name for g in AgentLayout.from_env(env).select(self.groups)]
         frames: list[np.ndarray] = []
@@ -110,6 +114,12 @@ class Evaluator:
             for name, value in td["next", "stats"].items():
                 at_end = value.squeeze(-1)[first_end].double()  # [worlds whose first episode ended]
                 stats[name] = (float(at_end.mean()), float(at_end.std(unbiased=False)))
+        steps = {}
+        if trace:
+            first = ~ended_before[0, :, 0]  # world 0's steps up to its first done
+            steps["reward"] = reward[0].mean((-2, -1))[first].tolist()
+            if ("next", "stats") in td.keys(include_nested=True):
+                steps.update({name: value[0].squeeze(-1)[first].double().tolist() for name, value in td["next", "stats"].items()})
         return EvalResult(
             episode_reward_mean=float(team.mean()),
             episode_reward_std=float(team.std(unbiased=False)),
@@ -117,6 +127,7 @@ class Evaluator:
             episodes=self.episodes,
             frames=[f for f in frames if f is not None],
             stats=stats,
+            trace=steps,
         )
 
 

@@ -115,6 +115,20 @@ def test_the_evaluator_reports_the_envs_episode_statistics():
     assert OmegaConf.select(cfg, "env.difficulty") == "easy"
 
 
+def test_a_trace_is_world_0s_first_episode_step_by_step():
+    from ca12.evaluate import evaluate_baseline
+
+    result = evaluate_baseline("fixed_time", "traffic/grid2x2", ["env.max_steps=30"], episodes=3, trace=True)
+    assert set(result.trace) == {"reward", "waiting_time", "queue", "throughput"}
+    assert all(len(series) == 30 for series in result.trace.values())
+    alone = evaluate_baseline("fixed_time", "traffic/grid2x2", ["env.max_steps=30"], episodes=3)
+    assert alone.trace == {} and alone.stats == result.stats  # tracing changes nothing it measures
+    # one episode: its return is the sum of its steps' rewards, its statistic at the end the episode's
+    one = evaluate_baseline("fixed_time", "traffic/grid2x2", ["env.max_steps=30"], episodes=1, trace=True)
+    assert one.episode_reward_mean == pytest.approx(sum(one.trace["reward"]), rel=1e-5)
+    assert one.stats["waiting_time"][0] == pytest.approx(one.trace["waiting_time"][-1])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--baseline", "foo", "--env", "market/allocation"], "unknown baseline 'foo' for market/allocation; its family offers: greedy, optimal, quote_rule"),
     (["--baseline", "greedy", "--env", "comm/referential"], "its family offers: none"),
