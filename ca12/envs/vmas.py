@@ -12,6 +12,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.environment.environment import Environment
 
+from ca12.envs import swarm
 from ca12.envs.common import task_kwargs, with_return_counters
 from ca12.envs.host_reads import STATIC, NoHostReads
 from ca12.envs.vmas_tasks import SCENARIOS
@@ -184,7 +185,8 @@ def tasks() -> list[str]:
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
     """A `VmasEnv` with `cfg.num_envs` parallel worlds, done worlds reset in one batch
-    (`BatchResetVmasEnv`), and a per-agent episode-return counter.
+    (`BatchResetVmasEnv`), a per-agent episode-return counter, and for the swarm tasks
+    (flocking, dispersion, discovery) their episode statistics (`swarm.SwarmStats`).
 
     Scenario kwargs are every key of `cfg` that is not a common env key; a kwarg the scenario
     does not consume is refused (VMAS itself only warns).
@@ -207,7 +209,12 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         text = str(warning.message)
         if "passed but not used" in text:
             raise UsageError(f"vmas/{cfg.task} does not take {text.split(' passed')[0].split(': ', 1)[-1]}")
-    return with_return_counters(env)
+    env = with_return_counters(env)
+    return swarm.with_stats(env, cfg.task) if cfg.task in swarm.STATS else env
+
+
+# `python -m ca12.evaluate --baseline NAME --env vmas/<task>`: the swarm tasks' rules (ca12/envs/swarm.py).
+BASELINES = swarm.BASELINES
 
 
 def render(env: EnvBase, env_index: int = 0):
