@@ -81,6 +81,12 @@ SWARM_FAST = ["model.share_params=false", "model.hidden_sizes=[64,64]", "critic_
 GRID_FAST = ["model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[128,128]", "algo.num_epochs=4", "algo.minibatch_size=2000",
              "algo.lr=1e-3", "env.reward_scale=0.1"]
 
+def independent_and_talking(env: str, frames: int, overrides: list[str]) -> dict[str, Row]:
+    """The usual pair of learners: IPPO, and MAPPO whose actors talk through TarMAC."""
+    return {"independent (IPPO)": Row("ippo", env, frames, 0.0, overrides),
+            "coordinated (MAPPO, TarMAC)": Row("mappo", env, frames, 0.0, overrides + ["model=tarmac"])}
+
+
 APPLICATIONS: dict[str, Application] = {
     "market": Application(
         env="market/allocation", env_overrides=[], baseline="greedy", references=["quote_rule", "optimal"],
@@ -93,20 +99,14 @@ APPLICATIONS: dict[str, Application] = {
     ),
     "traffic": Application(
         env="traffic/grid2x2", env_overrides=TRAFFIC_ENV, baseline="fixed_time", references=["max_pressure"],
-        learners={
-            "independent (IPPO)": Row("ippo", "traffic/grid2x2", 240_000, 0.0, TRAFFIC_ENV),
-            "coordinated (MAPPO, TarMAC)": Row("mappo", "traffic/grid2x2", 240_000, 0.0, TRAFFIC_ENV + ["model=tarmac"]),
-        },
+        learners=independent_and_talking("traffic/grid2x2", 240_000, TRAFFIC_ENV),
         metrics=[Metric("waiting_time", False, "waiting time (s per vehicle)"), Metric("queue", False, "queue (vehicles)"),
                  Metric("throughput", True, "throughput (vehicles per step)"), RETURN],
         claim="-30 to -50 % congestion",
     ),
     "grid": Application(
         env="grid/cigre_lv", env_overrides=[], baseline="rule_based", references=["no_battery"],
-        learners={
-            "independent (IPPO)": Row("ippo", "grid/cigre_lv", 300_000, 0.0, GRID_FAST),
-            "coordinated (MAPPO, TarMAC)": Row("mappo", "grid/cigre_lv", 300_000, 0.0, GRID_FAST + ["model=tarmac"]),
-        },
+        learners=independent_and_talking("grid/cigre_lv", 300_000, GRID_FAST),
         # The headline is the env's objective: the bill and the shared penalty for voltage and line violations.
         metrics=[Metric("return", True, "objective: minus (electricity cost + violation penalty), EUR a day per building"),
                  Metric("cost", False, "electricity cost (EUR a day, 15 buildings)"), Metric("peak_load", False, "peak import (kW)"),
@@ -115,10 +115,7 @@ APPLICATIONS: dict[str, Application] = {
     ),
     "swarm": Application(
         env="vmas/dispersion", env_overrides=[], baseline="nearest", references=["assignment"],
-        learners={
-            "independent (IPPO)": Row("ippo", "vmas/dispersion", 600_000, 0.0, SWARM_FAST),
-            "coordinated (MAPPO, TarMAC)": Row("mappo", "vmas/dispersion", 600_000, 0.0, SWARM_FAST + ["model=tarmac"]),
-        },
+        learners=independent_and_talking("vmas/dispersion", 600_000, SWARM_FAST),
         metrics=[Metric("coverage", True, "coverage (fraction of the food eaten)"), Metric("collisions", False, "crowding (agents overlapped, per agent)"),
                  RETURN],
         claim="emergent coordination (no figure)",
@@ -228,8 +225,8 @@ def plot(name: str, runs: list[dict], directory: Path) -> list[Path]:
     plt.close(fig)
 
     first = next(run for run in runs if run["seed"] == min(r["seed"] for r in runs))
-    headline = app.metrics[0].name
-    shown = ["reward"] + ([headline] if headline != "return" else [])
+    stat = next((m for m in app.metrics if m.name != "return"), None)  # the first of the env's statistics, if any
+    shown = ["reward"] + ([stat.name] if stat else [])
     fig, axes = plt.subplots(1, len(shown), figsize=(6.4 * len(shown), 4), squeeze=False)
     for ax, series in zip(axes[0], shown):
         for policy, entry in first["policies"].items():
@@ -238,7 +235,7 @@ def plot(name: str, runs: list[dict], directory: Path) -> list[Path]:
                 ax.bar(policy, values[0])
             else:
                 ax.plot(np.arange(1, len(values) + 1), values, label=policy)
-        label = "mean reward per agent" if series == "reward" else app.metrics[0].label + " so far"
+        label = "mean reward per agent" if series == "reward" else stat.label + " so far"
         ax.set(xlabel="policy" if len(values) == 1 else "step", ylabel=label, title=f"{app.env}: one evaluation episode (seed {first['seed']})")
         if len(values) == 1:
             ax.tick_params(axis="x", labelsize=6, rotation=20)
@@ -267,7 +264,7 @@ def main() -> None:
     if args.list:
         for name in names:
             app = APPLICATIONS[name]
-            print(f"{name}: {app.env} {' '.join(app.env_overrides)}; baseline {app.baseline}, references {', '.join(app.references)}")
+            print(f"{name}: {' '.join([app.env, *app.env_overrides])}; baseline {app.baseline}, references {', '.join(app.references)}")
             for label, row in app.learners.items():
                 print(f"    {label}: {row.algo}, {row.frames} frames, {' '.join(row.overrides)}")
         return
