@@ -14,7 +14,8 @@ Claims that compare runs, not a run against a threshold, have scripts beside thi
 print both sides measured in the same invocation: meta.py (MAML against pretrained and
 from-scratch fine-tuning on held-out goals), opponent.py (with and without the opponent model),
 league.py (a league's latest snapshot against its first, Elo), speaker_listener.py (with and
-without the message channel), market.py, traffic_junction.py and many_agents.py.
+without the message channel), market.py, traffic_junction.py, many_agents.py and applications.py
+(each application's classical baseline against independent and coordinated learners, over seeds).
 """
 
 from __future__ import annotations
