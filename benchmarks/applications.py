@@ -140,7 +140,7 @@ def run_job(name: str, seed: int, out: Path, frames: int | None = None) -> Path:
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = Path(tmp) / "run"
             returns, seconds = fit_returns(row, seed, run_dir)
-            result, saved = evaluate(run_dir, app.episodes, trace=True)
+            result, _ = evaluate(run_dir, app.episodes, trace=True)
         steps = [row.frames * (i + 1) / len(returns) for i in range(len(returns))]
         scale = float(next((o.split("=", 1)[1] for o in row.overrides if o.startswith("env.reward_scale=")), 1.0))
         returns = [r / scale for r in returns]  # training returns of scaled rewards, back in the env's units
