@@ -49,6 +49,14 @@ for step in "$@"; do
     captured) # MAPPO with the update and the rollout captured, against BenchMARL and the update alone captured
              timeout 330 python3 $V --algo mappo --task ${TASK:-navigation} --iters 3 --device cuda --timeout 120 "${BM[@]}" "${CG[@]}" \
                --variant "captured=algo.cudagraphs=true collector=cudagraph" ;;
+    tf32) # MAPPO captured with cuBLAS's TF32 matmuls forced (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1, the whole process):
+          # seconds per iteration at BenchMARL's work, then time to 0.9 with 600 envs (compare with to90's float32 run)
+          export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
+          timeout 100 python3 $V --algo mappo --iters 3 --device cuda --timeout 90 --no-ceiling \
+            --variant "captured-tf32=algo.cudagraphs=true collector=cudagraph"
+          timeout 60 python3 $V --algo mappo --task navigation --device cuda --to-return 0.9 --total-frames 600000 --timeout 50 \
+            --extra "algo.cudagraphs=true collector=cudagraph env.num_envs=600"
+          unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE ;;
     to90) # one run per ';'-separated config in TO90, each with TO90_TIMEOUT seconds (start-up included)
           IFS=';' read -ra CONFIGS <<< "${TO90:-algo.cudagraphs=true;algo.cudagraphs=true env.num_envs=200;algo.cudagraphs=true env.num_envs=600}"
           for c in "${CONFIGS[@]}"; do
