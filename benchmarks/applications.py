@@ -224,7 +224,7 @@ def plot(name: str, runs: list[dict], directory: Path) -> list[Path]:
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
-    first = next(run for run in runs if run["seed"] == min(r["seed"] for r in runs))
+    first = min(runs, key=lambda run: run["seed"])
     stat = next((m for m in app.metrics if m.name != "return"), None)  # the first of the env's statistics, if any
     shown = ["reward"] + ([stat.name] if stat else [])
     fig, axes = plt.subplots(1, len(shown), figsize=(6.4 * len(shown), 4), squeeze=False)
@@ -284,8 +284,8 @@ def main() -> None:
                 argv = [sys.executable, __file__, "--job", "--only", name, "--seeds", str(seed), "--out", str(args.out),
                         *(["--frames", str(args.frames)] if args.frames else [])]
                 args.out.mkdir(parents=True, exist_ok=True)
-                log = open(args.out / f"{name}_seed{seed}.log", "w")
-                running.append((subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), f"{name} seed {seed}"))
+                with open(args.out / f"{name}_seed{seed}.log", "w") as log:  # the child writes to its own copy of the file
+                    running.append((subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), f"{name} seed {seed}"))
             time.sleep(1)
             for process, label in [r for r in running if r[0].poll() is not None]:
                 running.remove((process, label))

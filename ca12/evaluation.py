@@ -108,18 +108,17 @@ class Evaluator:
         ended_before = (done.long().cumsum(1) - done.long()) > 0  # [E, T, 1]
         per_agent = (reward * (~ended_before).unsqueeze(-1)).sum(1).squeeze(-1)  # [E, n_agents]
         team = per_agent.mean(-1)  # [E]
+        episode_stats = td["next", "stats"] if ("next", "stats") in td.keys(include_nested=True) else {}
+        first_end = (done & ~ended_before).squeeze(-1)  # [E, T]: each world's first done step
         stats = {}
-        if ("next", "stats") in td.keys(include_nested=True):
-            first_end = (done & ~ended_before).squeeze(-1)  # [E, T]: each world's first done step
-            for name, value in td["next", "stats"].items():
-                at_end = value.squeeze(-1)[first_end].double()  # [worlds whose first episode ended]
-                stats[name] = (float(at_end.mean()), float(at_end.std(unbiased=False)))
+        for name, value in episode_stats.items():
+            at_end = value.squeeze(-1)[first_end].double()  # [worlds whose first episode ended]
+            stats[name] = (float(at_end.mean()), float(at_end.std(unbiased=False)))
         steps = {}
         if trace:
             first = ~ended_before[0, :, 0]  # world 0's steps up to its first done
             steps["reward"] = reward[0].mean((-2, -1))[first].tolist()
-            if ("next", "stats") in td.keys(include_nested=True):
-                steps.update({name: value[0].squeeze(-1)[first].double().tolist() for name, value in td["next", "stats"].items()})
+            steps.update({name: value[0].squeeze(-1)[first].double().tolist() for name, value in episode_stats.items()})
         return EvalResult(
             episode_reward_mean=float(team.mean()),
             episode_reward_std=float(team.std(unbiased=False)),
