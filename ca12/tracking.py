@@ -9,6 +9,7 @@ key. `logger.wandb.mode=online|offline|disabled` forces a mode.
 from __future__ import annotations
 
 import csv
+import io
 import netrc
 import os
 import socket
@@ -94,9 +95,14 @@ class MetricsCSV(Logger):
     """`metrics.csv` with one row per training iteration.
 
     Everything logged for an iteration (training metrics, evaluation) lands in that iteration's
-    row, keyed by `time/iteration`. The file is rewritten atomically on every save, so it is
-    never half-written. A resumed run keeps the rows up to its checkpoint's iteration and
-    continues the same file (rows a killed run wrote after its last checkpoint are dropped).
+    row, keyed by `time/iteration`. A save appends the rows logged since the last one, so its cost
+    does not grow with the run (a rewrite on every save made a run of thousands of iterations spend
+    more time writing this file than training); the file's last row, which an evaluation may
+    complete after its training metrics were saved, is rewritten in place. Only a new column or a
+    change to an earlier row rewrites the whole file, atomically (a temporary file, then a rename).
+    A line cut short by a crash mid-append is dropped when the file is read back. A resumed run
+    keeps the rows up to its checkpoint's iteration and continues the same file (rows a killed run
+    wrote after its last checkpoint are dropped).
 
     Args:
         path: the CSV file.
@@ -107,14 +113,22 @@ class MetricsCSV(Logger):
         super().__init__()
         self.path = Path(path)
         self.rows: dict[int, dict[str, Any]] = {}
+        self._keys: set[str] = set()  # every column but the iteration
+        self._header: list[str] | None = None  # the file's columns; None: the file is not ours yet (rewrite it)
+        self._last: tuple[int, int] | None = None  # the file's last row: (iteration, byte offset of its line)
+        self._changed: set[int] = set()  # iterations logged since the last save
         self._last_iteration = 0
         if keep_until_iteration is not None and self.path.is_file():
-            with open(self.path, newline="") as f:
-                for row in csv.DictReader(f):
-                    iteration = int(float(row[ITERATION_KEY]))
-                    if iteration <= keep_until_iteration:
-                        self.rows[iteration] = {k: v for k, v in row.items() if v != ""}
+            text = self.path.read_text()
+            complete = text[: text.rfind("\n") + 1]  # a crash mid-append can leave the last line cut short
+            for row in csv.DictReader(io.StringIO(complete)):
+                iteration = int(float(row[ITERATION_KEY]))
+                if iteration <= keep_until_iteration:
+                    self.rows[iteration] = {k: v for k, v in row.items() if v not in ("", None)}
+                    self._keys.update(self.rows[iteration])
+            self._keys.discard(ITERATION_KEY)
             self._last_iteration = max(self.rows, default=0)
+            self._changed = set(self.rows)
 
     @property
     def name(self) -> str:
@@ -137,20 +151,57 @@ class MetricsCSV(Logger):
         iteration = int(metrics[ITERATION_KEY]) if ITERATION_KEY in metrics else self._last_iteration
         self._last_iteration = iteration
         row = self.rows.setdefault(iteration, {})
-        row.update({k: float(v) for k, v in metrics.items() if k != "epoch"})
+        values = {k: float(v) for k, v in metrics.items() if k not in ("epoch", ITERATION_KEY)}
+        row.update(values)
         row[ITERATION_KEY] = iteration
+        self._keys.update(values)
+        self._changed.add(iteration)
 
     @rank_zero_only
     def save(self) -> None:
-        if not self.rows:
+        if not self._changed:
             return
-        keys = sorted({k for row in self.rows.values() for k in row} - {ITERATION_KEY})
+        header = [ITERATION_KEY, *sorted(self._keys)]
+        changed = sorted(self._changed)
+        last = self._last[0] if self._last is not None else None
+        if header == self._header and last is not None and changed[0] >= last:
+            self._append(header, changed, truncate_at=self._last[1] if changed[0] == last else None)
+        else:
+            self._rewrite(header)
+        self._changed = set()
+
+    def _lines(self, header: list[str], iterations: list[int]) -> list[bytes]:
+        """The CSV lines of these rows, encoded."""
+        lines = []
+        for i in iterations:
+            buffer = io.StringIO()
+            csv.DictWriter(buffer, fieldnames=header).writerow(self.rows[i])
+            lines.append(buffer.getvalue().encode())
+        return lines
+
+    def _append(self, header: list[str], iterations: list[int], truncate_at: int | None) -> None:
+        """Write `iterations` (the file's last row first, when it changed) at the end of the file."""
+        lines = self._lines(header, iterations)
+        with open(self.path, "r+b") as f:
+            if truncate_at is not None:
+                f.truncate(truncate_at)
+            offset = f.seek(0, os.SEEK_END)
+            f.write(b"".join(lines))
+        self._last = (iterations[-1], offset + sum(len(line) for line in lines[:-1]))
+
+    def _rewrite(self, header: list[str]) -> None:
+        """The whole file, atomically."""
+        buffer = io.StringIO()
+        csv.DictWriter(buffer, fieldnames=header).writeheader()
+        head = buffer.getvalue().encode()
+        iterations = sorted(self.rows)
+        lines = self._lines(header, iterations)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[ITERATION_KEY, *keys])
-            writer.writeheader()
-            writer.writerows(self.rows[i] for i in sorted(self.rows))
+        with open(tmp, "wb") as f:
+            f.write(head + b"".join(lines))
         os.replace(tmp, self.path)
+        self._header = header
+        self._last = (iterations[-1], len(head) + sum(len(line) for line in lines[:-1])) if iterations else None
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
