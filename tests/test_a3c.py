@@ -82,6 +82,15 @@ def test_the_applied_gradient_is_clipped_at_max_grad_norm():
     torch.testing.assert_close(server.pull()[0], torch.tensor([-0.6, -0.8]))
 
 
+def test_rmsprop_is_the_papers_optimiser_without_momentum():
+    """RMSProp (alpha 0.99, eps 1e-5): the first step is lr g / (sqrt(0.01 g^2) + eps)."""
+    server = ParameterServer(model_dim=2, optimizer="rmsprop", lr=0.01)
+    g = torch.tensor([2.0, -0.5])
+    server.push(g, 0)
+    torch.testing.assert_close(server.pull()[0], -0.01 * g / (0.1 * g.abs() + 1e-5))
+    assert not any("momentum_buffer" in state for state in server.optimizer.state.values())
+
+
 def test_server_state_round_trips_parameters_optimiser_and_counters():
     torch.manual_seed(0)
     servers = [ParameterServer(nn.Linear(3, 2), optimizer="adam", lr=0.1, max_staleness=5) for _ in range(2)]
@@ -99,7 +108,7 @@ def test_server_state_round_trips_parameters_optimiser_and_counters():
     ({}, "takes a model or a model_dim, exactly one of them"),
     ({"model_dim": 3, "model": nn.Linear(1, 1)}, "exactly one of them"),
     ({"model_dim": 3, "mode": "hogwild"}, "unknown parameter-server mode 'hogwild'; choose one of: async, sync"),
-    ({"model_dim": 3, "optimizer": "lbfgs"}, "unknown optimiser 'lbfgs'; choose one of: adam, sgd"),
+    ({"model_dim": 3, "optimizer": "lbfgs"}, "unknown optimiser 'lbfgs'; choose one of: adam, sgd, rmsprop"),
     ({"model_dim": 3, "max_staleness": -1}, "max_staleness must be >= 0"),
 ])
 def test_bad_server_input_is_refused_in_one_line(kwargs, message):

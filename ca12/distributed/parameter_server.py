@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -39,11 +40,14 @@ from ca12.distributed.pool import WorkerPool, remote_class
 from ca12.errors import UsageError
 
 MODES = ("async", "sync")
-OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+# The A3C paper's optimiser is RMSProp without momentum (its "shared RMSProp"; alpha 0.99, and eps 1e-5 as
+# Stable-Baselines3's A2C). Asynchronous updates add momentum of their own (Mitliagkas et al. 2016,
+# "Asynchrony begets momentum"), which Adam's first moment compounds.
+OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": partial(torch.optim.RMSprop, alpha=0.99, eps=1e-5)}
 
 
 def make_optimiser(kind: str, parameters: Sequence[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam or SGD over `parameters` (the server's, and `--algo a3c`'s `algo.optimizer`)."""
+    """Adam, SGD or RMSProp over `parameters` (the server's, and `--algo a3c`'s `algo.optimizer`)."""
     if kind not in OPTIMISERS:
         raise UsageError(f"unknown optimiser '{kind}'; choose one of: {', '.join(OPTIMISERS)}")
     return OPTIMISERS[kind](parameters, lr=lr)
