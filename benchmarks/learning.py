@@ -4,8 +4,9 @@
     python benchmarks/learning.py --only vdn coma # some algorithms
     python benchmarks/learning.py --env memory/cue  # some envs (both filters may be given)
     python benchmarks/learning.py --list          # the rows, without running
+    python benchmarks/learning.py --only a3c --seed 0 1 2 3 4  # every row on each seed (reliability)
 
-Each row is a real `python -m ca12.fit` run (seed 0 unless --seed, logger=csv) with the overrides shown; its
+Each row is a real `python -m ca12.fit` run (seed 0 unless --seed, once per seed given, logger=csv) with the overrides shown; its
 final return is the mean `rollout/episode_reward_mean` of the last 3 iterations, and the row
 passes when that reaches the threshold. Prints a table: algorithm, env, frames, wall-clock
 seconds, final return, threshold, pass. The fast variants of these checks run in the tests.
@@ -184,20 +185,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="algorithms to run")
     parser.add_argument("--env", nargs="*", default=None, help="envs to run (e.g. memory/cue gym/CartPole-v1)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="seeds (each row runs once per seed)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     rows = [r for r in ROWS if r.algo in algo_names() and (args.only is None or r.algo in args.only) and (args.env is None or r.env in args.env)]
-    header = f"{'algorithm':<10}{'env':<44}{'frames':>9}{'seconds':>9}{'final return':>14}{'threshold':>11}  pass"
+    header = f"{'algorithm':<10}{'env':<44}{'seed':>5}{'frames':>9}{'seconds':>9}{'final return':>14}{'threshold':>11}  pass"
     if args.list:
         for row in rows:
-            print(f"{row.algo:<10}{row.label:<44}{row.frames:>9}{'':>9}{'':>14}{row.threshold:>11.2f}  {' '.join(row.overrides)}")
+            print(f"{row.algo:<10}{row.label:<44}{'':>5}{row.frames:>9}{'':>9}{'':>14}{row.threshold:>11.2f}  {' '.join(row.overrides)}")
         return
-    results = [(row, *run(row, args.seed)) for row in rows]
+    results = [(row, seed, *run(row, seed)) for row in rows for seed in args.seed]
     print("\n" + header)
     print("-" * len(header))
-    for row, final, seconds in results:
-        print(f"{row.algo:<10}{row.label:<44}{row.frames:>9}{seconds:>9.0f}{final:>14.3f}{row.threshold:>11.2f}  {'yes' if final >= row.threshold else 'NO'}")
+    for row, seed, final, seconds in results:
+        print(f"{row.algo:<10}{row.label:<44}{seed:>5}{row.frames:>9}{seconds:>9.0f}{final:>14.3f}{row.threshold:>11.2f}  {'yes' if final >= row.threshold else 'NO'}")
+    if len(args.seed) > 1:
+        passed = sum(final >= row.threshold for row, _, final, _ in results)
+        print(f"{passed} of {len(results)} runs passed")
 
 
 if __name__ == "__main__":
