@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import torch
@@ -32,6 +33,7 @@ class CheckpointConfig:
     """The run config's `checkpoint` section (callbacks/checkpoint.py writes them)."""
 
     every_n_iters: int = key("keep checkpoints/iter_<N>.ckpt every N iterations (last.ckpt: every iteration)", positive=True)
+    keep: Optional[int] = key("keep only the newest this many iter_<N>.ckpt, deleting older ones (null: keep all)", positive=True)
 
 
 def trainer_arguments() -> list[str]:

@@ -1,6 +1,7 @@
 """Checkpoints per training iteration, written atomically, and a clean stop on Ctrl-C/SIGTERM.
 
-`last.ckpt` is rewritten after every iteration and `iter_<N>.ckpt` kept every `every_n_iters`.
+`last.ckpt` is rewritten after every iteration and `iter_<N>.ckpt` kept every `every_n_iters`
+(only the newest `keep` of them, when set: a long run of short iterations otherwise fills the disk).
 Each file is written under a temporary name and renamed into place, so a crash mid-write
 leaves the previous `last.ckpt` intact. A replay buffer's contents go into segment files in
 `buffer/` beside them (ca12/data/buffer_store.py), never modified once written; the files that
@@ -22,9 +23,10 @@ from ca12.data.buffer_store import collect_garbage
 
 
 class IterationCheckpoint(L.Callback):
-    def __init__(self, dirpath: str | Path, every_n_iters: int):
+    def __init__(self, dirpath: str | Path, every_n_iters: int, keep: int | None = None):
         self.dirpath = Path(dirpath)
         self.every_n_iters = every_n_iters
+        self.keep = keep
         self._manifests: dict = {}  # the segment files each checkpoint refers to (collect_garbage's cache)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -50,7 +52,12 @@ class IterationCheckpoint(L.Callback):
         if iteration % self.every_n_iters == 0:
             self.save(trainer, self.dirpath / f"iter_{iteration:05d}.ckpt")
         if trainer.is_global_zero:
-            collect_garbage(self.dirpath, self._manifests)
+            if self.keep is not None:  # all but the newest `keep`, by iteration (past 99 999 the names outgrow their padding)
+                numbered = [path for path in self.dirpath.glob("iter_*.ckpt") if path.stem.removeprefix("iter_").isdigit()]
+                kept = sorted(numbered, key=lambda path: int(path.stem.removeprefix("iter_")))
+                for path in kept[:-self.keep]:
+                    path.unlink(missing_ok=True)
+            collect_garbage(self.dirpath, self._manifests)  # and the buffer files only they referred to
 
     @staticmethod
     def save(trainer: L.Trainer, path: Path) -> None:

@@ -242,6 +242,17 @@ def test_garbage_collection_keeps_what_kept_checkpoints_need_and_deletes_the_res
     assert files == _referenced(checkpoints) and not stray.exists() and not files & only_older
 
 
+def test_checkpoint_keep_deletes_older_iteration_checkpoints_and_the_buffer_files_only_they_needed(tmp_path):
+    run = tmp_path / "run"
+    args = [*tiny_args("iql"), *RUN, "checkpoint.every_n_iters=1", "checkpoint.keep=2"]
+    assert main(["--algo", "iql", "--run-dir", str(run), *args, "collector.total_frames=500"]) == 0
+    checkpoints = run / "checkpoints"
+    assert sorted(path.name for path in checkpoints.glob("*.ckpt")) == ["iter_00004.ckpt", "iter_00005.ckpt", "last.ckpt"]
+    assert {f"buffer/{path.name}" for path in (checkpoints / "buffer").iterdir()} == _referenced(checkpoints)
+    assert main(["--resume", str(checkpoints / "iter_00004.ckpt"), "collector.total_frames=600"]) == 0  # a kept one resumes
+    assert sorted(path.name for path in checkpoints.glob("iter_*.ckpt")) == ["iter_00005.ckpt", "iter_00006.ckpt"]
+
+
 def test_an_exploited_member_copies_the_donors_segment_files(tmp_path):
     """PBT's exploit (`install_checkpoint`) brings the segment files the donor's checkpoint refers
     to into the member's folder, under names of its own: both members wrote the same generations."""
