@@ -164,9 +164,9 @@ class MetricsCSV(Logger):
         header = [ITERATION_KEY, *sorted(self._keys)]
         changed = sorted(self._changed)
         last = self._last[0] if self._last is not None else None
-        if header == self._header and last is not None and changed[0] >= last:
+        if header == self._header and last is not None and changed[0] >= last and self.path.is_file():
             self._append(header, changed, truncate_at=self._last[1] if changed[0] == last else None)
-        else:
+        else:  # (also when the file went missing: it is written anew)
             self._rewrite(header)
         self._changed = set()
 

@@ -57,6 +57,15 @@ def test_a_new_column_or_an_earlier_row_rewrites_the_whole_file(tmp_path):
     assert not path.with_name("metrics.csv.tmp").exists()
 
 
+def test_a_file_deleted_mid_run_is_written_anew_with_every_row(tmp_path):
+    path = tmp_path / "metrics.csv"
+    logger = MetricsCSV(path)
+    log_iteration(logger, 1, loss=1.0)
+    path.unlink()
+    log_iteration(logger, 2, loss=2.0)
+    assert read(path) == [{ITERATION_KEY: "1", "loss": "1.0"}, {ITERATION_KEY: "2", "loss": "2.0"}]
+
+
 def test_resume_keeps_complete_rows_up_to_the_checkpoint_and_drops_a_line_cut_short(tmp_path):
     path = tmp_path / "metrics.csv"
     logger = MetricsCSV(path)
