@@ -19,6 +19,7 @@ with the line `python -m ca12.fit` prints after `ca12.fit: error: `, before anyt
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -158,10 +159,11 @@ class Run:
             import pandas
         except ImportError:
             raise UsageError("Run.metrics needs pandas: pip install pandas") from None
+        from ca12.tracking import complete_metrics_text
         path = self.run_dir / "metrics.csv"
         if not path.is_file():
             raise UsageError(f"no metrics.csv in '{self.run_dir}'")
-        return pandas.read_csv(path)
+        return pandas.read_csv(io.StringIO(complete_metrics_text(path)))
 
     @cached_property
     def module(self):

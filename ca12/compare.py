@@ -56,7 +56,6 @@ fails with one line (`compare()` raises `TooFewSeeds`, whose `comparison` holds 
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
 import json
 import math
@@ -127,6 +126,8 @@ def read_run(run_dir: str | Path) -> RunData:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from ca12.tracking import read_metrics_rows
+
     run_dir = Path(run_dir)
     config_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.csv"
     if not metrics_path.is_file():
@@ -139,13 +140,12 @@ def read_run(run_dir: str | Path) -> RunData:
     if missing:
         raise UsageError(f"'{config_path}' has no {', '.join(missing)}: not a ca12 run config")
     points: dict[str, list[tuple[float, float]]] = {ROLLOUT: [], EVAL: []}
-    with open(metrics_path, newline="") as f:
-        for row in csv.DictReader(f):
-            frames = _finite(row.get(FRAMES))
-            for column, curve in points.items():
-                value = _finite(row.get(column))
-                if frames is not None and value is not None:
-                    curve.append((frames, value))
+    for row in read_metrics_rows(metrics_path):
+        frames = _finite(row.get(FRAMES))
+        for column, curve in points.items():
+            value = _finite(row.get(column))
+            if frames is not None and value is not None:
+                curve.append((frames, value))
     if not points[ROLLOUT] and not points[EVAL]:
         raise UsageError(f"'{metrics_path}' has no {ROLLOUT} or {EVAL} values with {FRAMES}")
     return RunData(

@@ -91,6 +91,18 @@ def wandb_mode(requested: str) -> str:
 ITERATION_KEY = "time/iteration"
 
 
+def complete_metrics_text(path: str | Path) -> str:
+    """metrics.csv's text up to its last complete line: a run killed while appending a row can
+    leave that line cut short, and a cut-short number would read as another number."""
+    text = Path(path).read_text()
+    return text[: text.rfind("\n") + 1]
+
+
+def read_metrics_rows(path: str | Path) -> list[dict[str, str]]:
+    """metrics.csv's complete rows (`complete_metrics_text`), as `csv.DictReader` gives them."""
+    return list(csv.DictReader(io.StringIO(complete_metrics_text(path))))
+
+
 class MetricsCSV(Logger):
     """`metrics.csv` with one row per training iteration.
 
@@ -119,9 +131,7 @@ class MetricsCSV(Logger):
         self._changed: set[int] = set()  # iterations logged since the last save
         self._last_iteration = 0
         if keep_until_iteration is not None and self.path.is_file():
-            text = self.path.read_text()
-            complete = text[: text.rfind("\n") + 1]  # a crash mid-append can leave the last line cut short
-            for row in csv.DictReader(io.StringIO(complete)):
+            for row in read_metrics_rows(self.path):
                 iteration = int(float(row[ITERATION_KEY]))
                 if iteration <= keep_until_iteration:
                     self.rows[iteration] = {k: v for k, v in row.items() if v not in ("", None)}

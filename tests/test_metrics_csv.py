@@ -3,7 +3,8 @@ always what was logged, and a resumed run reading back only complete rows."""
 
 import csv
 
-from ca12.tracking import ITERATION_KEY, MetricsCSV
+from ca12.population.runs import member_score
+from ca12.tracking import ITERATION_KEY, MetricsCSV, read_metrics_rows
 
 
 def read(path):
@@ -79,3 +80,14 @@ def test_resume_keeps_complete_rows_up_to_the_checkpoint_and_drops_a_line_cut_sh
     log_iteration(resumed, 5, loss=50.0)
     assert read(path) == [{ITERATION_KEY: "1", "loss": "1.0"}, {ITERATION_KEY: "2", "loss": "2.0"}, {ITERATION_KEY: "3", "loss": "3.0"},
                           {ITERATION_KEY: "4", "loss": "40.0"}, {ITERATION_KEY: "5", "loss": "50.0"}]
+
+
+def test_readers_of_a_run_skip_a_row_cut_short_by_a_crash(tmp_path):
+    path = tmp_path / "metrics.csv"
+    logger = MetricsCSV(path)
+    for i in (1, 2):
+        log_iteration(logger, i, **{"time/frames": 100.0 * i, "rollout/episode_reward_mean": float(i)})
+    with open(path, "ab") as f:
+        f.write(b"3,3.0,30")  # iteration 3's row killed mid-write: its frames (300) would read as 30
+    assert [row[ITERATION_KEY] for row in read_metrics_rows(path)] == ["1", "2"]
+    assert member_score(tmp_path, 0, 1000, "rollout/episode_reward_mean") == 1.5  # PBT's score reads the same rows

@@ -218,8 +218,9 @@ def member_score(run_dir: Path, after_frames: int, until_frames: int, column: st
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         return float("nan")
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if after_frames < float(r.get("time/frames") or 0) <= until_frames]
+    from ca12.tracking import read_metrics_rows
+
+    rows = [r for r in read_metrics_rows(path) if after_frames < float(r.get("time/frames") or 0) <= until_frames]
     if column == EVAL_SCORE:
         last = max(rows, key=lambda r: float(r["time/frames"]), default={})
         return float(last.get(column) or "nan")
