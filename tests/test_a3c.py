@@ -195,7 +195,9 @@ def _armed(worker_class: type) -> type:
 
 class DyingGradientWorker(a3c.GradientWorker):
     """Worker 0 kills its own process at its second gradient while `markers/armed` exists, once
-    (`markers/died` says it did). Ray keeps the class as first pickled: the directory is set once."""
+    (`markers/died` says it did). Ray keeps the class as first pickled: the directory is set once.
+    The other workers hold their gradients until then (at most a minute): otherwise, when worker 0
+    is slow to start, they can deliver every gradient of a short run before its second call."""
 
     markers = None
 
@@ -205,9 +207,13 @@ class DyingGradientWorker(a3c.GradientWorker):
 
     def gradient(self, *args, **kwargs):
         self.calls += 1
-        if self.index == 0 and self.calls == 2 and (self.markers / "armed").exists() and not (self.markers / "died").exists():
-            (self.markers / "died").touch()
+        armed, died = (self.markers / "armed").exists(), self.markers / "died"
+        if self.index == 0 and self.calls == 2 and armed and not died.exists():
+            died.touch()
             os._exit(1)
+        deadline = time.monotonic() + 60
+        while self.index != 0 and armed and not died.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return super().gradient(*args, **kwargs)
 
 
