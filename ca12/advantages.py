@@ -83,7 +83,12 @@ def vtrace(
         delta_t = rho_t' (r_t + gamma_t V(x_{t+1}) - V(x_t))
         v_s     = V(x_s) + sum_{t>=s} (prod_{s<=i<t} gamma_i c_i) delta_t      (the V-trace target)
                 = V(x_s) + delta_s + gamma_s c_s (v_{s+1} - V(x_{s+1}))         (computed backwards)
-        A_s     = rho_s'' (r_s + gamma_s v_{s+1} - V(x_s))                      (v_T = V(x_T))
+        A_s     = rho_s'' (r_s + gamma_s (lmbda v_{s+1} + (1 - lmbda) V(x_{s+1})) - V(x_s))   (v_T = V(x_T))
+
+    The advantage's bootstrap mixes the target and the value as rlax's
+    `vtrace_td_error_and_advantage` does: at lmbda = 1 it is the paper's v_{s+1}; below 1,
+    on-policy (rho = c = 1), A_s is then exactly GAE(lmbda)'s advantage (tested), where
+    bootstrapping with v_{s+1} alone would count the trace twice.
 
     `discounts` gamma_t is the discount times "the episode goes on after step t" (0 where it
     terminated), so nothing crosses an episode end that terminates. A clip of None leaves that
@@ -131,5 +136,6 @@ def vtrace(
         corrections.append(acc)
     vs = torch.stack(corrections[::-1], dim=time_dim) + values
     vs_next = torch.cat([vs.narrow(time_dim, 1, vs.shape[time_dim] - 1), bootstrap], dim=time_dim)
-    pg_advantages = clipped(clip_pg_rho) * (rewards + discounts * vs_next - values)
+    q_next = lmbda * vs_next + (1 - lmbda) * values_next if lmbda != 1 else vs_next
+    pg_advantages = clipped(clip_pg_rho) * (rewards + discounts * q_next - values)
     return vs, pg_advantages

@@ -97,17 +97,28 @@ def test_vtrace_on_policy_is_the_n_step_bootstrapped_return():
     torch.testing.assert_close(adv, x["rewards"] + x["discounts"] * vs_next - x["values"])
 
 
-def test_vtrace_on_policy_with_lambda_targets_the_lambda_returns_of_gae():
+def test_vtrace_on_policy_with_lambda_is_gae_targets_and_advantages():
+    """On-policy (rho = c = 1) V-trace(lambda) is GAE(lambda): its targets the lambda-returns and
+    its policy-gradient advantages GAE's advantages (rlax's lambda * v_{s+1} + (1 - lambda) V(x_{s+1})
+    bootstrap), with per-step discounts that cut at terminations."""
     x = _off_policy(seed=4)
     x["log_rhos"] = torch.zeros_like(x["log_rhos"])
     vs, adv = vtrace(x["log_rhos"], x["discounts"], x["rewards"], x["values"], x["bootstrap_value"], lmbda=LMBDA)
     next_values = torch.cat([x["values"][:, 1:], x["bootstrap_value"][:, None]], 1)
-    _, targets = compute_gae(x["rewards"], x["values"], next_values, x["terminated"], torch.zeros_like(x["terminated"]), GAMMA, LMBDA)
+    advantages, targets = compute_gae(x["rewards"], x["values"], next_values, x["terminated"], torch.zeros_like(x["terminated"]), GAMMA, LMBDA)
     torch.testing.assert_close(vs, targets)
-    vs_next = torch.cat([vs[:, 1:], x["bootstrap_value"][:, None]], 1)
-    torch.testing.assert_close(adv, x["rewards"] + x["discounts"] * vs_next - x["values"])
+    torch.testing.assert_close(adv, advantages)
     one, _ = vtrace(x["log_rhos"], x["discounts"], x["rewards"], x["values"], x["bootstrap_value"])
     assert not torch.allclose(vs, one), "lambda < 1 cuts the traces"
+    # By hand, with discounts that differ from step to step: A_s = sum_k (prod_{s<=i<k} gamma_i lambda) delta_k.
+    x["discounts"] = torch.rand(x["discounts"].shape, generator=torch.Generator().manual_seed(5)) * (~x["terminated"])
+    _, adv = vtrace(x["log_rhos"], x["discounts"], x["rewards"], x["values"], x["bootstrap_value"], lmbda=LMBDA)
+    delta = x["rewards"] + x["discounts"] * next_values - x["values"]
+    for s in range(delta.shape[1]):
+        total, trace = torch.zeros(3, 1), torch.ones(3, 1)
+        for k in range(s, delta.shape[1]):
+            total, trace = total + trace * delta[:, k], trace * x["discounts"][:, k] * LMBDA
+        torch.testing.assert_close(adv[:, s], total)
 
 
 @pytest.mark.parametrize("clips", [(1.0, 1.0, 1.0), (2.0, 0.5, 0.9), (None, None, None)])
