@@ -42,11 +42,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ca12.algos import algo_class
-from ca12.checkpoints import read_checkpoint
-from ca12.envs import make_env, make_spec_env
+from ca12.envs import make_env
 from ca12.evaluation import EVAL_SEED_OFFSET
 from ca12.fit import main as fit_main
+from ca12.loading import load_module
 from ca12.seeding import isolated_rng
 
 # One-a-side football with both teams learnt; the learner is blue.
@@ -70,12 +69,9 @@ def latest_against_first(run_dir: Path, episodes: int) -> dict:
     """Load the run's last checkpoint and play its latest snapshot against its first, `episodes`
     episodes from each side. Returns the latest's win rate (draws count half) over both sides
     and from each, the episodes played, and the Elo ratings of both snapshots and the learner."""
-    checkpoint = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    cfg = OmegaConf.create(checkpoint["ca12"]["run_config"])
+    module, cfg, _ = load_module(run_dir)
     with isolated_rng():
-        module = algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
         env = make_env(OmegaConf.merge(cfg.env, {"num_envs": episodes}), cfg.seed + EVAL_SEED_OFFSET)
-    module.load_state_dict(checkpoint["state_dict"])
     league, actor = module.league, module.actors[module.group]
     if league.born[0] != 0:
         raise SystemExit(f"the first snapshot left the league (max_size {cfg.algo.league.max_size}): raise algo.league.max_size")

@@ -39,6 +39,7 @@ from ca12.algos.maml import MAML
 from ca12.config import load_config
 from ca12.envs import make_spec_env
 from ca12.fit import main
+from ca12.loading import load_module
 
 HELD_OUT_SEED = 987_654_321  # far from every training stream ((seed + 7919 r) * 1_000_003 + iteration)
 
@@ -53,11 +54,7 @@ def train(run_dir: Path, frames: int, seed: int, extra: list[str]) -> MAML:
 
 
 def load(checkpoint: Path) -> MAML:
-    state = torch.load(checkpoint, weights_only=True)
-    cfg = OmegaConf.create(state["ca12"]["run_config"])
-    module = MAML(cfg, make_spec_env(cfg.env, cfg.seed))
-    module.load_state_dict(state["state_dict"])
-    return module
+    return load_module(checkpoint)[0]
 
 
 def evaluate(module: MAML, evaluator: MAML, tasks: int, steps: int) -> list[float]:

@@ -56,13 +56,16 @@ def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Pa
 
 def load(path: str | Path) -> "Run":
     """The run in a run directory (its `checkpoints/last.ckpt`) or of a checkpoint file;
-    a missing or unreadable checkpoint is a one-line `UsageError` (ca12.checkpoints)."""
+    a missing or unreadable checkpoint, or one whose run config is not plain data, is a
+    one-line `UsageError` (ca12.checkpoints, ca12.config.saved_config)."""
     from ca12.checkpoints import read_checkpoint, run_dir_of
+    from ca12.loading import checkpoint_path
 
     path = Path(path)
-    checkpoint = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    checkpoint = checkpoint_path(path)
     run = Run(run_dir_of(checkpoint) if checkpoint.is_file() else path, checkpoint)
     run._saved = _kept(read_checkpoint(checkpoint))
+    run.config  # checked now: a run whose config is not plain data is refused at load, not later
     return run
 
 
@@ -141,10 +144,12 @@ class Run:
 
     @cached_property
     def config(self):
-        """The run's resolved config (an OmegaConf DictConfig), as its checkpoint holds it."""
-        from omegaconf import OmegaConf
+        """The run's resolved config (an OmegaConf DictConfig), as its checkpoint holds it, read as
+        data (`ca12.config.saved_config`: no interpolation resolved, no class imported, not even
+        the `callbacks` section's)."""
+        from ca12.config import saved_config
 
-        return OmegaConf.create(self.saved["ca12"]["run_config"])
+        return saved_config(self.saved["ca12"]["run_config"], str(self.checkpoint), callbacks=False)
 
     @property
     def frames(self) -> int:
@@ -169,15 +174,9 @@ class Run:
     def module(self):
         """The trained LightningModule: rebuilt from the config, weights from `checkpoint`, on
         the CPU in eval mode."""
-        from ca12.algos import algo_class
-        from ca12.envs import make_spec_env
-        from ca12.seeding import isolated_rng
+        from ca12.loading import build_module
 
-        cfg = self.config
-        with isolated_rng():  # building an env draws from global generators (VMAS's): leave the caller's alone
-            module = algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
-        module.load_state_dict(self.saved["state_dict"])
-        return module.cpu().eval()
+        return build_module(self.config, self.saved["state_dict"], self.checkpoint).cpu().eval()
 
     @cached_property
     def policy(self) -> "Policy":

@@ -49,8 +49,9 @@ plots and the runs), summary.json (`Comparison.to_dict()`), and per env `<family
 has `logger.wandb`; `--no-wandb` skips it), a new W&B run (job type `compare`, in the runs'
 project) gets the table and the plots, offline when W&B cannot be reached, as `ca12.fit` does.
 
-Intervals need two runs: with a group of one run the command prints the point estimates and
-fails with one line (`compare()` raises `TooFewSeeds`, whose `comparison` holds them).
+Intervals need two runs: a group of one run gets point estimates without intervals, and the
+report (and a one-line note on stderr) says which groups (`Comparison.notes`); a first look at
+single-seed runs is still a comparison worth writing.
 """
 
 from __future__ import annotations
@@ -122,20 +123,16 @@ def _finite(text: str | None) -> float | None:
 def read_run(run_dir: str | Path) -> RunData:
     """A run's identity (algorithm, env, seed, config) from config.yaml and its return curves from
     metrics.csv; a one-line `UsageError` for a missing or incomplete file."""
-    import yaml
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     from ca12.tracking import read_metrics_rows
+    from ca12.untrusted import read_config_file
 
     run_dir = Path(run_dir)
     config_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.csv"
     if not metrics_path.is_file():
         raise UsageError(f"run '{run_dir}' has no metrics.csv (not started yet, or not a ca12 run)")
-    try:
-        config = _flatten(OmegaConf.to_container(OmegaConf.load(config_path), resolve=True))
-    except (OSError, yaml.YAMLError, OmegaConfBaseException) as exc:
-        raise UsageError(f"cannot read '{config_path}': {str(exc).splitlines()[0]}") from None
+    if not config_path.is_file():
+        raise UsageError(f"run '{run_dir}' has metrics.csv but no config.yaml")
+    config = _flatten(read_config_file(config_path))  # as data: a shared run's config resolves nothing (ca12/untrusted.py)
     missing = [name for name in ("algo.name", "env.family", "env.task", "seed") if config.get(name) is None]
     if missing:
         raise UsageError(f"'{config_path}' has no {', '.join(missing)}: not a ca12 run config")
@@ -394,6 +391,7 @@ class Comparison:
     seed: int
     confidence: float
     wandb: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # what the reader must know first (groups of one run)
 
     def table(self, name: str) -> Table:
         for table in self.tables:
@@ -415,14 +413,6 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class TooFewSeeds(UsageError):
-    """A group has a single run, so no interval; `comparison` holds the point estimates."""
-
-    def __init__(self, message: str, comparison: Comparison):
-        super().__init__(message)
-        self.comparison = comparison
 
 
 # --- compare ------------------------------------------------------------------------------------
@@ -521,8 +511,8 @@ def compare(paths: Iterable[str | Path], *, metric: str = "eval", last: int | No
         points: frames of the sample-efficiency curves' common grid.
 
     Raises:
-        UsageError: no runs, unreadable runs, bad options; `TooFewSeeds` (a UsageError) when a
-            group has one run, carrying the comparison of point estimates.
+        UsageError: no runs, unreadable runs, bad options. A group of one run is no error: its
+            estimates have no interval, and `Comparison.notes` says so.
     """
     if metric not in METRICS:
         raise UsageError(f"unknown --metric '{metric}'; choose one of: {', '.join(METRICS)}")
@@ -555,16 +545,16 @@ def compare(paths: Iterable[str | Path], *, metric: str = "eval", last: int | No
         tables.append(table)
         env_matrices[env] = matrices
     single = [(table.name, group.algo) for table in tables for group in table.groups if len(group.scores) < 2]
-    aggregate = _aggregate_table(tables, env_matrices, groups, reps, seed, confidence) if not single else None
+    aggregate = _aggregate_table(tables, env_matrices, groups, reps, seed, confidence)
     wandb = next((run.config for run in runs if run.config.get("logger.wandb.project") is not None), None)
-    comparison = Comparison(tables + ([aggregate] if aggregate else []), reps, seed, confidence,
-                            wandb={k.removeprefix("logger.wandb."): v for k, v in wandb.items() if k.startswith("logger.wandb.")} if wandb else None)
+    notes = []
     if single:
         env, algo = single[0]
         more = f" (and {len(single) - 1} more group(s))" if len(single) > 1 else ""
-        raise TooFewSeeds(f"{algo} on {env} has a single run{more}: intervals need at least 2 seeds per algorithm and env; "
-                          "point estimates are shown", comparison)
-    return comparison
+        notes.append(f"{algo} on {env} has a single run{more}: point estimates only; intervals need at least 2 seeds per algorithm and env")
+    return Comparison(tables + ([aggregate] if aggregate else []), reps, seed, confidence,
+                      wandb={k.removeprefix("logger.wandb."): v for k, v in wandb.items() if k.startswith("logger.wandb.")} if wandb else None,
+                      notes=notes)
 
 
 def _aggregate_table(tables: list[Table], env_matrices: dict[str, dict[str, np.ndarray]], groups: dict[str, dict[str, list[RunData]]],
@@ -598,6 +588,7 @@ def markdown(comparison: Comparison, images: Mapping[str, list[str]] | None = No
              f"{n_runs} runs. Intervals: {comparison.confidence:.0%} stratified bootstrap (rliable), "
              f"{comparison.reps} resamples, NumPy seed {comparison.seed}. IQM: the mean of the middle 50 % of the runs' scores; "
              "median: of the runs' scores in an env, of the envs' mean scores in all envs; optimality gap: mean shortfall below the target.", ""]
+    lines += [line for note in comparison.notes for line in (f"**Note:** {note}.", "")]
     for table in comparison.tables:
         gap = f"optimality gap (target {table.target:g})" if table.target is not None else "optimality gap"
         lines += [f"## {table.name}", "", f"Score: {table.scoring}.", "",
@@ -755,12 +746,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         normalise = _options(args.normalise, _bounds, "--normalise", "[ENV=]MIN,MAX")
         target = _options(args.target, float, "--target", "[ENV=]VALUE")
-        try:
-            comparison = compare(args.paths, metric=args.metric, last=args.last, normalise=normalise, target=target,
-                                 reps=args.reps, seed=args.seed, points=args.points)
-        except TooFewSeeds as exc:
-            print(markdown(exc.comparison))
-            raise
+        comparison = compare(args.paths, metric=args.metric, last=args.last, normalise=normalise, target=target,
+                             reps=args.reps, seed=args.seed, points=args.points)
+        for note in comparison.notes:
+            print(f"ca12.compare: note: {note}", file=sys.stderr)
         out = args.out or args.paths[0] / "compare"
         files = write_outputs(comparison, out)
         print(markdown(comparison))

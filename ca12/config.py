@@ -1,10 +1,11 @@
 """Composing and validating run configs from conf/ (Hydra's compose API + typed schemas).
 
-The YAML in conf/ gives the values; each section is checked against the schema that lives next
-to the code reading it (`ca12.schema`): the algorithm's `schema` (ca12/algos/<name>.py), the
-networks' (ca12/nets/builder.py), the collector's (ca12/data/collectors.py), the env's common
-keys (ca12/envs/__init__.py), the loggers' (ca12/tracking.py), evaluation's and checkpoints',
-the Trainer's own signature for `trainer.*`, and for `callbacks.*` (free-form entries) their
+The YAML in conf/ gives the values; each section is checked against its schema (`ca12.schema`),
+declared where no torch, TorchRL or Lightning is imported, so a config is composed, checked and
+shown without them (docs/ARCHITECTURE.md, "What may be imported at start-up"): the algorithm's
+(ca12/algos/schemas.py), the env's common keys (ca12/envs/catalog.py), the networks', the
+collector's, the loggers' and evaluation's (ca12/sections.py), checkpoints' (ca12/trainer.py),
+the Trainer's own arguments for `trainer.*`, and for `callbacks.*` (free-form entries) their
 structure only: each `_target_` imports as a Lightning Callback that takes the given arguments
 (callbacks/__init__.py). Nothing here knows any algorithm's keys, and nothing patches the config
 after validation. Bad input is a one-line `UsageError`.
@@ -26,6 +27,12 @@ from ca12.paths import conf_dir, group_options
 SWITCHABLE_GROUPS = {"model": "model", "critic_model": "model", "collector": "collector", "trainer": "trainer", "logger": "logger", "callbacks": "callbacks"}
 # conf/env/<family>/scenario.yaml is the template for any scenario of a family without a YAML.
 GENERIC_ENV = "scenario"
+# NumPy's legacy seeding, torch and Lightning's `seed_everything` all take seeds in 0..2**32-1.
+MAX_SEED = 2**32 - 1
+# Agent counts several env families take as a task kwarg (VMAS, generic, memory, market): checked
+# when the config is validated, wherever the task has one, since VMAS answers n_agents=0 with a
+# long assertion deep in a scenario. The family checks its other kwargs by name when it builds the env.
+AGENT_COUNT_KEYS = ("n_agents",)
 
 
 def algo_names() -> list[str]:
@@ -174,16 +181,13 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
 def _section_schemas(cfg: DictConfig) -> dict[str, tuple[type, bool]]:
     """Section -> (its schema, whether it may hold keys the schema does not name), for the
     algorithm and network kinds `cfg` chose; `trainer` is checked against Lightning itself."""
-    from ca12.algos import algo_class
-    from ca12.data.collectors import CollectorConfig
-    from ca12.envs import EnvConfig
-    from ca12.evaluation import EvalConfig
-    from ca12.nets.builder import model_schema
-    from ca12.tracking import LoggerConfig
+    from ca12.algos import algo_schema
+    from ca12.envs.catalog import EnvConfig
+    from ca12.sections import CollectorConfig, EvalConfig, LoggerConfig, model_schema
     from ca12.trainer import CheckpointConfig
 
     return {
-        "algo": (algo_class(cfg.algo.name).schema, False),
+        "algo": (algo_schema(cfg.algo.name), False),
         "model": (model_schema(cfg.model.get("kind")), False),
         "critic_model": (model_schema(cfg.critic_model.get("kind")), False),
         "collector": (CollectorConfig, False),
@@ -197,8 +201,9 @@ def _section_schemas(cfg: DictConfig) -> dict[str, tuple[type, bool]]:
 def validate(cfg: DictConfig) -> DictConfig:
     """`cfg` checked section by section against the schemas, plus the checks across keys that
     no single schema can express. Returns the typed config."""
-    from ca12.data.collectors import envs_per_batch
+    from ca12.algos.schemas import OnPolicyConfig
     from ca12.schema import typed
+    from ca12.sections import envs_per_batch
     from ca12.trainer import check_trainer_args
     from callbacks import check_callbacks
 
@@ -208,11 +213,13 @@ def validate(cfg: DictConfig) -> DictConfig:
     unknown = sorted(set(cfg.keys()) - set(sections) - {"seed", "trainer", "callbacks"})
     if unknown:
         raise UsageError(f"unknown config section '{unknown[0]}'")
-    out = OmegaConf.create({"seed": cfg.seed})
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise UsageError(f"seed expects an integer, got {cfg.seed!r}")
+    out = OmegaConf.create({"seed": check_seed(cfg.seed)})
     for name, (schema, open_keys) in sections.items():
         out[name] = typed(schema, cfg[name], name, open_keys=open_keys)
+    for name in AGENT_COUNT_KEYS:
+        count = out.env.get(name, 1)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise UsageError(f"env.{name} must be a positive integer, got {count!r}")
     out.trainer = check_trainer_args(cfg.trainer)
     out.callbacks = check_callbacks(cfg.callbacks if "callbacks" in cfg else OmegaConf.create({}))  # imports each class, builds none
     fpb, num_envs = out.collector.frames_per_batch, envs_per_batch(out)
@@ -224,7 +231,22 @@ def validate(cfg: DictConfig) -> DictConfig:
         )
     if out.algo.get("buffer_storage") == "memmap" and str(out.algo.buffer_device) != "cpu":
         raise UsageError(f"algo.buffer_storage=memmap keeps the buffer in files on the host: set algo.buffer_device=cpu (got {out.algo.buffer_device})")
+    if issubclass(sections["algo"][0], OnPolicyConfig) and out.algo.minibatch_size > fpb:
+        raise UsageError(
+            f"algo.minibatch_size ({out.algo.minibatch_size}) is larger than collector.frames_per_batch ({fpb}): "
+            f"{out.algo.name} takes its minibatches from one collected batch"
+        )
     return out
+
+
+def check_seed(seed: Any, where: str = "seed") -> int:
+    """`seed`, refused in one line unless it is an integer NumPy, torch and Lightning all accept
+    (`MAX_SEED`): beyond, the run would fail only once it seeds, after its directory is written."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UsageError(f"{where} expects an integer, got {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{where} must be in 0..{MAX_SEED} (what NumPy, torch and Lightning seed with), got {seed}")
+    return seed
 
 
 def num_iterations(cfg: DictConfig, world_size: int = 1, done_iterations: int = 0, done_frames: int = 0) -> int:
@@ -274,7 +296,14 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
             cfg[key] = _compose([f"{key}={value}"])[key]
             continue
         if key in ("algo", "env") or key in SWITCHABLE_GROUPS:
-            raise UsageError(f"'{key}' cannot change when resuming a run (it fixes the run's shapes or data)")
+            # Each option of model/ and collector/ names itself in its section's `kind`: the one the
+            # run was composed with may be restated (the run's own command repeated), no other.
+            saved_kind = OmegaConf.select(cfg, f"{key}.kind", default=None) if key in SWITCHABLE_GROUPS else None
+            given_kind = OmegaConf.select(_compose([_group_override(key, value)]), f"{key}.kind", default=None) if saved_kind is not None else None
+            if saved_kind is not None and given_kind == saved_kind:
+                continue
+            raise UsageError(f"'{key}' cannot change when resuming a run (it fixes the run's shapes or data)"
+                             + (f": saved {key}={saved_kind}, given {key}={value}" if saved_kind is not None else ""))
         default = OmegaConf.select(cfg, key, default=_MISSING)
         if default is _MISSING or OmegaConf.is_dict(default):
             raise UsageError(f"unknown override key '{key}' for this run")
@@ -286,6 +315,36 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
             continue
         OmegaConf.update(cfg, key, parsed, merge=False)
     return validate(cfg)
+
+
+def saved_config(run_config: Any, where: str, overrides: list[str] | None = None, seed: int | None = None, callbacks: bool = True) -> DictConfig:
+    """The run config a checkpoint holds (`ca12.run_config`), read as data from anyone (ca12/untrusted.py):
+    plain values only, no interpolation, no class but an allowed callback's or one the user's own
+    `overrides` name; then the overrides applied (`apply_overrides`), validated, and its env task
+    checked against its family's registry, before anything is built from it.
+
+    Args:
+        where: the file it came from, for the one-line errors.
+        callbacks: False where the run's callbacks are not built (evaluation, loading a policy):
+            the saved section comes back as the plain data it is, its classes neither checked
+            against the allowlist nor imported, so one the run's owner wrote cannot stop them.
+    """
+    from ca12.envs import check_task
+    from ca12.untrusted import check_callback_classes, check_plain_config
+
+    check_plain_config(run_config, where)
+    run_config, saved_callbacks = dict(run_config), run_config.get("callbacks")
+    if callbacks:
+        check_callback_classes(run_config, where, overrides or [])
+    else:
+        run_config["callbacks"] = {}
+    if not isinstance(run_config.get("algo"), dict) or not isinstance(run_config.get("env"), dict):
+        raise UsageError(f"{where}: the run config has no algo or env section")
+    cfg = apply_overrides(OmegaConf.create(run_config), overrides, seed)
+    check_task(cfg.env.family, cfg.env.task)
+    if not callbacks and saved_callbacks is not None:
+        cfg.callbacks = saved_callbacks
+    return cfg
 
 
 def _fill_new_keys(cfg: DictConfig) -> None:

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from ca12.errors import UsageError
-from ca12.fit import OneLineParser, quiet_libraries
+from ca12.fit import OneLineParser, _out_of_memory, check_writable, quiet_libraries
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,18 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _episodes(cfg, episodes: int | None) -> int:
-    """`--episodes`, or the config's `eval.episodes`; refused unless positive."""
-    episodes = cfg.eval.episodes if episodes is None else episodes
-    if episodes <= 0:
+    """`--episodes`, or the config's `eval.episodes`; refused unless positive, or when its rollout
+    cannot fit in memory (`check_rollout_fits`, one world an episode; not checked up to the
+    config's own `eval.episodes`, which runs evaluate with)."""
+    from ca12.evaluation import check_rollout_fits
+
+    if episodes is not None and episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {episodes}")
+    if episodes is None or episodes <= cfg.eval.episodes:
+        return cfg.eval.episodes if episodes is None else episodes
+    check_rollout_fits(cfg.env, episodes, cfg.seed)
     return episodes
 
 
 def _run(evaluator, policy, video: Path | None, trace: bool = False):
     """`evaluator`'s episodes with `policy`, the first written to `video` as a GIF when asked
-    (`trace`: keep the first step by step, `EvalResult.trace`)."""
+    (`trace`: keep the first step by step, `EvalResult.trace`); a video of an env that cannot
+    render is refused before any episode runs."""
+    from ca12.envs import family_renders
     from ca12.evaluation import save_gif
 
+    family = evaluator.env_cfg.family
+    if video is not None and not family_renders(family):
+        raise UsageError(f"--video: {family}/{evaluator.env_cfg.task} cannot render (the {family} family draws no frames); leave --video out")
     result = evaluator.run(policy, render=video is not None, trace=trace)
     if video is not None:
         save_gif(result.frames, video)
@@ -66,22 +77,11 @@ def _run(evaluator, policy, video: Path | None, trace: bool = False):
 
 def load_policy(path: Path):
     """(module, run config, the checkpoint's ca12 section) of the checkpoint at `path` (file or run
-    directory), the module's weights loaded, on the CPU."""
-    from omegaconf import OmegaConf
+    directory), the module's weights loaded, on the CPU (`ca12.loading.load_module`)."""
+    from ca12.loading import load_module
 
-    from ca12.algos import algo_class
-    from ca12.checkpoints import read_checkpoint
-    from ca12.envs import make_spec_env
-    from ca12.seeding import isolated_rng
-
-    ckpt_path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-    checkpoint = read_checkpoint(ckpt_path)
-    saved = checkpoint["ca12"]
-    cfg = OmegaConf.create(saved["run_config"])
-    with isolated_rng():
-        module = algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
-    module.load_state_dict(checkpoint["state_dict"])
-    return module, cfg, saved
+    module, cfg, checkpoint = load_module(path)
+    return module, cfg, checkpoint["ca12"]
 
 
 def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True, video: Path | None = None, trace: bool = False):
@@ -119,6 +119,8 @@ def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.video is not None:
+            check_writable(args.video, "--video", directory=False)
         quiet_libraries()
         if args.baseline is not None:
             if args.env is None:
@@ -135,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"frames": saved["frames"]}
     except UsageError as exc:
         print(f"ca12.evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not _out_of_memory(exc):
+            raise
+        asked = f"--episodes {args.episodes}" if args.episodes is not None else "the run's eval.episodes"
+        print(f"ca12.evaluate: error: out of memory ({type(exc).__name__}) with {asked}, one env world each: lower --episodes", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({**result.metrics(), "episodes": result.episodes, **extra}))

@@ -9,6 +9,7 @@ the same weights always give the same result, in the training callback and in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,22 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ca12.envs import AgentLayout, make_env, render_frame
-from ca12.schema import key
+from ca12.config import MAX_SEED
+from ca12.envs import AgentLayout, make_env, make_spec_env, render_frame
+from ca12.errors import UsageError
 from ca12.seeding import isolated_rng
 
-# Evaluation seeds sit far from training seeds (seed + rank) so the episodes are new ones.
+# Evaluation seeds sit far from training seeds (seed + rank) so the episodes are new ones; they
+# wrap around at MAX_SEED, so a run seeded near the top of the range still evaluates.
 EVAL_SEED_OFFSET = 1_000_003
-
-
-@dataclass
-class EvalConfig:
-    """The run config's `eval` section."""
-
-    every_n_iters: int = key("evaluation episodes every N iterations and after the last (0: never)", minimum=0)
-    episodes: int = key("episodes per evaluation (parallel worlds)", positive=True)
-    deterministic: bool = key("act with the policy's mode (true) or sample from it (false)")
-    video: bool = key("render the first episode to <run-dir>/videos/iter_<N>.gif (and W&B)")
 
 
 @dataclass
@@ -65,14 +58,14 @@ class Evaluator:
         groups: the agent groups whose returns count (the trained ones; None: all).
         transforms: what the policy needs on the env (see `RLModule.env_transforms`).
         episodes: how many episodes (parallel worlds).
-        seed: the run's seed; evaluation uses `seed + EVAL_SEED_OFFSET`.
+        seed: the run's seed; evaluation uses `seed + EVAL_SEED_OFFSET` (wrapped at MAX_SEED).
         deterministic: act with the distribution's mode instead of sampling.
     """
 
     def __init__(self, env_cfg: DictConfig, episodes: int, seed: int, deterministic: bool, groups: list[str] | None = None, transforms: list | None = None):
         self.env_cfg = OmegaConf.merge(env_cfg, {"num_envs": episodes})
         self.episodes = episodes
-        self.seed = seed + EVAL_SEED_OFFSET
+        self.seed = (seed + EVAL_SEED_OFFSET) % (MAX_SEED + 1)
         self.deterministic = deterministic
         self.groups = None if groups is None else list(groups)
         self.transforms = transforms or []
@@ -127,6 +120,38 @@ class Evaluator:
             frames=[f for f in frames if f is not None],
             stats=stats,
             trace=steps,
+        )
+
+
+def check_rollout_fits(env_cfg: DictConfig, episodes: int, seed: int) -> None:
+    """Refuse, before its worlds are built, an evaluation whose rollout cannot fit in memory.
+
+    `Evaluator.run` keeps every step of every world, so one world's step (as a one-world env's
+    `fake_tensordict` holds it: observations, actions, rewards and flags, now and next) times
+    `max_steps` times `episodes` is a lower bound on what it allocates. It is compared with all
+    the memory of the device the env steps on (the GPU's, or the host's RAM): no cap of ours, only
+    what cannot fit at all, which would otherwise fail once the worlds are built, or thrash.
+
+    Raises:
+        UsageError: with the bytes a world-step takes and the memory there is.
+    """
+    with isolated_rng():
+        one = make_spec_env(env_cfg, seed)
+    try:
+        step = one.fake_tensordict()
+    finally:
+        one.close()
+    per_step = sum(t.numel() * t.element_size() for t in step.values(True, True) if isinstance(t, torch.Tensor))
+    needed = per_step * env_cfg.max_steps * episodes
+    device = torch.device(env_cfg.device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        memory, where = torch.cuda.get_device_properties(device).total_memory, f"the GPU's {device}"
+    else:
+        memory, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
+    if needed > memory:
+        raise UsageError(
+            f"{episodes} episodes need at least {needed / 2**30:.3g} GiB ({per_step} bytes a step x {env_cfg.max_steps} steps x one env world "
+            f"an episode), more than {where} {memory / 2**30:.3g} GiB: lower --episodes"
         )
 
 

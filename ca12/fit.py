@@ -90,14 +90,30 @@ def _known_runs(algo: str, env: str) -> list[Path]:
     family, _, task = env.partition("/")
     paths = set((Path("runs") / algo / f"{family}-{task}").glob("*/checkpoints/last.ckpt"))
     if RUN_INDEX.is_file():
-        from omegaconf import OmegaConf
+        from ca12.untrusted import read_config_file
 
         for run in map(Path, RUN_INDEX.read_text().splitlines()):
             if (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file():
-                saved = OmegaConf.load(run / "config.yaml")
-                if (saved.algo.name, saved.env.family, saved.env.task) == (algo, family, task):
+                try:  # read as data; a run whose config.yaml cannot be is not the one asked for
+                    saved = read_config_file(run / "config.yaml")
+                    found = (saved["algo"]["name"], saved["env"]["family"], saved["env"]["task"])
+                except (UsageError, KeyError, TypeError):
+                    continue
+                if found == (algo, family, task):
                     paths.add(run / "checkpoints" / "last.ckpt")
-    return sorted(paths, key=lambda p: p.stat().st_mtime)
+    return sorted((p for p in paths if _started_alone(p.parent.parent)), key=lambda p: p.stat().st_mtime)
+
+
+def _started_alone(run: Path) -> bool:
+    """Whether `run` was started as a single run: not a member of a sweep (a directory above it
+    holds the sweep's manifest) nor of a PBT population (its parent holds the population's spec).
+    `--resume last` means the user's own last run; a member continues through its sweep or
+    population, which keeps its manifest in step."""
+    from ca12.population.runs import SPEC_FILE
+    from ca12.sweep import MANIFEST
+
+    run = run.resolve()
+    return not (run.parent / SPEC_FILE).is_file() and not any((above / MANIFEST).is_file() for above in run.parents)
 
 
 def find_resume_checkpoint(resume: str, algo: str | None, env: str) -> Path:
@@ -108,7 +124,8 @@ def find_resume_checkpoint(resume: str, algo: str | None, env: str) -> Path:
         family, _, task = env.partition("/")
         candidates = _known_runs(algo, env)
         if not candidates:
-            raise UsageError(f"--resume last: no run of {algo} on {env} under runs/{algo}/{family}-{task}/ or in {RUN_INDEX}")
+            raise UsageError(f"--resume last: no run of {algo} on {env} under runs/{algo}/{family}-{task}/ or in {RUN_INDEX} "
+                             "(members of sweeps and populations are not counted: resume them with --resume DIR)")
         return candidates[-1]
     path = Path(resume)
     if path.is_dir():
@@ -132,19 +149,24 @@ def _launched_rank() -> int:
 
 def resolve_run(args: argparse.Namespace):
     """The run's config, run directory, checkpoint to resume from and that checkpoint's ca12 state."""
-    from omegaconf import OmegaConf
-
-    from ca12.checkpoints import read_checkpoint, run_dir_of
-    from ca12.config import apply_overrides, load_config
+    from ca12.config import load_config, saved_config
     from ca12.trainer import prefer_gpu
 
     if args.resume:
+        from ca12.checkpoints import read_checkpoint, run_dir_of  # torch, Lightning: a fresh run's refusals answer without them
+        from ca12.tracking import resumed_rows
+
         ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or default_env(args.algo))
         saved = read_checkpoint(ckpt_path)["ca12"]
-        cfg = apply_overrides(OmegaConf.create(saved["run_config"]), args.overrides, seed=args.seed)
+        cfg = saved_config(saved["run_config"], str(ckpt_path), args.overrides, seed=args.seed)
         if args.algo and args.algo != cfg.algo.name:
             raise UsageError(f"--resume: {ckpt_path} is a {cfg.algo.name} run, not {args.algo}")
-        return cfg, run_dir_of(ckpt_path), ckpt_path, saved
+        run_dir = run_dir_of(ckpt_path)
+        _check_resume_flags(args, cfg, run_dir)
+        if _launched_rank() == 0 and not run_is_complete(cfg, saved):
+            # a metrics.csv that training would replace is refused here, before config.yaml is rewritten
+            resumed_rows(run_dir / "metrics.csv", saved.get("iterations", 0))
+        return cfg, run_dir, ckpt_path, saved
     if not args.algo:
         raise UsageError("--algo is required (see --list)")
     env = args.env or default_env(args.algo)
@@ -157,7 +179,47 @@ def resolve_run(args: argparse.Namespace):
     run_dir = args.run_dir or Path(inherited or default_run_dir(args.algo, env))
     if holds_run(run_dir) and _launched_rank() == 0:
         raise UsageError(f"run directory '{run_dir}' already holds a run; pass --resume {run_dir} to continue it or choose another --run-dir")
+    if _launched_rank() == 0:
+        check_writable(run_dir, "--run-dir" if args.run_dir else "run directory")
     return cfg, run_dir, None, {}
+
+
+def _check_resume_flags(args: argparse.Namespace, cfg, run_dir: Path) -> None:
+    """`--env` and `--run-dir` choose a fresh run's env and directory; with `--resume` they may
+    only restate the resumed run's own (the user repeating its command), as they would otherwise
+    be ignored without a word. An `--env` that names the run's env through its YAML (whose task
+    may read otherwise, e.g. matrix/rps5_switching's `custom`) is composed to compare."""
+    from ca12.config import load_config
+
+    env = f"{cfg.env.family}/{cfg.env.task}"
+    if args.env is not None and args.env != env:
+        given = load_config(cfg.algo.name, args.env).env
+        if (given.family, given.task) != (cfg.env.family, cfg.env.task):
+            raise UsageError(f"--resume: the run in {run_dir} trains on {env}, not --env {args.env}; a resumed run keeps its env (leave --env out)")
+    if args.run_dir is not None and args.run_dir.resolve() != run_dir.resolve():
+        raise UsageError(f"--resume: the run continues in its own directory {run_dir}, not --run-dir {args.run_dir} (leave --run-dir out)")
+
+
+def check_writable(path: Path, what: str, directory: bool = True) -> None:
+    """Refuse, in one line and before anything is built, a path this process cannot create or
+    write: an existing one must be a directory (`directory`) or a file, and writable; a new one
+    needs its nearest existing parent to be a directory it may write in. A run that got past
+    this check and then failed in `mkdir` would have built its env and networks for nothing.
+
+    Raises:
+        UsageError: naming `what` (the flag) and the path (or the parent) at fault.
+    """
+    kind = "directory" if directory else "file"
+    if path.exists():
+        if path.is_dir() != directory:
+            raise UsageError(f"{what} '{path}' is not a {kind}")
+        place = path
+    else:
+        place = next(parent for parent in path.absolute().parents if parent.exists())
+        if not place.is_dir():
+            raise UsageError(f"{what} '{path}' cannot be created: '{place}' is a file, not a directory")
+    if not os.access(place, os.W_OK | (os.X_OK if place.is_dir() else 0)):
+        raise UsageError(f"{what} '{path}' cannot be written: '{place}' is not writable here")
 
 
 # Lightning's DDP launcher re-runs this command for ranks > 0; they read the run directory here.
@@ -182,6 +244,15 @@ def run_is_complete(cfg, saved: dict) -> bool:
 
 def run(args: argparse.Namespace) -> Path | None:
     """Train as `args` say; returns the run directory (None when there was nothing to do)."""
+    cfg, run_dir, ckpt_path, saved = resolve_run(args)
+    if args.show_config:
+        from ca12.config import describe
+
+        print(describe(cfg))
+        return None
+    # Only a run imports torch, TorchRL and Lightning: a refused config and --show-config answer
+    # without them (docs/ARCHITECTURE.md, "What may be imported at start-up").
+    quiet_libraries()
     import lightning as L
     from omegaconf import OmegaConf
 
@@ -192,12 +263,6 @@ def run(args: argparse.Namespace) -> Path | None:
     from ca12.trainer import check_devices, make_trainer
     from ca12.tracking import finish_wandb, make_loggers
 
-    cfg, run_dir, ckpt_path, saved = resolve_run(args)
-    if args.show_config:
-        from ca12.config import describe
-
-        print(describe(cfg))
-        return None
     check_devices(cfg)
     if run_is_complete(cfg, saved):
         print(
@@ -211,6 +276,11 @@ def run(args: argparse.Namespace) -> Path | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec_env = make_spec_env(cfg.env, cfg.seed)
     module = algorithm(cfg, spec_env)
+    if ckpt_path:  # weights that do not fit the config are refused before anything of the run is written
+        from ca12.checkpoints import read_checkpoint
+        from ca12.loading import check_state
+
+        check_state(module, read_checkpoint(ckpt_path, mmap=True)["state_dict"], ckpt_path)
     transforms = module.env_transforms()
     env_factory = partial(make_env, cfg.env, transforms=transforms, training=True)
     datamodule = algorithm.make_datamodule(cfg, env_factory)
@@ -247,11 +317,9 @@ def run(args: argparse.Namespace) -> Path | None:
             ) from None
         raise
     if trainer.is_global_zero:
-        final = trainer.callback_metrics.get("rollout/episode_reward_mean")
-        summary = f"final rollout/episode_reward_mean {float(final):.3f} | " if final is not None else ""
-        if stop.requested is not None:
-            summary = f"stopped by signal {stop.requested} after iteration {module.iterations}, checkpoint saved | " + summary
-        print(f"{summary}{module.frames} frames | run directory: {run_dir}")
+        from ca12.tracking import final_summary
+
+        print(final_summary(trainer.callback_metrics, module, run_dir, stop.requested))
     if stop.requested is not None:
         raise Interrupted(stop.requested)
     return run_dir
@@ -390,7 +458,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             print("\n".join(list_choices()))
             return 0
-        quiet_libraries()
         run(args)
     except UsageError as exc:
         print(f"ca12.fit: error: {exc}", file=sys.stderr)

@@ -38,9 +38,6 @@ iterations. Written here: TorchRL has no league or self-play machinery.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict, TensorDictBase
@@ -50,31 +47,17 @@ from torch.nn.utils import parameters_to_vector
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from ca12.algos.schemas import LeagueConfig
 from ca12.envs.layout import Group
 from ca12.errors import UsageError
 from ca12.game_theory import NormalFormGame, exploitability
 from ca12.nets.builder import is_recurrent
 from ca12.nets.policies import make_actor
-from ca12.schema import check, key
+from ca12.schema import check
 from ca12.seeding import isolated_rng
 
 # The league's generator is seeded apart from the run's other streams.
 LEAGUE_SEED_OFFSET = 7_919
-
-
-@dataclass
-class LeagueConfig:
-    """The `algo.league` section (conf/algo/mappo.yaml)."""
-
-    opponents: Optional[str] = key("how each env world draws its opponent from the league before a batch (null: no league, untrained groups act at random)",
-                                   choices=("uniform", "latest", "pfsp"))
-    pfsp_power: float = key("pfsp weight (1 - P[learner beats snapshot])^p; larger p picks the hardest snapshots", minimum=0.0)
-    snapshot_every: int = key("iterations between snapshots of the learner joining the league", positive=True)
-    max_size: int = key("snapshots kept; the oldest leaves when a new one joins a full league", positive=True)
-    elo_k: float = key("Elo K-factor of a batch (split over its episodes): the most the learner's rating moves per batch", positive=True)
-    elo_initial: float = key("the learner's rating at the start (its first snapshot's too)")
-    stats_decay: float = key("a snapshot's win statistics are multiplied by this before a batch's results against it are added (AlphaStar: 0.99)",
-                             minimum=0.0)
 
 
 # --- pure functions -----------------------------------------------------------------------------

@@ -54,6 +54,9 @@ def build_parser() -> OneLineParser:
                         help=f"probability of a new draw from the prior instead of a perturbation (default {PopulationSpec.resample_probability})")
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="local (default): in this process; ray: Ray Tune's PBT scheduler")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the population in DIR")
+    parser.add_argument("--trust-tune-state", action="store_true",
+                        help="with --resume of a --backend ray population: restore Ray Tune's experiment state, which Tune keeps as Python "
+                             "pickles (loading them runs code: pass this only for a directory you or someone you trust wrote)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides of every member, as for ca12.fit")
     return parser
 
@@ -66,6 +69,9 @@ def spec_from_args(args) -> tuple[PopulationSpec, Path]:
         if given:
             raise UsageError(f"--resume continues a population as it was started; it takes only --frames (got --{given[0]})")
         spec = PopulationSpec.load(args.resume)
+        if spec.backend == "ray" and not args.trust_tune_state:
+            raise UsageError(f"'{args.resume}' is a ray-backed population: resuming it restores Ray Tune's experiment state, which Tune keeps as "
+                             "Python pickles that run code when loaded; pass --trust-tune-state if you or someone you trust wrote it")
         if args.frames is not None and args.frames != spec.frames:
             if spec.backend == "ray":
                 raise UsageError("--resume with --backend ray continues Tune's experiment as it was started: --frames cannot change")

@@ -2,7 +2,7 @@
 code, and OmegaConf checks a composed config against it (types, unknown keys, missing values).
 
 Values live in conf/ (the YAML is the truth); a schema holds each key's type, its one-line doc
-(shown by `python -m ca12.fit --show-config`) and, where a type cannot say it, a lower bound or
+(shown by `python -m ca12.fit --show-config`) and, where a type cannot say it, its bounds or
 the allowed choices (`check` enforces those: OmegaConf has no such constraint).
 """
 
@@ -16,16 +16,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from ca12.errors import UsageError
 
 
-def key(doc: str, *, minimum: float | None = None, positive: bool = False, choices: Sequence[str] | None = None) -> Any:
+def key(doc: str, *, minimum: float | None = None, maximum: float | None = None, positive: bool = False,
+        choices: Sequence[str] | None = None) -> Any:
     """A schema field with no default (conf/ gives the value) and its documentation.
 
     Args:
         doc: one line shown by --show-config.
         minimum: the value must be >= minimum.
+        maximum: the value must be <= maximum (a discount factor above 1 makes returns diverge).
         positive: the value must be > 0.
         choices: the value must be one of these strings.
     """
-    meta = {"doc": doc, "minimum": minimum, "positive": positive, "choices": tuple(choices) if choices else None}
+    meta = {"doc": doc, "minimum": minimum, "maximum": maximum, "positive": positive, "choices": tuple(choices) if choices else None}
     return dataclasses.field(default=MISSING, metadata=meta)
 
 
@@ -88,5 +90,7 @@ def check(schema: type, node: DictConfig, where: str) -> None:
             raise UsageError(f"{where}.{f.name} must be positive, got {value}")
         if meta.get("minimum") is not None and not value >= meta["minimum"]:
             raise UsageError(f"{where}.{f.name} must be >= {meta['minimum']}, got {value}")
+        if meta.get("maximum") is not None and not value <= meta["maximum"]:
+            raise UsageError(f"{where}.{f.name} must be <= {meta['maximum']}, got {value}")
         if meta.get("choices") and value not in meta["choices"]:
             raise UsageError(f"{where}.{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")

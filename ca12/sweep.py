@@ -35,7 +35,8 @@ the caller, else a local one; `slurm` submits each as a Slurm job through submit
 a job cut by its time limit resumes from its checkpoint when the sweep is run again; without
 Slurm, submitit runs the jobs as local processes). With `ray` and `slurm` the sweep directory
 must be on a filesystem every node sees.
-All call `run_one`. Every combination is composed and checked before anything runs or is written.
+All call `run_one`. Every combination is composed and checked, and its algorithm built on a
+one-world env, before anything runs or is written.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ca12.errors import NonFiniteError, UsageError
-from ca12.fit import OneLineParser
+from ca12.fit import OneLineParser, check_writable
 
 MANIFEST = "sweep.json"
 LAUNCHERS = ("local", "ray", "slurm")
@@ -135,6 +136,8 @@ class Sweep:
 
 def parse_sweep(argv: list[str]) -> Sweep:
     """The sweep a command line describes, not yet checked against the configs."""
+    from ca12.config import check_seed
+
     args = build_parser().parse_intermixed_args(argv)
     if not args.algo:
         raise UsageError("--algo is required (see --list)")
@@ -160,6 +163,8 @@ def parse_sweep(argv: list[str]) -> Sweep:
         seeds = [int(s) for s in sweep_values("--seed", seeds_text)] if seeds_text is not None else [0]
     except ValueError:
         raise UsageError(f"--seed takes integers, e.g. 0,1,2 or range(3); got '{seeds_text}'") from None
+    for seed in seeds:  # here, not in `plan`: it composes a config once for all seeds
+        check_seed(seed, "--seed")
     return Sweep(
         algos=sweep_values("--algo", args.algo),
         envs=sweep_values("--env", args.env) if args.env is not None else [None],
@@ -190,10 +195,12 @@ def plan(sweep: Sweep) -> list[dict]:
         try:
             if holds_run(run_dir):  # resumed (or skipped): the overrides must suit its checkpoint, as for --resume
                 cfg, _, _, saved = resolve_run(fit_args(algo=combination.algo, seed=combination.seed, resume=run_dir, overrides=overrides))
-            else:  # composed once for all seeds: the seed changes nothing else
+            else:  # composed and built once for all seeds: the seed changes nothing else
                 key = (combination.algo, combination.env, tuple(overrides))
-                cfg, saved = composed.get(key) or load_config(combination.algo, combination.env, overrides, seed=combination.seed), {}
-                composed[key] = cfg
+                if key not in composed:
+                    composed[key] = load_config(combination.algo, combination.env, overrides, seed=combination.seed)
+                    _check_builds(composed[key])
+                cfg, saved = composed[key], {}
             _check_one_process(cfg)
         except UsageError as exc:
             raise UsageError(f"{combination.name}: {exc}") from None
@@ -204,6 +211,21 @@ def plan(sweep: Sweep) -> list[dict]:
             "frames": saved.get("frames", 0), "total_frames": int(cfg.collector.total_frames), "error": None,
         })
     return runs
+
+
+def _check_builds(cfg) -> None:
+    """The run's devices checked and its algorithm built on a one-world env, as `ca12.fit.run`
+    does first: what only the env's specs can refuse (an algorithm that cannot act in the env's
+    action space, a group the env lacks, a recurrent network the algorithm cannot replay) is
+    refused before any run of the sweep trains. Nothing built is kept."""
+    from ca12.algos import algo_class
+    from ca12.envs import make_spec_env
+    from ca12.seeding import isolated_rng
+    from ca12.trainer import check_devices
+
+    check_devices(cfg)
+    with isolated_rng():
+        algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
 
 
 def _check_one_process(cfg) -> None:
@@ -282,6 +304,7 @@ def run_sweep(sweep: Sweep, argv: list[str]) -> dict[str, int]:
         require_ray()
     elif sweep.launcher == "slurm":
         _require_submitit()
+    check_writable(sweep.sweep_dir, "--run-dir")
     runs = plan(sweep)
     manifest = Manifest(sweep, argv, runs)
     manifest.save()

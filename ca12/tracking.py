@@ -3,56 +3,30 @@ TensorBoard; several at once with `logger=[wandb,tensorboard]`).
 
 W&B runs online only when credentials exist *and* its server answers; otherwise it runs
 offline into `<run-dir>/wandb` by itself, so a run never hangs on the network or prompts for a
-key. `logger.wandb.mode=online|offline|disabled` forces a mode.
+key, and says so once on stderr with the `wandb sync` command that uploads it later.
+`logger.wandb.mode=online|offline|disabled` forces a mode. `final_summary` is the line a run
+ends with, read from what it logged.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import netrc
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-
-from dataclasses import dataclass, field
-from typing import Optional
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ca12.errors import UsageError
-from ca12.schema import key
-
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-
-
-@dataclass
-class WandbConfig:
-    """conf/logger/wandb.yaml."""
-
-    project: str = key("W&B project")
-    entity: Optional[str] = key("W&B entity (null: your default)")
-    mode: str = key("auto (online when credentials and the server answer, else offline), online, offline, disabled", choices=WANDB_MODES)
-    tags: list[str] = key("W&B run tags")
-
-
-@dataclass
-class TensorBoardConfig:
-    """conf/logger/tensorboard.yaml (Lightning's TensorBoardLogger under <run-dir>/tensorboard)."""
-
-    log_graph: bool = key("also log the model graph")
-
-
-@dataclass
-class LoggerConfig:
-    """The run config's `logger` section: one entry per chosen logger (metrics.csv is always written)."""
-
-    wandb: Optional[WandbConfig] = field(default=None, metadata={"doc": "Weights & Biases (logger=wandb)"})
-    tensorboard: Optional[TensorBoardConfig] = field(default=None, metadata={"doc": "TensorBoard (logger=tensorboard)"})
+from ca12.sections import WANDB_MODES  # the loggers' keys live in ca12/sections.py (start-up)
 
 
 def _wandb_host() -> str:
@@ -78,14 +52,39 @@ def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
 
 def wandb_mode(requested: str) -> str:
     """Resolve `auto` to online/offline; $WANDB_MODE, when set, wins like it does in wandb itself."""
+    return _resolve_wandb_mode(requested)[0]
+
+
+def _resolve_wandb_mode(requested: str) -> tuple[str, str | None]:
+    """(the mode, why `auto` went offline or None): the reason is worked out while resolving,
+    so telling the user costs no second look for credentials or the server."""
     if requested not in WANDB_MODES:
-        raise UsageError(f"unknown logger.mode '{requested}'; choose one of: {', '.join(WANDB_MODES)}")
+        raise UsageError(f"unknown logger.wandb.mode '{requested}'; choose one of: {', '.join(WANDB_MODES)}")
     env_mode = os.environ.get("WANDB_MODE")
     if env_mode in ("online", "offline", "disabled"):
-        return env_mode
+        return env_mode, None
     if requested != "auto":
-        return requested
-    return "online" if wandb_has_credentials() and _reachable(_wandb_host()) else "offline"
+        return requested, None
+    if not wandb_has_credentials():
+        return "offline", "no W&B credentials (wandb login or WANDB_API_KEY)"
+    if not _reachable(_wandb_host()):
+        return "offline", f"the W&B server {_wandb_host()} did not answer"
+    return "online", None
+
+
+# Whether this process has said that W&B went offline by itself: a sweep trains its runs one
+# after another in one process, and the note with its `wandb sync` command is the same for each.
+_offline_said = False
+
+
+def _say_offline(reason: str, run_dir: Path) -> None:
+    """One line on stderr, once per process and only on rank 0, when `auto` chose offline: the
+    run would otherwise never tell that nothing reaches W&B until the user uploads it."""
+    global _offline_said
+    if _offline_said or rank_zero_only.rank != 0:
+        return
+    _offline_said = True
+    print(f"ca12.fit: note: {reason}, so W&B logs offline; upload the run later with: wandb sync {run_dir}/wandb/offline-run-*", file=sys.stderr)
 
 
 ITERATION_KEY = "time/iteration"
@@ -101,6 +100,38 @@ def complete_metrics_text(path: str | Path) -> str:
 def read_metrics_rows(path: str | Path) -> list[dict[str, str]]:
     """metrics.csv's complete rows (`complete_metrics_text`), as `csv.DictReader` gives them."""
     return list(csv.DictReader(io.StringIO(complete_metrics_text(path))))
+
+
+def resumed_rows(path: Path, keep_until_iteration: int) -> dict[int, dict[str, str]]:
+    """The rows of a resumed run's metrics.csv up to its checkpoint's iteration, by iteration
+    (none when the file is missing).
+
+    Raises:
+        UsageError: naming the file, when it is not a metrics.csv ca12 wrote (no `time/iteration`
+            column, a row whose iteration is not a number, not text): resuming would replace
+            it, so it is refused and kept; the run's checkpoint is untouched.
+    """
+    if not path.is_file():
+        return {}
+    rows = {}
+    try:
+        for row in read_metrics_rows(path):
+            iteration = int(float(row[ITERATION_KEY]))
+            if iteration <= keep_until_iteration:
+                rows[iteration] = {k: v for k, v in row.items() if v not in ("", None)}
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as exc:
+        why = f"no {ITERATION_KEY} column" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise UsageError(f"{path} is not a metrics file this run wrote ({why}); move it away to resume (the checkpoint is intact, "
+                         f"a new metrics.csv starts after iteration {keep_until_iteration})") from None
+    return rows
+
+
+@rank_zero_only
+def _note_lost_rows(path: Path, iteration: int) -> None:
+    """One line on stderr: a resumed run whose metrics.csv was deleted starts a new one, and the
+    rows up to its checkpoint cannot be rebuilt (a checkpoint holds no metrics)."""
+    print(f"ca12.fit: note: {path} is missing; it starts again after iteration {iteration}, "
+          f"the rows of iterations 1-{iteration} are lost (a checkpoint holds no metrics)", file=sys.stderr)
 
 
 class MetricsCSV(Logger):
@@ -130,12 +161,12 @@ class MetricsCSV(Logger):
         self._last: tuple[int, int] | None = None  # the file's last row: (iteration, byte offset of its line)
         self._changed: set[int] = set()  # iterations logged since the last save
         self._last_iteration = 0
-        if keep_until_iteration is not None and self.path.is_file():
-            for row in read_metrics_rows(self.path):
-                iteration = int(float(row[ITERATION_KEY]))
-                if iteration <= keep_until_iteration:
-                    self.rows[iteration] = {k: v for k, v in row.items() if v not in ("", None)}
-                    self._keys.update(self.rows[iteration])
+        if keep_until_iteration is not None:
+            self.rows = resumed_rows(self.path, keep_until_iteration)
+            if keep_until_iteration and not self.path.is_file():
+                _note_lost_rows(self.path, keep_until_iteration)
+            for row in self.rows.values():
+                self._keys.update(row)
             self._keys.discard(ITERATION_KEY)
             self._last_iteration = max(self.rows, default=0)
             self._changed = set(self.rows)
@@ -231,7 +262,9 @@ def make_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None, re
     loggers: list[Logger] = [MetricsCSV(run_dir / "metrics.csv", keep_until_iteration=resume_iteration)]
     wandb_cfg = cfg.logger.get("wandb")
     if wandb_cfg is not None:
-        mode = wandb_mode(wandb_cfg.mode)
+        mode, offline_reason = _resolve_wandb_mode(wandb_cfg.mode)
+        if offline_reason:
+            _say_offline(offline_reason, run_dir)
         if mode != "disabled":
             wandb_logger = WandbLogger(
                 project=wandb_cfg.project,
@@ -259,3 +292,31 @@ def finish_wandb(loggers: list[Logger]) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger.experiment.finish()
+
+
+def final_summary(metrics, module, run_dir: Path, signum: int | None = None) -> str:
+    """The run's last line: how it ended, its training return (the last iteration's
+    `rollout/episode_reward_mean` in `metrics`), its evaluation return, frames and run directory.
+
+    The evaluation return is the last `eval/episode_reward_mean` in the run's metrics.csv (what a
+    user compares runs by, and what `ca12.compare` scores), followed by the iteration and frames
+    it was measured at when that was not the run's last iteration (a run stopped by a signal
+    between evaluations); nothing when the run logged no evaluation. A NaN training return (no
+    episode ended in the run) is said in words, not printed as a number.
+    """
+    parts = [f"stopped by signal {signum} after iteration {module.iterations}, checkpoint saved"] if signum is not None else []
+    final = metrics.get("rollout/episode_reward_mean")
+    if final is not None:
+        value = float(final)
+        parts.append(f"final rollout/episode_reward_mean {'– (no training episode ended)' if math.isnan(value) else f'{value:.3f}'}")
+    path = run_dir / "metrics.csv"
+    evaluated = [row for row in read_metrics_rows(path) if row.get("eval/episode_reward_mean")] if path.is_file() else []
+    if evaluated:
+        row = evaluated[-1]
+        text = f"eval/episode_reward_mean {float(row['eval/episode_reward_mean']):.3f}"
+        iteration = int(float(row[ITERATION_KEY]))
+        if iteration != module.iterations:
+            frames = f", {int(float(row['time/frames']))} frames" if row.get("time/frames") else ""
+            text += f" (at iteration {iteration}{frames})"
+        parts.append(text)
+    return " | ".join(parts + [f"{module.frames} frames", f"run directory: {run_dir}"])

@@ -10,18 +10,74 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from callbacks.checkpoint import GracefulStop, IterationCheckpoint
-from callbacks.evaluation import EvaluationCallback
-from callbacks.progress import FramesProgressBar
+from ca12.untrusted import CONFIGURABLE_CALLBACKS
+
+if TYPE_CHECKING:
+    from callbacks.checkpoint import GracefulStop, IterationCheckpoint
+    from callbacks.evaluation import EvaluationCallback
+    from callbacks.progress import FramesProgressBar
 
 __all__ = ["EvaluationCallback", "FramesProgressBar", "GracefulStop", "IterationCheckpoint", "check_callbacks", "make_callbacks"]
 
+# ca12's callback classes -> their module, imported on first use: `check_callbacks` runs when a
+# config is validated, which needs no Lightning (docs/ARCHITECTURE.md, "What may be imported at
+# start-up").
+_CLASSES = {**CONFIGURABLE_CALLBACKS, "GracefulStop": "checkpoint"}
+# What `check_callbacks` needs of those conf/callbacks/ names, known without importing them: class
+# -> (a progress bar?, its constructor's arguments). tests/test_startup.py holds it to the classes.
+OWN_CALLBACKS = {
+    "FramesProgressBar": (True, ("total_frames", "return_key", "every_percent")),
+    "EvaluationCallback": (False, ("evaluator", "every_n_iters", "video_dir")),
+    "IterationCheckpoint": (False, ("dirpath", "every_n_iters", "keep")),
+}
+
+
+def __getattr__(name: str):
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f"callbacks.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module 'callbacks' has no attribute '{name}'")
+
+
+def _own_callback(entry) -> tuple[str, bool, tuple[str, ...]] | None:
+    """(class name, a progress bar?, constructor arguments) of an entry naming one of ca12's own
+    callbacks (`callbacks.NAME` or `callbacks.<module>.NAME`), else None."""
+    target = entry.get("_target_") if isinstance(entry, Mapping) else None
+    name = target.rpartition(".")[2] if isinstance(target, str) else None
+    if name in OWN_CALLBACKS and target in (f"callbacks.{name}", f"callbacks.{_CLASSES[name]}.{name}"):
+        return (name, *OWN_CALLBACKS[name])
+    return None
+
+
+def _inspected(name: str, entry) -> tuple[str, bool, list[str] | None]:
+    """(class name, a progress bar?, constructor arguments; None: it takes **kwargs) of any other
+    entry's class, imported (`_callback_class`)."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    cls = _callback_class(name, entry)
+    parameters = inspect.signature(cls).parameters
+    takes = [p.name for p in parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return cls.__name__, issubclass(cls, ProgressBar), None if any(p.kind is p.VAR_KEYWORD for p in parameters.values()) else takes
+
 
 def _arguments(entry) -> list[str]:
-    """An entry's constructor arguments (Hydra's own keys, `_target_`, `_args_`..., left out)."""
-    return [name for name in entry if not (name.startswith("_") and name.endswith("_"))]
+    """An entry's constructor arguments (its `_target_` left out)."""
+    return [name for name in entry if name != "_target_"]
+
+
+def _check_plain_arguments(name: str, entry) -> None:
+    """A callback is built as `CLASS(**arguments)` with plain values: Hydra's other keys (`_args_`,
+    `_partial_`, `_recursive_`...) and a `_target_` nested in an argument, which Hydra's recursive
+    instantiation would call, are refused, wherever the entry came from."""
+    from omegaconf import OmegaConf
+
+    from ca12.errors import UsageError
+    from ca12.untrusted import hydra_keys, is_callback_class_key
+
+    found = next((path for path in hydra_keys({"callbacks": {name: OmegaConf.to_container(entry)}}) if not is_callback_class_key(path)), None)
+    if found:
+        raise UsageError(f"{found}: a callback takes plain-valued arguments only (ca12 builds CLASS(**arguments), never an object named in its arguments)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -61,37 +117,37 @@ def _callback_class(name: str, entry) -> type:
 def check_callbacks(section) -> Any:
     """The `callbacks` section's structure, before anything is built or written: a mapping of
     entries, each with a `_target_` that imports as a Callback subclass and only arguments its
-    constructor takes (values are the constructor's to check). Returns the section."""
+    constructor takes (values are the constructor's to check). ca12's own classes are checked
+    from `OWN_CALLBACKS`, without importing them. Returns the section."""
     from omegaconf import OmegaConf
 
     from ca12.errors import UsageError
 
     if not OmegaConf.is_dict(section):
         raise UsageError("callbacks must map names to {_target_: CLASS, ARGUMENT: VALUE}, e.g. +callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor")
-    from lightning.pytorch.callbacks import ProgressBar
-
     bars = []
     for name, entry in section.items():
-        cls = _callback_class(name, entry)
-        if issubclass(cls, ProgressBar):
+        class_name, progress_bar, takes = _own_callback(entry) or _inspected(name, entry)
+        if progress_bar:
             bars.append(name)
             if len(bars) > 1:  # Lightning takes one progress bar
                 raise UsageError(f"callbacks.{bars[0]} and callbacks.{name} are both progress bars; Lightning takes one: remove one with ~callbacks.NAME")
-        parameters = inspect.signature(cls).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        _check_plain_arguments(name, entry)
+        if takes is None:  # **kwargs: the constructor checks its arguments itself
             continue
-        takes = [p.name for p in parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         for arg in _arguments(entry):
             if arg not in takes:
-                raise UsageError(f"callbacks.{name}: {cls.__name__} takes no argument '{arg}'; it takes: {', '.join(takes) or 'none'}")
+                raise UsageError(f"callbacks.{name}: {class_name} takes no argument '{arg}'; it takes: {', '.join(takes) or 'none'}")
     return section
 
 
 def make_callbacks(section, runtime: Mapping[type, Mapping[str, Any]] | None = None) -> list:
     """The `callbacks` section's entries as callback objects, in the section's order.
 
-    Each entry is built with `hydra.utils.instantiate` (arguments as plain Python values) after
-    its class was imported and checked (`check_callbacks`).
+    Each entry is built as `CLASS(**arguments)`, its arguments as plain Python values, after its
+    class was imported and checked (`check_callbacks`); not with Hydra's `instantiate`, whose
+    recursion would call a `_target_` nested anywhere in the arguments (a saved run's config is
+    data from anyone: ca12/untrusted.py).
 
     Args:
         section: the run config's `callbacks` (NAME -> {_target_, arguments}).
@@ -101,7 +157,7 @@ def make_callbacks(section, runtime: Mapping[type, Mapping[str, Any]] | None = N
     Raises:
         UsageError: one line naming the entry, for a bad class or arguments the constructor refused.
     """
-    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from ca12.errors import UsageError
 
@@ -114,7 +170,9 @@ def make_callbacks(section, runtime: Mapping[type, Mapping[str, Any]] | None = N
             if arg in given:
                 raise UsageError(f"callbacks.{name}.{arg} is given by ca12.fit at run time; it cannot be configured")
         try:
-            built.append(instantiate(entry, _convert_="all", **given))
-        except Exception as exc:  # Hydra wraps what the constructor raised in a multi-line message
-            raise UsageError(f"callbacks.{name} ({entry._target_}): {_first_line(exc.__cause__ or exc)}") from None
+            arguments = OmegaConf.to_container(entry, resolve=True)
+            arguments.pop("_target_")
+            built.append(cls(**arguments, **given))
+        except Exception as exc:  # keep the constructor's complaint to its first line
+            raise UsageError(f"callbacks.{name} ({entry._target_}): {_first_line(exc)}") from None
     return built

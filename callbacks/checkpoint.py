@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
 import lightning as L
+from tqdm.auto import tqdm
 
 from ca12.checkpoints import unsafe_entry
 from ca12.data.buffer_store import collect_garbage
@@ -73,6 +75,10 @@ class GracefulStop(L.Callback):
     """First SIGINT/SIGTERM: finish the current iteration, let its checkpoint be written, stop.
     A second one interrupts at once (the previous iteration's checkpoint is intact).
 
+    The first signal is acknowledged at once on stderr (by rank 0): an iteration can take
+    minutes, and a run that stays silent after Ctrl-C looks hung and gets killed, losing the
+    iteration it was about to save.
+
     Must come after `IterationCheckpoint` in the callback list.
     """
 
@@ -81,12 +87,18 @@ class GracefulStop(L.Callback):
     def __init__(self):
         self.requested: int | None = None
         self._previous: dict = {}
+        self._speaks = True  # rank 0 only: under DDP every process gets the terminal's Ctrl-C
 
     def _handler(self, signum, frame):
         if self.requested is not None:
             self._restore()
             raise KeyboardInterrupt
         self.requested = signum
+        if self._speaks:
+            again = "Ctrl-C" if signum == signal.SIGINT else f"{signal.Signals(signum).name} or Ctrl-C"
+            # tqdm.write clears a progress bar drawn on the terminal, prints, and redraws it
+            tqdm.write(f"ca12.fit: {signal.Signals(signum).name} received: stopping after this iteration, once its checkpoint "
+                       f"is saved ({again} again to stop now)", file=sys.stderr)
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -94,6 +106,7 @@ class GracefulStop(L.Callback):
         self._previous = {}
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self._speaks = trainer.is_global_zero
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
 

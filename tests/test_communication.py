@@ -19,10 +19,11 @@ from ca12.envs.comm import ReferentialEnv
 from ca12.errors import UsageError
 from ca12.fit import main
 from conftest import resume_pair
-from ca12.nets.builder import TalkingNet, TarMACConfig, model_schema
+from ca12.nets.builder import TalkingNet
 from ca12.nets.builder import mlp as build_mlp
 from ca12.nets.communication import (AttentionCommunication, CommNet, DIALChannel, DIALCommunication, GraphCommunication,
                                      geometric_adjacency, graph_adjacency, positive_signalling)
+from ca12.sections import TarMACConfig, model_schema
 
 F = 8
 TALKING = ("commnet", "tarmac", "dial", "graph")
@@ -281,7 +282,7 @@ def test_signalling_information_is_the_mutual_information_of_the_batch():
 
 def _speaker_listener(*extra: str, worlds: int = 4):
     cfg = load_config("mappo", "vmas/speaker_listener", [f"env.num_envs={worlds}", "env.max_steps=5", "env.continuous_actions=false",
-                                                          "collector.frames_per_batch=640", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", *extra])
+                                                          "collector.frames_per_batch=640", "algo.minibatch_size=640", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", *extra])
     return algo_class("mappo")(cfg, make_spec_env(cfg.env, 0)), make_env(cfg.env, 0)
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY
 from rliable import library, metrics
 
-from ca12.compare import EVAL, ROLLOUT, TooFewSeeds, compare, find_runs, main, read_run, write_outputs
+from ca12.compare import EVAL, ROLLOUT, compare, find_runs, main, read_run, write_outputs
 from ca12.errors import UsageError
 
 REPS = 300
@@ -134,17 +134,29 @@ def test_configs_that_differ_beyond_the_seed_are_separate_groups(tmp_path):
         compare([tmp_path])
 
 
-def test_one_seed_prints_point_estimates_and_fails_in_one_line(tmp_path, capsys):
+def test_one_seed_gets_point_estimates_a_note_and_a_written_report(tmp_path, capsys):
     sweep(tmp_path, {"good": [0.9, 0.8], "lonely": [0.5]})
-    with pytest.raises(TooFewSeeds, match="lonely on matrix/climbing has a single run") as error:
-        compare([tmp_path], reps=REPS)
-    lonely = error.value.comparison.table("matrix/climbing").groups[1]
+    comparison = compare([tmp_path], reps=REPS)
+    lonely = comparison.table("matrix/climbing").groups[1]
     assert lonely.estimates["IQM"].value == 0.5 and lonely.estimates["IQM"].low is None
-    assert main([str(tmp_path), "--reps", "10"]) == 2
+    assert comparison.table("matrix/climbing").groups[0].estimates["IQM"].low is not None  # the 2-seed group keeps its interval
+    assert comparison.notes == ["lonely on matrix/climbing has a single run: point estimates only; intervals need at least 2 seeds per algorithm and env"]
+    assert main([str(tmp_path), "--reps", "10"]) == 0
     captured = capsys.readouterr()
-    assert "| lonely | 1 | 0.500 |" in captured.out
-    assert captured.err.startswith("ca12.compare: error: lonely on matrix/climbing has a single run") and captured.err.count("\n") == 1
-    assert not (tmp_path / "compare").exists()
+    assert "| lonely | 1 | 0.500 |" in captured.out and "**Note:** lonely on matrix/climbing has a single run" in captured.out
+    assert captured.err == f"ca12.compare: note: {comparison.notes[0]}\n"
+    report = (tmp_path / "compare" / "report.md").read_text()
+    assert "| lonely | 1 | 0.500 |" in report and "intervals need at least 2 seeds" in report
+    assert json.loads((tmp_path / "compare" / "summary.json").read_text())["notes"] == comparison.notes
+    assert len(list((tmp_path / "compare").glob("*.png"))) == 3
+
+
+def test_single_seed_envs_still_get_the_all_envs_table(tmp_path, capsys):
+    for env in (("matrix", "climbing"), ("matrix", "stag_hunt")):
+        sweep(tmp_path, {"solo": [0.5]}, env=env)
+    assert main([str(tmp_path), "--normalise=-1,2", "--reps", "10"]) == 0
+    assert "## all envs" in (tmp_path / "compare" / "report.md").read_text()
+    assert "solo on matrix/climbing has a single run (and 1 more group(s))" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("setup, message", [

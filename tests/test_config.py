@@ -48,7 +48,7 @@ def test_navigation_uses_benchmarl_task_settings():
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config("ippo", "vmas/balance", ["algo.lr=1e-3", "env.num_envs=8", "collector.frames_per_batch=800", "trainer=ddp", "logger=none"], seed=3)
+    cfg = load_config("ippo", "vmas/balance", ["algo.lr=1e-3", "env.num_envs=8", "collector.frames_per_batch=800", "algo.minibatch_size=400", "trainer=ddp", "logger=none"], seed=3)
     assert cfg.algo.lr == 1e-3 and cfg.env.num_envs == 8 and cfg.seed == 3
     assert cfg.trainer.strategy == "ddp" and cfg.logger.wandb is None and cfg.logger.tensorboard is None
 

@@ -53,7 +53,8 @@ def test_rewards_are_the_yaml_payoffs_of_the_joint_action(game, categorical):
     yaml = torch.tensor(OmegaConf.to_container(OmegaConf.load(conf_dir() / "env" / "matrix" / f"{game}.yaml").payoffs))
     n, a = yaml.shape[0], yaml.shape[1]
     joints = torch.tensor(list(itertools.product(range(a), repeat=n)))  # every joint action, [a^n, n]
-    overrides = [f"env.num_envs={len(joints)}", f"collector.frames_per_batch={len(joints)}", f"env.categorical_actions={str(categorical).lower()}"]
+    overrides = [f"env.num_envs={len(joints)}", f"collector.frames_per_batch={len(joints)}", f"algo.minibatch_size={len(joints)}",
+                 f"env.categorical_actions={str(categorical).lower()}"]
     env = make_env(load_config("mappo", f"matrix/{game}", overrides).env, 0)
     assert torch.equal(env.base_env.payoffs, yaml.float())
     reward = _act(env, joints)["agents", "reward"]  # [a^n, n, 1]
@@ -252,7 +253,7 @@ def test_generic_run_resumes_bit_for_bit(tmp_path):
 
 
 def test_reward_scale_scales_what_the_learner_trains_on_and_not_the_reported_returns():
-    cfg = load_config("mappo", "vmas/navigation", ["env.num_envs=4", "collector.frames_per_batch=400", "env.reward_scale=0.1"])
+    cfg = load_config("mappo", "vmas/navigation", ["env.num_envs=4", "collector.frames_per_batch=400", "algo.minibatch_size=400", "env.reward_scale=0.1"])
     plain, scaled = make_env(cfg.env, 0), make_env(cfg.env, 0, training=True)
     start = capture_rng_state()  # VMAS draws resets from one process-wide random state
     actions = plain.rand_action(plain.reset())

@@ -22,6 +22,7 @@ import ca12.envs.gym as gym_family  # noqa: E402
 import ca12.envs.pettingzoo as pettingzoo_family  # noqa: E402
 from ca12.algos import algo_class  # noqa: E402
 from ca12.config import load_config  # noqa: E402
+from ca12.envs import catalog  # noqa: E402
 from ca12.envs import AgentLayout, make_env, make_spec_env  # noqa: E402
 from ca12.errors import UsageError  # noqa: E402
 from ca12.fit import list_choices, main  # noqa: E402
@@ -189,7 +190,7 @@ def test_off_policy_actors_train_on_pendulum(algo, tmp_path):
 
 
 def test_speaker_listener_trains_both_groups_with_mappo_and_one_group_algorithms_refuse_it():
-    cfg = load_config("mappo", "pettingzoo/simple_speaker_listener", ["env.num_envs=2", "collector.frames_per_batch=50"])
+    cfg = load_config("mappo", "pettingzoo/simple_speaker_listener", ["env.num_envs=2", "collector.frames_per_batch=50", "algo.minibatch_size=50"])
     module = algo_class("mappo")(cfg, make_spec_env(cfg.env, 0))
     assert [g.name for g in module.groups] == ["speaker", "listener"]
     assert {k.split(".")[1] for k in module.state_dict() if k.startswith("actors.")} == {"speaker", "listener"}
@@ -261,14 +262,14 @@ def _without(monkeypatch, module, *names: str) -> None:
 
 
 def test_a_missing_pettingzoo_or_mpe2_is_named_in_one_line(monkeypatch, capsys):
-    _without(monkeypatch, pettingzoo_family, "mpe2")
-    assert "simple_spread" in pettingzoo_family.tasks(), "still listed, so --env reaches the message"
+    _without(monkeypatch, catalog, "mpe2")
+    assert "simple_spread" in catalog.pettingzoo_tasks(), "still listed, so --env reaches the message"
     assert main(["--algo", "mappo", "--env", "pettingzoo/simple_spread"]) == 2
     assert capsys.readouterr().err == 'ca12.fit: error: pettingzoo/simple_spread needs pettingzoo and mpe2: pip install -e ".[pettingzoo]"\n'
 
 
 def test_a_missing_plugin_or_env_dependency_is_named_in_one_line(monkeypatch, capsys):
-    _without(monkeypatch, gym_family, "ale_py")
+    _without(monkeypatch, catalog, "ale_py")
     cfg = OmegaConf.merge(_cfg("gym/CartPole-v1"), {"task": "ALE/Pong-v5"})
     with pytest.raises(UsageError, match=r"^gym/ALE/Pong-v5 needs the ale-py package: pip install ale-py$"):
         make_env(cfg, 0)
@@ -281,8 +282,8 @@ def test_a_missing_plugin_or_env_dependency_is_named_in_one_line(monkeypatch, ca
 
 
 def test_a_missing_gymnasium_is_named_in_one_line(monkeypatch):
-    _without(monkeypatch, gym_family, "gymnasium")
-    assert gym_family.tasks() == []
+    _without(monkeypatch, catalog, "gymnasium")
+    assert catalog.gym_tasks() == []
     with pytest.raises(UsageError, match=r"^gym/\.\.\. envs need the gymnasium package: pip install gymnasium$"):
         gym_family.check_task("CartPole-v1")
 

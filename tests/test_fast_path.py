@@ -26,9 +26,9 @@ def _state(run_dir) -> dict:
 @pytest.fixture
 def uncaptured(monkeypatch):
     """`algo.cudagraphs=true` on this CPU machine: the fast path's function, not captured."""
-    import ca12.trainer
+    import ca12.algos.fast
 
-    monkeypatch.setattr(ca12.trainer, "check_fast_path", lambda cfg: None)
+    monkeypatch.setattr(ca12.algos.fast, "check_fast_path", lambda cfg: None)  # ca12.trainer.check_devices imports it when called
     monkeypatch.setattr(base, "capture_update", lambda fn: fn)
 
 
@@ -114,7 +114,7 @@ def test_a_new_vmas_run_trains_on_the_gpu_when_one_is_present(monkeypatch, env, 
     import ca12.trainer
     from ca12.config import load_config
 
-    monkeypatch.setattr(ca12.trainer.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ca12.trainer, "cuda_available", lambda: True)  # torch.cuda.is_available(), read lazily
     cfg = load_config("mappo" if env.startswith("vmas") else "ppo", env, overrides)
     assert ca12.trainer.prefer_gpu(cfg, overrides) is switched
     assert (cfg.trainer.accelerator, cfg.env.device) == (("gpu", "cuda") if switched else (cfg.trainer.accelerator, cfg.env.device))

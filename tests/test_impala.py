@@ -65,7 +65,7 @@ def test_asynchronous_actors_lag_and_the_lag_is_logged(tmp_path):
     frames from older weights, which the version counter that travels with them shows."""
     run = tmp_path / "run"
     assert main(["--algo", "impala", "--env", "gym/CartPole-v1", "--run-dir", str(run), "logger=csv", "eval.every_n_iters=0",
-                 "collector.workers=2", "env.num_envs=2", "collector.frames_per_batch=100", "collector.total_frames=600",
+                 "collector.workers=2", "env.num_envs=2", "collector.frames_per_batch=100", "algo.minibatch_size=100", "collector.total_frames=600",
                  "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]"]) == 0
     lags = [float(r["train/policy_lag_max"]) for r in _metrics(run)]
     assert len(lags) == 6 and lags[0] == 0.0 and all(lag >= 0 for lag in lags)

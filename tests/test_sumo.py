@@ -105,9 +105,9 @@ def test_bad_settings_are_refused_in_one_line(override, message):
 def test_unknown_task_and_missing_package_in_one_line(monkeypatch):
     with pytest.raises(UsageError, match="unknown sumo task 'grid9x9'"):
         check_task("sumo", "grid9x9")
-    import ca12.envs.sumo as sumo
+    from ca12.envs import catalog
 
-    monkeypatch.setattr(sumo, "_installed", lambda: False)
+    monkeypatch.setattr(catalog, "sumo_installed", lambda: False)
     with pytest.raises(UsageError) as error:
         check_task("sumo", "grid2x2")
     assert 'pip install -e ".[sumo]"' in str(error.value) and "\n" not in str(error.value)

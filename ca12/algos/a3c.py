@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional
+from typing import Callable
 
 import lightning as L
 import torch
@@ -39,35 +38,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.utils import vector_to_parameters
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import AlgoConfig
 from ca12.algos.impala import IMPALA
 from ca12.data.collectors import make_collector, seeded_worker_env, worker_seed
 from ca12.data.rollout import RolloutDataModule, one_batch_loader
-from ca12.distributed.parameter_server import MODES, OPTIMISERS, GradientMessage, ParameterServer, Round
+from ca12.distributed.parameter_server import GradientMessage, ParameterServer, Round
 from ca12.distributed.pool import WorkerPool
 from ca12.envs import make_spec_env
 from ca12.errors import NonFiniteError, UsageError
-from ca12.schema import key
 
 # On a worker's own fresh data the importance weights are 1: IMPALA's clips never bind.
 ON_POLICY_VTRACE = {"clip_rho": 1.0, "clip_pg_rho": 1.0, "clip_c": 1.0, "lmbda": 1.0}  # lmbda 1: the n-step return
-
-
-@dataclass
-class Config(AlgoConfig):
-    """A3C's keys (the paper's names where it has them)."""
-
-    lr: float = key("learning rate of the server's optimiser", positive=True)
-    optimizer: str = key("the server's optimiser", choices=tuple(OPTIMISERS))
-    gamma: float = key("discount factor", minimum=0.0)
-    entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
-    baseline_coeff: float = key("weight of the value loss 1/2 (R_t - V(x_t))^2", minimum=0.0)
-    centralised_critic: bool = key("every agent's value sees all agents' observations (false: its own)")
-    normalize_advantage: bool = key("standardise the advantages of each worker's batch")
-    workers: int = key("Ray actor-learners (0: one in the training process, no Ray)", minimum=0)
-    mode: str = key("async: apply each gradient on arrival (A3C); sync: average one per worker, then step", choices=MODES)
-    max_staleness: Optional[int] = key("drop gradients more than this many server steps old (null: keep all)", minimum=0)
-    max_restarts: int = key("times Ray restarts a dead worker before it is dropped", minimum=0)
 
 
 def worker_frames(cfg: DictConfig) -> int:
@@ -157,8 +137,6 @@ class GradientDataModule(RolloutDataModule):
 
 class A3C(IMPALA):
     """A3C's parameter server as a LightningModule; `training_step` applies one round of gradients."""
-
-    schema = Config
 
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> L.LightningDataModule:

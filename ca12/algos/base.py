@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import lightning as L
 import torch
@@ -27,27 +26,6 @@ from ca12.envs.layout import AgentLayout
 from ca12.errors import NonFiniteError, UsageError
 from ca12.nets.builder import is_recurrent
 from ca12.nets.communication import message_stats
-from ca12.schema import key
-
-
-@dataclass
-class AlgoConfig:
-    """Keys every algorithm reads (conf/algo/base/common.yaml)."""
-
-    name: str = key("the algorithm (--algo)")
-    max_grad_norm: float = key("gradient-norm clip of every optimiser step", positive=True)
-    skip_nonfinite: bool = key("a NaN/inf loss or gradient stops the run (false) or skips that update (true)")
-    groups: Optional[list[str]] = key("agent groups to train (null: all); the others act with a fixed random policy")
-    anneal_lr: bool = key("decay every learning rate linearly from its value to 0 over collector.total_frames (A2C/PPO's Atari schedule)")
-    cudagraphs: bool = key("capture each minibatch update (loss, backward, clip, fused Adam step) as a CUDA graph and replay it (ca12/algos/fast.py; CUDA only)")
-
-
-@dataclass
-class OnPolicyConfig(AlgoConfig):
-    """What `RLModule.minibatch_epochs` reads: the on-policy update of PPO and COMA."""
-
-    num_epochs: int = key("passes over each collected batch (COMA: the critic's passes)", positive=True)
-    minibatch_size: int = key("frames per minibatch (one Adam step each)", positive=True)
 
 
 def fused_adam(params, lr: float = 1e-3) -> torch.optim.Adam:
@@ -94,11 +72,11 @@ class RLModule(L.LightningModule):
     around each `training_step`. A subclass builds its networks from `self.groups` (the agent
     groups it trains, from the env's specs) with the network builder, defines `policy` (the
     module the collector acts with), overrides `make_datamodule` if it does not learn from
-    on-policy rollouts, and returns its metrics from `training_step`.
+    on-policy rollouts, and returns its metrics from `training_step`. The keys of its `algo`
+    section are a schema in ca12/algos/schemas.py, apart from it so that a config is checked
+    without importing torch.
     """
 
-    # The typed schema of conf/algo/<name>.yaml (a subclass of AlgoConfig, next to the algorithm).
-    schema: type = AlgoConfig
     # Action spaces the algorithm can act in; others are refused before training starts.
     action_spaces: tuple[str, ...] = ("continuous", "discrete")
     # Trains several agent groups at once (each its own networks); else exactly one is named.

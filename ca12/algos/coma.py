@@ -26,8 +26,6 @@ fixed action (return about -2.6, below a random policy's -0.6). With the task's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -35,23 +33,9 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
+from ca12.algos.base import RLModule, fused_adam
 from ca12.nets.builder import activation_class
 from ca12.nets.policies import make_actor
-from ca12.schema import key
-
-
-@dataclass
-class Config(OnPolicyConfig):
-    """COMA's keys."""
-
-    lr: float = key("Adam learning rate of the actors", positive=True)
-    critic_lr: float = key("Adam learning rate of the critic", positive=True)
-    actor_epochs: int = key("actor passes over each batch (plain policy gradient: keep it small)", positive=True)
-    gamma: float = key("discount factor", minimum=0.0)
-    lmbda: float = key("TD(lambda) of the critic targets", minimum=0.0)
-    entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
-    normalize_advantage: bool = key("divide advantages by their minibatch std (not centred)")
 
 
 def coma_advantages(q_all: torch.Tensor, probs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,8 +108,6 @@ class COMACritic(nn.Module):
 
 class COMA(RLModule):
     """COMA as a LightningModule; `training_step` consumes one on-policy collector batch [B, T]."""
-
-    schema = Config
 
     action_spaces = ("discrete",)
 

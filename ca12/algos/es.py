@@ -19,8 +19,6 @@ population x num_envs x max_steps env steps; `collector.frames_per_batch` must s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +27,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import AlgoConfig, RLModule, fused_adam
+from ca12.algos.base import RLModule, fused_adam
 from ca12.data.rollout import one_batch_loader
 from ca12.distributed.es import es_estimate, pair_seeds, perturbation
 from ca12.distributed.parameter_server import set_gradients
@@ -38,21 +36,8 @@ from ca12.envs import make_spec_env
 from ca12.errors import UsageError
 from ca12.evaluation import Evaluator
 from ca12.nets.policies import FixedRandomPolicy, make_actor
-from ca12.schema import key
 
 SEED_STRIDE = 1_000_003  # generation g of a run with seed s draws from seed s * SEED_STRIDE + g
-
-
-@dataclass
-class Config(AlgoConfig):
-    """OpenAI ES's keys."""
-
-    lr: float = key("Adam learning rate on the search gradient", positive=True)
-    sigma: float = key("noise scale of the perturbations", positive=True)
-    population: int = key("evaluations per generation (even: antithetic pairs)", positive=True)
-    weight_decay: float = key("L2 coefficient: the step follows g - weight_decay * theta", minimum=0.0)
-    workers: int = key("Ray workers evaluating the population (0: in the training process, no Ray)", minimum=0)
-    max_restarts: int = key("times Ray restarts a dead worker before the pool drops it", minimum=0)
 
 
 class FitnessWorker:
@@ -132,7 +117,6 @@ class PopulationDataModule(L.LightningDataModule):
 class ES(RLModule):
     """OpenAI ES as a LightningModule; `training_step` evaluates one generation and steps Adam."""
 
-    schema = Config
     multi_group = True
 
     @classmethod

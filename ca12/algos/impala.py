@@ -28,9 +28,6 @@ Written by hand around TorchRL's actors and critics: TorchRL has V-trace but no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
@@ -39,27 +36,10 @@ from torch import nn
 from torchrl.envs import EnvBase
 
 from ca12.advantages import vtrace
-from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
+from ca12.algos.base import RLModule, fused_adam
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
-from ca12.schema import key
 
 VERSION = "policy_version"
-
-
-@dataclass
-class Config(OnPolicyConfig):
-    """IMPALA's keys (the paper's names: rho-bar, c-bar, baseline cost)."""
-
-    lr: float = key("Adam learning rate of actors and critics", positive=True)
-    gamma: float = key("discount factor", minimum=0.0)
-    clip_rho: Optional[float] = key("rho-bar: clip of the importance weights in the value targets (null: none)", positive=True)
-    clip_pg_rho: Optional[float] = key("clip of the importance weights in the policy-gradient advantages (null: none)", positive=True)
-    clip_c: Optional[float] = key("c-bar: clip of the trace-cutting weights (null: none)", positive=True)
-    lmbda: float = key("lambda: every trace weight c_s is lambda min(c-bar, rho_s) (1: the paper's V-trace; on-policy the targets are GAE's lambda-returns)", minimum=0.0)
-    entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
-    baseline_coeff: float = key("weight of the value loss 1/2 (v_s - V(x_s))^2", minimum=0.0)
-    centralised_critic: bool = key("every agent's value sees all agents' observations (false: its own)")
-    normalize_advantage: bool = key("standardise the V-trace advantages per batch")
 
 
 class PolicyVersion(TensorDictModuleBase):
@@ -80,7 +60,6 @@ class PolicyVersion(TensorDictModuleBase):
 class IMPALA(RLModule):
     """IMPALA's learner as a LightningModule; `training_step` consumes one (possibly stale) batch [B, T]."""
 
-    schema = Config
     multi_group = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):

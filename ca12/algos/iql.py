@@ -12,12 +12,10 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import DQNLoss
 
 from ca12.algos.off_policy import per_agent_flags
-from ca12.algos.qmix import QMIX, ValueConfig
+from ca12.algos.qmix import QMIX
 
 
 class IQL(QMIX):
-    schema = ValueConfig  # no mixer to size
-
     def make_loss(self, env: EnvBase) -> DQNLoss:
         g = self.group
         loss = DQNLoss(self.qnet, delay_value=True, action_space=env.full_action_spec_unbatched[g, "action"])

@@ -17,8 +17,6 @@ IDDPG (iddpg.py) only swaps the critic for a per-agent one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
@@ -27,26 +25,13 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import DDPGLoss, SoftUpdate
 
 from ca12.algos.base import fused_adam
-from ca12.algos.off_policy import ActorCriticReplayConfig, OffPolicyModule
+from ca12.algos.off_policy import OffPolicyModule
 from ca12.data import ReplayBatch
-from ca12.schema import key
 from ca12.nets.actor_critic import make_deterministic_actor, make_exploration, make_q_critic
-
-
-@dataclass
-class Config(ActorCriticReplayConfig):
-    """MADDPG's and IDDPG's keys."""
-
-    sigma_init: float = key("exploration: first std of the Gaussian action noise (unit actions)", minimum=0.0)
-    sigma_end: float = key("exploration: final noise std", minimum=0.0)
-    annealing_frames: int = key("collected frames over which the noise std falls linearly", positive=True)
-    gumbel_temperature: float = key("discrete actions: straight-through Gumbel-softmax temperature", positive=True)
 
 
 class MADDPG(OffPolicyModule):
     """MADDPG as a LightningModule; `training_step` consumes a `ReplayBatch`."""
-
-    schema = Config
 
     centralised_critic = True  # I* variants set False: each agent's critic sees only its own
 

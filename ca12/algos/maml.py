@@ -30,7 +30,6 @@ iteration costs meta_batch x (inner_steps + 1) x env.num_envs x env.max_steps en
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -43,7 +42,7 @@ from torch.func import functional_call, vmap
 from torchrl.envs import EnvBase
 from torchrl.modules import MLP, IndependentNormal, ProbabilisticActor
 
-from ca12.algos.base import AlgoConfig, RLModule, fused_adam
+from ca12.algos.base import RLModule, fused_adam
 from ca12.data.rollout import one_batch_loader
 from ca12.envs.layout import Group
 from ca12.envs.meta import make_family
@@ -51,24 +50,8 @@ from ca12.errors import UsageError
 from ca12.meta.maml import Params, adapt_tasks, meta_gradient, policy_gradient_loss, reinforce_advantages
 from ca12.meta.tasks import episode_returns, rollout
 from ca12.nets.builder import activation_class
-from ca12.schema import key
 
-DEFAULT_ENV = "meta/navigation"  # maml trains only on the meta/ task families
 SEED_STRIDE = 1_000_003  # iteration g of rank r in a run with seed s draws from (s + 7919 r) * SEED_STRIDE + g
-
-
-@dataclass
-class Config(AlgoConfig):
-    """MAML-RL's keys."""
-
-    meta_batch: int = key("tasks per iteration (the paper: 20)", positive=True)
-    inner_steps: int = key("policy-gradient steps of the adaptation, k (0: multi-task policy gradient, no adaptation)", minimum=0)
-    inner_lr: float = key("step size alpha of the inner steps (the paper: 0.1)", positive=True)
-    first_order: bool = key("first-order MAML: treat the inner gradients as constants (no Hessian terms)")
-    lr: float = key("Adam learning rate of the meta-update", positive=True)
-    gamma: float = key("discount of the reward-to-go", positive=True)
-    normalize_advantage: bool = key("scale each task's advantages to mean 0, std 1")
-    init_std: float = key("initial std of the Gaussian policy (continuous actions), a learnt parameter", positive=True)
 
 
 class MetaPolicy(nn.Module):
@@ -131,8 +114,6 @@ class TaskDataModule(L.LightningDataModule):
 class MAML(RLModule):
     """MAML-RL as a LightningModule: `training_step` adapts to a batch of tasks and takes one
     meta-step (see the module doc)."""
-
-    schema = Config
 
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> L.LightningDataModule:

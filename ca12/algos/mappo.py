@@ -16,9 +16,6 @@ about what it sees before any listener reads them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
@@ -30,37 +27,14 @@ from torchrl.objectives import ValueEstimators
 from torchrl.objectives.value import MultiAgentGAE
 from torchrl.objectives.multiagent import MAPPOLoss
 
-from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
+from ca12.algos.base import RLModule, fused_adam
 from ca12.errors import UsageError
-from ca12.league import League, LeagueConfig
+from ca12.league import League
 from ca12.nets.builder import is_recurrent
 from ca12.nets.communication import positive_signalling
 from ca12.nets.opponent import OpponentModel
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 from ca12.nets.recurrent import step_on_next
-from ca12.schema import key
-
-
-@dataclass
-class Config(OnPolicyConfig):
-    """MAPPO's and IPPO's keys (TorchRL's names: they pass straight to MAPPOLoss / GAE)."""
-
-    lr: float = key("Adam learning rate of actor and critic", positive=True)
-    gamma: float = key("discount factor", minimum=0.0)
-    lmbda: float = key("GAE lambda", minimum=0.0)
-    clip_epsilon: float = key("PPO ratio clip", minimum=0.0)
-    entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
-    critic_coeff: float = key("weight of the value loss", minimum=0.0)
-    critic_loss: str = key("value regression loss (TorchRL's names)", choices=("l2", "l1", "smooth_l1"))
-    normalize_advantage: bool = key("standardise advantages per minibatch")
-    clip_value: Optional[float] = key("clip the value loss: new values within +- this of the collected ones (null: unclipped)", positive=True)
-    target_kl: Optional[float] = key("stop a batch's epochs early once an epoch's mean approximate KL (summed over trained groups) exceeds this (null: never)", positive=True)
-    opponent_model: bool = key("each agent predicts the other agents' actions from its observation and its actor reads the prediction (ca12/nets/opponent.py)")
-    opponent_model_coeff: float = key("weight of the opponent model's cross-entropy in the loss", minimum=0.0)
-    signalling_coeff: float = key("weight of the positive-signalling bonus (Eccles et al. 2019): the loss subtracts this times each "
-                                  "agent's I(action; observation) over the minibatch (0: off)", minimum=0.0)
-    signalling_groups: Optional[list[str]] = key("trained groups with discrete actions that get the signalling bonus (null: every trained group)")
-    league: LeagueConfig = key("self-play against a league of the trained group's snapshots playing the other group (ca12/league.py)")
 
 
 class MAPPO(RLModule):
@@ -73,7 +47,6 @@ class MAPPO(RLModule):
     `critic_model=gru|lstm` the critics are recurrent, and the update replays whole trajectories.
     """
 
-    schema = Config
     loss_class = MAPPOLoss
     centralised_critic = True
     multi_group = True

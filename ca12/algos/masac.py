@@ -17,8 +17,6 @@ their own Adam optimisers. ISAC (isac.py) swaps in per-agent critics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
@@ -26,26 +24,14 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
 
 from ca12.algos.base import fused_adam
-from ca12.algos.off_policy import ActorCriticReplayConfig, OffPolicyModule
+from ca12.algos.off_policy import OffPolicyModule
 from ca12.data import ReplayBatch
-from ca12.schema import key
 from ca12.nets.actor_critic import make_discrete_q_critic, make_q_critic
 from ca12.nets.policies import make_actor
 
 
-@dataclass
-class Config(ActorCriticReplayConfig):
-    """MASAC's and ISAC's keys."""
-
-    alpha_lr: float = key("Adam learning rate of log(alpha), the entropy temperature", positive=True)
-    alpha_init: float = key("first entropy temperature", positive=True)
-    num_qvalue_nets: int = key("critics per agent (2: clipped double Q)", positive=True)
-
-
 class MASAC(OffPolicyModule):
     """MASAC as a LightningModule; `training_step` consumes a `ReplayBatch`."""
-
-    schema = Config
 
     centralised_critic = True  # I* variants set False: each agent's critic sees only its own
 

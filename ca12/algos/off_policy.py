@@ -14,44 +14,16 @@ optimiser steps of one minibatch, returning detached scalar terms (with `loss`, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
 
-from ca12.algos.base import AlgoConfig, RLModule
+from ca12.algos.base import RLModule
 from ca12.data import ReplayBatch, ReplayDataModule
 from ca12.data.collectors import episode_aligned
 from ca12.nets.builder import is_recurrent
-from ca12.schema import key
-
-
-@dataclass
-class ReplayConfig(AlgoConfig):
-    """What every replay method reads (conf/algo/base/replay.yaml)."""
-
-    updates_per_frame: float = key("Adam steps (of each optimiser) per collected frame", positive=True)
-    minibatch_size: int = key("transitions per sampled minibatch", positive=True)
-    buffer_size: int = key("replay capacity in transitions (oldest overwritten first)", positive=True)
-    buffer_device: str = key("where the buffer's storage lives (cpu, cuda)")
-    buffer_storage: str = key("memory (tensors on buffer_device) or memmap (files on the host)", choices=("memory", "memmap"))
-    prioritized: bool = key("prioritised replay (Schaul et al. 2016) by |TD error|")
-    priority_alpha: float = key("how strongly priorities shape sampling (0 = uniform)", minimum=0.0)
-    priority_beta: float = key("importance-weight exponent (1 = full correction)", minimum=0.0)
-    warmup_frames: int = key("no updates until the buffer holds this many transitions", minimum=0)
-    tau: float = key("soft target update: target <- (1 - tau) target + tau online, every update", minimum=0.0)
-    gamma: float = key("discount factor", minimum=0.0)
-
-
-@dataclass
-class ActorCriticReplayConfig(ReplayConfig):
-    """What the replay actor-critics (MADDPG, MASAC and their I* variants) add."""
-
-    actor_lr: float = key("Adam learning rate of the actors", positive=True)
-    critic_lr: float = key("Adam learning rate of the critics", positive=True)
-    loss_function: str = key("critic regression loss", choices=("l2", "l1", "smooth_l1"))
 
 
 def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:

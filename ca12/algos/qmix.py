@@ -19,8 +19,6 @@ pass over the sequence, and one step from that state gives max_a Q'(o_{t+1}, a).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
@@ -35,39 +33,17 @@ from torchrl.modules import set_recurrent_mode
 from torchrl.objectives.utils import distance_loss
 
 from ca12.algos.base import fused_adam
-from ca12.algos.off_policy import OffPolicyModule, ReplayConfig
+from ca12.algos.off_policy import OffPolicyModule
 from ca12.data import ReplayBatch
 from ca12.data.collectors import envs_per_batch
 from ca12.errors import UsageError
 from ca12.nets.builder import is_recurrent
 from ca12.nets.qnets import make_egreedy, make_qnet
 from ca12.nets.recurrent import step_on_next
-from ca12.schema import key
-
-
-@dataclass
-class ValueConfig(ReplayConfig):
-    """The value-decomposition family's keys (IQL, VDN; conf/algo/base/value.yaml)."""
-
-    lr: float = key("Adam learning rate", positive=True)
-    eps_init: float = key("epsilon-greedy: first epsilon", minimum=0.0)
-    eps_end: float = key("epsilon-greedy: final epsilon", minimum=0.0)
-    annealing_frames: int = key("collected frames over which epsilon falls linearly", positive=True)
-    sequence_length: int = key("model=gru|lstm: steps per replayed sequence, burn-in included", positive=True)
-    burn_in: int = key("model=gru|lstm: first steps of each sequence that only refresh the stored hidden state (no loss)", minimum=0)
-
-
-@dataclass
-class Config(ValueConfig):
-    """QMIX's keys."""
-
-    mixing_embed_dim: int = key("width of QMIX's state-conditioned mixing network", positive=True)
 
 
 class QMIX(OffPolicyModule):
     """QMIX as a LightningModule; `training_step` consumes a `ReplayBatch`."""
-
-    schema = Config
 
     action_spaces = ("discrete",)
     recurrent = True  # model=gru|lstm: DRQN agents trained on sequences (`sequence_loss`)

@@ -34,7 +34,6 @@ unused: run it with `trainer.strategy=ddp_find_unused_parameters_true`, as COMA 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -47,28 +46,9 @@ from torchrl.envs import EnvBase
 from torchrl.modules import TanhNormal
 
 from ca12.advantages import compute_gae
-from ca12.algos.base import OnPolicyConfig, RLModule, fused_adam
+from ca12.algos.base import RLModule, fused_adam
 from ca12.errors import NonFiniteError, UsageError
 from ca12.nets.policies import make_actor, make_critic
-from ca12.schema import key
-
-
-@dataclass
-class Config(OnPolicyConfig):
-    """TRPO's and HATRPO's keys."""
-
-    max_kl: float = key("trust region: largest mean KL(old || new) a policy step may reach (trpo: the joint policy's, summed over agents; hatrpo: each agent's)", positive=True)
-    damping: float = key("added to the Fisher matrix (F + damping I) so conjugate gradient stays well posed", minimum=0.0)
-    cg_iters: int = key("conjugate-gradient iterations for the natural-gradient direction", positive=True)
-    fisher_fraction: float = key("share of the batch's frames (drawn at random) the Fisher-vector products use, in (0, 1]", positive=True)
-    line_search_steps: int = key("step sizes tried (each backtrack_coeff times the last) before the step is rejected", positive=True)
-    backtrack_coeff: float = key("factor shrinking the step at each line-search try, in (0, 1)", positive=True)
-    gamma: float = key("discount factor", minimum=0.0)
-    lmbda: float = key("GAE lambda", minimum=0.0)
-    normalize_advantage: bool = key("standardise advantages over the batch")
-    critic_lr: float = key("Adam learning rate of the critic", positive=True)
-    num_epochs: int = key("critic passes over each batch (the policy takes one trust-region step per batch)", positive=True)
-    minibatch_size: int = key("frames per critic minibatch (one Adam step each)", positive=True)
 
 
 def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10) -> torch.Tensor:
@@ -131,8 +111,6 @@ def policy_kl(old: Distribution, new: Distribution) -> torch.Tensor:
 
 class TRPO(RLModule):
     """TRPO as a LightningModule; `training_step` consumes one on-policy collector batch [B, T]."""
-
-    schema = Config
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg, env)

@@ -9,12 +9,10 @@ from tensordict.nn import TensorDictModule
 from torchrl.envs import EnvBase
 from torchrl.modules import VDNMixer
 
-from ca12.algos.qmix import QMIX, ValueConfig
+from ca12.algos.qmix import QMIX
 
 
 class VDN(QMIX):
-    schema = ValueConfig  # no mixer to size
-
     def make_mixer(self, env: EnvBase) -> TensorDictModule:
         n_agents = env.full_observation_spec_unbatched[self.group, "observation"].shape[0]
         mixer = VDNMixer(n_agents=n_agents, device=env.device)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -103,7 +103,7 @@ class BufferCheckpoint:
                 raise UsageError(f"the checkpoint in '{folder}' lists replay buffer segments {sorted(files)} for {length} items of {size}")
             for index in sorted(files):
                 start = index * size
-                self._set_rows(start, _read_segment(folder / files[index], min(size, length - start)))
+                self._set_rows(start, _read_segment(segment_path(folder, files[index]), min(size, length - start)))
             writer = state["_writer"]
             self._saved = _Saved(folder, writer["_cursor"], writer["_write_count"], size, dict(files))
         else:
@@ -180,6 +180,15 @@ def _read_segment(path: Path, items: int) -> TensorDictBase:
 
 
 # --- checkpoint folders ---------------------------------------------------------------------------
+def segment_path(folder: Path, name: object) -> Path:
+    """The file a manifest entry `name` names in `folder`: `buffer/<file>`, nothing else. A
+    checkpoint is data from anyone (ca12/untrusted.py), so a name that would lead out of the
+    checkpoint's own buffer/ folder (`../`, an absolute path) is refused in one line."""
+    if not isinstance(name, str) or PurePosixPath(name).parent != PurePosixPath(FOLDER) or PurePosixPath(name).name in ("", ".", ".."):
+        raise UsageError(f"the checkpoint in '{folder}' names the replay buffer segment {name!r}; segments are files in its {FOLDER}/ folder")
+    return Path(folder) / name
+
+
 def manifests(checkpoint: dict) -> list[dict[int, str]]:
     """The segment manifests {segment: file relative to the checkpoint's folder} of a loaded
     checkpoint (a data module's `buffer` entry), to read or rewrite in place."""
@@ -244,7 +253,7 @@ def import_segments(checkpoint: dict, source: Path, target: Path) -> None:
     for manifest in manifests(checkpoint):
         (target / FOLDER).mkdir(parents=True, exist_ok=True)
         for index, name in manifest.items():
-            path = source / name
+            path = segment_path(source, name)
             if not path.is_file():
                 raise UsageError(f"replay buffer segment '{path}' is missing (a checkpoint needs the buffer/ folder beside it)")
             copy = _free_name(target / FOLDER, Path(name).stem)

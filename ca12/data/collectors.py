@@ -18,7 +18,6 @@ ones the run started with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -28,26 +27,11 @@ from omegaconf import DictConfig
 from torchrl.collectors import Collector, MultiAsyncCollector, MultiSyncCollector
 from torchrl.envs import EnvBase
 
-from ca12.schema import key
+from ca12.sections import COLLECTOR_KINDS as KINDS
+from ca12.sections import envs_per_batch  # the collector's keys and batch arithmetic (ca12/sections.py: start-up)
 
-KINDS = ("sync", "multisync", "multiasync", "cudagraph")
 # In a fresh run, worker w of rank r seeds its env with seed + r + WORKER_SEED_STRIDE * w (`worker_seed`).
 WORKER_SEED_STRIDE = 10_007
-
-
-@dataclass
-class CollectorConfig:
-    """conf/collector/*.yaml."""
-
-    kind: str = key("sync (in process), multisync or multiasync (worker processes), cudagraph (VMAS on a GPU, the rollout step captured)", choices=KINDS)
-    frames_per_batch: int = key("frames (env steps x envs, over all workers) per iteration", positive=True)
-    total_frames: int = key("training stops after this many frames", positive=True)
-    workers: int = key("collector processes (multisync, multiasync)", positive=True)
-
-
-def envs_per_batch(cfg: DictConfig) -> int:
-    """Env worlds that step together in one batch: a batch is a whole number of steps of each."""
-    return cfg.env.num_envs * (cfg.collector.workers if cfg.collector.kind == "multisync" else 1)
 
 
 def episode_aligned(cfg: DictConfig) -> bool:

@@ -1,68 +1,77 @@
 """Environment registry: `make_env(cfg.env, seed)` -> a batched TorchRL `EnvBase`.
 
-A family registers a builder and the list of tasks it knows; `--env family/task` picks one.
-Every env returned here follows TorchRL's multi-agent key convention: `(group, "observation")`,
-`(group, "action")`, `(group, "reward")`, env-level `done`/`terminated`, and carries a
-`RewardSum` transform that writes `(group, "episode_reward")`.
+A family is a module that builds its envs (`make(cfg, seed)`, ca12/envs/<family>.py) and an entry
+in `ca12.envs.catalog.FAMILIES` that lists its tasks, documents its keys and refuses a task it
+cannot build; `--env family/task` picks one. Every env returned here follows TorchRL's
+multi-agent key convention: `(group, "observation")`, `(group, "action")`, `(group, "reward")`,
+env-level `done`/`terminated`, and carries a `RewardSum` transform that writes
+`(group, "episode_reward")`.
+
+Listing, key docs and task checks read the catalog only; what builds or inspects an env imports
+the family's module (torch, TorchRL, the env library), so importing this package stays light
+(docs/ARCHITECTURE.md, "What may be imported at start-up"). Its re-exports (`AgentLayout`,
+`EnvConfig`, ...) are imported when first used.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torchrl.envs import EnvBase
 
-from ca12.envs.common import COMMON_KEYS, EnvConfig, hide_observation, scale_rewards, task_kwargs  # noqa: F401  (re-exported)
-from ca12.envs.layout import AgentLayout, Group  # noqa: F401  (re-exported)
+from ca12.envs.catalog import FAMILIES
 from ca12.errors import UsageError
 
-# family -> module that defines `make(cfg, seed) -> EnvBase` and its tasks: `tasks() -> list[str]`, or
-# a constant `TASKS` (names, or a dict keyed by them) when they are fixed.
-_FAMILIES: dict[str, str] = {
-    "vmas": "ca12.envs.vmas", "matrix": "ca12.envs.matrix", "generic": "ca12.envs.generic", "memory": "ca12.envs.memory",
-    "gym": "ca12.envs.gym", "pettingzoo": "ca12.envs.pettingzoo", "comm": "ca12.envs.comm",
-    "market": "ca12.envs.market", "meta": "ca12.envs.meta",
-    "grid": "ca12.envs.grid",
-    "traffic": "ca12.envs.traffic",
-    "sumo": "ca12.envs.sumo",
+if TYPE_CHECKING:
+    import torch
+    from torchrl.envs import EnvBase
+
+# Names this package re-exports -> the module that defines them, imported on first use.
+_REEXPORTS = {
+    "COMMON_KEYS": "ca12.envs.catalog", "EnvConfig": "ca12.envs.catalog",
+    "hide_observation": "ca12.envs.common", "scale_rewards": "ca12.envs.common", "task_kwargs": "ca12.envs.common",
+    "AgentLayout": "ca12.envs.layout", "Group": "ca12.envs.layout",
 }
 
 
+def __getattr__(name: str):
+    if name in _REEXPORTS:
+        return getattr(import_module(_REEXPORTS[name]), name)
+    raise AttributeError(f"module 'ca12.envs' has no attribute '{name}'")
+
 
 def env_families() -> list[str]:
-    return sorted(_FAMILIES)
+    return sorted(FAMILIES)
+
+
+def _family(family: str):
+    if family not in FAMILIES:
+        raise UsageError(f"unknown env family '{family}'; choose one of: {', '.join(env_families())}")
+    return FAMILIES[family]
 
 
 def _family_module(family: str):
-    if family not in _FAMILIES:
-        raise UsageError(f"unknown env family '{family}'; choose one of: {', '.join(env_families())}")
-    return import_module(_FAMILIES[family])
-
-
-def _tasks(module) -> list[str]:
-    return list(module.tasks()) if hasattr(module, "tasks") else sorted(module.TASKS)
+    return import_module(_family(family).module)
 
 
 def family_tasks(family: str) -> list[str]:
-    return _tasks(_family_module(family))
+    return list(_family(family).tasks())
 
 
 def family_key_docs(family: str) -> dict[str, str]:
-    """One-line docs of the keys a family reads besides the common ones (its `KEY_DOCS`)."""
-    return dict(getattr(_family_module(family), "KEY_DOCS", {}))
+    """One-line docs of the keys a family reads besides the common ones."""
+    return dict(_family(family).key_docs)
 
 
 def check_task(family: str, task: str) -> None:
-    """Refuse, in one line, a task `family` does not know: the family's own `check_task` when it
-    has one (it can name a missing package and suggest a close id), else its task list."""
-    module = _family_module(family)
-    if hasattr(module, "check_task"):
-        module.check_task(task)
+    """Refuse, in one line, a task `family` does not know: the family's own check when it has
+    one (it can name a missing package and suggest a close id), else its task list."""
+    entry = _family(family)
+    if entry.check_task is not None:
+        entry.check_task(task)
         return
-    tasks = _tasks(module)
+    tasks = list(entry.tasks())
     if task not in tasks:
         raise UsageError(f"unknown {family} task '{task}'; choose one of: {', '.join(tasks)}")
 
@@ -70,6 +79,8 @@ def check_task(family: str, task: str) -> None:
 def env_device(configured: str, process_device: torch.device | None = None) -> torch.device:
     """The device an env steps on: `env.device`, where a bare "cuda" means this process's GPU
     (under DDP each rank passes its own device as `process_device`)."""
+    import torch
+
     if configured == "cuda" and process_device is not None and process_device.type == "cuda":
         return process_device
     return torch.device(configured)
@@ -85,6 +96,8 @@ def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = N
     appended, so one list serves many envs. `training=True` (the envs a learner collects from)
     applies `env.reward_scale`; evaluation and the Python API see the env's own rewards.
     """
+    from ca12.envs.common import hide_observation, scale_rewards
+
     device = env_device(cfg.device, process_device)
     if str(device) != cfg.device:
         cfg = OmegaConf.merge(cfg, {"device": str(device)})
@@ -108,6 +121,12 @@ def family_baselines(family: str) -> dict[str, Callable]:
     """The classical policies a family offers for comparison (its module's `BASELINES`: name ->
     factory(env) -> policy, a callable tensordict -> tensordict); empty when it offers none."""
     return dict(getattr(_family_module(family), "BASELINES", {}))
+
+
+def family_renders(family: str) -> bool:
+    """Whether `family` can draw its worlds (its module's `render`): a video is refused before any
+    episode runs where it cannot."""
+    return getattr(_family_module(family), "render", None) is not None
 
 
 def render_frame(cfg: DictConfig, env: EnvBase, env_index: int = 0):

@@ -38,21 +38,12 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
+from ca12.envs.catalog import COMM_TASKS as TASKS  # the catalog lists tasks and documents their kwargs (start-up)
 from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
 from ca12.envs.traffic_junction import TrafficJunctionEnv
 
-TASKS = ("referential", "traffic_junction")
 # Task kwargs each task takes (everything else in the env section is refused).
 _KWARGS = {"referential": ("n_targets",), "traffic_junction": ("difficulty", "dim", "n_max", "arrival_prob", "vision")}
-# One-line docs of those kwargs (`--show-config`).
-KEY_DOCS = {
-    "n_targets": "referential: possible targets, also the number of actions",
-    "difficulty": "traffic_junction: easy | medium | hard (the grid, its routes and the presets)",
-    "dim": "traffic_junction: grid side (null: 7 / 14 / 18 by difficulty)",
-    "n_max": "traffic_junction: most cars at once, the agent slots (null: 5 / 10 / 20)",
-    "arrival_prob": "traffic_junction: probability an entry admits a car each step (null: 0.3 / 0.2 / 0.05)",
-    "vision": "traffic_junction: a car sees the (2 vision + 1)^2 square around it",
-}
 SPEAKER, LISTENER = 0, 1
 
 

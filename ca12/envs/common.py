@@ -1,16 +1,14 @@
 """What every env family shares, kept apart from the registry (ca12/envs/__init__.py) so a
-family module never imports back from the registry that imports it: the env config's common
-keys, the checks of a family's task kwargs, the return counters, and the spec / reset / output
-plumbing of ca12's own batched torch envs (generic, memory, matrix), whose agents sit in groups
-following TorchRL's multi-agent convention, and the seeded generator of those that draw at random
-(`SeededTorchEnv`)."""
+family module never imports back from the registry that imports it: the checks of a family's
+task kwargs (the common keys they leave out are `EnvConfig`'s, in ca12/envs/catalog.py), the
+return counters, and the spec / reset / output plumbing of ca12's own batched torch envs
+(generic, memory, matrix), whose agents sit in groups following TorchRL's multi-agent
+convention, and the seeded generator of those that draw at random (`SeededTorchEnv`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,31 +17,9 @@ from torchrl.data import Categorical, Composite, TensorSpec, Unbounded
 from torchrl.envs import EnvBase, RewardScaling, RewardSum, SerialEnv, Transform, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
+from ca12.envs.catalog import COMMON_KEYS
 from ca12.errors import UsageError
-from ca12.schema import key
 from ca12.seeding import register_rng_source
-
-
-@dataclass
-class EnvConfig:
-    """Keys every env family reads (conf/env/<family>/*.yaml); the rest are the task's own
-    kwargs, whose names the family checks when it builds the env."""
-
-    family: str = key("env family (the part of --env before the slash)")
-    task: str = key("task of the family (after the slash)")
-    num_envs: int = key("parallel env worlds per collector", positive=True)
-    max_steps: int = key("episode length (steps)", positive=True)
-    device: str = key("where the env steps and the collector samples (cpu, cuda)")
-    continuous_actions: bool = key("continuous (true) or discrete (false) actions, where the family has both")
-    # The one common key with a default (null): an ablation switch no task YAML needs to name.
-    hide_observation: Optional[Dict[str, List[int]]] = dataclasses.field(default=None, metadata={
-        "doc": "{group: [feature indices]} zeroed in that group's observation, an ablation (e.g. cut a message channel); null: none"})
-    reward_scale: float = dataclasses.field(default=1.0, metadata={
-        "doc": "multiplies the rewards the learner trains on (a critic fits returns of order 1 faster); returns are reported unscaled"})
-
-
-# Keys of an env config that are not passed to the env's own constructor as kwargs.
-COMMON_KEYS = tuple(f.name for f in dataclasses.fields(EnvConfig))
 
 
 def task_kwargs(cfg: DictConfig) -> dict:

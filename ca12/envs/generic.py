@@ -35,11 +35,10 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Unbounded
 from torchrl.envs import EnvBase
 
+from ca12.envs.catalog import GENERIC_TASKS as TASKS  # task -> continuous actions (the catalog lists tasks: start-up)
 from ca12.envs.common import SeededTorchEnv, family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 
-# task -> continuous actions?
-TASKS = {"coop": True, "coop_discrete": False}
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_agents", "state_dim", "action_dim", "step_size", "goal_radius", "bonus")
 

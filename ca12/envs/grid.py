@@ -134,37 +134,16 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from ca12.envs.catalog import GRID_FEEDERS as FEEDERS  # task -> the pandapower.networks function that builds its feeder (catalog: start-up)
 from ca12.envs.common import (SeededTorchEnv, check_integers, family_kwargs, group_output, reset_mask, set_group_specs,
                               with_return_counters)
 from ca12.errors import UsageError
 
-# task -> the pandapower.networks function that builds its feeder
-FEEDERS = {"cigre_lv": "create_cigre_network_lv", "kerber_landnetz": "create_kerber_landnetz_kabel_2"}
 TASKS = tuple(FEEDERS)
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_buildings", "battery_hours", "battery_power", "efficiency", "initial_soc", "pv_size", "max_cloud_cover", "load_noise",
            "flexible_share", "flexible_window", "flexible_power", "tariff", "feed_in_price", "voltage_band", "voltage_penalty",
            "overload_penalty", "shared_reward")
-# One-line docs of those kwargs (`--show-config`).
-KEY_DOCS = {
-    "n_buildings": "agents: the first n of the feeder's loads (null: all); the others stay as passive loads",
-    "battery_hours": "battery capacity in hours of the building's peak load (kWh per kW), > 0",
-    "battery_power": "battery power limit as a fraction of the building's peak load, > 0",
-    "efficiency": "battery round-trip efficiency in (0, 1] (its square root each way)",
-    "initial_soc": "state of charge at the start of a day, in [0, 1]",
-    "pv_size": "PV peak power as a fraction of the building's peak load, >= 0",
-    "max_cloud_cover": "PV output is scaled by 1 - U(0, max_cloud_cover) per world and day, in [0, 1]",
-    "load_noise": "standard deviation of the multiplicative load noise per building and step, >= 0",
-    "flexible_share": "share of a building's expected daily load energy that is deferrable, in [0, 1] (0: none, 1-D actions)",
-    "flexible_window": "[start, end] hours of the day in which the flexible load may run (a step: its middle); it must be done by end",
-    "flexible_power": "flexible load's power limit as a fraction of the building's peak load, > 0; must serve the energy in the window",
-    "tariff": "[off-peak (23-7 h), day, peak (17-21 h)] prices in EUR/kWh, non-decreasing",
-    "feed_in_price": "EUR/kWh earned for exported energy, >= 0",
-    "voltage_band": "allowed |v - 1| in pu",
-    "voltage_penalty": "EUR per percentage point outside the voltage band, per bus and step (shared)",
-    "overload_penalty": "EUR per percentage point of loading above 100 %, per branch and step (shared)",
-    "shared_reward": "every agent is charged the mean cost over buildings instead of its own",
-}
 S_BASE_MVA = 1.0  # per-unit power base
 OFFPEAK, PEAK = (23.0, 7.0), (17.0, 21.0)  # tariff periods (hour of day, from, to)
 ACTION_LEVELS = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0])  # discrete actions: fractions of the power limit
@@ -399,7 +378,7 @@ class GridEnv(SeededTorchEnv):
             x the 3 `FLEXIBLE_LEVELS` (the 5 alone when `flexible_share` is 0).
         device: where the worlds live.
         seed: seed of the env's own generator.
-        Other kwargs: `KEY_DOCS`.
+        Other kwargs: `GRID_KEY_DOCS` (ca12/envs/catalog.py).
 
     Attributes:
         last_step: the last step's flows, for tests and diagnostics: per building `load_kw`

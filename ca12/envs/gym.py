@@ -38,9 +38,6 @@ process-based vectorisations, whose worlds live in other processes).
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.util
 import inspect
 from functools import partial
 from typing import Callable
@@ -48,70 +45,19 @@ from typing import Callable
 from omegaconf import DictConfig
 from torchrl.envs import EnvBase, GymWrapper, ParallelEnv, SerialEnv
 
+from ca12.envs.catalog import GYM_EXTRAS
+from ca12.envs.catalog import check_gym_task as check_task  # its task list and checks live in the catalog (start-up)
 from ca12.envs.common import register_numpy_rng, vectorized_kwargs
 from ca12.envs.single_agent import as_agent_group
 from ca12.errors import UsageError
 
 # How `env.num_envs` copies step together (see the module docstring); the first is the default.
 VECTORIZATIONS = ("gymnasium", "gymnasium_async", "serial", "parallel")
-# Keys this family reads besides the common ones (python -m ca12.fit --show-config prints them).
-KEY_DOCS = {"vectorization": "one Gymnasium vector env in process (gymnasium, the fastest measured), gymnasium_async (worker processes), or TorchRL's serial / parallel batching"}
-# Registry entries that wrap *another* library's env (Shimmy's compatibility layers), not tasks.
-_NOT_TASKS = ("GymV21Environment-v0", "GymV26Environment-v0")
-# Namespaces a plugin package registers when imported: namespace -> (module, pip package).
-_PLUGINS = {"ALE": ("ale_py", "ale-py")}
-# Gymnasium sub-packages whose envs need an optional dependency: prefix -> (package, install).
-_EXTRAS = {
-    "gymnasium.envs.box2d": ("box2d", 'pip install "gymnasium[box2d]"'),
-    "gymnasium.envs.mujoco": ("mujoco", 'pip install "gymnasium[mujoco]"'),
-    "gymnasium.envs.phys2d": ("jax", 'pip install "gymnasium[jax]"'),
-    "gymnasium.envs.tabular": ("jax", 'pip install "gymnasium[jax]"'),
-}
-_INSTALL = "gym/... envs need the gymnasium package: pip install gymnasium"
-
-
-def _gymnasium():
-    """Gymnasium with the installed plugins' envs registered, or None when it is missing."""
-    if importlib.util.find_spec("gymnasium") is None:
-        return None
-    import gymnasium
-
-    for module, _ in _PLUGINS.values():
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)  # registers its namespace's ids
-    return gymnasium
-
-
-def tasks() -> list[str]:
-    gymnasium = _gymnasium()
-    if gymnasium is None:  # the family is listed without tasks
-        return []
-    return sorted(task for task in gymnasium.registry if task not in _NOT_TASKS)
-
-
-def check_task(task: str) -> None:
-    """Refuse, in one line, an id Gymnasium does not know or whose package is not installed.
-
-    Raises:
-        UsageError: naming the missing package (gymnasium, or a plugin's such as ale-py) or the
-            unknown id, with a close match when there is one.
-    """
-    namespace, slash, _ = task.partition("/")
-    if slash and namespace in _PLUGINS and importlib.util.find_spec(_PLUGINS[namespace][0]) is None:
-        package = _PLUGINS[namespace][1]
-        raise UsageError(f"gym/{task} needs the {package} package: pip install {package}")
-    if _gymnasium() is None:
-        raise UsageError(_INSTALL)
-    known = tasks()
-    if task not in known:
-        close = difflib.get_close_matches(task, known, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "python -m ca12.fit --list shows them"
-        raise UsageError(f"unknown gym task '{task}'; {hint}")
 
 
 def _missing_dependency(task: str, entry_point: str, error: Exception) -> UsageError:
     """One line naming the package an env whose module failed to import needs."""
-    for prefix, (package, install) in _EXTRAS.items():
+    for prefix, (package, _, install) in GYM_EXTRAS.items():
         if entry_point.startswith(prefix):
             return UsageError(f"gym/{task} needs the {package} package: {install}")
     package = getattr(error, "name", None) or str(error).splitlines()[0]

@@ -56,11 +56,11 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
+from ca12.envs.catalog import MARKET_TASKS as TASKS  # the catalog lists tasks (start-up)
 from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
 from ca12.errors import UsageError
 from ca12.game_theory.mechanisms import ItemSales, per_item_auctions
 
-TASKS = ("allocation",)
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_agents", "n_tasks", "skill_spread", "observe_quotes")
 # The bid of an agent on a task it does not bid on: below the reserve 0, so it never wins, and

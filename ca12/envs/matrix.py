@@ -46,27 +46,15 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, OneHot
 from torchrl.envs import EnvBase
 
+from ca12.envs.catalog import MATRIX_GAMES as GAMES  # noqa: F401  (the named games and the tasks live in the catalog: start-up)
+from ca12.envs.catalog import MATRIX_TASKS
 from ca12.envs.common import check_integers, family_kwargs, group_output, register_env_rng, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 
-# Named games: each has conf/env/matrix/<name>.yaml with its payoff tensor.
-GAMES = ("climbing", "coordination", "matching_pennies", "penalty", "prisoners_dilemma", "rock_paper_scissors")
-# The generic template conf/env/matrix/scenario.yaml: the user gives env.payoffs.
-CUSTOM = "custom"
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("payoffs", "categorical_actions", "group_per_player", "history", "opponent_strategies", "opponent_period")
-KEY_DOCS = {
-    "history": "past joint actions in each observation, newest first (1: the last play only)",
-    "opponent_strategies": "null: every player is an agent; a list: player 1 is scripted by these strategies "
-                           "(each a list of action probabilities, or cycle | copy | counter), one drawn per episode",
-    "opponent_period": "with opponent_strategies: also draw a new strategy every this many plays (null: at episode starts only)",
-}
 # History-dependent strategies of a scripted opponent (besides fixed mixed ones): see ScriptedOpponent.
 NAMED_STRATEGIES = ("cycle", "copy", "counter")
-
-
-def tasks() -> list[str]:
-    return sorted(GAMES + (CUSTOM,))
 
 
 def payoff_tensor(payoffs, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -323,7 +311,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: continuous actions asked for, no or malformed payoffs, unknown kwargs.
     """
-    kwargs = family_kwargs(cfg, tasks(), _KWARGS)
+    kwargs = family_kwargs(cfg, MATRIX_TASKS, _KWARGS)
     if "payoffs" not in kwargs:
         raise UsageError(f"matrix/{cfg.task} needs its payoff table: env.payoffs=[[...]] of shape (n_players, A, ..., A)")
     if cfg.continuous_actions:

@@ -37,9 +37,9 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
+from ca12.envs.catalog import MEMORY_TASKS as TASKS  # the catalog lists tasks (start-up)
 from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
 
-TASKS = ("cue",)
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("n_agents", "n_cues")
 

@@ -25,22 +25,10 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Unbounded
 from torchrl.envs import EnvBase
 
+from ca12.envs.catalog import META_TASKS as TASKS  # task -> the kwargs it takes (the catalog lists tasks and documents kwargs: start-up)
 from ca12.envs.common import SeededTorchEnv, check_integers, family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 from ca12.meta.tasks import Navigation, Opponent, TaskFamily
-
-_NAVIGATION = ("goal_range", "max_speed", "agent_counts", "start_radius", "crowd_radius", "crowd_penalty")
-# task -> the kwargs it takes (everything else in the env section is refused).
-TASKS = {"navigation": _NAVIGATION, "agents": _NAVIGATION, "opponent": ("game",)}
-KEY_DOCS = {
-    "goal_range": "navigation: goals are uniform in [-goal_range, goal_range]^2",
-    "max_speed": "navigation: distance moved per step by a unit action",
-    "agent_counts": "navigation: agent counts a task may have (uniformly drawn); the TorchRL env plays the largest",
-    "start_radius": "navigation: the agents start evenly on a circle of this radius about the origin",
-    "crowd_radius": "navigation: teammates closer than this crowd each other",
-    "crowd_penalty": "navigation: reward lost per crowding teammate per step",
-    "game": "opponent: the ca12.game_theory classic played as the row player",
-}
 
 
 def _positive(name: str, value, minimum: float = 0.0, strict: bool = True) -> float:

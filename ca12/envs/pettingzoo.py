@@ -31,13 +31,9 @@ world i's NumPy generator is seeded through `set_seed` (TorchRL's seed chain: wo
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import importlib.util
 import inspect
 import os
-import pkgutil
-import re
 from functools import partial
 from types import ModuleType
 
@@ -48,62 +44,21 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl._utils import seed_generator
 from torchrl.envs import EnvBase, ParallelEnv, PettingZooWrapper, SerialEnv
 
+from ca12.envs.catalog import check_pettingzoo_task as check_task  # its task list and checks live in the catalog (start-up)
+from ca12.envs.catalog import mpe_newest_versions
 from ca12.envs.common import register_numpy_rng, vectorized_kwargs, with_return_counters
 from ca12.errors import UsageError
 
 # How `env.num_envs` worlds step together; the first is the default.
 VECTORIZATIONS = ("batched", "serial", "parallel")
-# Keys this family reads besides the common ones (python -m ca12.fit --show-config prints them).
-KEY_DOCS = {"vectorization": "how the worlds step together: batched (one loop, one batch of tensors: the fastest measured), serial (TorchRL's SerialEnv) or parallel (worker processes)"}
-# MPE2's scenarios, listed (and named in the missing-package message) when mpe2 is not installed.
-_MPE_TASKS = (
-    "collect_treasure", "simple", "simple_adversary", "simple_crypto", "simple_formation", "simple_line",
-    "simple_push", "simple_reference", "simple_speaker_listener", "simple_spread", "simple_tag", "simple_world_comm",
-)
 # Constructor arguments ca12 sets from the common env keys (or never: rendering).
 _SET_BY_CA12 = ("max_cycles", "continuous_actions", "render_mode")
-_INSTALL = 'needs pettingzoo and mpe2: pip install -e ".[pettingzoo]"'
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # mpe2 imports pygame, which prints a banner
 
 
-def _installed() -> bool:
-    return importlib.util.find_spec("pettingzoo") is not None and importlib.util.find_spec("mpe2") is not None
-
-
-def _newest_versions() -> dict[str, str]:
-    """name -> module of its newest version in the installed mpe2 (found without importing the
-    scenarios), e.g. {"simple_spread": "mpe2.simple_spread_v3"}."""
-    spec = importlib.util.find_spec("mpe2")
-    newest: dict[str, tuple[int, str]] = {}
-    for module in pkgutil.iter_modules(spec.submodule_search_locations):
-        match = re.fullmatch(r"(\w+)_v(\d+)", module.name)
-        if match and int(match[2]) >= newest.get(match[1], (-1, ""))[0]:
-            newest[match[1]] = (int(match[2]), f"mpe2.{module.name}")
-    return {name: module for name, (_, module) in newest.items()}
-
-
-def tasks() -> list[str]:
-    return sorted(_newest_versions() if _installed() else _MPE_TASKS)
-
-
-def check_task(task: str) -> None:
-    """Refuse, in one line, an env PettingZoo/MPE2 does not have or a missing package.
-
-    Raises:
-        UsageError: naming the packages to install, or the unknown env with a close match.
-    """
-    known = tasks()
-    if task not in known:
-        close = difflib.get_close_matches(task, known, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(known)}"
-        raise UsageError(f"unknown pettingzoo task '{task}'; {hint}")
-    if not _installed():
-        raise UsageError(f"pettingzoo/{task} {_INSTALL}")
-
-
 def _scenario(task: str) -> ModuleType:
-    return importlib.import_module(_newest_versions()[task])
+    return importlib.import_module(mpe_newest_versions()[task])
 
 
 def scenario_kwargs(task: str) -> tuple[str, ...]:

@@ -60,7 +60,6 @@ eclipse-sumo package when unset.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import math
 import os
@@ -78,46 +77,17 @@ from tensordict import TensorDictBase
 from torchrl.data import Composite, Unbounded
 from torchrl.envs import EnvBase, PettingZooWrapper, SerialEnv, TransformedEnv
 
+from ca12.envs.catalog import SUMO_KEY_DOCS as KEY_DOCS
+from ca12.envs.catalog import SUMO_REWARDS as REWARDS
+from ca12.envs.catalog import SUMO_TASKS as TASKS
+from ca12.envs.catalog import check_sumo_task as check_task  # the tasks and their checks live in the catalog (start-up)
 from ca12.envs.common import family_kwargs, register_rng, with_return_counters
 from ca12.errors import UsageError
 
-# task -> (net file, route file) under sumo_rl/nets.
-TASKS = {
-    "grid2x2": ("2x2grid/2x2.net.xml", "2x2grid/2x2.rou.xml"),
-    "resco_grid4x4": ("RESCO/grid4x4/grid4x4.net.xml", "RESCO/grid4x4/grid4x4_1.rou.xml"),
-    "resco_arterial4x4": ("RESCO/arterial4x4/arterial4x4.net.xml", "RESCO/arterial4x4/arterial4x4_1.rou.xml"),
-}
-REWARDS = ("diff-waiting-time", "queue", "pressure", "average-speed")
-# Task kwargs this family takes (everything else in the env section is refused), with their docs.
-KEY_DOCS = {
-    "delta_time": "simulated seconds per decision (episode = max_steps x delta_time seconds); > yellow_time",
-    "yellow_time": "seconds of yellow between two green phases",
-    "min_green": "seconds a green phase lasts at least (after its yellow) before a switch is honoured",
-    "reward_fn": f"sumo-rl's reward per signal: {', '.join(REWARDS)}",
-}
 _KWARGS = tuple(KEY_DOCS)
 STATS = {"waiting_time": "system_mean_waiting_time", "queue": "system_total_stopped", "speed": "system_mean_speed"}
 _RETRY_SECONDS = 0.02
 _SUMO_SEEDS = 2**31 - 1
-_INSTALL = 'needs eclipse-sumo and sumo-rl: pip install -e ".[sumo]"'
-
-
-def _installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("sumo", "sumo_rl", "pettingzoo"))
-
-
-def check_task(task: str) -> None:
-    """Refuse, in one line, an unknown task or missing packages.
-
-    Raises:
-        UsageError: naming the tasks, or the packages to install.
-    """
-    if task not in TASKS:
-        raise UsageError(f"unknown sumo task '{task}'; choose one of: {', '.join(sorted(TASKS))}")
-    if not _installed():
-        raise UsageError(f"sumo/{task} {_INSTALL}")
-    if "LIBSUMO_AS_TRACI" in os.environ:
-        raise UsageError("sumo/ runs SUMO over TraCI (several simulations per process); unset LIBSUMO_AS_TRACI")
 
 
 def _sumo_rl() -> ModuleType:

@@ -90,24 +90,12 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase, TransformedEnv
 
+from ca12.envs.catalog import TRAFFIC_TASKS as TASKS  # the catalog lists tasks and documents their kwargs (start-up)
 from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
 from ca12.errors import UsageError
 
-TASKS = ("arterial1x4", "grid2x2", "grid4x4")
 # Task kwargs this family takes (everything else in the env section is refused).
 _KWARGS = ("rows", "cols", "arrival_rate", "turn_ratios", "travel_time", "cell_capacity", "saturation_flow", "min_green", "shared_reward")
-# One-line docs of those kwargs (`--show-config`).
-KEY_DOCS = {
-    "rows": "intersections per column of the grid (the task's size)",
-    "cols": "intersections per row of the grid",
-    "arrival_rate": "Poisson mean of the vehicles arriving per step at each entry: one number, or a list (entries row-major, sides N, E, S, W)",
-    "turn_ratios": "[through, right, left] probabilities of a vehicle's movement at each stop line",
-    "travel_time": "cells per link = its free-flow travel time in steps (>= 2: moving cells, then the stop line)",
-    "cell_capacity": "vehicles a cell holds (a link holds travel_time x cell_capacity)",
-    "saturation_flow": "vehicles per step that leave a cell or a movement's queue, or enter a link",
-    "min_green": "steps a phase stays green before a switch is allowed (each switch costs one all-red step)",
-    "shared_reward": "every agent gets the network's mean reward instead of its own intersection's",
-}
 
 STEP_SECONDS = 5.0  # one step of the model, in seconds (units of the reward only)
 N_PHASES = 2  # 0: north-south green, 1: east-west green

@@ -315,20 +315,15 @@ def success_rate(policy: torch.nn.Module, env: EnvBase, deterministic: bool = Tr
 def checkpoint_success_rate(path: str | Path, episodes: int = 500, deterministic: bool = True) -> float:
     """Success rate over `episodes` episodes of a trained `comm/traffic_junction` run (its run
     directory or checkpoint file), on the evaluation seed of `ca12.evaluation.Evaluator`."""
-    from ca12.algos import algo_class
-    from ca12.checkpoints import read_checkpoint
-    from ca12.envs import make_env, make_spec_env
+    from ca12.envs import make_env
     from ca12.evaluation import EVAL_SEED_OFFSET
+    from ca12.loading import load_module
     from ca12.seeding import isolated_rng
 
-    path = Path(path)
-    checkpoint = read_checkpoint(path / "checkpoints" / "last.ckpt" if path.is_dir() else path)
-    cfg = OmegaConf.create(checkpoint["ca12"]["run_config"])
+    module, cfg, _ = load_module(path)
     if (cfg.env.family, cfg.env.task) != ("comm", "traffic_junction"):
         raise UsageError(f"{path} was trained on {cfg.env.family}/{cfg.env.task}, not comm/traffic_junction")
     with isolated_rng():
-        module = algo_class(cfg.algo.name)(cfg, make_spec_env(cfg.env, cfg.seed))
-        module.load_state_dict(checkpoint["state_dict"])
         env = make_env(OmegaConf.merge(cfg.env, {"num_envs": episodes, "device": "cpu"}), cfg.seed + EVAL_SEED_OFFSET,
                        transforms=module.env_transforms())
         torch.manual_seed(cfg.seed + EVAL_SEED_OFFSET)

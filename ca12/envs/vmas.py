@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-import vmas
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
@@ -13,6 +12,7 @@ from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.environment.environment import Environment
 
 from ca12.envs import swarm
+from ca12.envs.catalog import vmas_tasks  # VMAS's scenarios and ca12's (ca12/envs/vmas_tasks.py), listed without importing VMAS
 from ca12.envs.common import task_kwargs, with_return_counters
 from ca12.envs.host_reads import STATIC, NoHostReads
 from ca12.envs.vmas_tasks import SCENARIOS
@@ -177,12 +177,6 @@ class BatchResetVmasEnv(VmasEnv):
             del self._env.reset
 
 
-def tasks() -> list[str]:
-    """VMAS's own scenarios, its vectorised ports of MPE's (simple_speaker_listener, ...), and
-    ca12's (ca12/envs/vmas_tasks.py: speaker_listener, with a goal per world)."""
-    return sorted([*vmas.scenarios, *vmas.mpe_scenarios, *SCENARIOS])
-
-
 def make(cfg: DictConfig, seed: int) -> EnvBase:
     """A `VmasEnv` with `cfg.num_envs` parallel worlds, done worlds reset in one batch
     (`BatchResetVmasEnv`), a per-agent episode-return counter, and for the swarm tasks
@@ -191,8 +185,8 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Scenario kwargs are every key of `cfg` that is not a common env key; a kwarg the scenario
     does not consume is refused (VMAS itself only warns).
     """
-    if cfg.task not in tasks():
-        raise UsageError(f"unknown vmas task '{cfg.task}'; choose one of: {', '.join(tasks())}")
+    if cfg.task not in vmas_tasks():
+        raise UsageError(f"unknown vmas task '{cfg.task}'; choose one of: {', '.join(vmas_tasks())}")
     kwargs = task_kwargs(cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

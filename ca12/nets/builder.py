@@ -19,8 +19,6 @@ state, so it counts as recurrent (`is_recurrent`) and is built by `agent_net` on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from omegaconf import DictConfig
@@ -29,99 +27,10 @@ from torch import nn
 from torchrl.modules import MultiAgentMLP
 
 from ca12.errors import UsageError
-from ca12.nets.communication import GRAPHS, AttentionCommunication, CommNet, DIALCommunication, GraphCommunication
+from ca12.nets.communication import AttentionCommunication, CommNet, DIALCommunication, GraphCommunication
 from ca12.nets.hierarchy import make_hierarchy
 from ca12.nets.recurrent import make_recurrent
-from ca12.schema import key
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
-RECURRENT = ("gru", "lstm")
-HIERARCHICAL = "hierarchical"
-COMMUNICATION = ("commnet", "tarmac", "dial", "graph")
-
-
-@dataclass
-class MLPConfig:
-    """conf/model/mlp.yaml."""
-
-    kind: str = key("network kind: mlp, gru, lstm, commnet, tarmac, dial, graph, hierarchical",
-                    choices=("mlp", *RECURRENT, *COMMUNICATION, HIERARCHICAL))
-    hidden_sizes: list[int] = key("hidden layer widths (recurrent kinds: the encoder before the core; talking kinds: the encoder, its last "
-                                  "width exchanged; hierarchical: the per-agent encoder, its last width also the worker's)")
-    activation: str = key("activation between layers", choices=tuple(ACTIVATIONS))
-    share_params: bool = key("one set of weights for all agents of a group")
-
-
-@dataclass
-class RecurrentConfig(MLPConfig):
-    """conf/model/gru.yaml, lstm.yaml."""
-
-    hidden_size: int = key("width of the recurrent state", positive=True)
-    num_layers: int = key("stacked recurrent layers", positive=True)
-
-
-@dataclass
-class CommunicationConfig(MLPConfig):
-    """What every talking kind reads (conf/model/commnet.yaml ... graph.yaml)."""
-
-    rounds: int = key("message exchanges per step (information travels at most this many hops)", positive=True)
-
-
-@dataclass
-class CommNetConfig(CommunicationConfig):
-    """conf/model/commnet.yaml: CommNet, each agent hears the mean of the others' features."""
-
-
-@dataclass
-class TarMACConfig(CommunicationConfig):
-    """conf/model/tarmac.yaml: TarMAC, signature/value messages read by query attention."""
-
-    message_size: int = key("width of a signature, value and query (split over the heads)", positive=True)
-    heads: int = key("attention heads (divide message_size)", positive=True)
-    attend_to_self: bool = key("an agent may attend to its own message (false: masked)")
-
-
-@dataclass
-class DIALConfig(CommunicationConfig):
-    """conf/model/dial.yaml: DIAL, noisy sigmoid messages while training, bits at evaluation."""
-
-    message_size: int = key("bits per message", positive=True)
-    noise: float = key("sigma of the channel noise while training (DIAL's DRU)", minimum=0.0)
-
-
-@dataclass
-class GraphConfig(CommunicationConfig):
-    """conf/model/graph.yaml: messages only along a graph's edges."""
-
-    graph: str = key("who hears whom: ring, star, grid, complete, random_geometric", choices=GRAPHS)
-    radius: float = key("random_geometric: agents within this distance are neighbours", positive=True)
-    position_features: int = key("random_geometric: the first this many observation features are the agent's position", minimum=1)
-    message_size: int = key("width of a message (bandwidth)", positive=True)
-    top_k: Optional[int] = key("hear at most this many neighbours (null: all)")
-    dropout: float = key("probability of losing each received message (training, or noisy_eval)", minimum=0.0)
-    noise: float = key("sigma of Gaussian noise on each sent message (training, or noisy_eval)", minimum=0.0)
-    noisy_eval: bool = key("keep dropout and noise when evaluating")
-
-
-@dataclass
-class HierarchicalConfig(MLPConfig):
-    """conf/model/hierarchical.yaml: team managers set sub-goals for their workers every `period` steps."""
-
-    team_size: int = key("agents per team, consecutive in the group (the last team may be smaller)", positive=True)
-    period: int = key("steps between a manager's decisions (a new episode always decides)", positive=True)
-    goal_size: int = key("width of the goal a manager gives each worker", positive=True)
-    manager_sizes: list[int] = key("hidden widths of the manager MLP (shared by all teams; empty: linear)")
-
-
-_SCHEMAS: dict[str, type] = {
-    "gru": RecurrentConfig, "lstm": RecurrentConfig,
-    "commnet": CommNetConfig, "tarmac": TarMACConfig, "dial": DIALConfig, "graph": GraphConfig,
-    HIERARCHICAL: HierarchicalConfig,
-}
-
-
-def model_schema(kind: str | None) -> type:
-    return _SCHEMAS.get(kind, MLPConfig)
+from ca12.sections import ACTIVATIONS, COMMUNICATION, HIERARCHICAL, RECURRENT  # the kinds and their schemas (ca12/sections.py: start-up)
 
 
 def is_recurrent(model: DictConfig) -> bool:
@@ -137,7 +46,7 @@ def is_communicating(model: DictConfig) -> bool:
 def activation_class(name: str) -> type[nn.Module]:
     if name not in ACTIVATIONS:
         raise UsageError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return getattr(nn, ACTIVATIONS[name])
 
 
 def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised: bool = False, device=None) -> nn.Module:

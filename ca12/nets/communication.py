@@ -37,7 +37,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-GRAPHS = ("ring", "star", "grid", "complete", "random_geometric")
+from ca12.sections import GRAPHS  # `model=graph`'s choices, declared with the model schemas
 
 
 def _record(module: nn.Module, **stats: torch.Tensor) -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ca12.errors import UsageError
 from ca12.population.core import generator_state, pbt_step, restore_generator
 from ca12.population.runs import (PopulationSpec, install_checkpoint, member_dir, member_score, summary, train_member,
                                   write_atomic, write_tables)
+from ca12.untrusted import check_plain_config, read_json_file
 
 STATE_FILE = "state.json"
 
@@ -28,9 +31,24 @@ def load_state(spec: PopulationSpec, pbt_dir: Path) -> dict:
     """The population's state file, or the state of a new population (hyperparameters drawn)."""
     path = pbt_dir / STATE_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        return _checked_state(read_json_file(path, "population state"), spec, path)
     return {"round": 0, "decided": 0, "hparams": spec.initial_hparams(), "started_from": list(range(spec.population)),
             "operations": [{}] * spec.population, "pending": [], "rows": [], "rng": generator_state(np.random.default_rng([spec.seed, 2]))}
+
+
+def _checked_state(state: Any, spec: PopulationSpec, path: Path) -> dict:
+    """A saved state file is data from anyone (ca12/untrusted.py): its hyperparameters become
+    members' overrides, so each member's must be the searched keys with plain values (no
+    interpolation, no class), and member numbers must be members of the population."""
+    check_plain_config(state, str(path))
+    members, keys = range(spec.population), set(spec.space.keys)
+    hparams = state.get("hparams")
+    if not isinstance(hparams, list) or len(hparams) != spec.population or any(not isinstance(h, dict) or set(h) != keys for h in hparams):
+        raise UsageError(f"{path}: 'hparams' must hold {spec.population} members' values of the searched keys {sorted(keys)}")
+    pending = state.get("pending", [])
+    if not isinstance(pending, list) or any(not isinstance(p, list) or len(p) != 2 or any(type(i) is not int or i not in members for i in p) for p in pending):
+        raise UsageError(f"{path}: 'pending' must list [member, donor] pairs of members 0..{spec.population - 1}")
+    return state
 
 
 def run_local(spec: PopulationSpec, pbt_dir: Path) -> list[dict]:

@@ -82,10 +82,29 @@ class PopulationSpec:
 
     @classmethod
     def load(cls, pbt_dir: Path) -> "PopulationSpec":
+        """The spec saved in `pbt_dir`, read as data from anyone (ca12/untrusted.py): known fields
+        of plain types only, and overrides and searched keys that set values, never a class."""
+        from dataclasses import fields
+
+        from ca12.untrusted import check_override_texts, check_plain_config, read_json_file
+
         path = Path(pbt_dir) / SPEC_FILE
         if not path.is_file():
             raise UsageError(f"--resume: no population in '{pbt_dir}' (no {SPEC_FILE})")
-        return cls(**json.loads(path.read_text()))
+        saved = read_json_file(path, "population spec")
+        check_plain_config(saved, str(path))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(saved) - known)
+        if unknown:
+            raise UsageError(f"{path}: unknown field '{unknown[0]}'; a population spec has: {', '.join(sorted(known))}")
+        for name in ("overrides", "search"):
+            if not isinstance(saved.get(name, []), list):
+                raise UsageError(f"{path}: '{name}' must be a list of texts")
+        check_override_texts(saved.get("overrides", []) + saved.get("search", []), str(path))
+        try:
+            return cls(**saved)
+        except TypeError as exc:  # a required field missing
+            raise UsageError(f"{path}: {exc}") from None
 
 
 @contextmanager
