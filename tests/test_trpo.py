@@ -209,6 +209,7 @@ def test_fit_writes_checkpoints_and_resumes_bit_for_bit(algo, actions, tmp_path)
         ("trpo", "algo.max_kl=0", "algo.max_kl must be positive, got 0"),
         ("trpo", "algo.fisher_fraction=2", "algo.fisher_fraction must be in (0, 1], got 2"),
         ("hatrpo", "model.share_params=true", "hatrpo updates each agent's own policy: model.share_params=true is refused"),
+        *[("hatrpo", f"model={kind}", f"model={kind} shares weights between agents") for kind in ("commnet", "tarmac", "dial", "graph", "hierarchical")],
     ],
 )
 def test_a_bad_config_value_is_refused_in_one_line(algo, override, message, tmp_path, capsys):

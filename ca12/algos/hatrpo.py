@@ -17,7 +17,10 @@ team's, the paper's setting.
 Parameters are per agent (TorchRL's `MultiAgentMLP` with `share_params=false`, stacked along an
 agent dimension): agent i's surrogate and KL depend only on its slice, so the natural-gradient
 step computed over all the actor's parameters moves that slice alone. `model.share_params=true`
-is refused.
+is refused, and so are the networks whose weights agents share by design (the communication
+modules' channels, the hierarchical managers): one agent's step would move the others' policies,
+so the next agent's M factor would be wrong and their KL unbounded. Updating a shared channel in
+a constrained step of its own (what HARL would need) is not written.
 """
 
 from __future__ import annotations
@@ -29,12 +32,17 @@ from torchrl.envs import EnvBase
 
 from ca12.algos.trpo import TRPO
 from ca12.errors import UsageError
+from ca12.sections import COMMUNICATION, HIERARCHICAL
 
 
 class HATRPO(TRPO):
     """HATRPO as a LightningModule: TRPO's critic and advantages, sequential per-agent steps."""
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
+        if cfg.model.kind in (*COMMUNICATION, HIERARCHICAL):
+            raise UsageError(f"hatrpo steps each agent's own parameters in turn: model={cfg.model.kind} shares weights between agents "
+                             f"({'the message channel' if cfg.model.kind in COMMUNICATION else 'the team managers'}), so one agent's step "
+                             "would move the others' policies outside their trust regions; use mappo or trpo with it")
         super().__init__(cfg, env)
         if self.model_cfg.share_params:
             raise UsageError("hatrpo updates each agent's own policy: model.share_params=true is refused (hatrpo's default is false)")
