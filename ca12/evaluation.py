@@ -10,6 +10,7 @@ the same weights always give the same result, in the training callback and in
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +83,13 @@ class Evaluator:
     def run(self, policy, render: bool = False, trace: bool = False) -> EvalResult:
         """`policy`: a module (its parameters' device is where it acts) or any callable
         tensordict -> tensordict (a baseline's rule, acting on the env's device). `trace`: keep
-        world 0's first episode step by step (`EvalResult.trace`)."""
+        world 0's first episode step by step (`EvalResult.trace`). A module acts in eval mode
+        (`eval_mode`): DIAL's messages are bits, dropout and message noise are off (unless a
+        module keeps them, `noisy_eval`), and its modes are put back afterwards."""
+        with eval_mode(policy):
+            return self._run(policy, render, trace)
+
+    def _run(self, policy, render: bool, trace: bool) -> EvalResult:
         env = self.env
         groups = [g.name for g in AgentLayout.from_env(env).select(self.groups)]
         frames: list[np.ndarray] = []
@@ -153,6 +160,23 @@ def check_rollout_fits(env_cfg: DictConfig, episodes: int, seed: int) -> None:
             f"{episodes} episodes need at least {needed / 2**30:.3g} GiB ({per_step} bytes a step x {env_cfg.max_steps} steps x one env world "
             f"an episode), more than {where} {memory / 2**30:.3g} GiB: lower --episodes"
         )
+
+
+@contextmanager
+def eval_mode(policy):
+    """`policy` (when it is a module) in eval mode for the block, each submodule's own mode put
+    back after it: an evaluation in the middle of training must act as the deployed policy does
+    and leave training as it was."""
+    if not isinstance(policy, torch.nn.Module):
+        yield
+        return
+    modes = [(module, module.training) for module in policy.modules()]
+    policy.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 class _OnDevice(torch.nn.Module):

@@ -330,3 +330,24 @@ def test_signalling_settings_it_cannot_serve_are_refused_in_one_line(extra, mess
     with pytest.raises(UsageError, match=message) as info:
         _speaker_listener("algo.signalling_coeff=0.1", *extra)
     assert "\n" not in str(info.value)
+
+
+def test_evaluation_runs_a_dial_policy_in_eval_mode_and_restores_training():
+    """Every evaluation (in training, `python -m ca12.evaluate`, `Run.evaluate`: one `Evaluator.run`)
+    acts as the deployed policy: DIAL's messages are bits, and the module trains on afterwards."""
+    from ca12.evaluation import Evaluator
+
+    cfg = load_config("mappo", "comm/referential", ["model=dial", "env.num_envs=4", "collector.frames_per_batch=100", "algo.minibatch_size=50"])
+    module = algo_class("mappo")(cfg, make_spec_env(cfg.env, 0))
+    channels = [m for m in module.modules() if isinstance(m, DIALChannel)]
+    assert channels, "model=dial has a DIAL channel"
+    sent = []
+    hooks = [c.register_forward_hook(lambda mod, args, out: sent.append(out.detach().clone())) for c in channels]
+    module.train()
+    evaluator = Evaluator(cfg.env, 3, 0, True, cfg.algo.groups, module.env_transforms())
+    evaluator.run(module.policy)
+    for hook in hooks:
+        hook.remove()
+    messages = torch.cat([m.flatten() for m in sent])
+    assert messages.numel() and ((messages == 0) | (messages == 1)).all(), "messages are exactly 0/1 in evaluation"
+    assert module.training and all(m.training for m in module.modules()), "training mode is put back"

@@ -304,10 +304,12 @@ def episode_success(batch: TensorDictBase) -> torch.Tensor:
 @torch.no_grad()
 def success_rate(policy: torch.nn.Module, env: EnvBase, deterministic: bool = True) -> float:
     """Success rate of `policy` over one episode in each of `env`'s worlds (reset first), acting
-    with its mode (`deterministic`) or sampling."""
+    with its mode (`deterministic`) or sampling, in eval mode as every evaluation does."""
+    from ca12.evaluation import eval_mode
+
     steps = env.base_env.max_steps if hasattr(env, "base_env") else env.max_steps
     exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
-    with set_exploration_type(exploration):
+    with eval_mode(policy), set_exploration_type(exploration):
         rollout = env.rollout(steps, policy=policy, break_when_any_done=False)
     return float(rollout["next", "stats", "success"][:, steps - 1].mean())
 
