@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -35,7 +36,15 @@ TINY_REPLAY = TINY_RUN + ["algo.minibatch_size=32", "algo.warmup_frames=100", "a
 
 
 def tiny_args(algo: str) -> list[str]:
-    """TINY overrides that fit `algo` (its config keys, an env with actions it can take)."""
+    """TINY overrides that fit `algo` (its config keys, an env with actions it can take), a new
+    list each call."""
+    return list(_tiny_args(algo))
+
+
+@functools.cache
+def _tiny_args(algo: str) -> list[str]:
+    """`tiny_args`, worked out once per process (it composes a config, and the suite asks often);
+    never handed out itself, so no caller can change it."""
     from ca12.algos import algo_class
 
     cls = algo_class(algo)
