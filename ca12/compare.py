@@ -130,8 +130,6 @@ def read_run(run_dir: str | Path) -> RunData:
     config_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.csv"
     if not metrics_path.is_file():
         raise UsageError(f"run '{run_dir}' has no metrics.csv (not started yet, or not a ca12 run)")
-    if not config_path.is_file():
-        raise UsageError(f"run '{run_dir}' has metrics.csv but no config.yaml")
     config = _flatten(read_config_file(config_path))  # as data: a shared run's config resolves nothing (ca12/untrusted.py)
     missing = [name for name in ("algo.name", "env.family", "env.task", "seed") if config.get(name) is None]
     if missing:
