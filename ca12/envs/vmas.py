@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from functools import partial
 
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
+from torchrl.data import Composite
 from torchrl.envs import EnvBase
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.environment.environment import Environment
@@ -153,11 +155,36 @@ class CapturedState:
 
 class BatchResetVmasEnv(VmasEnv):
     """TorchRL's `VmasEnv` with the done worlds of a partial reset reset together
-    (`reset_worlds_where`) instead of one by one; everything else is `VmasEnv`'s.
+    (`reset_worlds_where`) instead of one by one, and the time limit reported as a truncation;
+    everything else is `VmasEnv`'s.
+
+    Time limits: VMAS folds its step counter into one done flag (`scenario.done() or steps >=
+    max_steps`) and `VmasEnv` copies that flag into `terminated`, so every world cut at
+    `env.max_steps` would look like a terminal state and no value target would bootstrap there.
+    Here VMAS's done is read in its two parts: `terminated` is the scenario's own end (e.g.
+    balance's dropped package, dispersion's eaten food), `truncated` the step counter at the
+    limit, and `done` either; a world that ends for real at the limit step is both.
 
     `captured_state()` returns the env's `CapturedState` (built on first use): what
     `ca12.data.captured.CapturedCollector` needs to step it in a CUDA graph.
     """
+
+    def _make_specs(self, env: Environment) -> None:
+        super()._make_specs(env)
+        flag = self.full_done_spec_unbatched["done"]
+        self.full_done_spec_unbatched = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), device=self.device)
+        # VMAS's step and reset read their done flag through `_done`: read it here in its parts.
+        self._done_parts = None
+        env._done = partial(_split_done, env, self)
+
+    def _with_done_parts(self, out: TensorDictBase) -> TensorDictBase:
+        terminated, truncated = self._done_parts
+        out.set("terminated", self.read_done(terminated))
+        out.set("truncated", self.read_done(truncated))
+        return out
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return self._with_done_parts(super()._step(tensordict))
 
     def captured_state(self) -> CapturedState:
         if getattr(self, "_captured_state", None) is None:
@@ -167,14 +194,23 @@ class BatchResetVmasEnv(VmasEnv):
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         mask = tensordict.get("_reset", None) if tensordict is not None else None
         if mask is None or bool(mask.all()):
-            return super()._reset(**kwargs)  # a full reset
+            return self._with_done_parts(super()._reset(**kwargs))  # a full reset
         reset_worlds_where(self._env, mask)
         # VmasEnv's observation read-out, with its full reset turned off for this call.
         self._env.reset = lambda **_: None
         try:
-            return super()._reset(**kwargs)
+            return self._with_done_parts(super()._reset(**kwargs))
         finally:
             del self._env.reset
+
+
+def _split_done(env: Environment, owner: BatchResetVmasEnv) -> torch.Tensor:
+    """VMAS's `_done` (installed on `env` by `BatchResetVmasEnv`): the scenario's end and the time
+    limit kept apart on `owner._done_parts` (each [B] bool), their union returned to VMAS."""
+    terminated = env.scenario.done().clone()
+    truncated = env.steps >= env.max_steps if env.max_steps is not None else torch.zeros_like(terminated)
+    owner._done_parts = (terminated, truncated)
+    return terminated | truncated
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
