@@ -229,3 +229,71 @@ def test_the_exploration_noise_is_gaussian_with_the_annealed_scale_and_never_cal
     noise.step(10)  # annealed to sigma_end
     out = noise(TensorDict({("agents", "action"): action.clone()}, [4096]))["agents", "action"] - action
     assert float(out.std()) == pytest.approx(0.1, rel=0.03)
+
+
+def _own_by_hand(module, sample, action: torch.Tensor) -> torch.Tensor:
+    """[B, n]: Q_i with agent i's action `action[:, i]` and the others' as stored, one agent at a time."""
+    g, n = module.group, action.shape[-2]
+    key = (g, "action_onehot") if (g, "action_onehot") in sample.keys(True) else (g, "action")
+    values = []
+    for i in range(n):
+        td = sample.clone()
+        td[key][:, i] = action[:, i]
+        q = module.critic(td)[g, "state_action_value"]
+        values.append(q.squeeze(-1)[..., i])
+    return torch.stack(values, -1)
+
+
+@pytest.mark.parametrize("actions", ["continuous", "discrete"])
+def test_maddpg_own_objective_is_each_agents_q_with_the_others_actions_from_the_buffer(actions):
+    """The paper's eq. 6: actor i ascends Q_i(x, mu_i(o_i), a_-i stored); TorchRL's team form differs."""
+    module, sample = _module_and_batch("maddpg", actions)
+    assert module.cfg.actor_objective == "own", "the paper's form is MADDPG's default"
+    g = module.group
+    key = (g, "action_onehot") if actions == "discrete" else (g, "action")
+    torch.manual_seed(0)
+    loss, _ = module.loss_module.loss_actor(sample.clone())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        action = module.actor(sample.clone())[key]
+        expected = -_own_by_hand(module, sample, action).mean()
+        team = -module.critic(sample.clone().update({key: action}))[g, "state_action_value"].mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert not torch.allclose(loss, team, atol=1e-4), "with stored actions differing from the actors', own is not team"
+
+
+def test_masac_own_objective_reads_each_agents_q_with_the_others_actions_from_the_buffer():
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+    from torchrl.objectives.sac import compute_rsample_log_prob
+
+    cfg_args = ["algo.actor_objective=own", "critic_model.share_params=false"]
+    cfg = load_config("masac", "vmas/navigation", tiny_args("masac") + ["env.num_envs=2", *cfg_args])
+    env = make_env(cfg.env, 0)
+    module = algo_class("masac")(cfg, env)
+    with torch.no_grad():
+        sample = module.prepare(env.rollout(4, policy=module.policy).reshape(-1))
+    loss_module = module.loss_module
+    torch.manual_seed(0)
+    loss, _ = loss_module.actor_loss(sample.clone())
+    torch.manual_seed(0)
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        action, log_prob = compute_rsample_log_prob(module.actor.get_dist(sample.clone()))
+        by_net = []
+        for params in loss_module.qvalue_network_params.unbind(0):  # each of the twin critics
+            with params.to_module(module.critic):
+                by_net.append(_own_by_hand(module, sample, action))
+        expected = (loss_module._alpha * log_prob - torch.stack(by_net).min(0)[0]).mean()
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["maddpg", "masac"])
+def test_the_own_objective_refuses_one_shared_centralised_critic(algo):
+    from ca12.errors import UsageError
+
+    cfg = load_config(algo, "vmas/navigation", tiny_args(algo) + ["algo.actor_objective=own", "critic_model.share_params=true"])
+    with pytest.raises(UsageError, match="share_params=false"):
+        algo_class(algo)(cfg, make_env(cfg.env, 0))
+    # Independent critics may share parameters: own is their objective too.
+    independent = {"maddpg": "iddpg", "masac": "isac"}[algo]
+    cfg = load_config(independent, "vmas/navigation", tiny_args(independent) + ["algo.actor_objective=own", "critic_model.share_params=true"])
+    algo_class(independent)(cfg, make_env(cfg.env, 0))

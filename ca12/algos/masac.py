@@ -10,6 +10,14 @@ alpha is tuned so the entropy tracks a target: -|A_a| for continuous actions (Ha
 Settings", TorchRL's default). The clipped double-Q target (minimum of the two target critics)
 curbs overestimation; targets are soft-updated.
 
+What the actors maximise is `algo.actor_objective` (ca12/algos/actor_objective.py). `team` (the
+default, BenchMARL's MASAC): every action from the current actors, each actor on the mean of all
+agents' soft Q, and with the default shared critic one Q fitted to the agents' mean reward. `own`
+(MADDPG's form, Lowe et al. 2017): actor i on its own critic Q_i with a_i sampled from its policy
+and the others' actions from the buffer, each agent with its own critic parameters
+(critic_model.share_params=false). Discrete actions: the critic Q_i(x, .) reads no action, so the
+two differ only in the critic's sharing.
+
 The losses are TorchRL's `SACLoss` (TanhNormal actor, Q(s, a) critic) and `DiscreteSACLoss`
 (Categorical actor, Q(s, .) critic) with multi-agent keys. Actor, critics and temperature have
 their own Adam optimisers. ISAC (isac.py) swaps in per-agent critics.
@@ -23,6 +31,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
 
+from ca12.algos.actor_objective import OwnSACLoss, check_actor_objective
 from ca12.algos.base import fused_adam
 from ca12.algos.off_policy import OffPolicyModule
 from ca12.data import ReplayBatch
@@ -36,6 +45,7 @@ class MASAC(OffPolicyModule):
     centralised_critic = True  # I* variants set False: each agent's critic sees only its own
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
+        check_actor_objective(cfg, type(self).__name__, self.centralised_critic)
         super().__init__(cfg, env)
         cfg, group, g = self.cfg, self.groups[0], self.group
         spec = group.action_spec
@@ -48,7 +58,8 @@ class MASAC(OffPolicyModule):
         else:
             self.critic = make_q_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device)
             # Target entropy -|A| per agent: the actions' last dimension, not the whole group's.
-            self.loss_module = SACLoss(self.actor, self.critic, target_entropy=-float(spec.shape[-1]), **common)
+            loss_class = OwnSACLoss if cfg.actor_objective == "own" else SACLoss
+            self.loss_module = loss_class(self.actor, self.critic, target_entropy=-float(spec.shape[-1]), **common)
             self.loss_module.set_keys(state_action_value=(g, "state_action_value"))
         self.loss_module.set_keys(
             action=(g, "action"),
