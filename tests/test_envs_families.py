@@ -212,7 +212,7 @@ def test_generic_discrete_moves_one_axis_per_action():
 def test_families_are_listed():
     lines = list_choices()
     assert "env matrix/climbing" in lines and "env generic/coop" in lines and "env matrix/custom" in lines
-    assert family_tasks("matrix") == sorted([*GAMES, "custom"])
+    assert family_tasks("matrix") == sorted([*GAMES, "custom", "two_step"])
     for game in GAMES:
         assert (conf_dir() / "env" / "matrix" / f"{game}.yaml").is_file()
 

@@ -73,8 +73,9 @@ def vmas_tasks() -> list[str]:
 # --- matrix (ca12/envs/matrix.py) ----------------------------------------------------------------
 # Named games: each has conf/env/matrix/<name>.yaml with its payoff tensor.
 MATRIX_GAMES = ("climbing", "coordination", "matching_pennies", "penalty", "prisoners_dilemma", "rock_paper_scissors")
-# The named games and the generic template conf/env/matrix/scenario.yaml ("custom": the user gives env.payoffs).
-MATRIX_TASKS = (*MATRIX_GAMES, "custom")
+# The named games, the generic template conf/env/matrix/scenario.yaml ("custom": the user gives env.payoffs)
+# and the QMIX paper's two-step game (ca12/envs/two_step.py: two states in sequence, no payoff table).
+MATRIX_TASKS = (*MATRIX_GAMES, "custom", "two_step")
 MATRIX_KEY_DOCS = {
     "history": "past joint actions in each observation, newest first (1: the last play only)",
     "opponent_strategies": "null: every player is an agent; a list: player 1 is scripted by these strategies "
