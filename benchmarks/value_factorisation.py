@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 
 import torch
+from learning import interval  # the sibling script: mean and 95 % t-interval over seeds
 from tensordict import TensorDict
 
 from ca12.api import Run, load
 from ca12.envs.two_step import STATE_NAMES
 from ca12.fit import main as fit_main
-from learning import interval  # the sibling script: mean and 95 % t-interval over seeds
 
 ENV = "matrix/two_step"
 METHODS = ("qmix", "vdn")
