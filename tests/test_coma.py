@@ -1,17 +1,20 @@
-"""COMA: counterfactual advantages, TD(lambda) targets, the centralised critic, and learning."""
+"""COMA: counterfactual and central-V advantages, TD(lambda) targets, the centralised critic, and learning."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 
+import pytest
 import torch
+from conftest import tiny_config, tiny_env
+from tensordict import TensorDict
 
 from ca12.algos import algo_class
 from ca12.algos.coma import coma_advantages, lambda_returns
 from ca12.evaluate import main as evaluate_main
 from ca12.fit import main as fit_main
-from conftest import tiny_config, tiny_env
 
 
 def test_counterfactual_advantages_have_zero_mean_under_each_agents_policy():
@@ -70,3 +73,58 @@ def test_coma_reaches_the_optimal_team_return_on_a_repeated_coordination_game(tm
     assert evaluate_main([str(run_dir), "--episodes", "4", "--deterministic", "--json"]) == 0
     greedy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval/episode_reward_mean"]
     assert greedy == 80.0  # 10 plays of the optimum (0, 0), payoff 8
+
+
+
+# Two players, 10 plays an episode: 2 batches of 20 frames, tiny nets.
+TINY_MATRIX = ["--env", "matrix/coordination", "env.num_envs=2", "collector.frames_per_batch=20", "collector.total_frames=40",
+               "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.minibatch_size=10", "algo.num_epochs=2", "algo.actor_epochs=1"]
+
+
+def test_central_v_advantage_is_every_agents_lambda_return_minus_v():
+    cfg = tiny_config("coma", "algo.baseline=central_v", "env.num_envs=2")
+    module = algo_class("coma")(cfg, tiny_env(cfg))
+    g, gamma, lmbda = module.group, cfg.algo.gamma, cfg.algo.lmbda
+    n, obs_dim, n_actions = module.groups[0].n_agents, module.groups[0].obs_dim, module.groups[0].n_actions
+    b, t = 2, 5
+    obs = torch.rand(b, t + 1, n, obs_dim)  # [B, T+1, n, obs]: step t's next observation is step t+1's
+    reward = torch.randn(b, t, n, 1)  # the agents' own rewards; the team's is their mean
+    done = torch.zeros(b, t, 1, dtype=torch.bool)
+    done[0, 2] = True  # world 0's episode ends at step 2 (terminated: no bootstrap), the next starts at 3
+    batch = TensorDict({g: {"observation": obs[:, :-1], "action": torch.randint(0, n_actions, (b, t, n))},
+                        "next": {g: {"observation": obs[:, 1:], "reward": reward}, "done": done, "terminated": done}}, [b, t])
+    batch.set("coma_target", module.critic_targets(batch))
+    with torch.no_grad():
+        v = module.critic.net(obs.flatten(-2))[..., 0]  # [B, T+1], V(s) by hand on the flattened state
+    team = reward.mean((-2, -1))  # [B, T]
+    returns = torch.zeros(b, t)
+    for world in range(b):
+        following = None  # G of the next step inside the batch and the episode
+        for step in reversed(range(t)):
+            if done[world, step]:
+                following = team[world, step]
+            elif following is None:  # the batch ends: bootstrap from V of the next state alone
+                following = team[world, step] + gamma * v[world, step + 1]
+            else:
+                following = team[world, step] + gamma * (v[world, step + 1] + lmbda * (following - v[world, step + 1]))
+            returns[world, step] = following
+    advantages = module.advantages(batch, torch.full((b, t, n, n_actions), 1 / n_actions), batch[g, "action"])
+    assert advantages.shape == (b, t, n)
+    torch.testing.assert_close(advantages, (returns - v[:, :-1]).unsqueeze(-1).expand(b, t, n))
+
+
+def test_an_unknown_baseline_is_refused_in_one_line(tmp_path, capsys):
+    assert fit_main(["--algo", "coma", *TINY_MATRIX, "--run-dir", str(tmp_path / "run"), "algo.baseline=central_q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "ca12.fit: error: algo.baseline must be one of counterfactual, central_v, got 'central_q'"
+
+
+@pytest.mark.parametrize("baseline, critic_inputs", [("counterfactual", 9 + 2 * 9 + 2 * 3 + 2), ("central_v", 2 * 9)])
+def test_both_baselines_fit_and_train_their_own_critic(tmp_path, baseline, critic_inputs):
+    run_dir = tmp_path / baseline
+    assert fit_main(["--algo", "coma", *TINY_MATRIX, "--run-dir", str(run_dir), "logger=none", f"algo.baseline={baseline}"]) == 0
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["critic.net.0.weight"].shape == (16, critic_inputs)  # Q(own obs, state, others' actions, id) or V(state)
+    with open(run_dir / "metrics.csv") as f:
+        losses = [float(row["train/loss_critic"]) for row in csv.DictReader(f)]
+    assert len(losses) == 2 and all(math.isfinite(loss) and loss > 0 for loss in losses)

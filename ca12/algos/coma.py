@@ -10,8 +10,23 @@ acted differently (the counterfactual baseline, eq. 4):
 The critic is trained on TD(lambda) targets (eq. 3 of the paper's appendix; lambda-returns of
 the critic's own values, computed once per batch with the critic as it stood at the start of the
 iteration, which acts as the target network). TorchRL has no COMA: the maths is written here in
-two small functions, `coma_advantages` and `lambda_returns`. Teams share one reward: the mean of
-the agents' rewards.
+small functions, `coma_advantages`, `central_v_advantages` and `lambda_returns`. Teams share one
+reward: the mean of the agents' rewards.
+
+`algo.baseline` picks what the critic learns and what each agent's advantage is:
+
+* `counterfactual` (the paper's COMA): `COMACritic` learns Q(s, u) per agent on the TD(lambda)
+  targets of Q, and each agent's advantage is its own counterfactual one (above).
+* `central_v` (the paper's "central-V" ablation, section 6): `CentralVCritic`, the same MLP
+  family on the state alone, learns V(s) on the TD(lambda) targets of V, and every agent gets
+  the same advantage G^lambda_t - V(s_t), the team's lambda-return minus the state's value. The
+  paper's central-V uses the TD error r + gamma V(s') - V(s), which is this at algo.lmbda=0
+  (where the critic's targets are TD(0) too). The run's lambda is kept so that the advantage
+  is G - V for the very return G the critic regresses, and the two options differ in the
+  critic and the baseline only; on one-shot tasks G = r and both forms are r - V(s). Every
+  agent's advantage then carries every other agent's exploration noise, which the
+  counterfactual baseline removes: the credit-assignment comparison of
+  benchmarks/credit_assignment.py.
 
 Each iteration trains the critic first (`num_epochs` passes over the batch), then the actors
 (`actor_epochs` passes) on the updated critic's advantages. COMA's policy gradient has no ratio
@@ -56,6 +71,21 @@ def coma_advantages(q_all: torch.Tensor, probs: torch.Tensor, actions: torch.Ten
     return taken, all_advantages
 
 
+def central_v_advantages(returns: torch.Tensor, values: torch.Tensor, n_agents: int) -> torch.Tensor:
+    """Central-V advantages (Foerster et al. 2018, section 6, "central-V"): one number per step,
+    the team's lambda-return minus the central critic's V(s), given to every agent alike.
+
+    Args:
+        returns: [*, 1] TD(lambda) targets G^lambda of V (`lambda_returns`).
+        values: [*, 1] V(s).
+        n_agents: agents sharing the advantage.
+
+    Returns:
+        [*, n_agents], G^lambda - V(s) in every agent's column.
+    """
+    return (returns - values).expand(*values.shape[:-1], n_agents)
+
+
 def lambda_returns(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, continues: torch.Tensor, gamma: float, lmbda: float) -> torch.Tensor:
     """TD(lambda) targets along time dim -2 (Sutton & Barto 2018, eq. 12.3, recursive form).
 
@@ -76,6 +106,15 @@ def lambda_returns(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch
     return returns
 
 
+def _mlp(width: int, hidden_sizes, activation: str, n_out: int) -> nn.Sequential:
+    """The critics' network family: Linear + activation per hidden size, then a linear head."""
+    layers = []
+    for size in hidden_sizes:
+        layers += [nn.Linear(width, size), activation_class(activation)()]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, n_out))
+
+
 class COMACritic(nn.Module):
     """Q(s, (u^-a, .)) for every agent a, one output per action of agent a (the paper's critic,
     Fig. 1c): input = a's own observation, all agents' observations (the state), the other
@@ -89,11 +128,7 @@ class COMACritic(nn.Module):
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden_sizes, activation: str):
         super().__init__()
         self.n_agents, self.n_actions = n_agents, n_actions
-        layers, width = [], obs_dim + n_agents * obs_dim + n_agents * n_actions + n_agents
-        for size in hidden_sizes:
-            layers += [nn.Linear(width, size), activation_class(activation)()]
-            width = size
-        self.net = nn.Sequential(*layers, nn.Linear(width, n_actions))
+        self.net = _mlp(obs_dim + n_agents * obs_dim + n_agents * n_actions + n_agents, hidden_sizes, activation, n_actions)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs [*, n, obs_dim], actions [*, n] -> Q [*, n, n_actions]."""
@@ -104,6 +139,27 @@ class COMACritic(nn.Module):
         others = others * (1 - torch.eye(n, device=obs.device, dtype=obs.dtype)).unsqueeze(-1)
         ids = torch.eye(n, device=obs.device, dtype=obs.dtype).expand(*batch, n, n)
         return self.net(torch.cat([obs, state, others.flatten(-2), ids], -1))
+
+    def value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q(s, u) of the taken joint action, one estimate per agent's head: [*, n]."""
+        return self(obs, actions).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+class CentralVCritic(nn.Module):
+    """V(s), the central-V ablation's critic: the same MLP family as `COMACritic` on the state
+    alone (all agents' observations), one output."""
+
+    def __init__(self, n_agents: int, obs_dim: int, hidden_sizes, activation: str):
+        super().__init__()
+        self.net = _mlp(n_agents * obs_dim, hidden_sizes, activation, 1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [*, n, obs_dim] -> V [*, 1]."""
+        return self.net(obs.flatten(-2))
+
+    def value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """V(s) [*, 1]; the joint action is not an input."""
+        return self(obs)
 
 
 class COMA(RLModule):
@@ -116,7 +172,10 @@ class COMA(RLModule):
         group = self.groups[0]
         self.actor = make_actor(group, self.model_cfg, device=env.device)
         critic = self.critic_model_cfg
-        self.critic = COMACritic(group.n_agents, group.obs_dim, group.n_actions, critic.hidden_sizes, critic.activation).to(env.device)
+        if self.cfg.baseline == "central_v":
+            self.critic = CentralVCritic(group.n_agents, group.obs_dim, critic.hidden_sizes, critic.activation).to(env.device)
+        else:
+            self.critic = COMACritic(group.n_agents, group.obs_dim, group.n_actions, critic.hidden_sizes, critic.activation).to(env.device)
 
     @property
     def policy(self) -> nn.Module:
@@ -134,15 +193,15 @@ class COMA(RLModule):
 
     @torch.no_grad()
     def critic_targets(self, batch: TensorDictBase) -> torch.Tensor:
-        """TD(lambda) targets [B, T, n_agents] for the taken joint actions."""
+        """TD(lambda) targets of the critic's value of the taken steps: [B, T, n_agents] for
+        Q(s, u) (counterfactual), [B, T, 1] for V(s) (central_v)."""
         g = self.group
         actions, next_obs = self._action_index(batch), batch["next", g, "observation"]
-        q_taken = self.critic(batch[g, "observation"], actions).gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, n]
+        q_taken = self.critic.value(batch[g, "observation"], actions)  # [B, T, n] or [B, T, 1]
         # The next step's value: the next transition's own joint action inside the same trajectory,
-        # else a joint action sampled from the current policies at the next observation.
+        # else a joint action sampled from the current policies at the next observation (V ignores it).
         sampled = self.actor(batch["next"].select((g, "observation")).clone())
-        next_actions = self._action_index(sampled)
-        q_sampled = self.critic(next_obs, next_actions).gather(-1, next_actions.unsqueeze(-1)).squeeze(-1)
+        q_sampled = self.critic.value(next_obs, self._action_index(sampled))
         done = batch["next", "done"].float()  # [B, T, 1]
         continues = torch.ones_like(done)
         continues[:, -1] = 0.0
@@ -153,14 +212,28 @@ class COMA(RLModule):
         return lambda_returns(reward, next_q, terminated, continues, self.cfg.gamma, self.cfg.lmbda)
 
     def loss_critic(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
-        """Regression of Q(s, u) for the taken joint action on its TD(lambda) target."""
-        actions = self._action_index(minibatch)
-        q_taken = self.critic(minibatch[self.group, "observation"], actions).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        loss_critic = F.mse_loss(q_taken, minibatch["coma_target"])
+        """Regression of Q(s, u) for the taken joint action (or of V(s)) on its TD(lambda) target."""
+        value = self.critic.value(minibatch[self.group, "observation"], self._action_index(minibatch))
+        loss_critic = F.mse_loss(value, minibatch["coma_target"])
         return loss_critic, TensorDict({"loss": loss_critic}, [])  # logged as train/loss_critic
 
+    @torch.no_grad()
+    def advantages(self, minibatch: TensorDictBase, probs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Each agent's advantage [M, n_agents] under `algo.baseline`: its counterfactual one
+        from Q (`coma_advantages`), or the shared G^lambda - V(s) (`central_v_advantages`, G the
+        batch's TD(lambda) target, V the critic as it is now, after this iteration's critic passes).
+
+        Args:
+            probs: [M, n_agents, n_actions] the actors' current action probabilities.
+            actions: [M, n_agents] the integer actions taken.
+        """
+        obs = minibatch[self.group, "observation"]
+        if self.cfg.baseline == "central_v":
+            return central_v_advantages(minibatch["coma_target"], self.critic(obs), actions.shape[-1])
+        return coma_advantages(self.critic(obs, actions), probs, actions)[0]
+
     def loss_actor(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
-        """Policy gradient on the counterfactual advantages (the critic is not trained here).
+        """Policy gradient on `advantages` (the critic is not trained here).
 
         With `normalize_advantage` the advantages are divided by their standard deviation over
         the minibatch (not centred: sum_u pi(u) A(u) = 0 per agent is kept), so the step size
@@ -168,10 +241,8 @@ class COMA(RLModule):
         """
         g = self.group
         actions = self._action_index(minibatch)
-        with torch.no_grad():
-            q_all = self.critic(minibatch[g, "observation"], actions)  # [M, n, A]
         dist = self.actor.get_dist(minibatch.select((g, "observation")).clone())
-        advantage, _ = coma_advantages(q_all, dist.probs.detach(), actions)
+        advantage = self.advantages(minibatch, dist.probs.detach(), actions)  # [M, n]
         if self.cfg.normalize_advantage:
             advantage = advantage / advantage.std().clamp(min=1e-8)
         loss_objective = -(dist.log_prob(minibatch[g, "action"]) * advantage).mean()

@@ -134,6 +134,9 @@ class COMAConfig(OnPolicyConfig):
     lmbda: float = key("TD(lambda) of the critic targets", minimum=0.0, maximum=1.0)
     entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
     normalize_advantage: bool = key("divide advantages by their minibatch std (not centred)")
+    baseline: str = key("counterfactual: Q(s, u) critic, each agent's counterfactual advantage (COMA); central_v: V(s) critic, "
+                        "every agent's advantage the team's lambda-return minus V(s) (the paper's central-V ablation)",
+                        choices=("counterfactual", "central_v"))
 
 
 @dataclass
