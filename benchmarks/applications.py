@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from learning import Row, fit_returns
+from learning import Row, fit_returns, interval
 
 from ca12.evaluate import evaluate, evaluate_baseline
 
@@ -151,17 +151,6 @@ def run_job(name: str, seed: int, out: Path, frames: int | None = None) -> Path:
     path.write_text(json.dumps({"application": name, "seed": seed, "env": app.env, "env_overrides": app.env_overrides,
                                 "episodes": app.episodes, "policies": results}, indent=1))
     return path
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95 % Student-t interval); the half-width is nan for one value."""
-    import numpy as np
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan")
-    return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
 
 
 def load(out: Path, name: str) -> list[dict]:
