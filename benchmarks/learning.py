@@ -79,14 +79,15 @@ class Row:
 
 
 ROWS = [
+    # 3 seeds (2026-12-07): MAPPO 0.891 / 0.854 / 0.893, IPPO 0.925 / 0.913 / 0.905.
     Row("mappo", "vmas/navigation", 240_000, 0.8),
-    Row("ippo", "vmas/navigation", 240_000, 0.8),
+    Row("ippo", "vmas/navigation", 240_000, 0.85),
     # 10 plays of payoff 8: the optimum is 80 (uniform play ~40); rollouts still sample the policy.
     Row("coma", "matrix/coordination", 6_000, 79.5, ["env.num_envs=50", "collector.frames_per_batch=500", "algo.minibatch_size=100"]),
     Row("vdn", "matrix/coordination", 2_000, 7.5, ONE_STEP_MATRIX + ["algo.annealing_frames=1500"]),
     Row("qmix", "matrix/coordination", 2_000, 7.5, ONE_STEP_MATRIX + ["algo.annealing_frames=1500"]),
     Row("iql", "matrix/coordination", 2_000, 7.5, ONE_STEP_MATRIX + ["algo.annealing_frames=1500"]),
-    Row("iql", "vmas/navigation", 120_000, 0.8, DISCRETE_NAVIGATION),
+    Row("iql", "vmas/navigation", 120_000, 0.9, DISCRETE_NAVIGATION),  # 0.990 / 0.963 / 0.988 (2026-12-07)
     # Thresholds under the lowest of 3 seeds (2026-12-07, the time limit bootstrapping): VDN 0.957 / 0.956 / 0.887,
     # QMIX 0.908 / 0.922 / 0.945 (a random policy scores about -0.6).
     Row("vdn", "vmas/navigation", 120_000, 0.85, DISCRETE_NAVIGATION),
@@ -96,6 +97,8 @@ ROWS = [
     Row("coma", "vmas/navigation", 240_000, 1.5, ["env.continuous_actions=false", "env.shared_rew=true"]),
     # TRPO and HATRPO: one trust-region policy step per batch, so more batches per frame on CartPole.
     Row("trpo", "gym/CartPole-v1", 100_000, 475, ["collector.frames_per_batch=2000"]),
+    # 3 seeds (2026-12-07): TRPO 0.806 / 0.893 / 0.859; HATRPO 0.780 / 0.752 / 0.736 fails its 0.8 (0.906 on seed 0 on the
+    # code of 2026-11-25, 0.775 on the code just before the time-limit fix): a drop under investigation, not hidden by the threshold.
     Row("trpo", "vmas/navigation", 240_000, 0.8),
     Row("hatrpo", "vmas/navigation", 240_000, 0.8),
     # MADDPG with the paper's actor objective (own, per-agent critics): 0.887 / 0.873 / 0.880; MASAC (team, BenchMARL's):
