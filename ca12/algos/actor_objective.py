@@ -29,8 +29,6 @@ from torchrl.objectives.sac import compute_rsample_log_prob
 
 from ca12.errors import UsageError
 
-OBJECTIVES = ("own", "team")
-
 
 def check_actor_objective(cfg, name: str, centralised: bool) -> None:
     """Refuse, in one line, `algo.actor_objective=own` with one shared centralised critic."""
@@ -70,10 +68,9 @@ class OwnDDPGLoss(DDPGLoss):
     def loss_actor(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, dict]:
         weights = self._maybe_get_priority_weight(tensordict)
         td = tensordict.select(*self.actor_in_keys, *self.value_network.in_keys, strict=False).detach()
-        action_key = self.own_action_key
         with self.actor_network_params.to_module(self.actor_network, preserve_module_state=False):
-            action = self.actor_network(td.clone(False)).get(action_key)
-        copies = own_action_batch(td, action_key, action)
+            action = self.actor_network(td.clone(False)).get(self.own_action_key)
+        copies = own_action_batch(td, self.own_action_key, action)
         with self._cached_detached_value_params.to_module(self.value_network, preserve_module_state=False):
             values = self.value_network(copies).get(self.tensor_keys.state_action_value)
         loss = self._reduce_loss(-own_values(values), tensordict=tensordict, weights=weights)
