@@ -65,6 +65,10 @@ class ActorCriticReplayConfig(ReplayConfig):
     actor_lr: float = key("Adam learning rate of the actors", positive=True)
     critic_lr: float = key("Adam learning rate of the critics", positive=True)
     loss_function: str = key("critic regression loss", choices=("l2", "l1", "smooth_l1"))
+    actor_objective: str = key("what actor i ascends (ca12/algos/actor_objective.py): own (MADDPG's paper, its default: its own Q_i, the others' "
+                               "actions from the buffer; needs critic_model.share_params=false with a centralised critic) or team "
+                               "(TorchRL/BenchMARL, MASAC's default: the mean of all agents' Q, every action from the current actors)",
+                               choices=("own", "team"))
 
 
 @dataclass
@@ -175,9 +179,6 @@ class MADDPGConfig(ActorCriticReplayConfig):
     sigma_end: float = key("exploration: final noise std", minimum=0.0)
     annealing_frames: int = key("collected frames over which the noise std falls linearly", positive=True)
     gumbel_temperature: float = key("discrete actions: straight-through Gumbel-softmax temperature", positive=True)
-    actor_objective: str = key("what actor i ascends: own (the paper: its own Q_i, the others' actions from the buffer; needs critic_model.share_params=false "
-                               "with a centralised critic) or team (TorchRL/BenchMARL: the mean of all agents' Q, every action from the current actors)",
-                               choices=("own", "team"))
 
 
 @dataclass
@@ -201,9 +202,6 @@ class MASACConfig(ActorCriticReplayConfig):
     alpha_lr: float = key("Adam learning rate of log(alpha), the entropy temperature", positive=True)
     alpha_init: float = key("first entropy temperature", positive=True)
     num_qvalue_nets: int = key("critics per agent (2: clipped double Q)", positive=True)
-    actor_objective: str = key("what actor i maximises: team (BenchMARL: the mean of all agents' soft Q, every action from the current actors) or own "
-                               "(MADDPG's form: its own Q_i, the others' actions from the buffer; needs critic_model.share_params=false with a centralised critic)",
-                               choices=("own", "team"))
 
 
 @dataclass
