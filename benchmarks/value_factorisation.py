@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from learning import interval  # the sibling script: mean and 95 % t-interval over seeds
+from learning import Row, fit_returns, interval  # the sibling script
 from tensordict import TensorDict
 
 from ca12.api import Run, load
 from ca12.envs.two_step import STATE_NAMES
-from ca12.fit import main as fit_main
 
 ENV = "matrix/two_step"
 METHODS = ("qmix", "vdn")
@@ -56,13 +54,10 @@ JOINT_ACTIONS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (agent 0, agent 1), A = 0, B
 
 
 def fit(algo: str, seed: int, frames: int, run_dir: Path) -> tuple[Run, float]:
-    """(the finished run, seconds) of `algo` on the two-step game with `PAPER`'s settings."""
-    argv = ["--algo", algo, "--env", ENV, "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
-            f"collector.total_frames={frames}", *PAPER, *MIXER[algo]]
-    start = time.perf_counter()
-    if fit_main(argv) != 0:
-        raise SystemExit(f"{algo} on {ENV} failed")
-    return load(run_dir), time.perf_counter() - start
+    """(the finished run, seconds) of `algo` on the two-step game with `PAPER`'s settings
+    (learning.py's `fit_returns`: the same in-process fit as every learning row)."""
+    _, seconds = fit_returns(Row(algo, ENV, frames, PAPER_RETURN[algo], [*PAPER, *MIXER[algo]]), seed, run_dir)
+    return load(run_dir), seconds
 
 
 @torch.no_grad()

@@ -6,8 +6,6 @@ bootstraps from the value of the state it was cut in."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -38,13 +36,9 @@ FAMILIES = [
     ("comm/traffic_junction", "terminated", ()),
     ("market/allocation", "terminated", ()),
 ]
-NEEDS = {"gym": "gymnasium", "pettingzoo": "mpe2", "grid": "pandapower", "sumo": "sumo_rl"}
 
 
 def _env(name: str, *overrides: str, steps: int = T):
-    family = name.split("/")[0]
-    if family in NEEDS and importlib.util.find_spec(NEEDS[family]) is None:
-        pytest.skip(f"{NEEDS[family]} is an optional package this machine lacks")
     cfg = load_config("mappo", name, [f"env.num_envs={B}", f"env.max_steps={steps}", *overrides]).env
     return make_env(cfg, seed=0)
 
