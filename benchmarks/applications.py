@@ -42,7 +42,7 @@ from pathlib import Path
 
 from learning import Row, fit_returns, interval
 
-from ca12.evaluate import evaluate, evaluate_baseline
+from ca12.run.score import evaluate, evaluate_baseline
 
 HERE = Path(__file__).resolve().parent
 

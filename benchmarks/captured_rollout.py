@@ -1,5 +1,5 @@
 """Seconds per on-policy batch: TorchRL's `Collector` against `collector=cudagraph`
-(ca12/data/captured.py), in one process on one device, with MAPPO's acting policy.
+(ca12/data/cuda_graph_collector.py), in one process on one device, with MAPPO's acting policy.
 
     python benchmarks/captured_rollout.py [--task navigation] [--num-envs 600] [--steps 100] [--batches 4]
 
@@ -15,7 +15,7 @@ import time
 import torch
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.data.collectors import make_collector
 from ca12.envs import make_env
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.data.buffer_store import FOLDER, collect_garbage
 from ca12.data.collectors import make_collector
 from ca12.data.replay import replay_view

@@ -43,7 +43,7 @@ import torch
 from learning import Row, fit_returns, interval
 from scipy import stats
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 
 TASK = "matrix/team_count"
 BASELINES = ("counterfactual", "central_v")

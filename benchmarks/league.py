@@ -8,7 +8,7 @@ than where it started?
 VMAS `football` with both teams learnt (`env.ai_red_agents=false`), one agent each: the scenario
 mirrors the red team's observations and actions, so one policy can play either side, and the
 learner (blue) plays past snapshots of itself (red), drawn per env world by `--opponents`
-(ca12/league.py). An episode ends at a goal or after 100 steps; its winner is the team with the
+(ca12/selfplay/league.py). An episode ends at a goal or after 100 steps; its winner is the team with the
 higher return (goals are worth 100, moving the ball towards the other goal is paid on the way).
 
 After training, the latest snapshot plays the first (the initial weights) in `--episodes`
@@ -43,9 +43,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ca12.envs import make_env
-from ca12.evaluation import EVAL_SEED_OFFSET
+from ca12.data.evaluator import EVAL_SEED_OFFSET
 from ca12.fit import main as fit_main
-from ca12.loading import load_module
+from ca12.run.rundir import load_module
 from ca12.seeding import isolated_rng
 
 # One-a-side football with both teams learnt; the learner is blue.

@@ -29,7 +29,7 @@ import argparse
 import torch
 from learning import Row, run
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.envs.market import efficiency, greedy_choice, surplus_choice
 

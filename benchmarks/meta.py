@@ -36,10 +36,10 @@ import torch
 from omegaconf import OmegaConf
 
 from ca12.algos.maml import MAML
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_spec_env
 from ca12.fit import main
-from ca12.loading import load_module
+from ca12.run.rundir import load_module
 
 HELD_OUT_SEED = 987_654_321  # far from every training stream ((seed + 7919 r) * 1_000_003 + iteration)
 

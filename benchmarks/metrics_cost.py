@@ -1,5 +1,5 @@
 """What writing metrics.csv costs per iteration as a run grows: appending each save's new rows
-(ca12.tracking.MetricsCSV, since 2026-11-26) against rewriting the whole file at every save
+(ca12.run.tracking.MetricsCSV, since 2026-11-26) against rewriting the whole file at every save
 (the code before; `MetricsCSV._rewrite`, the same writer, called every time).
 
     python benchmarks/metrics_cost.py [--iterations 4000] [--metrics 18]
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ca12.tracking import ITERATION_KEY, MetricsCSV
+from ca12.run.tracking import ITERATION_KEY, MetricsCSV
 
 
 def save_times(logger: MetricsCSV, iterations: int, metrics: int, rewrite: bool) -> list[float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.fit import main as fit_main
 

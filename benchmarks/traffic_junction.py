@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ca12.envs.traffic_junction import checkpoint_success_rate
+from ca12.run.score import checkpoint_success_rate
 from ca12.fit import main as fit_main
 
 # MAPPO on 150 worlds x 40 steps per batch: 4 epochs of 2000 frames (20 000 car slots) at lr 1e-3,

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env
 
 

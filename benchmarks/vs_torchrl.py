@@ -26,7 +26,7 @@ import torch
 from torchrl.collectors import Collector
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.fit import main as fit_main
 

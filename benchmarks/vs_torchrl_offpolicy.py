@@ -28,7 +28,7 @@ from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.data.replay import replay_view
 from ca12.envs import make_env, make_spec_env
 

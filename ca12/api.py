@@ -32,7 +32,7 @@ from ca12.errors import UsageError
 
 def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Path | None = None, **overrides: Any) -> "Run":
     """Train `algo` on `env` as `python -m ca12.fit --algo ALGO --env ENV --seed SEED
-    --run-dir DIR KEY=VALUE...` does (`ca12.fit.run`: same composition, checks, run directory,
+    --run-dir DIR KEY=VALUE...` does (`ca12.run.train.run`: same composition, checks, run directory,
     console output) and return the finished run.
 
     `algo` and `env` are positional so that `algo={...}` and `env={...}` can be sections of
@@ -41,9 +41,10 @@ def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Pa
     Raises:
         UsageError: bad input (unknown name, key or type; a directory that holds a run...).
         NonFiniteError: a loss became NaN/inf (the last good checkpoint is kept).
-        ca12.fit.Interrupted: a signal stopped the run after saving its iteration.
+        ca12.cli.Interrupted: a signal stopped the run after saving its iteration.
     """
-    from ca12.fit import fit_args, quiet_libraries, run
+    from ca12.cli import quiet_libraries
+    from ca12.run.train import fit_args, run
 
     if isinstance(overrides.get("env"), str):
         if env is not None:
@@ -57,9 +58,9 @@ def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Pa
 def load(path: str | Path) -> "Run":
     """The run in a run directory (its `checkpoints/last.ckpt`) or of a checkpoint file;
     a missing or unreadable checkpoint, or one whose run config is not plain data, is a
-    one-line `UsageError` (ca12.checkpoints, ca12.config.saved_config)."""
-    from ca12.checkpoints import read_checkpoint, run_dir_of
-    from ca12.loading import checkpoint_path
+    one-line `UsageError` (ca12.run.rundir, ca12.run.config.saved_config)."""
+    from ca12.run.rundir import read_checkpoint, run_dir_of
+    from ca12.run.rundir import checkpoint_path
 
     path = Path(path)
     checkpoint = checkpoint_path(path)
@@ -137,7 +138,7 @@ class Run:
         """The checkpoint's weights (`state_dict`) and ca12 state (`ca12`: run config, frames,
         iterations), read once."""
         if self._saved is None:
-            from ca12.checkpoints import read_checkpoint
+            from ca12.run.rundir import read_checkpoint
 
             self._saved = _kept(read_checkpoint(self.checkpoint))
         return self._saved
@@ -145,9 +146,9 @@ class Run:
     @cached_property
     def config(self):
         """The run's resolved config (an OmegaConf DictConfig), as its checkpoint holds it, read as
-        data (`ca12.config.saved_config`: no interpolation resolved, no class imported, not even
+        data (`ca12.run.config.saved_config`: no interpolation resolved, no class imported, not even
         the `callbacks` section's)."""
-        from ca12.config import saved_config
+        from ca12.run.config import saved_config
 
         return saved_config(self.saved["ca12"]["run_config"], str(self.checkpoint), callbacks=False)
 
@@ -164,7 +165,7 @@ class Run:
             import pandas
         except ImportError:
             raise UsageError("Run.metrics needs pandas: pip install pandas") from None
-        from ca12.tracking import complete_metrics_text
+        from ca12.run.tracking import complete_metrics_text
         path = self.run_dir / "metrics.csv"
         if not path.is_file():
             raise UsageError(f"no metrics.csv in '{self.run_dir}'")
@@ -174,7 +175,7 @@ class Run:
     def module(self):
         """The trained LightningModule: rebuilt from the config, weights from `checkpoint`, on
         the CPU in eval mode."""
-        from ca12.loading import build_module
+        from ca12.run.rundir import build_module
 
         return build_module(self.config, self.saved["state_dict"], self.checkpoint).cpu().eval()
 
@@ -194,10 +195,10 @@ class Run:
         return make_env(env_cfg, self.config.seed if seed is None else seed, transforms=self.module.env_transforms())
 
     def evaluate(self, episodes: int | None = None, deterministic: bool = True):
-        """`python -m ca12.evaluate`'s evaluation of `checkpoint` (`ca12.evaluate.evaluate`):
+        """`python -m ca12.evaluate`'s evaluation of `checkpoint` (`ca12.run.score.evaluate`):
         `episodes` (default the run's `eval.episodes`) with the run's evaluation seed; returns its
         `EvalResult` (`episode_reward_mean`, `episode_reward_std`, `per_agent_reward_mean`)."""
-        from ca12.evaluate import evaluate
+        from ca12.run.score import evaluate
 
         return evaluate(self.checkpoint, episodes, deterministic)[0]
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from ca12.errors import UsageError
-from ca12.fit import OneLineParser, _out_of_memory, check_writable, quiet_libraries
+from ca12.cli import OneLineParser, check_writable, out_of_memory, quiet_libraries, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,108 +45,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _episodes(cfg, episodes: int | None) -> int:
-    """`--episodes`, or the config's `eval.episodes`; refused unless positive, or when its rollout
-    cannot fit in memory (`check_rollout_fits`, one world an episode; not checked up to the
-    config's own `eval.episodes`, which runs evaluate with)."""
-    from ca12.evaluation import check_rollout_fits
-
-    if episodes is not None and episodes <= 0:
-        raise UsageError(f"--episodes must be positive, got {episodes}")
-    if episodes is None or episodes <= cfg.eval.episodes:
-        return cfg.eval.episodes if episodes is None else episodes
-    check_rollout_fits(cfg.env, episodes, cfg.seed)
-    return episodes
-
-
-def _run(evaluator, policy, video: Path | None, trace: bool = False):
-    """`evaluator`'s episodes with `policy`, the first written to `video` as a GIF when asked
-    (`trace`: keep the first step by step, `EvalResult.trace`); a video of an env that cannot
-    render is refused before any episode runs."""
-    from ca12.envs import family_renders
-    from ca12.evaluation import save_gif
-
-    family = evaluator.env_cfg.family
-    if video is not None and not family_renders(family):
-        raise UsageError(f"--video: {family}/{evaluator.env_cfg.task} cannot render (the {family} family draws no frames); leave --video out")
-    result = evaluator.run(policy, render=video is not None, trace=trace)
-    if video is not None:
-        save_gif(result.frames, video)
-    return result
-
-
-def load_policy(path: Path):
-    """(module, run config, the checkpoint's ca12 section) of the checkpoint at `path` (file or run
-    directory), the module's weights loaded, on the CPU (`ca12.loading.load_module`)."""
-    from ca12.loading import load_module
-
-    module, cfg, checkpoint = load_module(path)
-    return module, cfg, checkpoint["ca12"]
-
-
-def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True, video: Path | None = None, trace: bool = False):
-    """Load the checkpoint at `path` (file or run directory) and run evaluation episodes."""
-    from ca12.evaluation import Evaluator
-
-    module, cfg, saved = load_policy(path)
-    evaluator = Evaluator(cfg.env, _episodes(cfg, episodes), cfg.seed, deterministic, cfg.algo.groups, module.env_transforms())
-    module.to(evaluator.env.device)
-    return _run(evaluator, module.policy, video, trace), saved
-
-
-def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, episodes: int | None = None, video: Path | None = None,
-                      trace: bool = False):
-    """Run `env`'s baseline policy `name` (its family's `BASELINES`) through the `Evaluator` a
-    run with `seed` would use; `overrides` are `env.KEY=VALUE` settings."""
-    from ca12.config import load_config
-    from ca12.envs import family_baselines
-    from ca12.evaluation import Evaluator
-
-    if "/" not in env:
-        raise UsageError(f"--env expects FAMILY/TASK, got {env!r}")
-    not_env = [text for text in overrides if not text.startswith("env.")]
-    if not_env:
-        raise UsageError(f"a baseline takes env settings only (env.KEY=VALUE), got {not_env[0]!r}")
-    baselines = family_baselines(env.split("/")[0])
-    if name not in baselines:
-        offered = ", ".join(sorted(baselines)) or "none"
-        raise UsageError(f"unknown baseline {name!r} for {env}; its family offers: {offered}")
-    cfg = load_config("mappo", env, overrides, seed)  # the env section as a run of any algorithm composes it
-    evaluator = Evaluator(cfg.env, _episodes(cfg, episodes), cfg.seed, deterministic=True)
-    return _run(evaluator, baselines[name](evaluator.env), video, trace)
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def body() -> None:
         args = build_parser().parse_args(argv)
         if args.video is not None:
             check_writable(args.video, "--video", directory=False)
         quiet_libraries()
-        if args.baseline is not None:
-            if args.env is None:
-                raise UsageError("--baseline needs --env FAMILY/TASK")
-            result = evaluate_baseline(args.baseline, args.env, args.args, args.seed, args.episodes, args.video)
-            title, extra = f"{result.episodes} episodes of the {args.baseline} baseline on {args.env}", {"baseline": args.baseline}
-        else:
-            if args.env is not None:
-                raise UsageError("--env goes with --baseline; a checkpoint names its own env")
-            if len(args.args) != 1:
-                raise UsageError("give one checkpoint or run directory (or --baseline NAME --env FAMILY/TASK)")
-            result, saved = evaluate(Path(args.args[0]), args.episodes, args.deterministic, args.video)
-            title = f"{result.episodes} episodes after {saved['frames']} training frames ({saved['iterations']} iterations)"
-            extra = {"frames": saved["frames"]}
-    except UsageError as exc:
-        print(f"ca12.evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-        if not _out_of_memory(exc):
-            raise
-        asked = f"--episodes {args.episodes}" if args.episodes is not None else "the run's eval.episodes"
-        print(f"ca12.evaluate: error: out of memory ({type(exc).__name__}) with {asked}, one env world each: lower --episodes", file=sys.stderr)
-        return 2
+        from ca12.run.score import evaluate, evaluate_baseline  # torch, TorchRL: after the arguments were read
+
+        try:
+            if args.baseline is not None:
+                if args.env is None:
+                    raise UsageError("--baseline needs --env FAMILY/TASK")
+                result = evaluate_baseline(args.baseline, args.env, args.args, args.seed, args.episodes, args.video)
+                title, extra = f"{result.episodes} episodes of the {args.baseline} baseline on {args.env}", {"baseline": args.baseline}
+            else:
+                if args.env is not None:
+                    raise UsageError("--env goes with --baseline; a checkpoint names its own env")
+                if len(args.args) != 1:
+                    raise UsageError("give one checkpoint or run directory (or --baseline NAME --env FAMILY/TASK)")
+                result, saved = evaluate(Path(args.args[0]), args.episodes, args.deterministic, args.video)
+                title = f"{result.episodes} episodes after {saved['frames']} training frames ({saved['iterations']} iterations)"
+                extra = {"frames": saved["frames"]}
+        except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not out_of_memory(exc):
+                raise
+            asked = f"--episodes {args.episodes}" if args.episodes is not None else "the run's eval.episodes"
+            raise UsageError(f"out of memory ({type(exc).__name__}) with {asked}, one env world each: lower --episodes") from None
+        report(result, title, extra, args)
+
+    return run_command("ca12.evaluate", body)
+
+
+def report(result, title: str, extra: dict, args) -> None:
+    """The evaluation on stdout: one JSON line (`--json`) or a few lines for a reader."""
     if args.json:
         print(json.dumps({**result.metrics(), "episodes": result.episodes, **extra}))
-        return 0
+        return
     print(title)
     print(f"episode return: {result.episode_reward_mean:.4f} +- {result.episode_reward_std:.4f}")
     for i, value in enumerate(result.per_agent_reward_mean):
@@ -155,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stat}: {mean:.4f} +- {std:.4f}")
     if args.video is not None:
         print(f"video: {args.video}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,17 +4,17 @@ of algorithms and envs and the config composer all read it without importing eac
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 
 def conf_dir() -> Path:
-    """Where conf/ lives: $CA12_CONF, the source tree beside the package, or the installed copy."""
+    """Where conf/ lives: $CA12_CONF, the source tree beside the package, or the copy installed
+    inside it (`ca12/conf/`, setup.py)."""
     candidates = []
     if os.environ.get("CA12_CONF"):
         candidates.append(Path(os.environ["CA12_CONF"]))
     candidates.append(Path(__file__).resolve().parent.parent / "conf")
-    candidates.append(Path(sys.prefix) / "share" / "ca12" / "conf")
+    candidates.append(Path(__file__).resolve().parent / "conf")
     for path in candidates:
         if (path / "config.yaml").is_file():
             return path

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from ca12.errors import UsageError
 from ca12.algos import DEFAULT_ENV, default_env
-from ca12.fit import Interrupted, OneLineParser, quiet_libraries
-from ca12.population.runs import SPEC_FILE, PopulationSpec, check_spec
+from ca12.cli import OneLineParser, quiet_libraries, run_command
+from ca12.multirun.pbt.members import SPEC_FILE, PopulationSpec, check_spec
 
 BACKENDS = ("local", "ray")
 
@@ -101,7 +101,7 @@ def run(args) -> list[dict]:
     """Check the population, then train it with its backend; returns the members table's rows."""
     spec, pbt_dir = spec_from_args(args)
     if spec.backend == "ray":
-        from ca12.population.ray_tune import require_tune
+        from ca12.multirun.pbt.ray_tune import require_tune
 
         require_tune()
     spec.score = check_spec(spec)
@@ -109,11 +109,11 @@ def run(args) -> list[dict]:
     print(f"ca12.pbt: {spec.population} members of {spec.algo} on {spec.env}, {spec.rounds} rounds of {spec.ready} frames, "
           f"scored by {spec.score}, backend {spec.backend}: {pbt_dir}")
     if spec.backend == "ray":
-        from ca12.population.ray_tune import run_ray
+        from ca12.multirun.pbt.ray_tune import run_ray
 
         rows = run_ray(spec, pbt_dir)
     else:
-        from ca12.population.local import run_local
+        from ca12.multirun.pbt.local import run_local
 
         rows = run_local(spec, pbt_dir)
     print(f"ca12.pbt: tables {pbt_dir / 'members.csv'} and {pbt_dir / 'exploits.csv'}")
@@ -121,20 +121,12 @@ def run(args) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def body() -> None:
         args = build_parser().parse_intermixed_args(argv)
         quiet_libraries()
         run(args)
-    except UsageError as exc:
-        print(f"ca12.pbt: error: {exc}", file=sys.stderr)
-        return 2
-    except Interrupted as exc:
-        print("ca12.pbt: stopped by a signal; continue with --resume", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("ca12.pbt: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command("ca12.pbt", body, resume_hint="; continue with --resume")
 
 
 if __name__ == "__main__":

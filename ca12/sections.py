@@ -1,7 +1,7 @@
 """The schemas of the run config's sections besides `algo` (ca12/algos/schemas.py), `env`
-(ca12/envs/catalog.py), `trainer` and `checkpoint` (ca12/trainer.py): `model` and `critic_model`
-(read by ca12/nets/builder.py), `collector` (ca12/data/collectors.py), `logger` (ca12/tracking.py)
-and `eval` (ca12/evaluation.py), each key with its type, one-line doc and bounds (`ca12.schema.key`).
+(ca12/envs/catalog.py), `trainer` and `checkpoint` (ca12/run/trainer.py): `model` and `critic_model`
+(read by ca12/nets/builder.py), `collector` (ca12/data/collectors.py), `logger` (ca12/run/tracking.py)
+and `eval` (ca12/data/evaluator.py), each key with its type, one-line doc and bounds (`ca12.schema.key`).
 
 They live here rather than beside the code that reads them because those modules import torch,
 TorchRL or Lightning: this one imports none of them, so `--show-config` and a refused config answer
@@ -17,6 +17,9 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from ca12.schema import key
+
+# NumPy's legacy seeding, torch and Lightning's `seed_everything` all take seeds in 0..2**32-1.
+MAX_SEED = 2**32 - 1
 
 # --- model, critic_model (ca12/nets/builder.py) ---------------------------------------------------
 # `activation` -> the torch.nn class the builder uses.
@@ -133,7 +136,7 @@ def envs_per_batch(cfg: DictConfig) -> int:
     return cfg.env.num_envs * (cfg.collector.workers if cfg.collector.kind == "multisync" else 1)
 
 
-# --- logger (ca12/tracking.py) ------------------------------------------------------------------------
+# --- logger (ca12/run/tracking.py) ------------------------------------------------------------------------
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -162,7 +165,7 @@ class LoggerConfig:
     tensorboard: Optional[TensorBoardConfig] = field(default=None, metadata={"doc": "TensorBoard (logger=tensorboard)"})
 
 
-# --- eval (ca12/evaluation.py) ------------------------------------------------------------------------
+# --- eval (ca12/data/evaluator.py) ------------------------------------------------------------------------
 @dataclass
 class EvalConfig:
     """The run config's `eval` section."""

@@ -2,7 +2,7 @@
 
 Run directories, checkpoints, `pbt.json` and `config.yaml` files are shared between people, so
 loading one may only ever *read* values (the threat model is in docs/ARCHITECTURE.md, "Run
-directories are data"). Checkpoints are unpickled with PyTorch's safe loader (ca12.checkpoints);
+directories are data"). Checkpoints are unpickled with PyTorch's safe loader (ca12.run.rundir);
 this module checks the run config they carry, before OmegaConf or Hydra ever see it:
 
 - no interpolation: a string holding `${...}` (`${oc.env:WANDB_API_KEY}`, `${oc.decode:...}`, a
@@ -11,7 +11,9 @@ this module checks the run config they carry, before OmegaConf or Hydra ever see
   the class of a top-level `callbacks.<name>` entry, and that class must be one ca12 or Lightning
   ships (`ALLOWED_CALLBACKS`) or one the user's own command names (`+callbacks.NAME._target_=...`):
   a saved run never makes ca12 import a module of its choosing;
-- plain values only: strings, numbers, booleans, None, lists and string-keyed mappings.
+- plain values only: strings, numbers, booleans, None, lists and string-keyed mappings;
+- a checkpoint being written holds only what the safe loader rebuilds (`unsafe_entry`), so a
+  state that could not be read back fails the run at its first save, not at its resume.
 
 Written by hand: OmegaConf and Hydra treat every config as trusted (Hydra's own target blocklist
 says it is no security boundary), and no library offers a "data only" mode for them.
@@ -19,7 +21,9 @@ says it is no security boundary), and no library offers a "data only" mode for t
 
 from __future__ import annotations
 
+import functools
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -28,10 +32,11 @@ from ca12.errors import UsageError
 # ca12's callbacks a config names (conf/callbacks/) -> their module in callbacks/ (which imports
 # this table: it is declared here, at the bottom of the imports, so both read one list).
 CONFIGURABLE_CALLBACKS = {"FramesProgressBar": "progress", "EvaluationCallback": "evaluation", "IterationCheckpoint": "checkpoint"}
-# Callback classes a saved run may name: ca12's own under both their paths, and Lightning's that
+# Callback classes a saved run may name: ca12's own under each of their paths, and Lightning's that
 # take plain-valued arguments only and write nothing outside the run.
 ALLOWED_CALLBACKS = frozenset(
-    [path for name, module in CONFIGURABLE_CALLBACKS.items() for path in (f"callbacks.{name}", f"callbacks.{module}.{name}")]
+    [path for name, module in CONFIGURABLE_CALLBACKS.items() for package in ("ca12.callbacks", "callbacks")  # callbacks.*: runs of before 2026-12-07
+     for path in (f"{package}.{name}", f"{package}.{module}.{name}")]
     + [f"lightning.pytorch.callbacks.{name}" for name in (
         "LearningRateMonitor", "EarlyStopping", "ModelSummary", "RichModelSummary", "Timer", "DeviceStatsMonitor",
         "TQDMProgressBar", "RichProgressBar")]
@@ -173,3 +178,37 @@ def read_json_file(path: str | Path, what: str) -> Any:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"'{path}' is not a readable {what} ({type(exc).__name__})") from None
+
+
+# --- what a checkpoint may hold ---------------------------------------------------------------
+# Exact types `torch.load(weights_only=True)` rebuilds without being told of them. Exact, not
+# isinstance: subclasses such as `numpy.float64` (a float) or `MemoryMappedTensor` (a tensor)
+# pickle through their own classes, which the safe loader refuses.
+@functools.cache
+def _plain_leaves() -> tuple[type, ...]:
+    import torch
+
+    return (type(None), bool, int, float, complex, str, bytes, torch.Size, torch.dtype, torch.device, torch.Tensor, torch.nn.Parameter)
+
+
+_PLAIN_CONTAINERS = (dict, OrderedDict, list, tuple, set)
+
+
+def unsafe_entry(obj: Any, where: str = "checkpoint") -> str | None:
+    """The path and type of the first value in `obj` that the safe loader would refuse, or None.
+
+    Checked when a checkpoint is written, so a state that cannot be read back fails the run at
+    its first save rather than at its resume.
+    """
+    kind = type(obj)
+    if kind in _plain_leaves():
+        return None
+    if kind not in _PLAIN_CONTAINERS:
+        return f"{where}: {kind.__module__}.{kind.__qualname__}"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+    for key, value in items:
+        found = unsafe_entry(key, f"{where} key") if isinstance(obj, dict) else None
+        found = found or unsafe_entry(value, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None

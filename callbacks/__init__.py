@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ca12.untrusted import CONFIGURABLE_CALLBACKS
 
 if TYPE_CHECKING:
-    from callbacks.checkpoint import GracefulStop, IterationCheckpoint
-    from callbacks.evaluation import EvaluationCallback
-    from callbacks.progress import FramesProgressBar
+    from ca12.callbacks.checkpoint import GracefulStop, IterationCheckpoint
+    from ca12.callbacks.evaluation import EvaluationCallback
+    from ca12.callbacks.progress import FramesProgressBar
 
 __all__ = ["EvaluationCallback", "FramesProgressBar", "GracefulStop", "IterationCheckpoint", "check_callbacks", "make_callbacks"]
 
@@ -36,18 +36,28 @@ OWN_CALLBACKS = {
 
 def __getattr__(name: str):
     if name in _CLASSES:
-        return getattr(importlib.import_module(f"callbacks.{_CLASSES[name]}"), name)
-    raise AttributeError(f"module 'callbacks' has no attribute '{name}'")
+        return getattr(importlib.import_module(f"ca12.callbacks.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module 'ca12.callbacks' has no attribute '{name}'")
+
+
+def own_class_name(target: Any) -> str | None:
+    """The name of the ca12 callback class a `_target_` names (`ca12.callbacks.NAME` or
+    `ca12.callbacks.<module>.NAME`; run directories written before `callbacks/` installed as
+    `ca12.callbacks` say `callbacks.NAME`), else None."""
+    if not isinstance(target, str):
+        return None
+    name = target.rpartition(".")[2]
+    if name not in _CLASSES:
+        return None
+    paths = (f"{package}.{name}" for package in ("ca12.callbacks", "callbacks", f"ca12.callbacks.{_CLASSES[name]}", f"callbacks.{_CLASSES[name]}"))
+    return name if target in paths else None
 
 
 def _own_callback(entry) -> tuple[str, bool, tuple[str, ...]] | None:
     """(class name, a progress bar?, constructor arguments) of an entry naming one of ca12's own
-    callbacks (`callbacks.NAME` or `callbacks.<module>.NAME`), else None."""
-    target = entry.get("_target_") if isinstance(entry, Mapping) else None
-    name = target.rpartition(".")[2] if isinstance(target, str) else None
-    if name in OWN_CALLBACKS and target in (f"callbacks.{name}", f"callbacks.{_CLASSES[name]}.{name}"):
-        return (name, *OWN_CALLBACKS[name])
-    return None
+    callbacks (`own_class_name`), else None."""
+    name = own_class_name(entry.get("_target_") if isinstance(entry, Mapping) else None)
+    return (name, *OWN_CALLBACKS[name]) if name in OWN_CALLBACKS else None
 
 
 def _inspected(name: str, entry) -> tuple[str, bool, list[str] | None]:
@@ -97,6 +107,8 @@ def _callback_class(name: str, entry) -> type:
     if not OmegaConf.is_dict(entry) or "_target_" not in entry:
         raise UsageError(f"callbacks.{name} has no _target_ (the Lightning Callback class to build); remove an entry with ~callbacks.{name}")
     path = entry._target_
+    if own_class_name(path):  # one of ca12's own, under any of its paths
+        path = f"ca12.callbacks.{_CLASSES[own_class_name(path)]}.{own_class_name(path)}"
     module_name, _, attr = path.rpartition(".") if isinstance(path, str) else ("", "", "")
     if not module_name or not attr:
         raise UsageError(f"callbacks.{name}._target_ must be a dotted class path such as lightning.pytorch.callbacks.LearningRateMonitor, got {path!r}")

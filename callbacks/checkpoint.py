@@ -20,7 +20,7 @@ from pathlib import Path
 import lightning as L
 from tqdm.auto import tqdm
 
-from ca12.checkpoints import unsafe_entry
+from ca12.untrusted import unsafe_entry
 from ca12.data.buffer_store import collect_garbage
 
 

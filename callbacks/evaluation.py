@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
-from ca12.evaluation import Evaluator, save_gif
+from ca12.data.evaluator import Evaluator, save_gif
 
 
 class EvaluationCallback(L.Callback):

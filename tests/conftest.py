@@ -16,7 +16,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env
 
 # A run small enough to finish in seconds: 4 envs x 25 steps per batch, 2 batches, tiny nets.

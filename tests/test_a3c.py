@@ -19,8 +19,9 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector
 
 import ca12.algos.a3c as a3c
-from ca12.config import load_config
-from ca12.distributed import A3CWorker, GradientMessage, ParameterServer, Round
+from ca12.run.config import load_config
+from ca12.algos.a3c import A3CWorker
+from ca12.distributed import GradientMessage, ParameterServer, Round
 from ca12.envs import make_env, make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main

@@ -14,7 +14,7 @@ import torch
 from torchrl.objectives import DDPGLoss
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.fit import main
 from conftest import tiny_args

@@ -15,7 +15,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 import ca12
 from ca12.api import override_texts
 from ca12.errors import UsageError
-from ca12.evaluate import evaluate
+from ca12.run.score import evaluate
 from ca12.fit import main
 from conftest import tiny_args
 

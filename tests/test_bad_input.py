@@ -17,7 +17,8 @@ import torch
 
 import ca12
 from ca12.algos import algo_schema
-from ca12.config import MAX_SEED, algo_names, load_config
+from ca12.run.config import algo_names, load_config
+from ca12.sections import MAX_SEED
 from ca12.envs import check_task, family_tasks
 from ca12.errors import UsageError
 from ca12.evaluate import main as evaluate_main
@@ -68,7 +69,7 @@ def test_seeds_numpy_torch_and_lightning_refuse_are_refused_on_every_path(seed, 
 
 def test_the_largest_seed_still_evaluates():
     """Evaluation seeds sit EVAL_SEED_OFFSET above the run's: they wrap instead of leaving NumPy's range."""
-    from ca12.evaluation import Evaluator
+    from ca12.data.evaluator import Evaluator
 
     cfg = load_config("mappo", "vmas/navigation", TINY, seed=MAX_SEED)
     assert Evaluator(cfg.env, 2, cfg.seed, True).env.batch_size == torch.Size([2])
@@ -130,7 +131,7 @@ def test_an_absurd_episode_count_is_refused_before_its_worlds_are_built(finished
 
 
 def test_running_out_of_memory_in_evaluation_is_one_line(finished_run, monkeypatch, capsys):
-    from ca12.evaluation import Evaluator
+    from ca12.data.evaluator import Evaluator
 
     def out_of_memory(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
@@ -142,7 +143,7 @@ def test_running_out_of_memory_in_evaluation_is_one_line(finished_run, monkeypat
 
 # --- 6. videos ------------------------------------------------------------------------------------------
 def test_a_video_of_an_env_that_cannot_render_or_to_an_unusable_path_is_refused_before_any_episode(tmp_path, monkeypatch, capsys):
-    from ca12.evaluation import Evaluator
+    from ca12.data.evaluator import Evaluator
 
     ran = []
     monkeypatch.setattr(Evaluator, "run", lambda self, *args, **kwargs: ran.append(1))

@@ -13,7 +13,7 @@ from tensordict import TensorDict
 import ca12.data.buffer_store as buffer_store
 from ca12.data import ReplayDataModule
 from ca12.fit import main
-from ca12.population.runs import install_checkpoint
+from ca12.multirun.pbt.members import install_checkpoint
 from conftest import tiny_args
 
 SEGMENT = 64  # transitions per segment file in these tests (32 768 in real runs)

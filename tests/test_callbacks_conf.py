@@ -11,10 +11,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ca12.config import apply_overrides, load_config
+from ca12.run.config import apply_overrides, load_config
 from ca12.errors import UsageError
-from ca12.fit import main, make_run_callbacks
-from callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
+from ca12.fit import main
+from ca12.run.train import make_run_callbacks
+from ca12.callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
 from conftest import TINY, tiny_config
 
 LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
@@ -85,7 +86,7 @@ def test_added_callbacks_run_in_a_real_fit_and_can_be_changed_on_resume(tmp_path
     assert calls[0]["callbacks"][-1] == "GracefulStop"
     assert any(name.startswith("lr-") for name in (run_dir / "metrics.csv").read_text().splitlines()[0].split(","))
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ca12"]["run_config"]["callbacks"]
-    assert saved["progress"] == {"_target_": "callbacks.FramesProgressBar", "total_frames": 200}
+    assert saved["progress"] == {"_target_": "ca12.callbacks.FramesProgressBar", "total_frames": 200}
     assert saved["recorder"] == {"_target_": user_module, "path": str(log)}
     assert OmegaConf.load(run_dir / "config.yaml").callbacks.lr_monitor._target_ == LR_MONITOR
 
@@ -152,7 +153,7 @@ def test_show_config_prints_the_callbacks_section(tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out
     section = out[out.index("\ncallbacks:\n"):].splitlines()[2:]
     assert [line.split(":")[0].strip() for line in section] == ["progress", "checkpoint", "lr_monitor"]
-    assert section[0].startswith("  progress: {_target_: callbacks.FramesProgressBar, total_frames: ${collector.total_frames}}  # Lightning callback")
+    assert section[0].startswith("  progress: {_target_: ca12.callbacks.FramesProgressBar, total_frames: ${collector.total_frames}}  # Lightning callback")
     assert section[2].startswith(f"  lr_monitor: {{_target_: {LR_MONITOR}}}")
     assert not (tmp_path / "runs").exists()
 

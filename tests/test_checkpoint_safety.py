@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import ca12.envs.vmas  # noqa: F401  (registers VMAS's generator as an RNG source)
-from ca12.checkpoints import unsafe_entry
+from ca12.untrusted import unsafe_entry
 from ca12.fit import main
 from ca12.seeding import capture_rng_state, restore_rng_state
-from callbacks import IterationCheckpoint
+from ca12.callbacks import IterationCheckpoint
 from conftest import tiny_args
 
 # (name, algo, extra args): on-policy on VMAS and on the generic env (its own torch.Generator is an

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import AgentLayout, make_env, make_spec_env
 from ca12.envs.comm import ReferentialEnv
 from ca12.errors import UsageError
@@ -21,8 +21,9 @@ from ca12.fit import main
 from conftest import resume_pair
 from ca12.nets.builder import TalkingNet
 from ca12.nets.builder import mlp as build_mlp
+from ca12.algos.signalling import positive_signalling
 from ca12.nets.communication import (AttentionCommunication, CommNet, DIALChannel, DIALCommunication, GraphCommunication,
-                                     geometric_adjacency, graph_adjacency, positive_signalling)
+                                     geometric_adjacency, graph_adjacency)
 from ca12.sections import TarMACConfig, model_schema
 
 F = 8
@@ -244,7 +245,7 @@ def test_mappo_learns_to_talk_and_the_mlp_cannot(tmp_path, kind, extra, frames):
 
 
 def test_message_statistics_are_logged_and_attention_can_be_plotted(tmp_path):
-    from ca12.nets.communication import AttentionCommunication, plot_attention
+    from ca12.analysis.attention import plot_attention
 
     assert main(["--algo", "mappo", "--run-dir", str(tmp_path / "run"), *SMALL, "model=tarmac", "collector.total_frames=128"]) == 0
     with open(tmp_path / "run" / "metrics.csv") as f:
@@ -335,7 +336,7 @@ def test_signalling_settings_it_cannot_serve_are_refused_in_one_line(extra, mess
 def test_evaluation_runs_a_dial_policy_in_eval_mode_and_restores_training():
     """Every evaluation (in training, `python -m ca12.evaluate`, `Run.evaluate`: one `Evaluator.run`)
     acts as the deployed policy: DIAL's messages are bits, and the module trains on afterwards."""
-    from ca12.evaluation import Evaluator
+    from ca12.data.evaluator import Evaluator
 
     cfg = load_config("mappo", "comm/referential", ["model=dial", "env.num_envs=4", "collector.frames_per_batch=100", "algo.minibatch_size=50"])
     module = algo_class("mappo")(cfg, make_spec_env(cfg.env, 0))

@@ -11,7 +11,10 @@ import pytest
 from conftest import TINY
 from rliable import library, metrics
 
-from ca12.compare import EVAL, ROLLOUT, compare, find_runs, main, read_run, write_outputs
+from ca12.analysis.outputs import write_outputs
+from ca12.analysis.report import compare
+from ca12.analysis.runs import EVAL, ROLLOUT, find_runs, read_run
+from ca12.compare import main
 from ca12.errors import UsageError
 
 REPS = 300

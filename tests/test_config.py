@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ca12.algos import algo_class
-from ca12.config import algo_names, conf_dir, env_config_names, group_options, load_config
+from ca12.run.config import algo_names, conf_dir, env_config_names, group_options, load_config
 from ca12.envs import make_env
 from ca12.errors import UsageError
 from conftest import tiny_config, tiny_env

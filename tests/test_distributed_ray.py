@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ca12.algos.es as es_algo
-from ca12.distributed.es import perturbation
+from ca12.distributed.es_gradient import perturbation
 from ca12.distributed.pool import WorkerPool
 from ca12.fit import main
 from test_es import ES_TINY

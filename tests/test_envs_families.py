@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from ca12.config import conf_dir, load_config
+from ca12.run.config import conf_dir, load_config
 from ca12.envs import AgentLayout, family_tasks, make_env
 from ca12.envs.generic import MultiAgentEnvironment
 from ca12.envs.matrix import GAMES, MatrixGameEnv

@@ -21,7 +21,7 @@ pytest.importorskip("mpe2")
 import ca12.envs.gym as gym_family  # noqa: E402
 import ca12.envs.pettingzoo as pettingzoo_family  # noqa: E402
 from ca12.algos import algo_class  # noqa: E402
-from ca12.config import load_config  # noqa: E402
+from ca12.run.config import load_config  # noqa: E402
 from ca12.envs import catalog  # noqa: E402
 from ca12.envs import AgentLayout, make_env, make_spec_env  # noqa: E402
 from ca12.errors import UsageError  # noqa: E402

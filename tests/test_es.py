@@ -9,7 +9,7 @@ import csv
 import pytest
 import torch
 
-from ca12.distributed.es import centred_ranks, es_estimate, es_gradient, pair_seeds, perturbation
+from ca12.distributed.es_gradient import centred_ranks, es_estimate, es_gradient, pair_seeds, perturbation
 from ca12.fit import main
 from conftest import resume_pair
 

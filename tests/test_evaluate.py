@@ -102,8 +102,8 @@ def test_market_baselines_are_the_greedy_floor_and_the_optimal_ceiling(capsys):
 def test_the_evaluator_reports_the_envs_episode_statistics():
     from omegaconf import OmegaConf
 
-    from ca12.config import load_config
-    from ca12.evaluation import Evaluator
+    from ca12.run.config import load_config
+    from ca12.data.evaluator import Evaluator
 
     cfg = load_config("mappo", "comm/traffic_junction", ["env.difficulty=easy"])
     evaluator = Evaluator(cfg.env, 20, 0, deterministic=True)
@@ -116,7 +116,7 @@ def test_the_evaluator_reports_the_envs_episode_statistics():
 
 
 def test_a_trace_is_world_0s_first_episode_step_by_step():
-    from ca12.evaluate import evaluate_baseline
+    from ca12.run.score import evaluate_baseline
 
     result = evaluate_baseline("fixed_time", "traffic/grid2x2", ["env.max_steps=30"], episodes=3, trace=True)
     assert set(result.trace) == {"reward", "waiting_time", "queue", "throughput"}

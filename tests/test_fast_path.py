@@ -1,4 +1,4 @@
-"""The update fast path (ca12/algos/fast.py) and the device-side NaN guard.
+"""The update fast path (ca12/algos/cuda_graphs.py) and the device-side NaN guard.
 
 CUDA graphs need a GPU (measured on one: docs/benchmarks.md, `benchmarks/gpu_session.sh`);
 here the function the graph would capture runs uncaptured, so it must give the Lightning path's
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ca12.algos.base as base
-from ca12.algos.base import NonFiniteGuard
+import ca12.algos.optim as optim
+from ca12.algos.optim import NonFiniteGuard
 from ca12.errors import NonFiniteError
 from ca12.fit import main
 from conftest import nan_critic_from_iteration, tiny_args
@@ -26,10 +26,10 @@ def _state(run_dir) -> dict:
 @pytest.fixture
 def uncaptured(monkeypatch):
     """`algo.cudagraphs=true` on this CPU machine: the fast path's function, not captured."""
-    import ca12.algos.fast
+    import ca12.algos.cuda_graphs
 
-    monkeypatch.setattr(ca12.algos.fast, "check_fast_path", lambda cfg: None)  # ca12.trainer.check_devices imports it when called
-    monkeypatch.setattr(base, "capture_update", lambda fn: fn)
+    monkeypatch.setattr(ca12.algos.cuda_graphs, "check_fast_path", lambda cfg: None)  # ca12.run.trainer.check_devices imports it when called
+    monkeypatch.setattr(optim, "capture_update", lambda fn: fn)
 
 
 @pytest.mark.parametrize("algo", ["mappo", "maddpg", "masac", "qmix"])
@@ -111,12 +111,13 @@ def test_the_guard_counts_on_the_device_and_names_the_broken_term():
     ("gym/CartPole-v1", [], False),
 ])
 def test_a_new_vmas_run_trains_on_the_gpu_when_one_is_present(monkeypatch, env, overrides, switched):
-    import ca12.trainer
-    from ca12.config import load_config
+    import ca12.run.trainer
+    from ca12.run.config import load_config
 
-    monkeypatch.setattr(ca12.trainer, "cuda_available", lambda: True)  # torch.cuda.is_available(), read lazily
-    cfg = load_config("mappo" if env.startswith("vmas") else "ppo", env, overrides)
-    assert ca12.trainer.prefer_gpu(cfg, overrides) is switched
+    monkeypatch.setattr(ca12.run.trainer, "cuda_available", lambda: True)  # torch.cuda.is_available(), read lazily
+    extra = ca12.run.trainer.gpu_overrides(env, overrides)
+    assert bool(extra) is switched
+    cfg = load_config("mappo" if env.startswith("vmas") else "ppo", env, [*overrides, *extra])
     assert (cfg.trainer.accelerator, cfg.env.device) == (("gpu", "cuda") if switched else (cfg.trainer.accelerator, cfg.env.device))
     if not switched and env.startswith("vmas"):
         assert "cpu" in (cfg.trainer.accelerator, cfg.env.device)

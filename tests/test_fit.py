@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ca12.config import algo_names
+from ca12.run.config import algo_names
 from ca12.fit import main
 from ca12.algos import algo_class
 from conftest import TINY, tiny_args

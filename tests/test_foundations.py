@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ca12.algos import DEFAULT_ENV, algo_class, default_env
-from ca12.config import algo_names, load_config
+from ca12.run.config import algo_names, load_config
 from ca12.envs import make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main

@@ -14,10 +14,11 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import AgentLayout, make_env
-from ca12.envs.grid import (BASELINES, FEEDERS, GridEnv, LinearPowerFlow, battery_step, feeder_from_net, flexible_step, pandapower_net,
-                            price)
+from ca12.envs.grid import BASELINES, FEEDERS, GridEnv
+from ca12.envs.grid.feeders import feeder_from_net, pandapower_net
+from ca12.envs.grid.physics import LinearPowerFlow, battery_step, flexible_step, price
 from ca12.errors import UsageError
 from ca12.fit import main
 

@@ -14,7 +14,7 @@ from torchrl.envs import Compose, InitTracker, TransformedEnv
 from torchrl.modules import set_recurrent_mode
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_spec_env
 from ca12.envs.generic import MultiAgentEnvironment
 from ca12.errors import UsageError

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.fit import main
 from conftest import TINY, resume_pair

@@ -1,4 +1,4 @@
-"""Self-play with a league (ca12/league.py, callbacks/league.py): Elo and PFSP arithmetic, the
+"""Self-play with a league (ca12/selfplay/league.py, ca12/selfplay/callback.py): Elo and PFSP arithmetic, the
 matrix seat swap, per-world snapshot opponents, one-line refusals, exact resume, fictitious
 self-play on rock-paper-scissors, and the football benchmark's fast version."""
 
@@ -15,12 +15,12 @@ from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_spec_env
 from ca12.envs.matrix import MatrixGameEnv
 from ca12.errors import UsageError
 from ca12.fit import main
-from ca12.league import (
+from ca12.selfplay.league import (
     elo_deltas, elo_expected, episode_results, flat_parameters, matrix_seat_swap, pfsp_weights,
 )
 from ca12.nets.policies import FixedRandomPolicy

@@ -14,11 +14,11 @@ from torch.func import functional_call
 from torchrl.envs.utils import check_env_specs
 
 from ca12.algos.maml import MAML
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.fit import main
 from ca12.meta import Navigation, Opponent, adapt, meta_gradient
-from ca12.meta.maml import reinforce_advantages
+from ca12.meta.meta_gradient import reinforce_advantages
 from conftest import resume_pair
 
 # 2 tasks x (1 + 1) samplings x 2 episodes x 5 steps = 40 env steps an iteration.

@@ -1,10 +1,10 @@
-"""metrics.csv (`ca12.tracking.MetricsCSV`): rows appended as iterations are logged, the file
+"""metrics.csv (`ca12.run.tracking.MetricsCSV`): rows appended as iterations are logged, the file
 always what was logged, and a resumed run reading back only complete rows."""
 
 import csv
 
-from ca12.population.runs import member_score
-from ca12.tracking import ITERATION_KEY, MetricsCSV, read_metrics_rows
+from ca12.multirun.pbt.members import member_score
+from ca12.run.tracking import ITERATION_KEY, MetricsCSV, read_metrics_rows
 
 
 def read(path):

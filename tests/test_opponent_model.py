@@ -12,7 +12,7 @@ from tensordict.nn import InteractionType, set_interaction_type
 from torchrl.envs.utils import check_env_specs
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env, matrix
 from ca12.errors import UsageError
 from ca12.fit import main

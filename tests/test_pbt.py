@@ -17,13 +17,13 @@ import pytest
 import torch
 import yaml
 
-import ca12.population.local as local_backend
-import ca12.population.runs as runs
+import ca12.multirun.pbt.local as local_backend
+import ca12.multirun.pbt.members as runs
 from ca12.errors import UsageError
 from ca12.fit import main as fit_main
 from ca12.pbt import main
-from ca12.population.core import Hyperparameter, SearchSpace, pbt_step, truncation_selection
-from ca12.population.toy import run_toy
+from ca12.multirun.pbt.core import Hyperparameter, SearchSpace, pbt_step, truncation_selection
+from ca12.multirun.pbt.toy import run_toy
 from conftest import TINY_RUN
 
 # Two tiny members on generic/coop (4 envs x 25 steps: every batch holds whole episodes, so a
@@ -221,11 +221,11 @@ def test_a_tiny_population_writes_member_runs_and_tables(population):
 def test_an_interrupted_population_resumes_without_redoing_rounds(population, tmp_path, monkeypatch, where):
     """Stopped in round 2 (after member 0 trained it) or half-way through the exploit after
     round 1: `--resume` trains only what is left and ends with the same tables."""
-    import ca12.fit
+    import ca12.run.train
 
     monkeypatch.chdir(tmp_path)
     trained, install = [], local_backend.install_checkpoint
-    fit_run = ca12.fit.run
+    fit_run = ca12.run.train.run
 
     def counted_run(args):
         trained.append(args)
@@ -239,7 +239,7 @@ def test_an_interrupted_population_resumes_without_redoing_rounds(population, tm
             raise KeyboardInterrupt
         return install(*args)
 
-    monkeypatch.setattr(ca12.fit, "run", counted_run)
+    monkeypatch.setattr(ca12.run.train, "run", counted_run)
     monkeypatch.setattr(local_backend, "install_checkpoint", failing_install)
     assert main([*POPULATION, "--dir", str(tmp_path / "pop")]) == 130
     state = json.loads((tmp_path / "pop" / "state.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ca12.algos.a3c import A3C
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.distributed import A3CWorker, ParameterServer
 from ca12.envs import make_env, make_spec_env
 

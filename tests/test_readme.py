@@ -25,9 +25,9 @@ from conftest import tiny_args
 from omegaconf import OmegaConf
 
 from ca12.algos import default_env
-from ca12.config import SWITCHABLE_GROUPS, load_config
+from ca12.run.config import SWITCHABLE_GROUPS, load_config
 from ca12.paths import group_options
-from ca12.tracking import read_metrics_rows
+from ca12.run.tracking import read_metrics_rows
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
@@ -125,7 +125,7 @@ def _parsers() -> dict:
     from ca12.fit import build_parser as fit
     from ca12.game_theory.cli import build_parser as game_theory
     from ca12.pbt import build_parser as pbt
-    from ca12.sweep import build_parser as sweep
+    from ca12.multirun.sweep import build_parser as sweep
 
     return {"fit": fit(), "sweep": sweep(), "evaluate": evaluate(), "compare": compare(), "pbt": pbt(), "game_theory": game_theory()}
 
@@ -146,7 +146,7 @@ def command_configs(command: Command) -> tuple:
     raises what the command would report (a `UsageError`)."""
     argv = list(command.argv)
     if command.module == "fit" and ("-m" in argv or "--multirun" in argv):
-        from ca12.sweep import parse_sweep
+        from ca12.multirun.sweep import parse_sweep
 
         sweep = parse_sweep(argv)
         # Each algorithm x env once and each swept value once: seeds and the other pairings add no key.
@@ -173,7 +173,7 @@ def command_configs(command: Command) -> tuple:
         return (load_config("mappo", args.env, args.args, seed=args.seed),)
     if command.module == "pbt":
         from ca12.pbt import spec_from_args
-        from ca12.population.runs import check_spec
+        from ca12.multirun.pbt.members import check_spec
 
         spec, _ = spec_from_args(_parsers()["pbt"].parse_intermixed_args(argv))
         check_spec(spec)

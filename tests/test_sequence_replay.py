@@ -11,7 +11,7 @@ import torch
 from tensordict import TensorDict
 
 from ca12.algos import algo_class
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.data.replay import replay_view, sequence_chunks
 from ca12.envs import make_env, make_spec_env
 from ca12.errors import UsageError

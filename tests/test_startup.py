@@ -112,7 +112,7 @@ def test_refusals_are_one_line(name, message):
 def test_trainer_arguments_are_lightnings_own():
     import lightning as L
 
-    from ca12.trainer import trainer_arguments
+    from ca12.run.trainer import trainer_arguments
 
     assert trainer_arguments() == [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
 
@@ -120,7 +120,7 @@ def test_trainer_arguments_are_lightnings_own():
 def test_own_callbacks_table_matches_the_classes():
     from lightning.pytorch.callbacks import ProgressBar
 
-    import callbacks
+    from ca12 import callbacks
 
     for name, (progress_bar, arguments) in callbacks.OWN_CALLBACKS.items():
         cls = getattr(callbacks, name)
@@ -153,6 +153,6 @@ def test_vmas_tasks_are_vmas_scenarios_and_ca12s():
 def test_cuda_available_is_torchs_answer():
     import torch
 
-    from ca12.trainer import cuda_available
+    from ca12.run.trainer import cuda_available
 
     assert cuda_available() == torch.cuda.is_available()

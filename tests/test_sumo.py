@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import AgentLayout, check_task, family_baselines, make_env
 from ca12.errors import UsageError
 from ca12.fit import main
@@ -219,7 +219,7 @@ def test_resco_same_seed_same_rollout_another_seed_other_traffic(task):
 @pytest.mark.parametrize("name", ["fixed_time", "max_pressure"])
 def test_resco_baselines_run_an_episode_through_evaluate_baseline(monkeypatch, task, name):
     import ca12.envs.sumo as sumo
-    from ca12.evaluate import evaluate_baseline
+    from ca12.run.score import evaluate_baseline
 
     signals, _, phases = RESCO[task]
     actions, factory = [], sumo.BASELINES[name]

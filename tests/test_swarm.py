@@ -10,12 +10,13 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.envs.swarm import cohesion, contacts_per_agent
 from ca12.errors import UsageError
-from ca12.evaluate import evaluate_baseline, main
-from ca12.evaluation import Evaluator
+from ca12.evaluate import main
+from ca12.run.score import evaluate_baseline
+from ca12.data.evaluator import Evaluator
 from ca12.fit import main as fit
 
 

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from ca12.errors import UsageError
 from ca12.fit import main
-from ca12.sweep import parse_sweep
+from ca12.multirun.sweep import parse_sweep
 
 # Two iterations of 2 worlds x 10 steps, tiny nets, no evaluation.
 TINY_SWEEP = ["env.num_envs=2", "env.max_steps=10", "collector.frames_per_batch=20", "collector.total_frames=40", "model.hidden_sizes=[16,16]",

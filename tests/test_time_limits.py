@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env
 
 B, T = 3, 4  # worlds, steps to the limit

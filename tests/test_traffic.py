@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import AgentLayout, make_env
 from ca12.envs.traffic import (BASELINES, DOWNSTREAM, GREEN_TIME, MOVING, OCCUPANCY, PHASE, QUEUES, STEP_SECONDS, THROUGH, FixedTime,
                                MaxPressure, TrafficSignalEnv, grid_network)

@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import family_tasks, make_env
 from ca12.errors import UsageError
 from ca12.fit import list_choices, main

@@ -170,7 +170,7 @@ def test_resume_last_skips_a_run_whose_config_yaml_is_not_data(trained, tmp_path
     bad = craft(trained["mappo"], tmp_path / "bad", env_in_tags)
     Path("runs").mkdir()
     Path("runs/index.txt").write_text(f"{good.resolve()}\n{bad.resolve()}\n")
-    from ca12.fit import find_resume_checkpoint
+    from ca12.run.rundir import find_resume_checkpoint
 
     assert find_resume_checkpoint("last", "mappo", "vmas/navigation") == good.resolve() / "checkpoints" / "last.ckpt"
 

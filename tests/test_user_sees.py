@@ -16,8 +16,8 @@ from conftest import TINY, tiny_args, tiny_config
 
 from ca12 import tracking
 from ca12.fit import main
-from ca12.tracking import ITERATION_KEY, final_summary, make_loggers, read_metrics_rows
-from callbacks import GracefulStop
+from ca12.run.tracking import ITERATION_KEY, final_summary, make_loggers, read_metrics_rows
+from ca12.callbacks import GracefulStop
 
 
 def test_the_final_line_shows_the_last_evaluation_return(tmp_path, capsys):

@@ -3,7 +3,7 @@ benchmarks/gpu_session.sh runs it there).
 
 * `NoHostReads` (ca12/envs/host_reads.py) answers VMAS's host reads so that its step can be
   captured: stepped under it, VMAS must give the same worlds as without it, and read nothing.
-* `CapturedCollector` (ca12/data/captured.py) runs the rollout step the graph captures: its batch
+* `CapturedCollector` (ca12/data/cuda_graph_collector.py) runs the rollout step the graph captures: its batch
   must be the one TorchRL's collector gives from the same random state.
 """
 
@@ -18,7 +18,7 @@ import vmas
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ca12.algos import algo_class
-from ca12.data.captured import CapturedCollector
+from ca12.data.cuda_graph_collector import CapturedCollector
 from ca12.data.collectors import make_collector
 from ca12.envs.host_reads import HostReadError, NoHostReads
 from ca12.envs.vmas import CapturedState

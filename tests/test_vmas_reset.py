@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from ca12.config import load_config
+from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.envs.vmas import _get_vmas_rng, _set_vmas_rng, reset_worlds_where
 

@@ -41,7 +41,7 @@ from torchrl.envs import EnvBase
 from ca12.algos.impala import IMPALA
 from ca12.data.collectors import make_collector, seeded_worker_env, worker_seed
 from ca12.data.rollout import RolloutDataModule, one_batch_loader
-from ca12.distributed.parameter_server import GradientMessage, ParameterServer, Round
+from ca12.distributed.parameter_server import GradientMessage, ParameterServer, RemoteWorker, Round
 from ca12.distributed.pool import WorkerPool
 from ca12.envs import make_spec_env
 from ca12.errors import NonFiniteError, UsageError
@@ -85,6 +85,29 @@ class GradientWorker:
         returns = self.module.team_returns(batch).squeeze(-1)  # [B, T]
         return GradientMessage(gradient.detach().cpu(), version, batch.numel(), returns[done].detach().cpu(),
                                {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}, self.index, os.getpid(), _node())
+
+
+class A3CWorker(RemoteWorker):
+    """An A3C actor-learner (Mnih et al. 2016) as a Ray actor: it rebuilds the server's A3C module
+    from `server.model.run_config`, steps its own env (`env_creator()`, a batched TorchRL env of
+    ca12's, e.g. `functools.partial(ca12.envs.make_env, cfg.env, seed)`) for n steps with the
+    parameters it pulled, and pushes the n-step actor-critic gradient (`ca12.algos.a3c`).
+
+    Args:
+        server: a `ParameterServer` built on a ca12 `A3C` module.
+        env_creator: a picklable zero-argument callable returning the worker's env.
+        index: the worker's number (in its messages; with `seed`, its torch/NumPy seed).
+        seed: seeds the worker's global generators (actions are sampled from torch's).
+        frames_per_batch: frames per gradient (env.num_envs x n steps; default: the run
+            config's, divided among the workers in sync mode).
+    """
+
+    def __init__(self, server: ParameterServer, env_creator: Callable, index: int = 0, seed: int = 0, frames_per_batch: int | None = None,
+                 max_restarts: int = 3, num_cpus: float = 0.5):
+        run_config = getattr(server.model, "run_config", None)
+        if run_config is None or run_config.get("algo", {}).get("name") != "a3c":
+            raise UsageError("A3CWorker needs a server built on a ca12 A3C module: ParameterServer(A3C(cfg, env))")
+        super().__init__(GradientWorker, run_config, env_creator, index, seed, frames_per_batch, max_restarts=max_restarts, num_cpus=num_cpus)
 
 
 def _node() -> str:

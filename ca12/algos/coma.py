@@ -48,7 +48,9 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import RLModule, fused_adam
+from ca12.algos.base import RLModule
+from ca12.algos.on_policy import minibatch_epochs
+from ca12.algos.optim import fused_adam
 from ca12.nets.builder import activation_class
 from ca12.nets.policies import make_actor
 
@@ -256,8 +258,8 @@ class COMA(RLModule):
         (`actor_epochs` passes, few: the plain policy gradient has no ratio clipping, so it must
         stay close to the policy that collected the batch) on the updated critic's advantages."""
         batch.set("coma_target", self.critic_targets(batch))
-        metrics = self.minibatch_epochs(batch, self.loss_critic, self.cfg.num_epochs, suffix="_critic")
-        metrics.update(self.minibatch_epochs(batch, self.loss_actor, self.cfg.actor_epochs))
+        metrics = minibatch_epochs(self, batch, self.loss_critic, self.cfg.num_epochs, suffix="_critic")
+        metrics.update(minibatch_epochs(self, batch, self.loss_actor, self.cfg.actor_epochs))
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch)
         return metrics
 

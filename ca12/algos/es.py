@@ -3,7 +3,7 @@
 Each iteration (a generation) draws `algo.population / 2` noise seeds, evaluates the policy with
 weights theta +- sigma eps_i (antithetic pairs, eps_i regenerated from its seed by whoever needs
 it) on one episode in each of `env.num_envs` worlds, acting deterministically, and moves theta along the
-centred-rank estimate of the search gradient (`ca12.distributed.es`) with Adam and an L2 weight
+centred-rank estimate of the search gradient (`ca12.distributed.es_gradient`) with Adam and an L2 weight
 decay (OpenAI's `l2coeff`: the step follows g - weight_decay * theta, its norm clipped at
 `algo.max_grad_norm`).
 
@@ -27,14 +27,15 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torchrl.envs import EnvBase
 
-from ca12.algos.base import RLModule, fused_adam
+from ca12.algos.base import RLModule
+from ca12.algos.optim import fused_adam
 from ca12.data.rollout import one_batch_loader
-from ca12.distributed.es import es_estimate, pair_seeds, perturbation
+from ca12.distributed.es_gradient import es_estimate, pair_seeds, perturbation
 from ca12.distributed.parameter_server import set_gradients
 from ca12.distributed.pool import WorkerPool
 from ca12.envs import make_spec_env
 from ca12.errors import UsageError
-from ca12.evaluation import Evaluator
+from ca12.data.evaluator import Evaluator
 from ca12.nets.policies import FixedRandomPolicy, make_actor
 
 SEED_STRIDE = 1_000_003  # generation g of a run with seed s draws from seed s * SEED_STRIDE + g

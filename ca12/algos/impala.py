@@ -36,7 +36,9 @@ from torch import nn
 from torchrl.envs import EnvBase
 
 from ca12.advantages import vtrace
-from ca12.algos.base import RLModule, fused_adam
+from ca12.algos.base import RLModule
+from ca12.algos.on_policy import minibatch_epochs
+from ca12.algos.optim import fused_adam
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 
 VERSION = "policy_version"
@@ -129,7 +131,7 @@ class IMPALA(RLModule):
         lag = (self.version.version - batch[VERSION]).float()
         for _ in range(self.cfg.num_epochs):  # targets from the current networks before every pass
             self.compute_targets(batch)
-            metrics = self.minibatch_epochs(batch, num_epochs=1)  # the last pass's loss terms are logged
+            metrics = minibatch_epochs(self, batch, num_epochs=1)  # the last pass's loss terms are logged
         metrics["train/epochs"] = float(self.cfg.num_epochs)
         self.version.version += 1  # the next batches' actors act with this update's weights
         metrics.update({"train/policy_lag": lag.mean(), "train/policy_lag_max": lag.max(),

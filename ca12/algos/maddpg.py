@@ -31,7 +31,7 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import DDPGLoss, SoftUpdate
 
 from ca12.algos.actor_objective import OwnDDPGLoss, check_actor_objective
-from ca12.algos.base import fused_adam
+from ca12.algos.optim import fused_adam
 from ca12.algos.off_policy import OffPolicyModule
 from ca12.data import ReplayBatch
 from ca12.nets.actor_critic import critic_action_key, make_deterministic_actor, make_exploration, make_q_critic
@@ -88,10 +88,10 @@ class MADDPG(OffPolicyModule):
         sample = self.prepare(sample)
         loss_value, _ = self.loss_module.loss_value(sample)
         terms = TensorDict({"loss_value": loss_value.detach()})
-        terms["grad_norm"] = self.optimiser_step(critic_opt, loss_value, terms)
+        terms["grad_norm"] = self.stepper.step(critic_opt, loss_value, terms)
         loss_actor, _ = self.loss_module.loss_actor(sample)
         terms["loss_actor"] = loss_actor.detach()
-        terms["grad_norm_actor"] = self.optimiser_step(actor_opt, loss_actor, terms)
+        terms["grad_norm_actor"] = self.stepper.step(actor_opt, loss_actor, terms)
         terms["loss"] = terms["loss_value"] + terms["loss_actor"]
         return terms
 

@@ -7,9 +7,9 @@ ca12/meta/tasks.py) and, per task i, with theta_i^(0) = theta:
     2. steps theta_i^(j+1) = theta_i^(j) - inner_lr grad L(theta_i^(j); D_i^(j)), j < k,
     3. samples D_i^(k) with the adapted theta_i^(k);
 then moves theta with Adam along the meta-gradient of (1/N) sum_i L(theta_i^(k); D_i^(k))
-(`ca12.meta.maml.meta_gradient`: through the inner steps, or first order). L is the REINFORCE
+(`ca12.meta.meta_gradient.meta_gradient`: through the inner steps, or first order). L is the REINFORCE
 surrogate -mean(log pi(a|o) (G_t - b_t)) with a leave-one-out baseline
-(`ca12.meta.maml.reinforce_advantages`). The paper's outer optimiser is TRPO; here it is Adam on
+(`ca12.meta.meta_gradient.reinforce_advantages`). The paper's outer optimiser is TRPO; here it is Adam on
 the same meta-gradient (as in its supervised experiments). `algo.inner_steps=0` is plain policy
 gradient on random tasks: the paper's "pretrained" multi-task baseline.
 
@@ -42,12 +42,13 @@ from torch.func import functional_call, vmap
 from torchrl.envs import EnvBase
 from torchrl.modules import MLP, IndependentNormal, ProbabilisticActor
 
-from ca12.algos.base import RLModule, fused_adam
+from ca12.algos.base import RLModule
+from ca12.algos.optim import fused_adam
 from ca12.data.rollout import one_batch_loader
 from ca12.envs.layout import Group
 from ca12.envs.meta import make_family
 from ca12.errors import UsageError
-from ca12.meta.maml import Params, adapt_tasks, meta_gradient, policy_gradient_loss, reinforce_advantages
+from ca12.meta.meta_gradient import Params, adapt_tasks, meta_gradient, policy_gradient_loss, reinforce_advantages
 from ca12.meta.tasks import episode_returns, rollout
 from ca12.nets.builder import activation_class
 
@@ -211,7 +212,7 @@ class MAML(RLModule):
         # <theta, g> has gradient g: the base class's guarded step (DDP all-reduce, NaN check,
         # clipping) applies the meta-gradient as if backpropagated.
         linear = sum((p * grads[name]).sum() for name, p in self.actor.named_parameters())
-        grad_norm = self.optimiser_step(self.optimizers(), linear, {"loss_outer": loss})
+        grad_norm = self.stepper.step(self.optimizers(), linear, {"loss_outer": loss})
         return {"rollout/episode_reward_mean": post, "rollout/pre_adaptation_return": pre, "rollout/post_adaptation_return": post,
                 "rollout/adaptation_gain": post - pre, "train/loss": loss, "train/grad_norm": grad_norm}
 

@@ -27,11 +27,13 @@ from torchrl.objectives import ValueEstimators
 from torchrl.objectives.value import MultiAgentGAE
 from torchrl.objectives.multiagent import MAPPOLoss
 
-from ca12.algos.base import RLModule, fused_adam
+from ca12.algos.base import RLModule
+from ca12.algos.on_policy import minibatch_epochs
+from ca12.algos.optim import fused_adam
+from ca12.algos.signalling import positive_signalling
 from ca12.errors import UsageError
-from ca12.league import League
+from ca12.selfplay.league import League
 from ca12.nets.builder import is_recurrent
-from ca12.nets.communication import positive_signalling
 from ca12.nets.opponent import OpponentModel
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 from ca12.nets.recurrent import step_on_next
@@ -42,7 +44,7 @@ class MAPPO(RLModule):
 
     Trains every group `algo.groups` names (default: all), each with its own actor, critic and
     loss; the other groups act with a fixed uniform-random policy, or, with `algo.league`, the
-    other group of a two-group game plays the trained one's past snapshots (ca12/league.py).
+    other group of a two-group game plays the trained one's past snapshots (ca12/selfplay/league.py).
     A single-agent env is a group of one, so this is PPO there. With `model=gru|lstm` the actors, with
     `critic_model=gru|lstm` the critics are recurrent, and the update replays whole trajectories.
     """
@@ -112,8 +114,8 @@ class MAPPO(RLModule):
         return names
 
     def configure_callbacks(self) -> list:
-        """The league's driver (callbacks/league.py) when there is a league."""
-        from callbacks.league import LeagueCallback
+        """The league's driver (ca12/selfplay/callback.py) when there is a league."""
+        from ca12.selfplay.callback import LeagueCallback
 
         return [LeagueCallback()] if self.league is not None else []
 
@@ -183,7 +185,7 @@ class MAPPO(RLModule):
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> dict:
         self.compute_advantage(batch)
-        metrics = self.minibatch_epochs(batch, target_kl=self.cfg.target_kl)
+        metrics = minibatch_epochs(self, batch, target_kl=self.cfg.target_kl)
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch)
         if self.opponent_models:  # of the predictions made while collecting, mean over trained groups
             metrics["train/opponent_accuracy"] = torch.stack([m.accuracy(batch) for m in self.opponent_models.values()]).mean()

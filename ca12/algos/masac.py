@@ -32,7 +32,7 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
 
 from ca12.algos.actor_objective import OwnSACLoss, check_actor_objective
-from ca12.algos.base import fused_adam
+from ca12.algos.optim import fused_adam
 from ca12.algos.off_policy import OffPolicyModule
 from ca12.data import ReplayBatch
 from ca12.nets.actor_critic import make_discrete_q_critic, make_q_critic
@@ -100,9 +100,9 @@ class MASAC(OffPolicyModule):
         actor_opt, critic_opt, alpha_opt = self.optimizers()
         out = self.loss_module(self.prepare(sample))
         terms = TensorDict({k: out[k].detach() for k in ("loss_actor", "loss_qvalue", "loss_alpha")})
-        terms["grad_norm_actor"] = self.optimiser_step(actor_opt, out["loss_actor"], terms)
-        terms["grad_norm"] = self.optimiser_step(critic_opt, out["loss_qvalue"], terms)
-        self.optimiser_step(alpha_opt, out["loss_alpha"], terms)
+        terms["grad_norm_actor"] = self.stepper.step(actor_opt, out["loss_actor"], terms)
+        terms["grad_norm"] = self.stepper.step(critic_opt, out["loss_qvalue"], terms)
+        self.stepper.step(alpha_opt, out["loss_alpha"], terms)
         terms["loss"] = terms["loss_actor"] + terms["loss_qvalue"] + terms["loss_alpha"]
         terms["alpha"] = out["alpha"].detach()
         terms["entropy"] = out["entropy"].detach()

@@ -53,7 +53,7 @@ def replay_updates(batch: ReplayBatch, cfg: DictConfig, update: Callable[[Tensor
         device: where minibatches are moved before `update`.
         squared_td_error: `td_error` holds the squared TD error (TorchRL's DQN, QMIX and DDPG
             losses) rather than its absolute value (SAC's).
-        fast: the fast path (`RLModule.fast_update`) of `update` followed by the target update,
+        fast: the fast path (`Stepper.fast_update`) of `update` followed by the target update,
             used instead of both when given (never with prioritised replay).
     """
     if batch.stored < cfg.warmup_frames:
@@ -99,9 +99,9 @@ class OffPolicyModule(RLModule):
 
     def replay(self, batch: ReplayBatch, squared_td_error: bool = False) -> dict:
         """This iteration's updates (`replay_updates` of `self.update` and `self.target_updater`),
-        on the fast path (ca12/algos/fast.py) when it is on and replay is not prioritised (the
+        on the fast path (ca12/algos/cuda_graphs.py) when it is on and replay is not prioritised (the
         priorities are written from each minibatch's TD errors, outside any capture)."""
-        fast = None if self.cfg.prioritized else self.fast_update("replay", self.update_and_target)
+        fast = None if self.cfg.prioritized else self.stepper.fast_update("replay", self.update_and_target)
         return replay_updates(batch, self.cfg, self.update, self.target_updater, self.device, squared_td_error, fast=fast)
 
     def update_and_target(self, sample: TensorDictBase) -> TensorDictBase:

@@ -32,7 +32,7 @@ from torchrl.objectives.multiagent import QMixerLoss
 from torchrl.modules import set_recurrent_mode
 from torchrl.objectives.utils import distance_loss
 
-from ca12.algos.base import fused_adam
+from ca12.algos.optim import fused_adam
 from ca12.algos.off_policy import OffPolicyModule
 from ca12.data import ReplayBatch
 from ca12.data.collectors import envs_per_batch
@@ -162,7 +162,7 @@ class QMIX(OffPolicyModule):
     def update(self, sample: TensorDictBase) -> TensorDictBase:
         total, terms = self.loss(self.prepare(sample))
         terms = terms.detach().select(*[k for k in terms.keys() if k.startswith("loss")])
-        terms["grad_norm"] = self.optimiser_step(self.optimizers(), total, terms)
+        terms["grad_norm"] = self.stepper.step(self.optimizers(), total, terms)
         return terms
 
 

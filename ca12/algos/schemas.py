@@ -1,4 +1,4 @@
-"""Every algorithm's keys: the typed schemas that `ca12.config` checks a run's `algo` section
+"""Every algorithm's keys: the typed schemas that `ca12.run.config` checks a run's `algo` section
 against and `--show-config` documents, and which schema each `--algo NAME` uses (`SCHEMAS`).
 
 They live here, not in the algorithm's own file (ca12/algos/<name>.py), because that file
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ca12.schema import key
+from ca12.selfplay.config import LeagueConfig
 
 # A3C's server: the optimisers it can step with and how it applies its workers' gradients (the
 # names of ca12/distributed/parameter_server.py's OPTIMISERS and MODES).
@@ -30,12 +31,12 @@ class AlgoConfig:
     skip_nonfinite: bool = key("a NaN/inf loss or gradient stops the run (false) or skips that update (true)")
     groups: Optional[list[str]] = key("agent groups to train (null: all); the others act with a fixed random policy")
     anneal_lr: bool = key("decay every learning rate linearly from its value to 0 over collector.total_frames (A2C/PPO's Atari schedule)")
-    cudagraphs: bool = key("capture each minibatch update (loss, backward, clip, fused Adam step) as a CUDA graph and replay it (ca12/algos/fast.py; CUDA only)")
+    cudagraphs: bool = key("capture each minibatch update (loss, backward, clip, fused Adam step) as a CUDA graph and replay it (ca12/algos/cuda_graphs.py; CUDA only)")
 
 
 @dataclass
 class OnPolicyConfig(AlgoConfig):
-    """What `RLModule.minibatch_epochs` reads: the on-policy update of PPO and COMA."""
+    """What `ca12.algos.on_policy.minibatch_epochs` reads: the on-policy update of PPO and COMA."""
 
     num_epochs: int = key("passes over each collected batch (COMA: the critic's passes)", positive=True)
     minibatch_size: int = key("frames per minibatch (one Adam step each)", positive=True)
@@ -91,21 +92,6 @@ class QMIXConfig(ValueConfig):
 
 
 @dataclass
-class LeagueConfig:
-    """The `algo.league` section (conf/algo/mappo.yaml)."""
-
-    opponents: Optional[str] = key("how each env world draws its opponent from the league before a batch (null: no league, untrained groups act at random)",
-                                   choices=("uniform", "latest", "pfsp"))
-    pfsp_power: float = key("pfsp weight (1 - P[learner beats snapshot])^p; larger p picks the hardest snapshots", minimum=0.0)
-    snapshot_every: int = key("iterations between snapshots of the learner joining the league", positive=True)
-    max_size: int = key("snapshots kept; the oldest leaves when a new one joins a full league", positive=True)
-    elo_k: float = key("Elo K-factor of a batch (split over its episodes): the most the learner's rating moves per batch", positive=True)
-    elo_initial: float = key("the learner's rating at the start (its first snapshot's too)")
-    stats_decay: float = key("a snapshot's win statistics are multiplied by this before a batch's results against it are added (AlphaStar: 0.99)",
-                             minimum=0.0)
-
-
-@dataclass
 class MAPPOConfig(OnPolicyConfig):
     """MAPPO's and IPPO's keys (TorchRL's names: they pass straight to MAPPOLoss / GAE)."""
 
@@ -124,7 +110,7 @@ class MAPPOConfig(OnPolicyConfig):
     signalling_coeff: float = key("weight of the positive-signalling bonus (Eccles et al. 2019): the loss subtracts this times each "
                                   "agent's I(action; observation) over the minibatch (0: off)", minimum=0.0)
     signalling_groups: Optional[list[str]] = key("trained groups with discrete actions that get the signalling bonus (null: every trained group)")
-    league: LeagueConfig = key("self-play against a league of the trained group's snapshots playing the other group (ca12/league.py)")
+    league: LeagueConfig = key("self-play against a league of the trained group's snapshots playing the other group (ca12/selfplay/league.py)")
 
 
 @dataclass

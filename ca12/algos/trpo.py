@@ -46,7 +46,9 @@ from torchrl.envs import EnvBase
 from torchrl.modules import TanhNormal
 
 from ca12.advantages import compute_gae
-from ca12.algos.base import RLModule, fused_adam
+from ca12.algos.base import RLModule
+from ca12.algos.on_policy import minibatch_epochs
+from ca12.algos.optim import fused_adam
 from ca12.errors import NonFiniteError, UsageError
 from ca12.nets.policies import make_actor, make_critic
 
@@ -250,7 +252,7 @@ class TRPO(RLModule):
         """Advantages with the critic as it stands, one policy step, then the critic's fit."""
         self.compute_advantage(batch)
         metrics = self.policy_update(batch.reshape(-1))
-        metrics.update(self.minibatch_epochs(batch, self.loss_critic, suffix="_critic"))
+        metrics.update(minibatch_epochs(self, batch, self.loss_critic, suffix="_critic"))
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch)
         return metrics
 

@@ -8,7 +8,7 @@
   learner; each batch is one worker's `frames_per_batch` frames, possibly sampled by weights a
   few updates old (what IMPALA-style learners correct for).
 * `cudagraph`: VMAS on a GPU, in the training process, each rollout step replayed as one CUDA
-  graph (ca12/data/captured.py); batches as `sync` gives them.
+  graph (ca12/data/cuda_graph_collector.py); batches as `sync` gives them.
 
 Worker processes keep their envs' random state to themselves, so a run with several workers
 resumes statistically equivalent, not bit for bit: a resumed run builds its worker envs with
@@ -98,7 +98,7 @@ def make_collector(
     if kind == "sync":
         return Collector(env, policy, auto_register_policy_transforms=False, **common)
     if kind == "cudagraph":
-        from ca12.data.captured import CapturedCollector
+        from ca12.data.cuda_graph_collector import CapturedCollector
 
         return CapturedCollector(env, policy, frames_per_batch, reset_at_each_iter, capture=env.device.type == "cuda")
     env_fns = [partial(seeded_worker_env, make_env, worker_seed(seed, w, resumed_frames), device) for w in range(workers)]

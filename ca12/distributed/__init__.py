@@ -6,7 +6,8 @@ The same code runs on a local Ray instance (started here, sized to this machine)
 cluster: `ray.init(address=...)` before using it, or `RAY_ADDRESS` in the environment, and
 the workers are placed on the cluster's nodes by Ray.
 
-The course's API (A3C; `--algo a3c` runs the same server and worker code under Lightning):
+The course's API (A3C; `--algo a3c` runs the same server and worker code under Lightning; the
+A3C worker lives with its algorithm, `ca12.algos.a3c.A3CWorker`, as it rebuilds that module):
 
     module = ca12.algos.a3c.A3C(cfg, ca12.envs.make_spec_env(cfg.env, 0))
     server = ParameterServer(module, optimizer="adam", lr=7e-4, mode="async", max_staleness=4)
@@ -16,9 +17,9 @@ The course's API (A3C; `--algo a3c` runs the same server and worker code under L
 
 from __future__ import annotations
 
-from ca12.distributed.es import centred_ranks, es_gradient, perturbation
-from ca12.distributed.parameter_server import A3CWorker, GradientMessage, ParameterServer, RemoteWorker, Round
+from ca12.distributed.es_gradient import centred_ranks, es_gradient, perturbation
+from ca12.distributed.parameter_server import GradientMessage, ParameterServer, RemoteWorker, Round
 from ca12.distributed.pool import WorkerPool, require_ray
 
-__all__ = ["A3CWorker", "GradientMessage", "ParameterServer", "RemoteWorker", "Round", "WorkerPool", "centred_ranks", "es_gradient",
+__all__ = ["GradientMessage", "ParameterServer", "RemoteWorker", "Round", "WorkerPool", "centred_ranks", "es_gradient",
            "perturbation", "require_ray"]

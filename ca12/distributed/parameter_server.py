@@ -30,7 +30,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -277,28 +277,3 @@ class RemoteWorker:
 
     def shutdown(self) -> None:
         WorkerPool.of([self.actor]).shutdown()
-
-
-class A3CWorker(RemoteWorker):
-    """An A3C actor-learner (Mnih et al. 2016) as a Ray actor: it rebuilds the server's A3C module
-    from `server.model.run_config`, steps its own env (`env_creator()`, a batched TorchRL env of
-    ca12's, e.g. `functools.partial(ca12.envs.make_env, cfg.env, seed)`) for n steps with the
-    parameters it pulled, and pushes the n-step actor-critic gradient (`ca12.algos.a3c`).
-
-    Args:
-        server: a `ParameterServer` built on a ca12 `A3C` module.
-        env_creator: a picklable zero-argument callable returning the worker's env.
-        index: the worker's number (in its messages; with `seed`, its torch/NumPy seed).
-        seed: seeds the worker's global generators (actions are sampled from torch's).
-        frames_per_batch: frames per gradient (env.num_envs x n steps; default: the run
-            config's, divided among the workers in sync mode).
-    """
-
-    def __init__(self, server: ParameterServer, env_creator: Callable, index: int = 0, seed: int = 0, frames_per_batch: int | None = None,
-                 max_restarts: int = 3, num_cpus: float = 0.5):
-        from ca12.algos import a3c  # the algorithm imports this module
-
-        run_config = getattr(server.model, "run_config", None)
-        if run_config is None or run_config.get("algo", {}).get("name") != "a3c":
-            raise UsageError("A3CWorker needs a server built on a ca12 A3C module: ParameterServer(A3C(cfg, env))")
-        super().__init__(a3c.GradientWorker, run_config, env_creator, index, seed, frames_per_batch, max_restarts=max_restarts, num_cpus=num_cpus)

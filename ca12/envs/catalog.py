@@ -114,7 +114,7 @@ META_KEY_DOCS = {
     "game": "opponent: the ca12.game_theory classic played as the row player",
 }
 
-# --- grid (ca12/envs/grid.py) ---------------------------------------------------------------------
+# --- grid (ca12/envs/grid/) -----------------------------------------------------------------------
 # task -> the pandapower.networks function that builds its feeder
 GRID_FEEDERS = {"cigre_lv": "create_cigre_network_lv", "kerber_landnetz": "create_kerber_landnetz_kabel_2"}
 # One-line docs of the task kwargs (`--show-config`).

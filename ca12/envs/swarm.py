@@ -3,7 +3,7 @@ episode statistics and classical baselines.
 
 Statistics (`SwarmStats`, attached by `ca12.envs.vmas.make`): `("stats", name)` [B, 1], running
 values of the episode, reset with their world (at an episode's last step, the episode's value);
-`ca12.evaluation` reports them as `eval/<name>_mean`, the trainer as `rollout/<name>_mean`.
+`ca12.data.evaluator` reports them as `eval/<name>_mean`, the trainer as `rollout/<name>_mean`.
     collisions (every task): agent-agent contacts, a pair of agents whose discs overlap (centre
         distance < the sum of their radii), counted for both agents of the pair: the mean over
         agents of the number of others each overlaps, averaged over the episode's steps so far.

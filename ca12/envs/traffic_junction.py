@@ -56,14 +56,10 @@ Seeding: the env keeps its own generator (constructor `seed`, `set_seed`), regis
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
-from torchrl.envs import EnvBase
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from ca12.envs.common import SeededTorchEnv, check_integers, group_output, mean_at_episode_ends, reset_mask, set_group_specs
 from ca12.errors import UsageError
@@ -299,35 +295,3 @@ def episode_success(batch: TensorDictBase) -> torch.Tensor:
     """Success rate of the episodes that ended in a collected batch [..., T] (NaN when none did):
     the share of them without a collision (IC3Net's success), read at their last steps."""
     return mean_at_episode_ends(batch["next", "stats", "success"], batch["next", "done"])
-
-
-@torch.no_grad()
-def success_rate(policy: torch.nn.Module, env: EnvBase, deterministic: bool = True) -> float:
-    """Success rate of `policy` over one episode in each of `env`'s worlds (reset first), acting
-    with its mode (`deterministic`) or sampling, in eval mode as every evaluation does."""
-    from ca12.evaluation import eval_mode
-
-    steps = env.base_env.max_steps if hasattr(env, "base_env") else env.max_steps
-    exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
-    with eval_mode(policy), set_exploration_type(exploration):
-        rollout = env.rollout(steps, policy=policy, break_when_any_done=False)
-    return float(rollout["next", "stats", "success"][:, steps - 1].mean())
-
-
-def checkpoint_success_rate(path: str | Path, episodes: int = 500, deterministic: bool = True) -> float:
-    """Success rate over `episodes` episodes of a trained `comm/traffic_junction` run (its run
-    directory or checkpoint file), on the evaluation seed of `ca12.evaluation.Evaluator`."""
-    from ca12.envs import make_env
-    from ca12.evaluation import EVAL_SEED_OFFSET
-    from ca12.loading import load_module
-    from ca12.seeding import isolated_rng
-
-    module, cfg, _ = load_module(path)
-    if (cfg.env.family, cfg.env.task) != ("comm", "traffic_junction"):
-        raise UsageError(f"{path} was trained on {cfg.env.family}/{cfg.env.task}, not comm/traffic_junction")
-    with isolated_rng():
-        env = make_env(OmegaConf.merge(cfg.env, {"num_envs": episodes, "device": "cpu"}), cfg.seed + EVAL_SEED_OFFSET,
-                       transforms=module.env_transforms())
-        torch.manual_seed(cfg.seed + EVAL_SEED_OFFSET)
-        return success_rate(module.policy.cpu(), env, deterministic)
-

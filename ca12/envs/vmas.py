@@ -166,7 +166,7 @@ class BatchResetVmasEnv(VmasEnv):
     limit, and `done` either; a world that ends for real at the limit step is both.
 
     `captured_state()` returns the env's `CapturedState` (built on first use): what
-    `ca12.data.captured.CapturedCollector` needs to step it in a CUDA graph.
+    `ca12.data.cuda_graph_collector.CapturedCollector` needs to step it in a CUDA graph.
     """
 
     def _make_specs(self, env: Environment) -> None:

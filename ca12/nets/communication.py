@@ -16,17 +16,17 @@ training loops. Each class cites the equations it implements.
   sends its messages.
 * `GraphCommunication`: messages along a graph's edges (networkx), with dropout, noise and a
   bandwidth limit.
-* `positive_signalling` (Eccles et al. 2019): not a module but a loss bias for agents whose env
-  actions are messages (a speaker's channel): the mutual information between a categorical
-  policy's actions and its observations, over a batch.
+
+Where the env's own actions are the messages, the positive-signalling loss bias
+(`positive_signalling`, Eccles et al. 2019) lives with the algorithms (ca12/algos/signalling.py).
 
 Rounds: `rounds` message exchanges happen within one env step (the papers' "communication
 steps"); information travels at most `rounds` hops.
 
 Statistics: every module keeps `last_stats`, detached scalars of its last forward pass (message
 size, attention entropy, bits on, neighbours heard), still on the device; an algorithm logs them
-as `comm/...` metrics once per iteration (`message_stats`), and `plot_attention` draws TarMAC's
-attention weights.
+as `comm/...` metrics once per iteration (`message_stats`), and `plot_attention`
+(ca12/analysis/attention.py) draws TarMAC's attention weights.
 """
 
 from __future__ import annotations
@@ -56,46 +56,6 @@ def message_stats(module: nn.Module) -> dict[str, torch.Tensor]:
         for stat, value in (getattr(sub, "last_stats", None) or {}).items():
             out[f"comm/{name}/{stat}"] = value
     return out
-
-
-def positive_signalling(logits: torch.Tensor) -> torch.Tensor:
-    """Each agent's mutual information between its action and its observation, estimated over a
-    batch of categorical policies: I = H(mean_b pi_b) - mean_b H(pi_b) (Eccles et al. 2019,
-    "Biases for emergent communication", positive signalling, in its plain mutual-information
-    form without their target entropy). Large when the agent acts differently on different
-    observations and consistently on each: a speaker whose messages tell its observations apart,
-    before any listener reads them (the chicken-and-egg a reward alone leaves unbroken).
-
-    Args:
-        logits: [*B, n_agents, n_actions], every leading dim a sample of the batch.
-    Returns: [n_agents], differentiable, in nats (between 0 and log n_actions).
-    """
-    log_p = logits.log_softmax(-1)
-    p = log_p.exp()
-    batch = tuple(range(logits.dim() - 2))
-    marginal = p.mean(batch)  # [n_agents, n_actions]
-    h_marginal = -(marginal * marginal.clamp_min(torch.finfo(marginal.dtype).tiny).log()).sum(-1)
-    h_conditional = -(p * log_p).sum(-1).mean(batch)
-    return h_marginal - h_conditional
-
-
-def plot_attention(weights: torch.Tensor, path, title: str = "TarMAC attention") -> None:
-    """A heat map of attention weights [..., n, n] (averaged over leading dims: batch, heads),
-    receivers as rows, senders as columns (one tick per agent), written to `path` (PNG)."""
-    import matplotlib.pyplot as plt
-
-    mean = weights.detach().float().reshape(-1, *weights.shape[-2:]).mean(0).cpu()
-    fig, ax = plt.subplots(figsize=(4, 3.5))
-    image = ax.imshow(mean, vmin=0.0, vmax=1.0, cmap="viridis")
-    ax.set_xticks(range(mean.shape[-1]))
-    ax.set_yticks(range(mean.shape[-2]))
-    ax.set_xlabel("sender j")
-    ax.set_ylabel("receiver i")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def random_marker() -> nn.Module:

@@ -8,7 +8,9 @@ builder (`model` / `critic_model` sections: mlp, gru, lstm).
 
 from __future__ import annotations
 
+
 import dataclasses
+from numbers import Number
 
 import torch
 from omegaconf import DictConfig
@@ -131,3 +133,17 @@ class FixedRandomPolicy(TensorDictModuleBase):
 @torch.no_grad()
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def bounds_on_device(module: nn.Module, device: torch.device) -> None:
+    """Action bounds that actors keep as plain numbers (`distribution_kwargs` low/high) become
+    device tensors: a number is copied to the device at every forward, which a CUDA graph
+    cannot capture."""
+    for sub in module.modules():
+        kwargs = getattr(sub, "distribution_kwargs", None)
+        if isinstance(kwargs, dict):
+            for name in ("low", "high"):
+                if isinstance(kwargs.get(name), Number):
+                    kwargs[name] = torch.tensor(float(kwargs[name]), device=device)
+                elif isinstance(kwargs.get(name), torch.Tensor):
+                    kwargs[name] = kwargs[name].to(device)

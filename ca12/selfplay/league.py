@@ -32,7 +32,7 @@ for one-shot games, `env.max_steps=1`).
 The league is a submodule of the algorithm: the snapshots are a buffer of the opponent (so
 collectors that keep their own copy of the policy receive them with the weights), and the
 ratings, statistics and the sampling generator are its `get_extra_state`; a checkpoint holds
-them all and a resumed run continues bit for bit. `callbacks/league.py` calls it between
+them all and a resumed run continues bit for bit. `ca12/selfplay/callback.py` calls it between
 iterations. Written here: TorchRL has no league or self-play machinery.
 """
 
@@ -47,13 +47,13 @@ from torch.nn.utils import parameters_to_vector
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ca12.algos.schemas import LeagueConfig
 from ca12.envs.layout import Group
 from ca12.errors import UsageError
 from ca12.game_theory import NormalFormGame, exploitability
 from ca12.nets.builder import is_recurrent
 from ca12.nets.policies import make_actor
 from ca12.schema import check
+from ca12.selfplay.config import LeagueConfig
 from ca12.seeding import isolated_rng
 
 # The league's generator is seeded apart from the run's other streams.

@@ -1,7 +1,7 @@
 """The local backend: a population trained round by round in this process.
 
-Each round trains every member in turn for `ready` frames (`ca12.population.runs.train_member`),
-scores them, and applies `ca12.population.core.pbt_step`: a member in the bottom quantile gets a
+Each round trains every member in turn for `ready` frames (`ca12.multirun.pbt.members.train_member`),
+scores them, and applies `ca12.multirun.pbt.core.pbt_step`: a member in the bottom quantile gets a
 top member's checkpoint and explored hyperparameters. `<pbt_dir>/state.json` (written
 atomically) holds the finished rounds, each member's hyperparameters, the table rows and the
 generator's state; a ready step's decisions are saved *before* any checkpoint is copied, so an
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ca12.errors import UsageError
-from ca12.population.core import generator_state, pbt_step, restore_generator
-from ca12.population.runs import (PopulationSpec, install_checkpoint, member_dir, member_score, summary, train_member,
+from ca12.multirun.pbt.core import generator_state, pbt_step, restore_generator
+from ca12.multirun.pbt.members import (PopulationSpec, install_checkpoint, member_dir, member_score, summary, train_member,
                                   write_atomic, write_tables)
 from ca12.untrusted import check_plain_config, read_json_file
 

@@ -86,7 +86,7 @@ def check_devices(cfg: DictConfig) -> None:
     """Refuse, before anything is written, devices this machine does not have."""
     import torch
 
-    from ca12.algos.fast import check_fast_path
+    from ca12.algos.cuda_graphs import check_fast_path
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     wants_gpu = accelerator in ("gpu", "cuda") or str(cfg.env.device).startswith("cuda") or str(cfg.algo.get("buffer_device", "cpu")).startswith("cuda")
@@ -99,20 +99,19 @@ def check_devices(cfg: DictConfig) -> None:
     check_fast_path(cfg)
 
 
-def prefer_gpu(cfg: DictConfig, overrides: list[str]) -> bool:
-    """A new VMAS run on a machine with a CUDA GPU and no device chosen on the command line
-    (`trainer=`, `trainer.accelerator=`, `env.device=`) trains on the GPU (`trainer=gpu`) and
-    steps its envs there (`env.device=cuda`): VMAS simulates on the GPU, and the fast path
-    (`algo.cudagraphs`) needs it. Other env families step on the CPU and keep `trainer=cpu`.
-    Returns whether it switched (the written config.yaml says so too)."""
-    if cfg.env.get("family") != "vmas" or not cuda_available():
-        return False
+def gpu_overrides(env: str, overrides: list[str]) -> list[str]:
+    """The overrides by which a new VMAS run on a machine with a CUDA GPU and no device chosen on
+    the command line (`trainer=`, `trainer.accelerator=`, `env.device=`) trains on the GPU and
+    steps its envs there: VMAS simulates on the GPU, and the fast path (`algo.cudagraphs`) needs
+    it. Other env families step on the CPU and keep `trainer=cpu`. Added to the command line's
+    before the config is composed and validated, so the validated config is final (and the
+    written config.yaml says so); empty when nothing switches."""
+    if env.partition("/")[0] != "vmas" or not cuda_available():
+        return []
     chosen = {text.split("=", 1)[0].lstrip("+~") for text in overrides}
     if chosen & {"trainer", "trainer.accelerator", "env.device"}:
-        return False
-    cfg.trainer.accelerator = "gpu"
-    cfg.env.device = "cuda"
-    return True
+        return []
+    return ["trainer.accelerator=gpu", "env.device=cuda"]
 
 
 def _torch_build() -> dict:

@@ -1,5 +1,5 @@
 """The toy problem of the PBT paper (Jaderberg et al. 2017, section 4.1 and figure 2), run with
-`ca12.population.core`'s exploit and explore.
+`ca12.multirun.pbt.core`'s exploit and explore.
 
 Weights theta = (theta0, theta1); the true objective is Q(theta) = 1.2 - (theta0^2 + theta1^2),
 maximal (1.2) at 0. A member cannot see Q while it trains: it follows the gradient of the
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.func import grad
 
-from ca12.population.core import pbt_step
+from ca12.multirun.pbt.core import pbt_step
 
 START = (0.9, 0.9)
 INITIAL_H = ((1.0, 0.0), (0.0, 1.0))

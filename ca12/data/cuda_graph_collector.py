@@ -29,7 +29,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
-from ca12.algos.fast import bounds_on_device
+from ca12.nets.policies import bounds_on_device
 from ca12.errors import UsageError
 
 

@@ -6,7 +6,7 @@ of optimiser steps of an iteration cost a graph replay each and no host synchron
 not pay (MAPPO at BenchMARL's work on an H200: 3.08 s per iteration compiled and captured
 against 2.27 s captured alone; on CPU the compiled update was ~4x slower than eager), and
 TorchRL's losses with functional parameters (DDPG, SAC, QMIX) break its tracing in torch 2.13.
-Inside that function `RLModule.optimiser_step` steps directly (`backward()`, one gradient norm that also
+Inside that function `Stepper.step` (ca12/algos/optim.py) steps directly (`backward()`, one gradient norm that also
 clips, a fused Adam step that skips itself on a NaN/inf update through its `found_inf` input)
 instead of through Lightning's manual-optimisation wrappers, and returns the finite flag in the
 terms for the module's `NonFiniteGuard`. Off, every step goes through Lightning as before.
@@ -16,18 +16,16 @@ Since the function calls `backward()` itself it needs one process on one device:
 
 from __future__ import annotations
 
-from numbers import Number
 from typing import Callable
 
 import torch
-from torch import nn
 
 from ca12.errors import UsageError
 
 
 def check_fast_path(cfg) -> None:
     """Refuse, in one line, a fast-path option this run cannot use (`algo.cudagraphs`, and
-    `collector=cudagraph`, ca12/data/captured.py)."""
+    `collector=cudagraph`, ca12/data/cuda_graph_collector.py)."""
     if cfg.collector.kind == "cudagraph":
         if cfg.env.family != "vmas":
             raise UsageError(f"collector=cudagraph steps VMAS envs only (this run's env is {cfg.env.family}/{cfg.env.task})")
@@ -55,7 +53,7 @@ def make_capturable(optimiser: torch.optim.Optimizer) -> None:
     the learning rate becomes a device tensor, so that annealing it (`fill_`) reaches the
     replayed kernel instead of a constant baked in at capture."""
     if not optimiser.defaults.get("fused"):
-        raise UsageError("algo.cudagraphs needs fused optimisers (ca12.algos.base.fused_adam)")
+        raise UsageError("algo.cudagraphs needs fused optimisers (ca12.algos.optim.fused_adam)")
     device = optimiser.param_groups[0]["params"][0].device
     for group in optimiser.param_groups:
         group["capturable"] = True
@@ -64,20 +62,6 @@ def make_capturable(optimiser: torch.optim.Optimizer) -> None:
     for state in optimiser.state.values():
         if isinstance(state.get("step"), torch.Tensor):
             state["step"] = state["step"].to(device)
-
-
-def bounds_on_device(module: nn.Module, device: torch.device) -> None:
-    """Action bounds that actors keep as plain numbers (`distribution_kwargs` low/high) become
-    device tensors: a number is copied to the device at every forward, which a CUDA graph
-    cannot capture."""
-    for sub in module.modules():
-        kwargs = getattr(sub, "distribution_kwargs", None)
-        if isinstance(kwargs, dict):
-            for name in ("low", "high"):
-                if isinstance(kwargs.get(name), Number):
-                    kwargs[name] = torch.tensor(float(kwargs[name]), device=device)
-                elif isinstance(kwargs.get(name), torch.Tensor):
-                    kwargs[name] = kwargs[name].to(device)
 
 
 def capture_update(fn: Callable, warmup: int = 3) -> Callable:

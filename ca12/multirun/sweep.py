@@ -12,7 +12,7 @@ Layout: `SWEEP_DIR` (default `runs/sweeps/<timestamp>`) holds `sweep.json` and a
 combination, `<algo>/<family>-<task>/seed<N>`, with `<key>=<value>,...` of the swept overrides
 (the keys given more than one value) before `seed<N>`, e.g.
 `mappo/vmas-navigation/algo.lr=0.001/seed0`. Each is an ordinary run (config.yaml, metrics.csv,
-checkpoints/) trained by `ca12.fit.run` exactly as the single command would train it.
+checkpoints/) trained by `ca12.run.train.run` exactly as the single command would train it.
 
 `sweep.json` (written atomically after every change):
 `{"format": 1, "command": [...], "launcher": ..., "axes": {"algo": [...], "env": [...],
@@ -24,7 +24,7 @@ a RUN being `{"name", "dir" (relative to SWEEP_DIR), "algo", "env", "seed", "swe
 this one does not list are kept.
 
 Resuming: run the same command with `--run-dir SWEEP_DIR`. A run whose checkpoint holds its
-`collector.total_frames` is skipped (`ca12.fit.run_is_complete`), an unfinished one continues
+`collector.total_frames` is skipped (`ca12.run.train.run_is_complete`), an unfinished one continues
 from its `last.ckpt` (`--resume`), one that never wrote a checkpoint starts again.
 
 Launchers: `local` (default) trains the runs one after another in this process; `ray` runs each
@@ -51,9 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ca12.errors import NonFiniteError, UsageError
-from ca12.fit import OneLineParser, check_writable
+from ca12.cli import OneLineParser, check_writable
+from ca12.run.rundir import SWEEP_MANIFEST
 
-MANIFEST = "sweep.json"
+MANIFEST = SWEEP_MANIFEST
 LAUNCHERS = ("local", "ray", "slurm")
 
 
@@ -136,7 +137,7 @@ class Sweep:
 
 def parse_sweep(argv: list[str]) -> Sweep:
     """The sweep a command line describes, not yet checked against the configs."""
-    from ca12.config import check_seed
+    from ca12.run.config import check_seed
 
     args = build_parser().parse_intermixed_args(argv)
     if not args.algo:
@@ -185,8 +186,9 @@ def plan(sweep: Sweep) -> list[dict]:
     """Every combination composed and checked as its run will be (fresh, or resumed with these
     overrides), before anything runs: one manifest entry each, finished ones already `done`.
     Raises the first combination's `UsageError`, prefixed with its name."""
-    from ca12.config import load_config
-    from ca12.fit import fit_args, holds_run, resolve_run, run_is_complete
+    from ca12.run.config import load_config
+    from ca12.run.rundir import holds_run
+    from ca12.run.train import fit_args, resolve_run, run_is_complete
 
     runs, composed = [], {}
     for combination in sweep.combinations():
@@ -214,14 +216,14 @@ def plan(sweep: Sweep) -> list[dict]:
 
 
 def _check_builds(cfg) -> None:
-    """The run's devices checked and its algorithm built on a one-world env, as `ca12.fit.run`
+    """The run's devices checked and its algorithm built on a one-world env, as `ca12.run.train.run`
     does first: what only the env's specs can refuse (an algorithm that cannot act in the env's
     action space, a group the env lacks, a recurrent network the algorithm cannot replay) is
     refused before any run of the sweep trains. Nothing built is kept."""
     from ca12.algos import algo_class
     from ca12.envs import make_spec_env
     from ca12.seeding import isolated_rng
-    from ca12.trainer import check_devices
+    from ca12.run.trainer import check_devices
 
     check_devices(cfg)
     with isolated_rng():
@@ -241,14 +243,16 @@ def _check_one_process(cfg) -> None:
 
 
 def run_one(job: dict, cwd: str | None = None) -> dict:
-    """Train one combination through `ca12.fit.run`, the path of a single fit: fresh, or resumed
+    """Train one combination through `ca12.run.train.run`, the path of a single fit: fresh, or resumed
     from its last checkpoint when its directory holds an unfinished run; a finished one is
     skipped. `job` holds `run_dir` (absolute), `algo`, `env`, `seed`, `overrides`; `cwd` is the
     sweep command's directory (a Ray or Slurm worker starts elsewhere; the run index
     runs/index.txt is kept there). Returns the manifest fields `status`, `action`, `frames`,
-    `total_frames`, `error`. A run stopped by a signal raises `ca12.fit.Interrupted`."""
-    from ca12.fit import fit_args, holds_run, quiet_libraries, resolve_run, run, run_is_complete
-    from ca12.population.runs import trained_frames
+    `total_frames`, `error`. A run stopped by a signal raises `ca12.cli.Interrupted`."""
+    from ca12.cli import quiet_libraries
+    from ca12.run.rundir import holds_run
+    from ca12.run.train import fit_args, resolve_run, run, run_is_complete
+    from ca12.multirun.pbt.members import trained_frames
 
     if cwd is not None:
         os.chdir(cwd)
@@ -289,7 +293,7 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        from ca12.population.runs import write_atomic
+        from ca12.multirun.pbt.members import write_atomic
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps({**self.head, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": self.runs}, indent=1))
@@ -332,7 +336,7 @@ def run_sweep(sweep: Sweep, argv: list[str]) -> dict[str, int]:
 
 
 def _launch_local(jobs: list[dict], sweep: Sweep, manifest: Manifest, by_name: dict, record) -> None:
-    from ca12.fit import Interrupted
+    from ca12.cli import Interrupted
 
     for job in jobs:
         run = by_name[job["name"]]
@@ -411,7 +415,7 @@ def _first_line(exc: BaseException) -> str:
 def sweep_main(argv: list[str]) -> int:
     """`python -m ca12.fit -m ...` (called by `ca12.fit.main`, which prints a `UsageError` in one
     line): 0 when every run is complete, 1 when one failed."""
-    from ca12.fit import quiet_libraries
+    from ca12.cli import quiet_libraries
 
     sweep = parse_sweep(argv)
     quiet_libraries()

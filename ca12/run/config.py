@@ -4,7 +4,7 @@ The YAML in conf/ gives the values; each section is checked against its schema (
 declared where no torch, TorchRL or Lightning is imported, so a config is composed, checked and
 shown without them (docs/ARCHITECTURE.md, "What may be imported at start-up"): the algorithm's
 (ca12/algos/schemas.py), the env's common keys (ca12/envs/catalog.py), the networks', the
-collector's, the loggers' and evaluation's (ca12/sections.py), checkpoints' (ca12/trainer.py),
+collector's, the loggers' and evaluation's (ca12/sections.py), checkpoints' (ca12/run/trainer.py),
 the Trainer's own arguments for `trainer.*`, and for `callbacks.*` (free-form entries) their
 structure only: each `_target_` imports as a Lightning Callback that takes the given arguments
 (callbacks/__init__.py). Nothing here knows any algorithm's keys, and nothing patches the config
@@ -23,14 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ca12.errors import UsageError
 from ca12.paths import conf_dir, group_options
+from ca12.sections import MAX_SEED
 
 # Config groups a user may switch with GROUP=OPTION (algo and env are chosen by --algo/--env);
 # critic_model takes the options of conf/model/.
 SWITCHABLE_GROUPS = {"model": "model", "critic_model": "model", "collector": "collector", "trainer": "trainer", "logger": "logger", "callbacks": "callbacks"}
 # conf/env/<family>/scenario.yaml is the template for any scenario of a family without a YAML.
 GENERIC_ENV = "scenario"
-# NumPy's legacy seeding, torch and Lightning's `seed_everything` all take seeds in 0..2**32-1.
-MAX_SEED = 2**32 - 1
 # Agent counts several env families take as a task kwarg (VMAS, generic, memory, market): checked
 # when the config is validated, wherever the task has one, since VMAS answers n_agents=0 with a
 # long assertion deep in a scenario. The family checks its other kwargs by name when it builds the env.
@@ -194,7 +193,7 @@ def _section_schemas(cfg: DictConfig) -> dict[str, tuple[type, bool]]:
     from ca12.algos import algo_schema
     from ca12.envs.catalog import EnvConfig
     from ca12.sections import CollectorConfig, EvalConfig, LoggerConfig, model_schema
-    from ca12.trainer import CheckpointConfig
+    from ca12.run.trainer import CheckpointConfig
 
     return {
         "algo": (algo_schema(cfg.algo.name), False),
@@ -214,8 +213,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     from ca12.algos.schemas import OnPolicyConfig
     from ca12.schema import typed
     from ca12.sections import envs_per_batch
-    from ca12.trainer import check_trainer_args
-    from callbacks import check_callbacks
+    from ca12.run.trainer import check_trainer_args
+    from ca12.callbacks import check_callbacks
 
     if "name" not in cfg.get("algo", {}):
         raise UsageError("the config has no algo.name")

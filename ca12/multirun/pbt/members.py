@@ -27,9 +27,10 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ca12.errors import NonFiniteError, UsageError
-from ca12.population.core import Hyperparameter, SearchSpace
+from ca12.multirun.pbt.core import Hyperparameter, SearchSpace
+from ca12.run.rundir import POPULATION_SPEC
 
-SPEC_FILE = "pbt.json"
+SPEC_FILE = POPULATION_SPEC
 MEMBERS_TABLE = "members.csv"
 EXPLOITS_TABLE = "exploits.csv"
 ROLLOUT_SCORE, EVAL_SCORE = "rollout/episode_reward_mean", "eval/episode_reward_mean"
@@ -136,7 +137,7 @@ def check_spec(spec: PopulationSpec) -> str:
     """Check the spec against ca12's config schemas (one-line `UsageError`s) and return the
     score column: every searched key must be a value a resumed run may change, each bound (or
     choice) must pass the key's own schema, and the intervals must be whole collector batches."""
-    from ca12.config import load_config
+    from ca12.run.config import load_config
 
     space = spec.space  # parses every --search
     if spec.population < 2:
@@ -163,7 +164,7 @@ def check_spec(spec: PopulationSpec) -> str:
 def _check_searched_key(spec: PopulationSpec, base, p: Hyperparameter) -> None:
     """`p` names a value of the composed config `base` that a resumed run may change, of a type
     its prior can give, and whose bounds (or choices) the key's schema accepts."""
-    from ca12.config import is_frozen_on_resume, load_config
+    from ca12.run.config import is_frozen_on_resume, load_config
 
     value = OmegaConf.select(base, p.key, default=_MISSING)
     if value is _MISSING:
@@ -208,11 +209,11 @@ def trained_frames(run_dir: Path) -> int:
 
 def train_member(spec: PopulationSpec, run_dir: Path, seed: int, hparams: dict, frames: int) -> bool:
     """Train the member in `run_dir` up to `frames` with `hparams`, in this process
-    (`ca12.fit.run`): a fresh run the first time, `--resume` after. Returns False when the run
+    (`ca12.run.train.run`): a fresh run the first time, `--resume` after. Returns False when the run
     stopped on a non-finite loss (its last good checkpoint stays), True otherwise. A run that a
-    signal stopped raises `ca12.fit.Interrupted`.
+    signal stopped raises `ca12.cli.Interrupted`.
     """
-    from ca12.fit import build_parser, run
+    from ca12.run.train import fit_parser, run
 
     values = overrides_of(hparams) + [f"collector.total_frames={frames}"]
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -222,7 +223,7 @@ def train_member(spec: PopulationSpec, run_dir: Path, seed: int, hparams: dict, 
     else:
         argv = ["--algo", spec.algo, "--env", spec.env, "--seed", str(seed), "--run-dir", str(run_dir), *spec.overrides, *values]
     try:
-        run(build_parser().parse_intermixed_args(argv))
+        run(fit_parser().parse_intermixed_args(argv))
     except NonFiniteError as exc:
         print(f"ca12.pbt: {run_dir.name}: {exc}")
         return False
@@ -237,7 +238,7 @@ def member_score(run_dir: Path, after_frames: int, until_frames: int, column: st
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         return float("nan")
-    from ca12.tracking import read_metrics_rows
+    from ca12.run.tracking import read_metrics_rows
 
     rows = [r for r in read_metrics_rows(path) if after_frames < float(r.get("time/frames") or 0) <= until_frames]
     if column == EVAL_SCORE:
@@ -263,7 +264,7 @@ def copy_checkpoint(source: Path, target: Path, **ca12_state: Any) -> None:
     `ca12_state` replaces entries of its `ca12` section."""
     import torch
 
-    from ca12.checkpoints import read_checkpoint
+    from ca12.run.rundir import read_checkpoint
     from ca12.data.buffer_store import collect_garbage, import_segments
 
     source, target = Path(source), Path(target)

@@ -1,7 +1,7 @@
 """The Ray backend: Ray Tune's `PopulationBasedTraining` scheduler drives the same member runs.
 
 A Tune trial is a member: its trainable (`member_trainable`) trains `<pbt_dir>/member_<i>` round
-by round with `ca12.population.runs.train_member` and reports the round's score with a Tune
+by round with `ca12.multirun.pbt.members.train_member` and reports the round's score with a Tune
 checkpoint holding a copy of the run's `last.ckpt`. Tune's synchronous PBT (`synch=True`,
 `perturbation_interval` one round) pauses every trial after each report; when it exploits, the
 trial restarts from the donor's Tune checkpoint with explored hyperparameters, and the trainable
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ca12.errors import UsageError
-from ca12.population.core import Hyperparameter, SearchSpace
-from ca12.population.runs import PopulationSpec, copy_checkpoint, install_checkpoint, member_dir, member_score, summary, train_member, write_tables
+from ca12.multirun.pbt.core import Hyperparameter, SearchSpace
+from ca12.multirun.pbt.members import PopulationSpec, copy_checkpoint, install_checkpoint, member_dir, member_score, summary, train_member, write_tables
 
 EXPERIMENT = "tune"
 SCORE = "score"
@@ -78,7 +78,7 @@ def member_trainable(config: dict, spec: dict, pbt_dir: str) -> None:
     after an exploit, its donor's) to the last, a `tune.report` with a checkpoint after each."""
     from ray import tune
 
-    from ca12.fit import quiet_libraries
+    from ca12.cli import quiet_libraries
 
     quiet_libraries()
     spec, pbt_dir = PopulationSpec(**spec), Path(pbt_dir)

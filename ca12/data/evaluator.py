@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ca12.config import MAX_SEED
 from ca12.envs import AgentLayout, make_env, make_spec_env, render_frame
 from ca12.errors import UsageError
+from ca12.sections import MAX_SEED
 from ca12.seeding import isolated_rng
 
 # Evaluation seeds sit far from training seeds (seed + rank) so the episodes are new ones; they
@@ -204,3 +204,15 @@ def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 20) -> Path:
     images = [Image.fromarray(np.asarray(frame, dtype=np.uint8)) for frame in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return path
+
+
+@torch.no_grad()
+def success_rate(policy: torch.nn.Module, env: EnvBase, deterministic: bool = True) -> float:
+    """Success rate of `policy` over one episode in each of `env`'s worlds (reset first), read from
+    the env's `("stats", "success")` at the last step (comm/traffic_junction's), acting
+    with its mode (`deterministic`) or sampling, in eval mode as every evaluation does."""
+    steps = env.base_env.max_steps if hasattr(env, "base_env") else env.max_steps
+    exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+    with eval_mode(policy), set_exploration_type(exploration):
+        rollout = env.rollout(steps, policy=policy, break_when_any_done=False)
+    return float(rollout["next", "stats", "success"][:, steps - 1].mean())

@@ -1,4 +1,4 @@
-"""Drives the league of self-play (ca12/league.py) between training iterations.
+"""Drives the league of self-play (ca12/selfplay/league.py) between training iterations.
 
 MAPPO/IPPO/PPO return it from `configure_callbacks` when `algo.league.opponents` is set, so it
 is not an entry of the `callbacks` config section: it belongs to the algorithm, and a run with a
@@ -19,7 +19,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from ca12.league import episode_results
+from ca12.selfplay.league import episode_results
 
 
 class LeagueCallback(L.Callback):
