@@ -78,46 +78,79 @@ TRAFFIC_ENV = ["env.arrival_rate=0.8"]
 SWARM_FAST = ["model.share_params=false", "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]", "algo.num_epochs=4"]
 # Grid: small actors, 4 epochs of 2000, lr 1e-3, rewards (EUR) scaled by 0.1 for the critic (MAPPO about 3 100 frames/s
 # alone on a core, IPPO, whose critics run per agent, about 1 250).
-GRID_FAST = ["model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[128,128]", "algo.num_epochs=4", "algo.minibatch_size=2000",
-             "algo.lr=1e-3", "env.reward_scale=0.1"]
+GRID_FAST = [
+    "model.hidden_sizes=[64,64]",
+    "critic_model.hidden_sizes=[128,128]",
+    "algo.num_epochs=4",
+    "algo.minibatch_size=2000",
+    "algo.lr=1e-3",
+    "env.reward_scale=0.1",
+]
+
 
 def independent_and_talking(env: str, frames: int, overrides: list[str]) -> dict[str, Row]:
     """The usual pair of learners: IPPO, and MAPPO whose actors talk through TarMAC."""
-    return {"independent (IPPO)": Row("ippo", env, frames, 0.0, overrides),
-            "coordinated (MAPPO, TarMAC)": Row("mappo", env, frames, 0.0, overrides + ["model=tarmac"])}
+    return {
+        "independent (IPPO)": Row("ippo", env, frames, 0.0, overrides),
+        "coordinated (MAPPO, TarMAC)": Row("mappo", env, frames, 0.0, overrides + ["model=tarmac"]),
+    }
 
 
 APPLICATIONS: dict[str, Application] = {
     "market": Application(
-        env="market/allocation", env_overrides=[], baseline="greedy", references=["quote_rule", "optimal"],
+        env="market/allocation",
+        env_overrides=[],
+        baseline="greedy",
+        references=["quote_rule", "optimal"],
         learners={
             "independent (IPPO, no quotes)": Row("ippo", "market/allocation", 100_000, 0.0, MARKET_FAST + ["env.observe_quotes=false"]),
             "coordinated (MAPPO, market quotes)": Row("mappo", "market/allocation", 100_000, 0.0, MARKET_FAST),
         },
         metrics=[Metric("return", True, "efficiency (welfare / optimum)")],
-        claim="+20 to +40 % efficiency", episodes=1000,
+        claim="+20 to +40 % efficiency",
+        episodes=1000,
     ),
     "traffic": Application(
-        env="traffic/grid2x2", env_overrides=TRAFFIC_ENV, baseline="fixed_time", references=["max_pressure"],
+        env="traffic/grid2x2",
+        env_overrides=TRAFFIC_ENV,
+        baseline="fixed_time",
+        references=["max_pressure"],
         learners=independent_and_talking("traffic/grid2x2", 240_000, TRAFFIC_ENV),
-        metrics=[Metric("waiting_time", False, "waiting time (s per vehicle)"), Metric("queue", False, "queue (vehicles)"),
-                 Metric("throughput", True, "throughput (vehicles per step)"), RETURN],
+        metrics=[
+            Metric("waiting_time", False, "waiting time (s per vehicle)"),
+            Metric("queue", False, "queue (vehicles)"),
+            Metric("throughput", True, "throughput (vehicles per step)"),
+            RETURN,
+        ],
         claim="-30 to -50 % congestion",
     ),
     "grid": Application(
-        env="grid/cigre_lv", env_overrides=[], baseline="rule_based", references=["no_battery"],
+        env="grid/cigre_lv",
+        env_overrides=[],
+        baseline="rule_based",
+        references=["no_battery"],
         learners=independent_and_talking("grid/cigre_lv", 300_000, GRID_FAST),
         # The headline is the env's objective: the bill and the shared penalty for voltage and line violations.
-        metrics=[Metric("return", True, "objective: minus (electricity cost + violation penalty), EUR a day per building"),
-                 Metric("cost", False, "electricity cost (EUR a day, 15 buildings)"), Metric("peak_load", False, "peak import (kW)"),
-                 Metric("ramping", False, "ramping (kW)"), Metric("violations", False, "steps with a voltage or line violation")],
+        metrics=[
+            Metric("return", True, "objective: minus (electricity cost + violation penalty), EUR a day per building"),
+            Metric("cost", False, "electricity cost (EUR a day, 15 buildings)"),
+            Metric("peak_load", False, "peak import (kW)"),
+            Metric("ramping", False, "ramping (kW)"),
+            Metric("violations", False, "steps with a voltage or line violation"),
+        ],
         claim="+15 to +25 % energy efficiency",
     ),
     "swarm": Application(
-        env="vmas/dispersion", env_overrides=[], baseline="nearest", references=["assignment"],
+        env="vmas/dispersion",
+        env_overrides=[],
+        baseline="nearest",
+        references=["assignment"],
         learners=independent_and_talking("vmas/dispersion", 600_000, SWARM_FAST),
-        metrics=[Metric("coverage", True, "coverage (fraction of the food eaten)"), Metric("collisions", False, "crowding (agents overlapped, per agent)"),
-                 RETURN],
+        metrics=[
+            Metric("coverage", True, "coverage (fraction of the food eaten)"),
+            Metric("collisions", False, "crowding (agents overlapped, per agent)"),
+            RETURN,
+        ],
         claim="emergent coordination (no figure)",
     ),
 }
@@ -134,7 +167,10 @@ def run_job(name: str, seed: int, out: Path, frames: int | None = None) -> Path:
     app = APPLICATIONS[name]
     results: dict[str, dict] = {}
     for baseline in [app.baseline, *app.references]:
-        results[baseline] = {"kind": "baseline", **_policy_result(evaluate_baseline(baseline, app.env, app.env_overrides, seed, app.episodes, trace=True))}
+        results[baseline] = {
+            "kind": "baseline",
+            **_policy_result(evaluate_baseline(baseline, app.env, app.env_overrides, seed, app.episodes, trace=True)),
+        }
     for label, row in app.learners.items():
         row = Row(row.algo, row.env, frames or row.frames, row.threshold, row.overrides)
         with tempfile.TemporaryDirectory() as tmp:
@@ -144,12 +180,22 @@ def run_job(name: str, seed: int, out: Path, frames: int | None = None) -> Path:
         steps = [row.frames * (i + 1) / len(returns) for i in range(len(returns))]
         scale = float(next((o.split("=", 1)[1] for o in row.overrides if o.startswith("env.reward_scale=")), 1.0))
         returns = [r / scale for r in returns]  # training returns of scaled rewards, back in the env's units
-        results[label] = {"kind": "learner", "algo": row.algo, "frames": row.frames, "seconds": seconds,
-                          "curve": {"frames": steps, "return": returns}, **_policy_result(result)}
+        results[label] = {
+            "kind": "learner",
+            "algo": row.algo,
+            "frames": row.frames,
+            "seconds": seconds,
+            "curve": {"frames": steps, "return": returns},
+            **_policy_result(result),
+        }
     path = out / name / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"application": name, "seed": seed, "env": app.env, "env_overrides": app.env_overrides,
-                                "episodes": app.episodes, "policies": results}, indent=1))
+    path.write_text(
+        json.dumps(
+            {"application": name, "seed": seed, "env": app.env, "env_overrides": app.env_overrides, "episodes": app.episodes, "policies": results},
+            indent=1,
+        )
+    )
     return path
 
 
@@ -162,8 +208,10 @@ def report(name: str, runs: list[dict]) -> str:
     app = APPLICATIONS[name]
     policies = list(runs[0]["policies"])
     seeds = [run["seed"] for run in runs]
-    lines = [f"\n## {name}: {app.env} {' '.join(app.env_overrides)}".rstrip(),
-             f"seeds {seeds}, {app.episodes} evaluation episodes each; baseline {app.baseline}; the course claims {app.claim}"]
+    lines = [
+        f"\n## {name}: {app.env} {' '.join(app.env_overrides)}".rstrip(),
+        f"seeds {seeds}, {app.episodes} evaluation episodes each; baseline {app.baseline}; the course claims {app.claim}",
+    ]
     for metric in app.metrics:
         base = interval([run["policies"][app.baseline]["metrics"][metric.name] for run in runs])[0]
         lines.append(f"\n{metric.label} ({'higher' if metric.higher_is_better else 'lower'} is better)")
@@ -175,8 +223,11 @@ def report(name: str, runs: list[dict]) -> str:
             change = 100 * (mean - base) / abs(base) if base else float("nan")
             better = change > 0 if metric.higher_is_better else change < 0
             mark = "" if policy == app.baseline else (" better" if better else " worse")
-            budget = (f"{entries[0]['frames']:>9}{sum(e['seconds'] for e in entries) / len(entries):>9.0f}"
-                      if entries[0]["kind"] == "learner" else f"{'':>18}")
+            budget = (
+                f"{entries[0]['frames']:>9}{sum(e['seconds'] for e in entries) / len(entries):>9.0f}"
+                if entries[0]["kind"] == "learner"
+                else f"{'':>18}"
+            )
             each = " ".join(f"{e['metrics'][metric.name]:.4g}" for e in entries)
             lines.append(f"{policy:<38}{mean:>10.4f}   [{mean - half:>8.4f}, {mean + half:>8.4f}]{change:>+12.1f}%{mark:<7}{budget}  {each}")
     return "\n".join(lines)
@@ -270,15 +321,28 @@ def main() -> None:
         while jobs or running:
             while jobs and len(running) < args.jobs:
                 name, seed = jobs.pop(0)
-                argv = [sys.executable, __file__, "--job", "--only", name, "--seeds", str(seed), "--out", str(args.out),
-                        *(["--frames", str(args.frames)] if args.frames else [])]
+                argv = [
+                    sys.executable,
+                    __file__,
+                    "--job",
+                    "--only",
+                    name,
+                    "--seeds",
+                    str(seed),
+                    "--out",
+                    str(args.out),
+                    *(["--frames", str(args.frames)] if args.frames else []),
+                ]
                 args.out.mkdir(parents=True, exist_ok=True)
                 with open(args.out / f"{name}_seed{seed}.log", "w") as log:  # the child writes to its own copy of the file
                     running.append((subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), f"{name} seed {seed}"))
             time.sleep(1)
             for process, label in [r for r in running if r[0].poll() is not None]:
                 running.remove((process, label))
-                print(f"{label}: {'done' if process.returncode == 0 else f'FAILED ({process.returncode})'} after {time.perf_counter() - start:.0f} s", flush=True)
+                print(
+                    f"{label}: {'done' if process.returncode == 0 else f'FAILED ({process.returncode})'} after {time.perf_counter() - start:.0f} s",
+                    flush=True,
+                )
     for name in names:
         runs = load(args.out, name)
         if not runs:

@@ -15,9 +15,9 @@ import time
 import torch
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.data.collectors import make_collector
 from ca12.envs import make_env
+from ca12.run.config import load_config
 
 
 def _timed(collector, batches: int, device: torch.device) -> tuple[float, int]:
@@ -43,9 +43,18 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     frames = args.num_envs * args.steps
-    cfg = load_config("mappo", f"vmas/{args.task}", [f"env.num_envs={args.num_envs}", f"env.device={args.device}",
-                                                      f"collector.frames_per_batch={frames}", "env.max_steps=100",
-                                                      "model.hidden_sizes=[256,256]", "model.activation=tanh"])
+    cfg = load_config(
+        "mappo",
+        f"vmas/{args.task}",
+        [
+            f"env.num_envs={args.num_envs}",
+            f"env.device={args.device}",
+            f"collector.frames_per_batch={frames}",
+            "env.max_steps=100",
+            "model.hidden_sizes=[256,256]",
+            "model.activation=tanh",
+        ],
+    )
     device = torch.device(args.device)
     module = algo_class("mappo")(cfg, make_env(cfg.env, 0)).to(device)
     print(f"{args.task}, {args.num_envs} envs x {args.steps} steps = {frames} frames per batch, {device}")

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.data.buffer_store import FOLDER, collect_garbage
 from ca12.data.collectors import make_collector
 from ca12.data.replay import replay_view
 from ca12.envs import make_env, make_spec_env
+from ca12.run.config import load_config
 
 
 def full_buffer(transitions: int, storage: str):
@@ -47,8 +47,17 @@ def full_buffer(transitions: int, storage: str):
     env_factory = partial(make_env, cfg.env, transforms=module.env_transforms())
     data = algorithm.make_datamodule(cfg, env_factory)
     data.env = env_factory(cfg.seed, torch.device("cpu"))  # as `ReplayDataModule.setup` and `train_dataloader` build them
-    data.collector = make_collector(data.collector_kind, data.workers, env_factory, data.env, module.policy, data.frames_per_batch,
-                                    cfg.seed, data.env.device, data.episode_aligned)
+    data.collector = make_collector(
+        data.collector_kind,
+        data.workers,
+        env_factory,
+        data.env,
+        module.policy,
+        data.frames_per_batch,
+        cfg.seed,
+        data.env.device,
+        data.episode_aligned,
+    )
     batch = data.next_batch()  # collected with the module's policy, written to the buffer
     transitions_of_batch = replay_view(batch.fresh).reshape(-1)
     while len(data.buffer) < transitions:
@@ -104,8 +113,7 @@ def main(argv: list[str] | None = None) -> None:
 
     data, module, fresh = full_buffer(args.transitions, args.storage)
     row_bytes = sum(t[0].numel() * t.element_size() for t in data.buffer.storage.get(slice(0, 1)).values(True, True))
-    print(f"buffer: {len(data.buffer)} transitions of {row_bytes} bytes ({args.storage}), "
-          f"{data.buffer_checkpoint.segment_items} per segment file")
+    print(f"buffer: {len(data.buffer)} transitions of {row_bytes} bytes ({args.storage}), {data.buffer_checkpoint.segment_items} per segment file")
     with tempfile.TemporaryDirectory(dir=args.dir) as root:
         old, new, cache = Path(root) / "old", Path(root) / "new", {}
         old.mkdir(), new.mkdir()
@@ -127,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     label = f"(b) steady, +{args.per_iteration} (median)"
     print(f"{label:<34}{med['old']:>9.3f}{med['new']:>9.3f}{written['old'] / mb:>9.1f}{written['new'] / mb:>9.1f}{med['new'] / med['old']:>9.3f}")
     print(f"{'(b) steady, slowest of ' + str(args.iterations):<34}{worst['old']:>9.3f}{worst['new']:>9.3f}")
-    print(f"\nsteady-state checkpoint / {args.iteration_s:g} s iteration: old {100 * med['old'] / args.iteration_s:.1f} %, "
-          f"new {100 * med['new'] / args.iteration_s:.2f} % (slowest {100 * worst['new'] / args.iteration_s:.2f} %; target <= 5 %)")
+    print(
+        f"\nsteady-state checkpoint / {args.iteration_s:g} s iteration: old {100 * med['old'] / args.iteration_s:.1f} %, "
+        f"new {100 * med['new'] / args.iteration_s:.2f} % (slowest {100 * worst['new'] / args.iteration_s:.2f} %; target <= 5 %)"
+    )
     print(f"on disk after the run: old {b_old / mb:.1f} MB per checkpoint, new {kept / mb:.1f} MB (last.ckpt and its segment files)")
 
 

@@ -49,8 +49,13 @@ TASK = "matrix/team_count"
 BASELINES = ("counterfactual", "central_v")
 # One-shot episodes: 100 worlds x 1 play per batch; each iteration 10 critic passes and 4 actor
 # passes over it in minibatches of 100 (coma.yaml's epochs and learning rates), nets 2 x 64.
-SETTINGS = ["env.num_envs=100", "collector.frames_per_batch=100", "algo.minibatch_size=100",
-            "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]"]
+SETTINGS = [
+    "env.num_envs=100",
+    "collector.frames_per_batch=100",
+    "algo.minibatch_size=100",
+    "model.hidden_sizes=[64,64]",
+    "critic_model.hidden_sizes=[64,64]",
+]
 LAST = 3  # iterations averaged into a run's final return
 
 

@@ -26,7 +26,9 @@ def one_run(overrides: list[str]) -> dict:
     rows, wall = run_ca12(ROOT, "mappo", "navigation", overrides, timeout=3600)
     result = {"wall": wall, "final": float(rows[-1]["rollout/episode_reward_mean"]), "frames": int(float(rows[-1]["time/frames"]))}
     for target in TARGETS:
-        hit = next((r for r in rows if r["rollout/episode_reward_mean"] not in ("", "nan") and float(r["rollout/episode_reward_mean"]) >= target), None)
+        hit = next(
+            (r for r in rows if r["rollout/episode_reward_mean"] not in ("", "nan") and float(r["rollout/episode_reward_mean"]) >= target), None
+        )
         result[target] = (float(hit["time/since_start_s"]), int(float(hit["time/frames"]))) if hit else (float("nan"), 0)
     return result
 
@@ -40,10 +42,17 @@ def main() -> None:
     for i in range(args.runs):
         r = one_run(args.overrides)
         results.append(r)
-        print(f"run {i}: " + ", ".join(f"{t} at {r[t][0]:.1f} s ({r[t][1]} frames)" for t in TARGETS)
-              + f"; whole run {r['wall']:.1f} s, final return {r['final']:.3f} at {r['frames']} frames", flush=True)
-    print(f"median of {args.runs}: " + ", ".join(f"time to {t}: {statistics.median(r[t][0] for r in results):.1f} s" for t in TARGETS)
-          + f"; whole run {statistics.median(r['wall'] for r in results):.1f} s (overrides: {' '.join(args.overrides) or 'none'})")
+        print(
+            f"run {i}: "
+            + ", ".join(f"{t} at {r[t][0]:.1f} s ({r[t][1]} frames)" for t in TARGETS)
+            + f"; whole run {r['wall']:.1f} s, final return {r['final']:.3f} at {r['frames']} frames",
+            flush=True,
+        )
+    print(
+        f"median of {args.runs}: "
+        + ", ".join(f"time to {t}: {statistics.median(r[t][0] for r in results):.1f} s" for t in TARGETS)
+        + f"; whole run {statistics.median(r['wall'] for r in results):.1f} s (overrides: {' '.join(args.overrides) or 'none'})"
+    )
 
 
 if __name__ == "__main__":

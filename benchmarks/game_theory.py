@@ -100,8 +100,14 @@ def main() -> None:
         theirs_lh = median_time(lambda: nash_game.lemke_howson(initial_dropped_label=0), 5, 10.0)
         count = f"{len(found)}" + ("" if theirs_found is None else f" (nashpy {len(theirs_found)})")
         row = (
-            str(n), count, _fmt(ours_se), _fmt(theirs_se, skip) if not skip_note else _fmt(None),
-            _ratio(theirs_se, ours_se), _fmt(ours_lh), _fmt(theirs_lh), _ratio(theirs_lh, ours_lh),
+            str(n),
+            count,
+            _fmt(ours_se),
+            _fmt(theirs_se, skip) if not skip_note else _fmt(None),
+            _ratio(theirs_se, ours_se),
+            _fmt(ours_lh),
+            _fmt(theirs_lh),
+            _ratio(theirs_lh, ours_lh),
         )
         print("| " + " | ".join(row) + " |", flush=True)
 

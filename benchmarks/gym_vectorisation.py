@@ -37,10 +37,17 @@ ROWS = {
 def frames_per_second(env_name: str, max_steps: int, vectorization: str, num_envs: int, steps: int, repeats: int) -> tuple[float, float]:
     """(best frames/s of a random-action rollout of `steps` steps, seconds to build the env)."""
     family, _, task = env_name.partition("/")
-    cfg = OmegaConf.create({
-        "family": family, "task": task, "num_envs": num_envs, "max_steps": max_steps, "device": "cpu",
-        "continuous_actions": False, "vectorization": vectorization,
-    })
+    cfg = OmegaConf.create(
+        {
+            "family": family,
+            "task": task,
+            "num_envs": num_envs,
+            "max_steps": max_steps,
+            "device": "cpu",
+            "continuous_actions": False,
+            "vectorization": vectorization,
+        }
+    )
     start = time.perf_counter()
     env = make_env(cfg, seed=0)
     env.rollout(3, break_when_any_done=False)  # starts process-based envs

@@ -42,25 +42,51 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ca12.envs import make_env
 from ca12.data.evaluator import EVAL_SEED_OFFSET
+from ca12.envs import make_env
 from ca12.fit import main as fit_main
 from ca12.run.rundir import load_module
 from ca12.seeding import isolated_rng
 
 # One-a-side football with both teams learnt; the learner is blue.
-FOOTBALL = ["--env", "vmas/football", "env.ai_red_agents=false", "env.n_blue_agents=1", "env.n_red_agents=1",
-            "env.observe_teammates=false", "env.max_steps=100", "algo.groups=[agent_blue]"]
+FOOTBALL = [
+    "--env",
+    "vmas/football",
+    "env.ai_red_agents=false",
+    "env.n_blue_agents=1",
+    "env.n_red_agents=1",
+    "env.observe_teammates=false",
+    "env.max_steps=100",
+    "algo.groups=[agent_blue]",
+]
 # 32 worlds x 100 steps a batch, a snapshot every 5 batches; the league keeps them all, so the
 # first snapshot is still there to play at the end.
-SETTINGS = ["env.num_envs=32", "collector.frames_per_batch=3200", "algo.minibatch_size=800", "algo.league.snapshot_every=5",
-            "algo.league.max_size=1000", "eval.every_n_iters=0", "logger=csv"]
+SETTINGS = [
+    "env.num_envs=32",
+    "collector.frames_per_batch=3200",
+    "algo.minibatch_size=800",
+    "algo.league.snapshot_every=5",
+    "algo.league.max_size=1000",
+    "eval.every_n_iters=0",
+    "logger=csv",
+]
 
 
 def train(run_dir: Path, frames: int, seed: int, opponents: str, extra: list[str] | None = None) -> None:
     """A `ca12.fit` MAPPO run of `frames` frames with the league into `run_dir`."""
-    args = ["--algo", "mappo", *FOOTBALL, "--run-dir", str(run_dir), "--seed", str(seed), f"collector.total_frames={frames}",
-            f"algo.league.opponents={opponents}", *SETTINGS, *(extra or [])]
+    args = [
+        "--algo",
+        "mappo",
+        *FOOTBALL,
+        "--run-dir",
+        str(run_dir),
+        "--seed",
+        str(seed),
+        f"collector.total_frames={frames}",
+        f"algo.league.opponents={opponents}",
+        *SETTINGS,
+        *(extra or []),
+    ]
     if fit_main(args) != 0:
         raise SystemExit(f"training failed: python -m ca12.fit {' '.join(args)}")
 
@@ -80,9 +106,15 @@ def latest_against_first(run_dir: Path, episodes: int) -> dict:
     as_red = 1.0 - league.match(env, actor, 0, latest, steps, seed)  # the first plays blue: the latest's result is the complement
     both = torch.cat([as_blue, as_red])
     return {
-        "win_rate": float(both.mean()), "win_rate_blue": float(as_blue.mean()), "win_rate_red": float(as_red.mean()),
-        "episodes": int(both.numel()), "elo_first": league.elo[0], "elo_latest": league.elo[latest],
-        "born_latest": league.born[latest], "elo_learner": league.learner_elo, "size": league.size,
+        "win_rate": float(both.mean()),
+        "win_rate_blue": float(as_blue.mean()),
+        "win_rate_red": float(as_red.mean()),
+        "episodes": int(both.numel()),
+        "elo_first": league.elo[0],
+        "elo_latest": league.elo[latest],
+        "born_latest": league.born[latest],
+        "elo_learner": league.learner_elo,
+        "size": league.size,
     }
 
 
@@ -110,7 +142,9 @@ def main() -> None:
     print(f"\nMAPPO self-play league ({args.opponents}) on vmas/football 1 v 1, {args.frames} frames, seed {args.seed}, {seconds:.0f} s")
     print(f"latest snapshot (iteration {result['born_latest']}) vs first (iteration 0), {result['episodes']} episodes:")
     print(f"  win rate of the latest {result['win_rate']:.3f} (as blue {result['win_rate_blue']:.3f}, as red {result['win_rate_red']:.3f})")
-    print(f"  Elo: first {result['elo_first']:.1f}, latest {result['elo_latest']:.1f}, learner {result['elo_learner']:.1f} ({result['size']} snapshots)")
+    print(
+        f"  Elo: first {result['elo_first']:.1f}, latest {result['elo_latest']:.1f}, learner {result['elo_learner']:.1f} ({result['size']} snapshots)"
+    )
     step = max(1, len(curve) // 10)
     print("learner Elo by iteration: " + ", ".join(f"{i}: {elo:.0f}" for i, elo in curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else [])))
 

@@ -34,8 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ca12.run.config import algo_names
 from ca12.fit import main as fit_main
+from ca12.run.config import algo_names
 
 # One-step coordination game: greedy play earns the optimum 8; rollout returns still include the
 # eps_end=0.05 exploration (about 7.7), hence the threshold 7.5.
@@ -43,17 +43,43 @@ from ca12.fit import main as fit_main
 DISCRETE_NAVIGATION = ["env.continuous_actions=false", "algo.updates_per_frame=0.02", "algo.minibatch_size=512", "algo.annealing_frames=60000"]
 # One-step referential games, 1024 per batch: few large batches, 4 epochs of 256, lr 1e-3.
 REFERENTIAL = ["env.num_envs=1024", "collector.frames_per_batch=1024", "algo.minibatch_size=256", "algo.num_epochs=4", "algo.lr=1e-3"]
-ONE_STEP_MATRIX = ["env.max_steps=1", "env.num_envs=100", "collector.frames_per_batch=100", "model.hidden_sizes=[64]", "critic_model.hidden_sizes=[64]",
-                   "algo.lr=1e-3", "algo.minibatch_size=256", "algo.warmup_frames=200", "algo.updates_per_frame=0.15"]
+ONE_STEP_MATRIX = [
+    "env.max_steps=1",
+    "env.num_envs=100",
+    "collector.frames_per_batch=100",
+    "model.hidden_sizes=[64]",
+    "critic_model.hidden_sizes=[64]",
+    "algo.lr=1e-3",
+    "algo.minibatch_size=256",
+    "algo.warmup_frames=200",
+    "algo.updates_per_frame=0.15",
+]
 
 # IMPALA on discrete navigation: 12 worlds x 100 steps per batch, two Adam steps of 600 frames each.
-IMPALA_NAVIGATION = ["env.continuous_actions=false", "env.num_envs=12", "collector.frames_per_batch=1200", "algo.minibatch_size=600", "algo.lr=3e-4",
-                     "algo.entropy_coeff=0", "algo.normalize_advantage=true", "algo.max_grad_norm=1.0"]
+IMPALA_NAVIGATION = [
+    "env.continuous_actions=false",
+    "env.num_envs=12",
+    "collector.frames_per_batch=1200",
+    "algo.minibatch_size=600",
+    "algo.lr=3e-4",
+    "algo.entropy_coeff=0",
+    "algo.normalize_advantage=true",
+    "algo.max_grad_norm=1.0",
+]
 
 # Speaker-listener on VMAS with a goal per world, discrete actions (the speaker's are its 3 messages): 100 worlds x 100
 # steps (4 episodes of 25) per batch, 10 epochs of 2 000, lr 3e-4, entropy 0.01, rewards scaled by 0.1 for the critic.
-SPEAKER_LISTENER = ["env.max_steps=25", "env.continuous_actions=false", "env.reward_scale=0.1", "env.num_envs=100",
-                    "collector.frames_per_batch=10000", "algo.minibatch_size=2000", "algo.num_epochs=10", "algo.lr=3e-4", "algo.entropy_coeff=0.01"]
+SPEAKER_LISTENER = [
+    "env.max_steps=25",
+    "env.continuous_actions=false",
+    "env.reward_scale=0.1",
+    "env.num_envs=100",
+    "collector.frames_per_batch=10000",
+    "algo.minibatch_size=2000",
+    "algo.num_epochs=10",
+    "algo.lr=3e-4",
+    "algo.entropy_coeff=0.01",
+]
 
 # Repeated matrix games against switching scripted opponents: 60 worlds x 10 plays per batch, 10 epochs of 200.
 SWITCHING_OPPONENTS = ["collector.frames_per_batch=600", "algo.minibatch_size=200", "algo.lr=1e-3", "algo.entropy_coeff=0.01"]
@@ -70,12 +96,23 @@ class Row:
     @property
     def label(self) -> str:
         """The env, marked when its actions were made discrete."""
-        marks = [mark for override, mark in (("env.continuous_actions=false", "discrete"), ("env.shared_rew=true", "shared reward"),
-                                             ("model=gru", "GRU"), ("model=tarmac", "TarMAC"), ("model=commnet", "CommNet"),
-                                             ("model=graph", "graph"), ("model=dial", "DIAL"), ("model=hierarchical", "hierarchical"),
-                                             ("collector=sync", "sync actors"), ("algo.opponent_model=true", "opponent model"),
-                                             ("model.share_params=false", "per-agent parameters"))
-                 if override in self.overrides]
+        marks = [
+            mark
+            for override, mark in (
+                ("env.continuous_actions=false", "discrete"),
+                ("env.shared_rew=true", "shared reward"),
+                ("model=gru", "GRU"),
+                ("model=tarmac", "TarMAC"),
+                ("model=commnet", "CommNet"),
+                ("model=graph", "graph"),
+                ("model=dial", "DIAL"),
+                ("model=hierarchical", "hierarchical"),
+                ("collector=sync", "sync actors"),
+                ("algo.opponent_model=true", "opponent model"),
+                ("model.share_params=false", "per-agent parameters"),
+            )
+            if override in self.overrides
+        ]
         return self.env + (f" ({', '.join(marks)})" if marks else "")
 
 
@@ -111,15 +148,46 @@ ROWS = [
     Row("maddpg", "vmas/navigation", 150_000, 0.85),
     Row("masac", "vmas/navigation", 150_000, 0.8),
     # Single-agent Gym tasks (a team of one). PPO: RL Zoo's CartPole-v1 settings; SAC: the paper's.
-    Row("ppo", "gym/CartPole-v1", 100_096, 475.0, ["env.num_envs=8", "collector.frames_per_batch=256", "algo.minibatch_size=256",
-                                                   "algo.lmbda=0.8", "algo.gamma=0.98", "algo.num_epochs=20", "algo.lr=1e-3"]),
+    Row(
+        "ppo",
+        "gym/CartPole-v1",
+        100_096,
+        475.0,
+        [
+            "env.num_envs=8",
+            "collector.frames_per_batch=256",
+            "algo.minibatch_size=256",
+            "algo.lmbda=0.8",
+            "algo.gamma=0.98",
+            "algo.num_epochs=20",
+            "algo.lr=1e-3",
+        ],
+    ),
     Row("sac", "gym/Pendulum-v1", 12_000, -250.0, ["env.num_envs=4", "env.max_steps=200", "collector.frames_per_batch=400"]),
     # MPE2 simple_spread (3 agents, 25 steps, per-agent return): a random policy scores about -26.1.
-    Row("mappo", "pettingzoo/simple_spread", 200_000, -21.5, ["env.num_envs=20", "collector.frames_per_batch=2000", "algo.minibatch_size=400",
-                                                              "algo.lr=1e-4", "algo.entropy_coeff=0.01", "algo.num_epochs=5"]),
+    Row(
+        "mappo",
+        "pettingzoo/simple_spread",
+        200_000,
+        -21.5,
+        [
+            "env.num_envs=20",
+            "collector.frames_per_batch=2000",
+            "algo.minibatch_size=400",
+            "algo.lr=1e-4",
+            "algo.entropy_coeff=0.01",
+            "algo.num_epochs=5",
+        ],
+    ),
     # Memory: the cue is seen at the first step only (success rate; a memoryless policy scores 1/3).
     Row("mappo", "memory/cue", 33_600, 0.9, ["model=gru", "collector.frames_per_batch=2400", "algo.minibatch_size=400", "algo.entropy_coeff=0.01"]),
-    Row("qmix", "memory/cue", 19_200, 0.9, ["model=gru", "collector.frames_per_batch=960", "algo.annealing_frames=8000", "algo.sequence_length=8", "algo.burn_in=4"]),
+    Row(
+        "qmix",
+        "memory/cue",
+        19_200,
+        0.9,
+        ["model=gru", "collector.frames_per_batch=960", "algo.annealing_frames=8000", "algo.sequence_length=8", "algo.burn_in=4"],
+    ),
     # Speaker-listener (return per agent per 25-step episode): a listener heading for the landmarks' centre, the best
     # without the message, scores -39.6; one heading for its goal -30.6. The speaker's positive-signalling bonus breaks
     # the symmetry; without it MAPPO stays at the centre (-39.2 at 3 M frames, seed 0). benchmarks/speaker_listener.py
@@ -137,8 +205,13 @@ ROWS = [
     # (benchmarks/opponent.py runs both).
     Row("ppo", "matrix/rps5_switching", 12_000, 8.7, SWITCHING_OPPONENTS + ["algo.opponent_model=true"]),
     # Market (efficiency = welfare / optimal): greedy bidding scores 0.62 (benchmarks/market.py).
-    Row("mappo", "market/allocation", 30_000, 0.8, ["env.num_envs=1000", "collector.frames_per_batch=1000", "algo.minibatch_size=500",
-                                                     "algo.num_epochs=4", "algo.lr=3e-3"]),
+    Row(
+        "mappo",
+        "market/allocation",
+        30_000,
+        0.8,
+        ["env.num_envs=1000", "collector.frames_per_batch=1000", "algo.minibatch_size=500", "algo.num_epochs=4", "algo.lr=3e-3"],
+    ),
     # Traffic junction, medium (return per car slot; the success rate is in benchmarks/traffic_junction.py):
     # without communication MAPPO ended at -13.4, with CommNet at -7.7 (seed 0).
     # Distributed (gym/CartPole-v1): A3C with 4 Ray workers (staleness about 3), 8 worlds x 32 steps per gradient, lr annealed
@@ -147,33 +220,91 @@ ROWS = [
     # errors are the advantages' noise. The entropy bonus 0.001 on scaled rewards is 0.01 on the env's. Six seeds (0-5) all
     # end at 500 (docs/benchmarks.md, 2026-11-26), and so do seeds 0 and 3 with the scaling alone; without the scaling 3 of 4,
     # without scaling and entropy 3 of 5.
-    Row("a3c", "gym/CartPole-v1", 1_000_000, 475.0, ["algo.workers=4", "env.num_envs=8", "collector.frames_per_batch=256", "algo.lr=5e-4",
-                                                     "algo.anneal_lr=true", "algo.entropy_coeff=0.001", "env.reward_scale=0.1", "algo.max_grad_norm=0.5",
-                                                     "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]"]),
+    Row(
+        "a3c",
+        "gym/CartPole-v1",
+        1_000_000,
+        475.0,
+        [
+            "algo.workers=4",
+            "env.num_envs=8",
+            "collector.frames_per_batch=256",
+            "algo.lr=5e-4",
+            "algo.anneal_lr=true",
+            "algo.entropy_coeff=0.001",
+            "env.reward_scale=0.1",
+            "algo.max_grad_norm=0.5",
+            "model.hidden_sizes=[64,64]",
+            "critic_model.hidden_sizes=[64,64]",
+        ],
+    ),
     # IMPALA, 2 asynchronous actors (policy lag about 1): 4 Adam steps of 250 frames per 1 000-frame batch, one pass, lr
     # annealed to 0. At 600 k frames seed 0 ended at 441 and 465 (it hovered between 250 and 500), seed 1 at 499; at 1 M
     # frames five runs (seeds 0, 0, 1, 2, 3; async runs differ run to run) all ended at 500, the means of their last 100
     # iterations 498-500 (2026-11-26).
-    Row("impala", "gym/CartPole-v1", 1_000_000, 475.0, ["collector.frames_per_batch=1000", "algo.minibatch_size=250", "algo.lr=5e-4",
-                                                      "algo.anneal_lr=true", "algo.entropy_coeff=0", "algo.max_grad_norm=0.5",
-                                                      "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]"]),
+    Row(
+        "impala",
+        "gym/CartPole-v1",
+        1_000_000,
+        475.0,
+        [
+            "collector.frames_per_batch=1000",
+            "algo.minibatch_size=250",
+            "algo.lr=5e-4",
+            "algo.anneal_lr=true",
+            "algo.entropy_coeff=0",
+            "algo.max_grad_norm=0.5",
+            "model.hidden_sizes=[64,64]",
+            "critic_model.hidden_sizes=[64,64]",
+        ],
+    ),
     # IMPALA on navigation, 2 asynchronous actors (policy lag about 1.2), discrete actions: small batches (12 worlds x
     # 100 steps) so the lag is few updates, 2 Adam steps of 600 per batch, standardised advantages, no entropy bonus.
     # Seed 0: 0.56 at 1.2 M frames, 0.88 at 3 M (mean of the last 100 iterations 0.93). Continuous actions diverge
     # (TanhNormal log-densities grow without bound at the action bounds and nothing clips the policy-gradient term).
     Row("impala", "vmas/navigation", 3_000_000, 0.8, IMPALA_NAVIGATION),
     # ES: 16 evaluations (8 antithetic pairs) of 2 CartPole episodes per generation on 2 Ray workers; 500 from about 700 k frames.
-    Row("es", "gym/CartPole-v1", 800_000, 475.0, ["env.num_envs=2", "algo.population=16", "collector.frames_per_batch=16000", "algo.lr=0.05",
-                                                  "algo.sigma=0.1", "model.hidden_sizes=[16]"]),
-    Row("mappo", "comm/traffic_junction", 300_000, -10.0, ["model=commnet", "env.num_envs=150", "collector.frames_per_batch=6000",
-                                                           "algo.num_epochs=4", "algo.minibatch_size=2000", "algo.lr=1e-3", "algo.entropy_coeff=0.01"]),
+    Row(
+        "es",
+        "gym/CartPole-v1",
+        800_000,
+        475.0,
+        ["env.num_envs=2", "algo.population=16", "collector.frames_per_batch=16000", "algo.lr=0.05", "algo.sigma=0.1", "model.hidden_sizes=[16]"],
+    ),
+    Row(
+        "mappo",
+        "comm/traffic_junction",
+        300_000,
+        -10.0,
+        [
+            "model=commnet",
+            "env.num_envs=150",
+            "collector.frames_per_batch=6000",
+            "algo.num_epochs=4",
+            "algo.minibatch_size=2000",
+            "algo.lr=1e-3",
+            "algo.entropy_coeff=0.01",
+        ],
+    ),
 ]
 
 
 def fit_returns(row: Row, seed: int, run_dir: Path) -> tuple[list[float], float]:
     """(the rollout return of every iteration, seconds) of one row's fit into `run_dir`."""
-    argv = ["--algo", row.algo, "--env", row.env, "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
-            f"collector.total_frames={row.frames}", *row.overrides]
+    argv = [
+        "--algo",
+        row.algo,
+        "--env",
+        row.env,
+        "--seed",
+        str(seed),
+        "--run-dir",
+        str(run_dir),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        f"collector.total_frames={row.frames}",
+        *row.overrides,
+    ]
     start = time.perf_counter()
     if fit_main(argv) != 0:
         raise SystemExit(f"{row.algo} on {row.env} failed")
@@ -236,7 +367,10 @@ def main() -> None:
     print("\n" + header)
     print("-" * len(header))
     for row, seed, final, seconds in results:
-        print(f"{row.algo:<10}{row.label:<44}{seed:>5}{row.frames:>9}{seconds:>9.0f}{final:>14.3f}{row.threshold:>11.2f}  {'yes' if final >= row.threshold else 'NO'}")
+        print(
+            f"{row.algo:<10}{row.label:<44}{seed:>5}{row.frames:>9}{seconds:>9.0f}{final:>14.3f}{row.threshold:>11.2f}  "
+            f"{'yes' if final >= row.threshold else 'NO'}"
+        )
     summary = f"{'algorithm':<10}{'env':<44}{'seeds':>6}{'mean':>9}{'95 % interval':>16}{'threshold':>11}  pass  (final return of each seed)"
     print("\n" + summary)
     print("-" * len(summary))
@@ -244,8 +378,10 @@ def main() -> None:
         finals = [final for r, _, final, _ in results if r is row]
         mean, half = interval(finals)
         passed = all(final >= row.threshold for final in finals)
-        print(f"{row.algo:<10}{row.label:<44}{len(finals):>6}{mean:>9.3f}{f'+/- {half:.3f}':>16}{row.threshold:>11.2f}  {'yes' if passed else 'NO':<4}  "
-              + " ".join(f"{final:.3f}" for final in finals))
+        print(
+            f"{row.algo:<10}{row.label:<44}{len(finals):>6}{mean:>9.3f}{f'+/- {half:.3f}':>16}{row.threshold:>11.2f}  "
+            f"{'yes' if passed else 'NO':<4}  " + " ".join(f"{final:.3f}" for final in finals)
+        )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ import argparse
 import torch
 from learning import Row, run
 
-from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.envs.market import efficiency, greedy_choice, surplus_choice
+from ca12.run.config import load_config
 
 # 1000 one-round markets per batch, 4 epochs of 500, lr 3e-3 (tuned on seed 0: at 30 k frames
 # lr 1e-3 with 2000-frame batches reached 0.78, these settings 0.84).
@@ -63,8 +63,10 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--frames", type=int, default=None, help="frame budget of every row (default: the row's)")
     args = parser.parse_args()
-    header = (f"{'row':<20}{'seed':>5}{'frames':>8}{'seconds':>9}{'greedy':>8}{'quote rule':>11}{'learned':>9}{'optimal':>9}"
-              f"{'gain vs greedy':>16}{'gap to optimal':>16}")
+    header = (
+        f"{'row':<20}{'seed':>5}{'frames':>8}{'seconds':>9}{'greedy':>8}{'quote rule':>11}{'learned':>9}{'optimal':>9}"
+        f"{'gain vs greedy':>16}{'gap to optimal':>16}"
+    )
     lines = []
     for name, row in ROWS.items():
         if args.only is not None and name not in args.only:
@@ -74,8 +76,10 @@ def main() -> None:
         for seed in args.seeds:
             greedy, surplus = baselines(row, seed)
             learned, seconds = run(row, seed)
-            lines.append(f"{name:<20}{seed:>5}{row.frames:>8}{seconds:>9.0f}{greedy:>8.3f}{surplus:>11.3f}{learned:>9.3f}{1.0:>9.3f}"
-                         f"{100 * (learned - greedy) / greedy:>15.1f}%{100 * (1.0 - learned):>15.1f}%")
+            lines.append(
+                f"{name:<20}{seed:>5}{row.frames:>8}{seconds:>9.0f}{greedy:>8.3f}{surplus:>11.3f}{learned:>9.3f}{1.0:>9.3f}"
+                f"{100 * (learned - greedy) / greedy:>15.1f}%{100 * (1.0 - learned):>15.1f}%"
+            )
     print("\n" + header)
     print("-" * len(header))
     print("\n".join(lines))

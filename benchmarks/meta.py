@@ -36,9 +36,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ca12.algos.maml import MAML
-from ca12.run.config import load_config
 from ca12.envs import make_spec_env
 from ca12.fit import main
+from ca12.run.config import load_config
 from ca12.run.rundir import load_module
 
 HELD_OUT_SEED = 987_654_321  # far from every training stream ((seed + 7919 r) * 1_000_003 + iteration)
@@ -46,8 +46,20 @@ HELD_OUT_SEED = 987_654_321  # far from every training stream ((seed + 7919 r) *
 
 def train(run_dir: Path, frames: int, seed: int, extra: list[str]) -> MAML:
     """Train with ca12.fit and return the module with its final weights."""
-    args = ["--algo", "maml", "--env", "meta/navigation", "--run-dir", str(run_dir), "--seed", str(seed), "logger=csv",
-            "eval.every_n_iters=0", f"collector.total_frames={frames}", *extra]
+    args = [
+        "--algo",
+        "maml",
+        "--env",
+        "meta/navigation",
+        "--run-dir",
+        str(run_dir),
+        "--seed",
+        str(seed),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        f"collector.total_frames={frames}",
+        *extra,
+    ]
     if main(args) != 0:
         raise SystemExit(f"training failed: {' '.join(args)}")
     return load(run_dir / "checkpoints" / "last.ckpt")
@@ -72,10 +84,18 @@ def run() -> None:
     parser.add_argument("--tasks", type=int, default=100, help="held-out tasks")
     parser.add_argument("--eval-steps", type=int, default=3, help="inner steps at evaluation")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--inner-steps", type=int, default=1, help="MAML's k in training (algo.inner_steps); an iteration "
-                        "then costs meta_batch x (k + 1) x worlds x horizon env steps")
-    parser.add_argument("--scratch-seed", type=int, default=None, help="seed of the freshly initialised policy (default --seed: "
-                        "the initialisation maml's training started from)")
+    parser.add_argument(
+        "--inner-steps",
+        type=int,
+        default=1,
+        help="MAML's k in training (algo.inner_steps); an iteration then costs meta_batch x (k + 1) x worlds x horizon env steps",
+    )
+    parser.add_argument(
+        "--scratch-seed",
+        type=int,
+        default=None,
+        help="seed of the freshly initialised policy (default --seed: the initialisation maml's training started from)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,15 +109,19 @@ def run() -> None:
     run_config = OmegaConf.create(maml.run_config)
     torch.manual_seed(args.seed if args.scratch_seed is None else args.scratch_seed)  # as ca12.fit seeds before building the module
     scratch = MAML(run_config, make_spec_env(run_config.env, run_config.seed))
-    rows = {name: evaluate(module, maml, args.tasks, args.eval_steps) for name, module in
-            (("maml", maml), ("pretrained", pretrained), ("scratch", scratch))}
+    rows = {
+        name: evaluate(module, maml, args.tasks, args.eval_steps)
+        for name, module in (("maml", maml), ("pretrained", pretrained), ("scratch", scratch))
+    }
 
     k = cfg.inner_steps
     header = "| method | " + " | ".join(["before"] + [f"after {j} step{'s' if j > 1 else ''}" for j in range(1, args.eval_steps + 1)]) + " |"
-    print(f"\nmeta/navigation, {args.tasks} held-out goals, inner_lr {cfg.inner_lr}, {maml.worlds} episodes of "
-          f"{maml.family.horizon} steps per task and inner step; training: {args.frames} env steps per method "
-          f"(maml: {args.frames // maml._frames_per_iteration} meta-updates with k={k}; pretrained: "
-          f"{args.frames // per_iteration} policy-gradient updates)\n")
+    print(
+        f"\nmeta/navigation, {args.tasks} held-out goals, inner_lr {cfg.inner_lr}, {maml.worlds} episodes of "
+        f"{maml.family.horizon} steps per task and inner step; training: {args.frames} env steps per method "
+        f"(maml: {args.frames // maml._frames_per_iteration} meta-updates with k={k}; pretrained: "
+        f"{args.frames // per_iteration} policy-gradient updates)\n"
+    )
     print(header)
     print("|" + "---|" * (args.eval_steps + 2))
     for name, returns in rows.items():

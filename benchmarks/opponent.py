@@ -30,7 +30,8 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny nets: torch's thread pool only spins on shared cores
 
-from learning import SWITCHING_OPPONENTS as SETTINGS, Row, ablation  # noqa: E402  (learning.py's row for this task, without the flag)
+from learning import SWITCHING_OPPONENTS as SETTINGS  # noqa: E402  (learning.py's row for this task, without the flag)
+from learning import Row, ablation
 
 
 def main() -> None:
@@ -40,10 +41,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for both runs")
     args = parser.parse_args()
-    rows = {label: Row("ppo", args.env, args.frames, float("-inf"), SETTINGS + args.extra + [f"algo.opponent_model={flag}"])
-            for label, flag in (("with opponent model", "true"), ("without", "false"))}
-    ablation(f"PPO on {args.env}, {args.frames} frames, seed {args.seed} ({' '.join(SETTINGS + args.extra)})", rows, args.seed,
-             "margin of the opponent model (per episode of 10 plays)")
+    rows = {
+        label: Row("ppo", args.env, args.frames, float("-inf"), SETTINGS + args.extra + [f"algo.opponent_model={flag}"])
+        for label, flag in (("with opponent model", "true"), ("without", "false"))
+    }
+    ablation(
+        f"PPO on {args.env}, {args.frames} frames, seed {args.seed} ({' '.join(SETTINGS + args.extra)})",
+        rows,
+        args.seed,
+        "margin of the opponent model (per episode of 10 plays)",
+    )
+
 
 if __name__ == "__main__":
     main()

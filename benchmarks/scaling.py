@@ -30,30 +30,70 @@ BATCHES = 12  # iterations per point (per worker for the asynchronous methods)
 
 def impala(n: int) -> list[str]:
     """n asynchronous TorchRL collector processes; the learner takes one step per 800-frame batch."""
-    return ["--algo", "impala", *CARTPOLE, "collector=multiasync", f"collector.workers={n}", "env.num_envs=8",
-            "collector.frames_per_batch=800", "algo.minibatch_size=800", f"collector.total_frames={800 * BATCHES * n}"]
+    return [
+        "--algo",
+        "impala",
+        *CARTPOLE,
+        "collector=multiasync",
+        f"collector.workers={n}",
+        "env.num_envs=8",
+        "collector.frames_per_batch=800",
+        "algo.minibatch_size=800",
+        f"collector.total_frames={800 * BATCHES * n}",
+    ]
 
 
 def a3c(n: int) -> list[str]:
     """n Ray actor-learners, 8 worlds x 20 steps a gradient, applied on arrival."""
-    return ["--algo", "a3c", *CARTPOLE, f"algo.workers={n}", "env.num_envs=8", "collector.frames_per_batch=160",
-            f"collector.total_frames={160 * 4 * BATCHES * n}"]
+    return [
+        "--algo",
+        "a3c",
+        *CARTPOLE,
+        f"algo.workers={n}",
+        "env.num_envs=8",
+        "collector.frames_per_batch=160",
+        f"collector.total_frames={160 * 4 * BATCHES * n}",
+    ]
 
 
 def es(n: int) -> list[str]:
     """n Ray evaluators sharing a population of 8 (2 worlds x 100 steps each)."""
-    return ["--algo", "es", *CARTPOLE, f"algo.workers={n}", "algo.population=8", "env.num_envs=2", "env.max_steps=100",
-            "collector.frames_per_batch=1600", f"collector.total_frames={1600 * BATCHES // 2}"]
+    return [
+        "--algo",
+        "es",
+        *CARTPOLE,
+        f"algo.workers={n}",
+        "algo.population=8",
+        "env.num_envs=2",
+        "env.max_steps=100",
+        "collector.frames_per_batch=1600",
+        f"collector.total_frames={1600 * BATCHES // 2}",
+    ]
 
 
 def ddp(n: int) -> list[str]:
     """PPO's learner on n DDP processes (CPU), each collecting its own 1024-frame batch."""
-    return ["--algo", "ppo", *CARTPOLE, "trainer=ddp", f"trainer.devices={n}", "trainer.accelerator=cpu", "env.num_envs=8",
-            "collector.frames_per_batch=1024", "algo.minibatch_size=256", "algo.num_epochs=4", f"collector.total_frames={1024 * BATCHES * n}"]
+    return [
+        "--algo",
+        "ppo",
+        *CARTPOLE,
+        "trainer=ddp",
+        f"trainer.devices={n}",
+        "trainer.accelerator=cpu",
+        "env.num_envs=8",
+        "collector.frames_per_batch=1024",
+        "algo.minibatch_size=256",
+        "algo.num_epochs=4",
+        f"collector.total_frames={1024 * BATCHES * n}",
+    ]
 
 
-METHODS = {"impala": ("IMPALA (collector.workers)", impala), "a3c": ("A3C (algo.workers)", a3c), "es": ("ES (algo.workers)", es),
-           "ddp": ("PPO learner, Lightning DDP (trainer.devices)", ddp)}
+METHODS = {
+    "impala": ("IMPALA (collector.workers)", impala),
+    "a3c": ("A3C (algo.workers)", a3c),
+    "es": ("ES (algo.workers)", es),
+    "ddp": ("PPO learner, Lightning DDP (trainer.devices)", ddp),
+}
 
 
 def frames_per_second(run_dir: Path) -> float:

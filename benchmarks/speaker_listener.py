@@ -55,15 +55,21 @@ import tempfile
 from pathlib import Path
 
 import torch
+from learning import SPEAKER_LISTENER, Row, fit_returns  # the sibling script's fit of one row, its settings
 
 import ca12
-from learning import SPEAKER_LISTENER, Row, fit_returns  # the sibling script's fit of one row, its settings
 
 SETTINGS = {
     "vmas": SPEAKER_LISTENER,
     # The simple_spread row's settings (benchmarks/learning.py), lr 3e-4.
-    "pettingzoo": ["env.num_envs=20", "collector.frames_per_batch=2000", "algo.minibatch_size=400", "algo.lr=3e-4",
-                   "algo.entropy_coeff=0.01", "algo.num_epochs=5"],
+    "pettingzoo": [
+        "env.num_envs=20",
+        "collector.frames_per_batch=2000",
+        "algo.minibatch_size=400",
+        "algo.lr=3e-4",
+        "algo.entropy_coeff=0.01",
+        "algo.num_epochs=5",
+    ],
 }
 SILENCED = "env.hide_observation={listener:[-3,-2,-1]}"
 MESSAGE = slice(-3, None)  # the listener's last three observation features
@@ -81,8 +87,9 @@ def evaluate(run: ca12.Run, zero_message: bool, episodes: int = 8, worlds: int =
             td["listener", "observation"][..., MESSAGE] = 0.0
         return run.policy(td)
 
-    returns = [env.rollout(steps, policy=policy, break_when_any_done=False)["next", "listener", "reward"].sum(1).mean().item()
-               for _ in range(episodes)]
+    returns = [
+        env.rollout(steps, policy=policy, break_when_any_done=False)["next", "listener", "reward"].sum(1).mean().item() for _ in range(episodes)
+    ]
     return sum(returns) / len(returns)
 
 
@@ -92,8 +99,9 @@ def main() -> None:
     parser.add_argument("--task", default=None, help="vmas: speaker_listener (default, a goal per world) or simple_speaker_listener")
     parser.add_argument("--frames", type=int, default=3_000_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--signalling", type=float, default=0.1, help="the speaker's positive-signalling weight (algo.signalling_coeff) "
-                        "in both runs; 0: off")
+    parser.add_argument(
+        "--signalling", type=float, default=0.1, help="the speaker's positive-signalling weight (algo.signalling_coeff) in both runs; 0: off"
+    )
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for both runs, e.g. env.continuous_actions=true")
     parser.add_argument("--algo", choices=["mappo", "ippo"], default="mappo", help="ippo: each agent's critic sees only its own observation")
     parser.add_argument("--only", choices=["with", "hidden"], default=None, help="run one variant (two processes can run the two side by side)")
@@ -107,21 +115,26 @@ def main() -> None:
         variants = {"with": ("with the channel", []), "hidden": ("message hidden", [SILENCED])}
         for label, extra in [variants[args.only]] if args.only else variants.values():
             run_dir = Path(tmp) / label.replace(" ", "_")
-            returns, seconds = fit_returns(Row(args.algo, env, args.frames, float("-inf"), SETTINGS[args.family] + signalling + args.extra + extra),
-                                           args.seed, run_dir)
-            last = returns[-max(1, len(returns) // 10):]  # the last 10 % of iterations
+            returns, seconds = fit_returns(
+                Row(args.algo, env, args.frames, float("-inf"), SETTINGS[args.family] + signalling + args.extra + extra), args.seed, run_dir
+            )
+            last = returns[-max(1, len(returns) // 10) :]  # the last 10 % of iterations
             final, run = sum(last) / len(last), ca12.load(run_dir)
             with torch.no_grad():
                 rows[label] = (final, evaluate(run, False), evaluate(run, True), seconds)
-    print(f"\n{args.algo.upper()} on {env} {' '.join(signalling + args.extra)}, {args.frames} frames, seed {args.seed} (returns per agent per episode)")
+    print(
+        f"\n{args.algo.upper()} on {env} {' '.join(signalling + args.extra)}, {args.frames} frames, seed {args.seed} (returns per agent per episode)"
+    )
     print(f"{'variant':<20}{'final':>9}{'evaluated':>11}{'message zeroed':>16}{'seconds':>9}")
     for label, (final, intact, zeroed, seconds) in rows.items():
         print(f"{label:<20}{final:>9.2f}{intact:>11.2f}{zeroed:>16.2f}{seconds:>9.0f}")
     if len(rows) < 2:
         return
     (final, intact, zeroed, _), (silent, *_) = rows.values()
-    print(f"gap with the channel against without: {final - silent:+.2f}; of it, the policy's use of the message "
-          f"(evaluated minus message zeroed): {intact - zeroed:+.2f}. Only the second is communication.")
+    print(
+        f"gap with the channel against without: {final - silent:+.2f}; of it, the policy's use of the message "
+        f"(evaluated minus message zeroed): {intact - zeroed:+.2f}. Only the second is communication."
+    )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.fit import main as fit_main
+from ca12.run.config import load_config
 
 
 def env_ceiling(num_envs: int, max_steps: int, device: str, repeats: int = 3, task: str = "navigation") -> float:
@@ -47,9 +47,17 @@ def fit_throughput(num_envs: int, max_steps: int, iters: int, device: str) -> di
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         args = [
-            "--algo", "mappo", "--run-dir", str(run_dir), "logger=csv", f"trainer={trainer}",
-            f"env.device={device}", f"env.num_envs={num_envs}", f"env.max_steps={max_steps}",
-            f"collector.frames_per_batch={frames_per_batch}", f"collector.total_frames={frames_per_batch * iters}",
+            "--algo",
+            "mappo",
+            "--run-dir",
+            str(run_dir),
+            "logger=csv",
+            f"trainer={trainer}",
+            f"env.device={device}",
+            f"env.num_envs={num_envs}",
+            f"env.max_steps={max_steps}",
+            f"collector.frames_per_batch={frames_per_batch}",
+            f"collector.total_frames={frames_per_batch * iters}",
             f"checkpoint.every_n_iters={iters}",
         ]
         if fit_main(args) != 0:
@@ -81,14 +89,18 @@ def main() -> None:
         fit = fit_throughput(args.num_envs, args.max_steps, args.iters, device)
         rows.append((device, ceiling, fit))
 
-    print(f"\nMAPPO on vmas/navigation, {args.num_envs} envs x {args.max_steps} steps per iteration, "
-          f"default update (epochs x minibatches), {args.iters - 1} timed iterations")
+    print(
+        f"\nMAPPO on vmas/navigation, {args.num_envs} envs x {args.max_steps} steps per iteration, "
+        f"default update (epochs x minibatches), {args.iters - 1} timed iterations"
+    )
     header = f"{'device':<7}{'VmasEnv ceiling':>17}{'collect':>12}{'update':>12}{'total':>12}{'collect/ceiling':>17}{'total/ceiling':>15}"
     print(header)
     print("-" * len(header))
     for device, ceiling, fit in rows:
-        print(f"{device:<7}{ceiling:>15,.0f}/s{fit['collect']:>10,.0f}/s{fit['update']:>10,.0f}/s{fit['total']:>10,.0f}/s"
-              f"{fit['collect'] / ceiling:>17.3f}{fit['total'] / ceiling:>15.3f}")
+        print(
+            f"{device:<7}{ceiling:>15,.0f}/s{fit['collect']:>10,.0f}/s{fit['update']:>10,.0f}/s{fit['total']:>10,.0f}/s"
+            f"{fit['collect'] / ceiling:>17.3f}{fit['total'] / ceiling:>15.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,13 +31,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from ca12.run.score import checkpoint_success_rate
 from ca12.fit import main as fit_main
+from ca12.run.score import checkpoint_success_rate
 
 # MAPPO on 150 worlds x 40 steps per batch: 4 epochs of 2000 frames (20 000 car slots) at lr 1e-3,
 # a little entropy so the cars keep trying both actions.
-SETTINGS = ["collector.frames_per_batch=6000", "env.num_envs=150", "algo.num_epochs=4", "algo.minibatch_size=2000",
-            "algo.lr=1e-3", "algo.entropy_coeff=0.01", "eval.every_n_iters=0", "logger=csv"]
+SETTINGS = [
+    "collector.frames_per_batch=6000",
+    "env.num_envs=150",
+    "algo.num_epochs=4",
+    "algo.minibatch_size=2000",
+    "algo.lr=1e-3",
+    "algo.entropy_coeff=0.01",
+    "eval.every_n_iters=0",
+    "logger=csv",
+]
 # Every actor has the talking models' encoder width (conf/model/mlp.yaml's default is [256, 256]).
 SAME_WIDTH = ["model.hidden_sizes=[64,64]"]
 # model -> (paper, difficulty, reported success %), printed beside the measured rows.
@@ -50,8 +58,23 @@ REPORTED = {
 
 def train(model: str, frames: int, difficulty: str, steps: int, episodes: int, run_dir: Path, extra: list[str]) -> tuple[float, float, float]:
     """(seconds, last rollout return, greedy success rate) of one MAPPO run with `model`."""
-    argv = ["--algo", "mappo", "--env", "comm/traffic_junction", "--seed", "0", "--run-dir", str(run_dir), *SETTINGS,
-            f"env.difficulty={difficulty}", f"env.max_steps={steps}", f"collector.total_frames={frames}", f"model={model}", *SAME_WIDTH, *extra]
+    argv = [
+        "--algo",
+        "mappo",
+        "--env",
+        "comm/traffic_junction",
+        "--seed",
+        "0",
+        "--run-dir",
+        str(run_dir),
+        *SETTINGS,
+        f"env.difficulty={difficulty}",
+        f"env.max_steps={steps}",
+        f"collector.total_frames={frames}",
+        f"model={model}",
+        *SAME_WIDTH,
+        *extra,
+    ]
     start = time.perf_counter()
     if fit_main(argv) != 0:
         raise SystemExit(f"mappo with model={model} failed")

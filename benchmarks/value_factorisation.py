@@ -36,9 +36,11 @@ METHODS = ("qmix", "vdn")
 PAPER_RETURN = {"qmix": 8.0, "vdn": 7.0}  # the paper's figure: greedy return after training
 # The paper's appendix B settings, as ca12 overrides.
 PAPER = [
-    "algo.eps_init=1.0", "algo.eps_end=1.0",  # uniform exploration over the whole of training
+    "algo.eps_init=1.0",
+    "algo.eps_end=1.0",  # uniform exploration over the whole of training
     "algo.gamma=0.99",
-    "model.hidden_sizes=[64]", "model.activation=relu",  # one hidden layer of 64 ReLU units, shared by the agents
+    "model.hidden_sizes=[64]",
+    "model.activation=relu",  # one hidden layer of 64 ReLU units, shared by the agents
     "algo.buffer_size=1000",  # the last 500 episodes of 2 steps
     "algo.minibatch_size=64",  # 32 episodes of 2 steps
     "algo.updates_per_frame=0.5",  # one update per episode
@@ -46,7 +48,8 @@ PAPER = [
     "algo.lr=5e-4",
     "algo.tau=0.01",  # soft stand-in for the target copy every 100 updates
     # 25 worlds play one episode each per batch: 25 updates per batch.
-    "env.num_envs=25", "collector.frames_per_batch=50",
+    "env.num_envs=25",
+    "collector.frames_per_batch=50",
 ]
 MIXER = {"qmix": ["algo.mixing_embed_dim=8"], "vdn": []}  # QMIX's mixing network: 8 units (VDN's is a sum)
 EVAL_EPISODES = 8

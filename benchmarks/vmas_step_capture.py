@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from ca12.run.config import load_config
 from ca12.envs import make_env
+from ca12.run.config import load_config
 
 
 def _sync(device: str) -> None:
@@ -93,13 +93,17 @@ def main() -> None:
         print(f"capture failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         return
     replay_ms = _timed(graph.replay, args.steps, device)
-    print(f"raw step as a CUDA graph:     {replay_ms:7.3f} ms per replay ({raw_ms / replay_ms:.1f}x the raw step, "
-          f"{torchrl_ms / replay_ms:.1f}x the wrapper's)", flush=True)
+    print(
+        f"raw step as a CUDA graph:     {replay_ms:7.3f} ms per replay ({raw_ms / replay_ms:.1f}x the raw step, "
+        f"{torchrl_ms / replay_ms:.1f}x the wrapper's)",
+        flush=True,
+    )
     # Correctness: the graph reads the pre-capture state tensors, which still hold `before`'s state.
     graph.replay()
     expected = step(before, actions)
     same = all(torch.allclose(a, b, atol=1e-5) for a, b in zip(captured[0], expected[0])) and all(
-        torch.allclose(a, b, atol=1e-5) for a, b in zip(captured[1], expected[1]))
+        torch.allclose(a, b, atol=1e-5) for a, b in zip(captured[1], expected[1])
+    )
     print(f"replay == eager step from the same state (observations, rewards): {same}")
     del keep, graph
 

@@ -41,23 +41,51 @@ ON_POLICY = {"mappo", "ippo"}
 
 def timed_run(device: str) -> list[str]:
     """The overrides of every timed ca12 run: the device, metrics.csv only, no evaluation or checkpoint."""
-    return [f"env.device={device}", f"trainer={'gpu' if device.startswith('cuda') else 'cpu'}", "logger=csv",
-            "checkpoint.every_n_iters=100000", "eval.every_n_iters=100000"]
+    return [
+        f"env.device={device}",
+        f"trainer={'gpu' if device.startswith('cuda') else 'cpu'}",
+        "logger=csv",
+        "checkpoint.every_n_iters=100000",
+        "eval.every_n_iters=100000",
+    ]
 
 
 def ca12_work(algo: str, task: str, device: str, iters: int) -> tuple[list[str], int]:
     """ca12's overrides for BenchMARL's work, and the frames per iteration."""
-    common = [*timed_run(device), "model.activation=tanh", "critic_model.activation=tanh", "model.hidden_sizes=[256,256]",
-              "critic_model.hidden_sizes=[256,256]", "algo.gamma=0.9", "algo.max_grad_norm=5.0"]
+    common = [
+        *timed_run(device),
+        "model.activation=tanh",
+        "critic_model.activation=tanh",
+        "model.hidden_sizes=[256,256]",
+        "critic_model.hidden_sizes=[256,256]",
+        "algo.gamma=0.9",
+        "algo.max_grad_norm=5.0",
+    ]
     if algo in ON_POLICY:
         frames = 60_000
-        work = ["env.num_envs=600", "env.max_steps=100", f"collector.frames_per_batch={frames}", "algo.num_epochs=45",
-                "algo.minibatch_size=4096", "algo.lr=5e-5", "algo.lmbda=0.9", "algo.clip_epsilon=0.2"]
+        work = [
+            "env.num_envs=600",
+            "env.max_steps=100",
+            f"collector.frames_per_batch={frames}",
+            "algo.num_epochs=45",
+            "algo.minibatch_size=4096",
+            "algo.lr=5e-5",
+            "algo.lmbda=0.9",
+            "algo.clip_epsilon=0.2",
+        ]
     else:
         frames = 6_000
         lrs = ["algo.actor_lr=5e-5", "algo.critic_lr=5e-5"] + (["algo.alpha_lr=5e-5"] if algo == "masac" else [])
-        work = ["env.num_envs=60", "env.max_steps=100", f"collector.frames_per_batch={frames}", f"algo.updates_per_frame={1000 / frames}",
-                "algo.minibatch_size=128", f"algo.buffer_device={device}", "algo.warmup_frames=0", *lrs]
+        work = [
+            "env.num_envs=60",
+            "env.max_steps=100",
+            f"collector.frames_per_batch={frames}",
+            f"algo.updates_per_frame={1000 / frames}",
+            "algo.minibatch_size=128",
+            f"algo.buffer_device={device}",
+            "algo.warmup_frames=0",
+            *lrs,
+        ]
     return [*common, *work, f"collector.total_frames={frames * iters}"], frames
 
 
@@ -95,17 +123,41 @@ def run_benchmarl(site: str, algo: str, task: str, device: str, iters: int, time
     """BenchMARL 1.5.2 at the same work (../shared/bench/benchmarl_gpu.sh's command): seconds per
     iteration from its progress bar's last rate, the wall time and the last return line."""
     if algo in ON_POLICY:
-        work = ["experiment.on_policy_collected_frames_per_batch=60000", "experiment.on_policy_n_envs_per_worker=600",
-                "experiment.on_policy_n_minibatch_iters=45", "experiment.on_policy_minibatch_size=4096",
-                f"experiment.max_n_frames={iters * 60000}"]
+        work = [
+            "experiment.on_policy_collected_frames_per_batch=60000",
+            "experiment.on_policy_n_envs_per_worker=600",
+            "experiment.on_policy_n_minibatch_iters=45",
+            "experiment.on_policy_minibatch_size=4096",
+            f"experiment.max_n_frames={iters * 60000}",
+        ]
     else:
-        work = ["experiment.off_policy_collected_frames_per_batch=6000", "experiment.off_policy_n_envs_per_worker=60",
-                "experiment.off_policy_n_optimizer_steps=1000", "experiment.off_policy_train_batch_size=128",
-                f"experiment.buffer_device={device}", f"experiment.max_n_frames={iters * 6000}"]
-    cmd = [sys.executable, "-m", "benchmarl.run", f"algorithm={algo}", f"task=vmas/{task}", "seed=0",
-           f"experiment.sampling_device={device}", f"experiment.train_device={device}", "experiment.evaluation=false",
-           "experiment.render=false", "experiment.loggers=[]", "experiment.checkpoint_interval=0",
-           "experiment.create_json=false", "experiment.lr=0.00005", "experiment.gamma=0.9", "experiment.clip_grad_val=5", *work]
+        work = [
+            "experiment.off_policy_collected_frames_per_batch=6000",
+            "experiment.off_policy_n_envs_per_worker=60",
+            "experiment.off_policy_n_optimizer_steps=1000",
+            "experiment.off_policy_train_batch_size=128",
+            f"experiment.buffer_device={device}",
+            f"experiment.max_n_frames={iters * 6000}",
+        ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarl.run",
+        f"algorithm={algo}",
+        f"task=vmas/{task}",
+        "seed=0",
+        f"experiment.sampling_device={device}",
+        f"experiment.train_device={device}",
+        "experiment.evaluation=false",
+        "experiment.render=false",
+        "experiment.loggers=[]",
+        "experiment.checkpoint_interval=0",
+        "experiment.create_json=false",
+        "experiment.lr=0.00005",
+        "experiment.gamma=0.9",
+        "experiment.clip_grad_val=5",
+        *work,
+    ]
     env = {**os.environ, "PYTHONPATH": site, "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -150,8 +202,13 @@ def main() -> None:
     parser.add_argument("--ca12-root", nargs="*", default=[str(Path(__file__).resolve().parents[1])])
     parser.add_argument("--benchmarl-site", default=None, help="a folder with BenchMARL 1.5.2 and its torchrl 0.11 installed")
     parser.add_argument("--extra", nargs="*", default=[], help="ca12 overrides on top of the work")
-    parser.add_argument("--variant", action="append", default=None, metavar="LABEL=OVERRIDES",
-                        help="a ca12 row per variant (repeatable), e.g. 'cudagraphs=algo.cudagraphs=true'; default: one row, no more overrides")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        metavar="LABEL=OVERRIDES",
+        help="a ca12 row per variant (repeatable), e.g. 'cudagraphs=algo.cudagraphs=true'; default: one row, no more overrides",
+    )
     parser.add_argument("--no-ceiling", action="store_true")
     parser.add_argument("--to-return", type=float, default=None)
     parser.add_argument("--total-frames", type=int, default=3_000_000)
@@ -164,10 +221,15 @@ def main() -> None:
         rows, wall = run_ca12(Path(args.ca12_root[0]), args.algo, args.task, overrides + args.extra, args.timeout)
         train_s, since_start, at = time_to_return(rows, wall, args.to_return)
         last = rows[-1].get("rollout/episode_reward_mean")
-        print(f"ca12 {args.algo} vmas/{args.task} on {args.device} with {' '.join(args.extra)}: "
-              + (f"return {args.to_return} after {train_s:.1f} s of training, {since_start:.1f} s from process start, {at} frames"
-                 if train_s is not None else f"return {args.to_return} not reached in {len(rows)} iterations (last {last})")
-              + f"; whole run {wall:.1f} s, last return {last}")
+        print(
+            f"ca12 {args.algo} vmas/{args.task} on {args.device} with {' '.join(args.extra)}: "
+            + (
+                f"return {args.to_return} after {train_s:.1f} s of training, {since_start:.1f} s from process start, {at} frames"
+                if train_s is not None
+                else f"return {args.to_return} not reached in {len(rows)} iterations (last {last})"
+            )
+            + f"; whole run {wall:.1f} s, last return {last}"
+        )
         return
 
     overrides, frames = ca12_work(args.algo, args.task, args.device, args.iters)
@@ -181,8 +243,11 @@ def main() -> None:
 
     def row(name: str, s: float, wall: float, detail: str) -> None:
         fps = frames / s
-        print(f"{name:<30}{s:>12.3f}{fps:>12,.0f}{(reference / s if reference else float('nan')):>13.2f}"
-              f"{(fps / ceiling if ceiling else float('nan')):>11.3f}{wall:>9.1f}   {detail}", flush=True)
+        print(
+            f"{name:<30}{s:>12.3f}{fps:>12,.0f}{(reference / s if reference else float('nan')):>13.2f}"
+            f"{(fps / ceiling if ceiling else float('nan')):>11.3f}{wall:>9.1f}   {detail}",
+            flush=True,
+        )
 
     if args.benchmarl_site:
         try:

@@ -44,13 +44,38 @@ class Task:
 
 
 TASKS = {
-    "ppo": Task("ppo", "CartPole-v1", 475.0, 100_096, 256, [
-        "env.num_envs=8", "collector.frames_per_batch=256", "algo.minibatch_size=256", "algo.num_epochs=20", "algo.gamma=0.98",
-        "algo.lmbda=0.8", "algo.lr=1e-3", "algo.clip_epsilon=0.2", "algo.entropy_coeff=0.0", "algo.max_grad_norm=0.5",
-    ]),
-    "sac": Task("sac", "Pendulum-v1", -250.0, 12_000, 400, [
-        "env.num_envs=1", "env.max_steps=200", "collector.frames_per_batch=400", "algo.warmup_frames=1000",
-    ]),
+    "ppo": Task(
+        "ppo",
+        "CartPole-v1",
+        475.0,
+        100_096,
+        256,
+        [
+            "env.num_envs=8",
+            "collector.frames_per_batch=256",
+            "algo.minibatch_size=256",
+            "algo.num_epochs=20",
+            "algo.gamma=0.98",
+            "algo.lmbda=0.8",
+            "algo.lr=1e-3",
+            "algo.clip_epsilon=0.2",
+            "algo.entropy_coeff=0.0",
+            "algo.max_grad_norm=0.5",
+        ],
+    ),
+    "sac": Task(
+        "sac",
+        "Pendulum-v1",
+        -250.0,
+        12_000,
+        400,
+        [
+            "env.num_envs=1",
+            "env.max_steps=200",
+            "collector.frames_per_batch=400",
+            "algo.warmup_frames=1000",
+        ],
+    ),
 }
 
 
@@ -69,8 +94,20 @@ def run_ca12(task: Task, seed: int) -> tuple[int | None, float | None]:
     """(frames, seconds) to the threshold; episodes are read from the per-iteration metrics."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        argv = ["--algo", task.algo, "--env", f"gym/{task.env}", "--seed", str(seed), "--run-dir", str(run_dir), "logger=csv",
-                "eval.every_n_iters=0", f"collector.total_frames={task.frames}", *task.ca12]
+        argv = [
+            "--algo",
+            task.algo,
+            "--env",
+            f"gym/{task.env}",
+            "--seed",
+            str(seed),
+            "--run-dir",
+            str(run_dir),
+            "logger=csv",
+            "eval.every_n_iters=0",
+            f"collector.total_frames={task.frames}",
+            *task.ca12,
+        ]
         if fit_main(argv) != 0:
             raise SystemExit(f"ca12 {task.algo} failed")
         with open(run_dir / "metrics.csv") as f:
@@ -105,12 +142,37 @@ def run_sb3(task: Task, seed: int) -> tuple[int | None, float | None]:
 
     if task.algo == "ppo":
         env = make_vec_env(task.env, n_envs=8, seed=seed)
-        model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8, learning_rate=1e-3,
-                    clip_range=0.2, ent_coef=0.0, max_grad_norm=0.5, seed=seed, device="cpu")
+        model = PPO(
+            "MlpPolicy",
+            env,
+            n_steps=32,
+            batch_size=256,
+            n_epochs=20,
+            gamma=0.98,
+            gae_lambda=0.8,
+            learning_rate=1e-3,
+            clip_range=0.2,
+            ent_coef=0.0,
+            max_grad_norm=0.5,
+            seed=seed,
+            device="cpu",
+        )
     else:
         env = make_vec_env(task.env, n_envs=1, seed=seed)
-        model = SAC("MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=1000, batch_size=256, tau=0.005,
-                    gamma=0.99, train_freq=1, gradient_steps=1, seed=seed, device="cpu")
+        model = SAC(
+            "MlpPolicy",
+            env,
+            learning_rate=3e-4,
+            buffer_size=1_000_000,
+            learning_starts=1000,
+            batch_size=256,
+            tau=0.005,
+            gamma=0.99,
+            train_freq=1,
+            gradient_steps=1,
+            seed=seed,
+            device="cpu",
+        )
     model.learn(task.frames, callback=Record())
     frames = first_crossing(ends, task.window, task.threshold)
     return (frames, times[(frames - 1) // task.window]) if frames is not None else (None, None)
@@ -136,8 +198,10 @@ def main() -> None:
     for task, (f1, s1), (f2, s2) in rows:
         fr = f1 / f2 if f1 and f2 else None
         sr = s1 / s2 if s1 and s2 else None
-        print(f"{task.algo:<6}{task.env:<14}{task.threshold:>10.0f}{fmt(f1, 'd'):>13}{fmt(f2, 'd'):>12}{fmt(fr, '.2f'):>7}"
-              f"{fmt(s1, '.1f'):>9}{fmt(s2, '.1f'):>8}{fmt(sr, '.2f'):>7}")
+        print(
+            f"{task.algo:<6}{task.env:<14}{task.threshold:>10.0f}{fmt(f1, 'd'):>13}{fmt(f2, 'd'):>12}{fmt(fr, '.2f'):>7}"
+            f"{fmt(s1, '.1f'):>9}{fmt(s2, '.1f'):>8}{fmt(sr, '.2f'):>7}"
+        )
 
 
 if __name__ == "__main__":

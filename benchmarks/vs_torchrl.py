@@ -26,19 +26,27 @@ import torch
 from torchrl.collectors import Collector
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.fit import main as fit_main
+from ca12.run.config import load_config
 
 
 def overrides(args) -> list[str]:
     fpb = args.num_envs * args.max_steps
     return [
-        f"env.num_envs={args.num_envs}", f"env.max_steps={args.max_steps}", f"env.device={args.device}",
-        f"collector.frames_per_batch={fpb}", f"collector.total_frames={fpb * args.iters}",
-        f"algo.num_epochs={args.epochs}", f"algo.minibatch_size={args.minibatch}", f"algo.lr={args.lr}",
-        f"algo.gamma={args.gamma}", f"algo.lmbda={args.lmbda}", f"algo.max_grad_norm={args.max_grad_norm}",
-        "eval.every_n_iters=0", f"checkpoint.every_n_iters={args.iters}",
+        f"env.num_envs={args.num_envs}",
+        f"env.max_steps={args.max_steps}",
+        f"env.device={args.device}",
+        f"collector.frames_per_batch={fpb}",
+        f"collector.total_frames={fpb * args.iters}",
+        f"algo.num_epochs={args.epochs}",
+        f"algo.minibatch_size={args.minibatch}",
+        f"algo.lr={args.lr}",
+        f"algo.gamma={args.gamma}",
+        f"algo.lmbda={args.lmbda}",
+        f"algo.max_grad_norm={args.max_grad_norm}",
+        "eval.every_n_iters=0",
+        f"checkpoint.every_n_iters={args.iters}",
     ]
 
 
@@ -63,15 +71,18 @@ def plain_torchrl(args, seed: int) -> list[float]:
     loss_module = module.loss_module.to(args.device)
     env = make_env(cfg.env, seed)
     collector = Collector(
-        env, module.actor, frames_per_batch=cfg.collector.frames_per_batch, total_frames=cfg.collector.total_frames,
-        reset_at_each_iter=True, auto_register_policy_transforms=False,
+        env,
+        module.actor,
+        frames_per_batch=cfg.collector.frames_per_batch,
+        total_frames=cfg.collector.total_frames,
+        reset_at_each_iter=True,
+        auto_register_policy_transforms=False,
     )
     optimiser = torch.optim.Adam(loss_module.parameters(), lr=cfg.algo.lr)
     times = []
     for batch in timed_batches(collector, times):
         with torch.no_grad():
-            loss_module.value_estimator(batch, params=loss_module.critic_network_params,
-                                        target_params=loss_module.target_critic_network_params)
+            loss_module.value_estimator(batch, params=loss_module.critic_network_params, target_params=loss_module.target_critic_network_params)
         frames = batch.reshape(-1)
         for _ in range(cfg.algo.num_epochs):
             for index in torch.randperm(frames.shape[0], device=frames.device).split(cfg.algo.minibatch_size):
@@ -134,9 +145,12 @@ def main() -> None:
         plain.append(statistics.mean(plain_torchrl(args, seed=round_)))
         ours.append(statistics.mean(ca12_fit("mappo", overrides(args), args.device, seed=round_)))
     fpb = args.num_envs * args.max_steps
-    print(f"\nMAPPO vmas/navigation on {args.device}: {args.num_envs} envs, {fpb} frames/iteration, "
-          f"{args.epochs} epochs x minibatch {args.minibatch}; median of {args.rounds} rounds x {args.iters - 1} timed iterations")
+    print(
+        f"\nMAPPO vmas/navigation on {args.device}: {args.num_envs} envs, {fpb} frames/iteration, "
+        f"{args.epochs} epochs x minibatch {args.minibatch}; median of {args.rounds} rounds x {args.iters - 1} timed iterations"
+    )
     report(plain, ours, "frames/s", fpb)
+
 
 if __name__ == "__main__":
     main()

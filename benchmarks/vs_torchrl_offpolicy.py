@@ -13,7 +13,8 @@ The plain loop is what a TorchRL user writes by hand: `Collector` + `TensorDictR
 TorchRL's `DDPGLoss` / `SACLoss` + Adam + `clip_grad_norm_` + `SoftUpdate`, no Lightning, no
 checkpoints, no NaN guard. It uses ca12's networks and loss modules, so both sides run the same
 maths. ca12 is the real `python -m ca12.fit` path (Lightning Trainer, ReplayDataModule,
-metrics.csv, a checkpoint every iteration (the buffer's changed segments), the NaN guard). Runs alternate (plain, ca12, ...); every run's first iteration is warm-up and dropped.
+metrics.csv, a checkpoint every iteration (the buffer's changed segments), the NaN guard). Runs
+alternate (plain, ca12, ...); every run's first iteration is warm-up and dropped.
 Prints seconds per iteration (median over rounds of each run's mean) and the ratio.
 """
 
@@ -26,13 +27,12 @@ import torch
 from torch.nn.utils import clip_grad_norm_
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from vs_torchrl import ca12_fit, report, timed_batches  # the sibling script: run from anywhere, benchmarks/ is on sys.path
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.data.replay import replay_view
 from ca12.envs import make_env, make_spec_env
-
-from vs_torchrl import ca12_fit, report, timed_batches  # the sibling script: run from anywhere, benchmarks/ is on sys.path
+from ca12.run.config import load_config
 
 FRAMES, ENVS = 6000, 60
 
@@ -40,10 +40,19 @@ FRAMES, ENVS = 6000, 60
 def overrides(args) -> list[str]:
     lr = ["algo.actor_lr=5e-5", "algo.critic_lr=5e-5"] + (["algo.alpha_lr=5e-5"] if args.algo == "masac" else [])
     return [
-        f"env.num_envs={ENVS}", f"env.device={args.device}", f"collector.frames_per_batch={FRAMES}",
-        f"collector.total_frames={FRAMES * args.iters}", f"algo.updates_per_frame={args.updates / FRAMES}",
-        f"algo.minibatch_size={args.minibatch}", f"algo.buffer_device={args.device}", "algo.warmup_frames=0",
-        "algo.gamma=0.9", "algo.max_grad_norm=5.0", *lr, "eval.every_n_iters=0", f"checkpoint.every_n_iters={args.iters}",
+        f"env.num_envs={ENVS}",
+        f"env.device={args.device}",
+        f"collector.frames_per_batch={FRAMES}",
+        f"collector.total_frames={FRAMES * args.iters}",
+        f"algo.updates_per_frame={args.updates / FRAMES}",
+        f"algo.minibatch_size={args.minibatch}",
+        f"algo.buffer_device={args.device}",
+        "algo.warmup_frames=0",
+        "algo.gamma=0.9",
+        "algo.max_grad_norm=5.0",
+        *lr,
+        "eval.every_n_iters=0",
+        f"checkpoint.every_n_iters={args.iters}",
     ]
 
 
@@ -59,8 +68,12 @@ def plain_torchrl(args, seed: int) -> list[float]:
         optimisers.append(torch.optim.Adam([loss.log_alpha], lr=5e-5))
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(cfg.algo.buffer_size, device=args.device), batch_size=args.minibatch)
     collector = Collector(
-        make_env(cfg.env, seed), module.policy, frames_per_batch=FRAMES, total_frames=FRAMES * args.iters,
-        reset_at_each_iter=True, auto_register_policy_transforms=False,
+        make_env(cfg.env, seed),
+        module.policy,
+        frames_per_batch=FRAMES,
+        total_frames=FRAMES * args.iters,
+        reset_at_each_iter=True,
+        auto_register_policy_transforms=False,
     )
 
     def step(optimiser, term: torch.Tensor) -> None:
@@ -101,9 +114,12 @@ def main() -> None:
     for round_ in range(args.rounds):
         plain.append(statistics.mean(plain_torchrl(args, seed=round_)))
         ours.append(statistics.mean(ca12_fit(args.algo, overrides(args), args.device, seed=round_)))
-    print(f"\n{args.algo.upper()} vmas/navigation on {args.device}: {ENVS} envs, {FRAMES} frames + {args.updates} updates of "
-          f"{args.minibatch} per iteration; median of {args.rounds} rounds x {args.iters - 1} timed iterations")
+    print(
+        f"\n{args.algo.upper()} vmas/navigation on {args.device}: {ENVS} envs, {FRAMES} frames + {args.updates} updates of "
+        f"{args.minibatch} per iteration; median of {args.rounds} rounds x {args.iters - 1} timed iterations"
+    )
     report(plain, ours, "updates/s", args.updates)
+
 
 if __name__ == "__main__":
     main()

@@ -115,9 +115,11 @@ def vtrace(
         (vs, pg_advantages), both shaped like `rewards`.
     """
     if not log_rhos.shape == discounts.shape == rewards.shape == values.shape:
-        raise ValueError(f"log_rhos, discounts, rewards and values must share one shape, got {[tuple(t.shape) for t in (log_rhos, discounts, rewards, values)]}")
+        raise ValueError(
+            f"log_rhos, discounts, rewards and values must share one shape, got {[tuple(t.shape) for t in (log_rhos, discounts, rewards, values)]}"
+        )
     time_dim = time_dim % values.dim()
-    expected = values.shape[:time_dim] + values.shape[time_dim + 1:]
+    expected = values.shape[:time_dim] + values.shape[time_dim + 1 :]
     if bootstrap_value.shape != expected:
         raise ValueError(f"bootstrap_value must have the shape of one time step {tuple(expected)}, got {tuple(bootstrap_value.shape)}")
     rhos = log_rhos.exp()

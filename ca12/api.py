@@ -59,8 +59,7 @@ def load(path: str | Path) -> "Run":
     """The run in a run directory (its `checkpoints/last.ckpt`) or of a checkpoint file;
     a missing or unreadable checkpoint, or one whose run config is not plain data, is a
     one-line `UsageError` (ca12.run.rundir, ca12.run.config.saved_config)."""
-    from ca12.run.rundir import read_checkpoint, run_dir_of
-    from ca12.run.rundir import checkpoint_path
+    from ca12.run.rundir import checkpoint_path, read_checkpoint, run_dir_of
 
     path = Path(path)
     checkpoint = checkpoint_path(path)
@@ -166,6 +165,7 @@ class Run:
         except ImportError:
             raise UsageError("Run.metrics needs pandas: pip install pandas") from None
         from ca12.run.tracking import complete_metrics_text
+
         path = self.run_dir / "metrics.csv"
         if not path.is_file():
             raise UsageError(f"no metrics.csv in '{self.run_dir}'")
@@ -253,7 +253,7 @@ class Policy(TensorDictModuleBase):
             raise UsageError(f"policy(tensor or dict) is for an env of one agent group; this one has {list(groups)}: pass the env's TensorDict")
         if self.module.env_transforms():
             raise UsageError("this policy keeps a state between steps: pass the TensorDict of an env from run.make_env()")
-        (name, group), = groups.items()
+        ((name, group),) = groups.items()
         entries = dict(obs) if isinstance(obs, Mapping) else {"observation": obs}
         entries = entries.get(name, entries)
         observation = entries.get("observation")

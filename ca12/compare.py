@@ -67,8 +67,8 @@ from typing import Any, Callable
 from ca12.analysis.outputs import log_to_wandb, markdown, write_outputs
 from ca12.analysis.report import ANY_ENV, compare
 from ca12.analysis.runs import METRICS
-from ca12.errors import UsageError
 from ca12.cli import OneLineParser, run_command
+from ca12.errors import UsageError
 
 
 def _options(specs: list[str], parse: Callable[[str], Any], flag: str, form: str) -> dict[str, Any] | None:
@@ -92,21 +92,46 @@ def _bounds(text: str) -> tuple[float, float]:
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m ca12.compare", description="Compare ca12 runs over seeds with rliable's interval estimates.")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="DIR", help="run directories, or folders to search for runs (config.yaml + metrics.csv)")
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="DIR", help="run directories, or folders to search for runs (config.yaml + metrics.csv)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default <first DIR>/compare)")
-    parser.add_argument("--metric", choices=list(METRICS), default="eval",
-                        help="eval: evaluation returns (rollout returns in an env where a run logged none); final: rollout returns")
-    parser.add_argument("--last", type=int, default=None, metavar="K",
-                        help="a score is the mean of the last K values (default 1 evaluation, or the last 10%% of iterations' rollout returns)")
-    parser.add_argument("--normalise", action="append", default=[], metavar="[ENV=]MIN,MAX",
-                        help="normalise scores to (x - MIN) / (MAX - MIN), for every env or one (repeat); --normalise=-1,1 for a negative MIN")
-    parser.add_argument("--target", action="append", default=[], metavar="[ENV=]VALUE",
-                        help="the optimality gap's target (default 1.0 in a normalised env, none in a raw one)")
+    parser.add_argument(
+        "--metric",
+        choices=list(METRICS),
+        default="eval",
+        help="eval: evaluation returns (rollout returns in an env where a run logged none); final: rollout returns",
+    )
+    parser.add_argument(
+        "--last",
+        type=int,
+        default=None,
+        metavar="K",
+        help="a score is the mean of the last K values (default 1 evaluation, or the last 10%% of iterations' rollout returns)",
+    )
+    parser.add_argument(
+        "--normalise",
+        action="append",
+        default=[],
+        metavar="[ENV=]MIN,MAX",
+        help="normalise scores to (x - MIN) / (MAX - MIN), for every env or one (repeat); --normalise=-1,1 for a negative MIN",
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="[ENV=]VALUE",
+        help="the optimality gap's target (default 1.0 in a normalised env, none in a raw one)",
+    )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="NumPy seed of every bootstrap (default 0)")
     parser.add_argument("--points", type=int, default=25, help="frames on the learning curves' common grid (default 25)")
-    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
-                        help="log the table and plots to a new W&B run (default: when the runs logged to W&B)")
+    parser.add_argument(
+        "--wandb",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log the table and plots to a new W&B run (default: when the runs logged to W&B)",
+    )
     return parser
 
 
@@ -115,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         normalise = _options(args.normalise, _bounds, "--normalise", "[ENV=]MIN,MAX")
         target = _options(args.target, float, "--target", "[ENV=]VALUE")
-        comparison = compare(args.paths, metric=args.metric, last=args.last, normalise=normalise, target=target,
-                             reps=args.reps, seed=args.seed, points=args.points)
+        comparison = compare(
+            args.paths, metric=args.metric, last=args.last, normalise=normalise, target=target, reps=args.reps, seed=args.seed, points=args.points
+        )
         for note in comparison.notes:
             print(f"ca12.compare: note: {note}", file=sys.stderr)
         out = args.out or args.paths[0] / "compare"

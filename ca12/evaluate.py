@@ -24,21 +24,30 @@ import json
 import sys
 from pathlib import Path
 
-from ca12.errors import UsageError
 from ca12.cli import OneLineParser, check_writable, out_of_memory, quiet_libraries, run_command
+from ca12.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m ca12.evaluate", description="Evaluate a ca12 checkpoint.")
-    parser.add_argument("args", nargs="*", metavar="PATH | env.KEY=VALUE",
-                        help="a checkpoint file or a run directory (its checkpoints/last.ckpt); with --baseline: env overrides")
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="PATH | env.KEY=VALUE",
+        help="a checkpoint file or a run directory (its checkpoints/last.ckpt); with --baseline: env overrides",
+    )
     parser.add_argument("--baseline", default=None, metavar="NAME", help="evaluate the env family's baseline policy NAME instead of a checkpoint")
     parser.add_argument("--env", default=None, metavar="FAMILY/TASK", help="with --baseline: the env")
     parser.add_argument("--seed", type=int, default=0, help="with --baseline: the seed a run would have (evaluation uses it as a run's does)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval.episodes)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
-                      help="act with the policy's mode, as training's evaluation does (the default)")
+    mode.add_argument(
+        "--deterministic",
+        dest="deterministic",
+        action="store_true",
+        default=True,
+        help="act with the policy's mode, as training's evaluation does (the default)",
+    )
     mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions from the policy instead")
     parser.add_argument("--video", type=Path, default=None, metavar="PATH", help="write the first episode as a GIF")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")

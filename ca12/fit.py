@@ -22,8 +22,8 @@ from ca12.run.train import run
 
 
 def list_choices() -> list[str]:
-    from ca12.run.config import algo_names, env_config_names
     from ca12.envs import env_families, family_tasks
+    from ca12.run.config import algo_names, env_config_names
 
     lines = [f"algo {name}" for name in algo_names()]
     envs = set(env_config_names())

@@ -29,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from ca12.errors import UsageError
 from ca12.algos import DEFAULT_ENV, default_env
 from ca12.cli import OneLineParser, quiet_libraries, run_command
+from ca12.errors import UsageError
 from ca12.multirun.pbt.members import SPEC_FILE, PopulationSpec, check_spec
 
 BACKENDS = ("local", "ray")
@@ -44,19 +44,35 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--population", type=int, default=None, help="number of members (at least 2)")
     parser.add_argument("--ready", type=int, default=None, help="frames each member trains between two exploit/explore steps")
     parser.add_argument("--frames", type=int, default=None, help="frames each member trains in all (a multiple of --ready)")
-    parser.add_argument("--search", action="append", default=[], metavar="KEY=PRIOR:ARGS",
-                        help="a searched key: uniform:LOW:HIGH, loguniform:LOW:HIGH, int:LOW:HIGH or choice:A,B,...")
+    parser.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        metavar="KEY=PRIOR:ARGS",
+        help="a searched key: uniform:LOW:HIGH, loguniform:LOW:HIGH, int:LOW:HIGH or choice:A,B,...",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="population directory (default runs/pbt/<algo>/<family>-<task>/<timestamp>)")
-    parser.add_argument("--seed", type=int, default=None, help=f"member i is seeded with seed + i; also seeds PBT's draws (default {PopulationSpec.seed})")
-    parser.add_argument("--quantile", type=float, default=None, help=f"fraction at the bottom that copies the top (default {PopulationSpec.quantile})")
+    parser.add_argument(
+        "--seed", type=int, default=None, help=f"member i is seeded with seed + i; also seeds PBT's draws (default {PopulationSpec.seed})"
+    )
+    parser.add_argument(
+        "--quantile", type=float, default=None, help=f"fraction at the bottom that copies the top (default {PopulationSpec.quantile})"
+    )
     parser.add_argument("--perturb", default=None, metavar="F,F", help="explore's perturbation factors (default 0.8,1.2)")
-    parser.add_argument("--resample", type=float, default=None,
-                        help=f"probability of a new draw from the prior instead of a perturbation (default {PopulationSpec.resample_probability})")
+    parser.add_argument(
+        "--resample",
+        type=float,
+        default=None,
+        help=f"probability of a new draw from the prior instead of a perturbation (default {PopulationSpec.resample_probability})",
+    )
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="local (default): in this process; ray: Ray Tune's PBT scheduler")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the population in DIR")
-    parser.add_argument("--trust-tune-state", action="store_true",
-                        help="with --resume of a --backend ray population: restore Ray Tune's experiment state, which Tune keeps as Python "
-                             "pickles (loading them runs code: pass this only for a directory you or someone you trust wrote)")
+    parser.add_argument(
+        "--trust-tune-state",
+        action="store_true",
+        help="with --resume of a --backend ray population: restore Ray Tune's experiment state, which Tune keeps as Python "
+        "pickles (loading them runs code: pass this only for a directory you or someone you trust wrote)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides of every member, as for ca12.fit")
     return parser
 
@@ -64,14 +80,19 @@ def build_parser() -> OneLineParser:
 def spec_from_args(args) -> tuple[PopulationSpec, Path]:
     """The population a command line describes (fresh or `--resume`), not yet checked."""
     if args.resume is not None:
-        given = [name for name in ("algo", "env", "population", "ready", "search", "dir", "seed", "quantile", "perturb", "resample", "backend", "overrides")
-                 if getattr(args, name) not in (None, [])]
+        given = [
+            name
+            for name in ("algo", "env", "population", "ready", "search", "dir", "seed", "quantile", "perturb", "resample", "backend", "overrides")
+            if getattr(args, name) not in (None, [])
+        ]
         if given:
             raise UsageError(f"--resume continues a population as it was started; it takes only --frames (got --{given[0]})")
         spec = PopulationSpec.load(args.resume)
         if spec.backend == "ray" and not args.trust_tune_state:
-            raise UsageError(f"'{args.resume}' is a ray-backed population: resuming it restores Ray Tune's experiment state, which Tune keeps as "
-                             "Python pickles that run code when loaded; pass --trust-tune-state if you or someone you trust wrote it")
+            raise UsageError(
+                f"'{args.resume}' is a ray-backed population: resuming it restores Ray Tune's experiment state, which Tune keeps as "
+                "Python pickles that run code when loaded; pass --trust-tune-state if you or someone you trust wrote it"
+            )
         if args.frames is not None and args.frames != spec.frames:
             if spec.backend == "ray":
                 raise UsageError("--resume with --backend ray continues Tune's experiment as it was started: --frames cannot change")
@@ -86,9 +107,20 @@ def spec_from_args(args) -> tuple[PopulationSpec, Path]:
         factors = [float(f) for f in args.perturb.split(",")] if args.perturb else None
     except ValueError:
         raise UsageError(f"--perturb takes comma-separated numbers, e.g. 0.8,1.2; got '{args.perturb}'") from None
-    given = {"algo": args.algo, "env": args.env or default_env(args.algo), "search": args.search, "population": args.population, "ready": args.ready,
-             "frames": args.frames, "overrides": args.overrides, "seed": args.seed, "quantile": args.quantile, "perturbation_factors": factors,
-             "resample_probability": args.resample, "backend": args.backend}
+    given = {
+        "algo": args.algo,
+        "env": args.env or default_env(args.algo),
+        "search": args.search,
+        "population": args.population,
+        "ready": args.ready,
+        "frames": args.frames,
+        "overrides": args.overrides,
+        "seed": args.seed,
+        "quantile": args.quantile,
+        "perturbation_factors": factors,
+        "resample_probability": args.resample,
+        "backend": args.backend,
+    }
     spec = PopulationSpec(**{name: value for name, value in given.items() if value is not None})  # the rest: PopulationSpec's defaults
     family, _, task = spec.env.partition("/")
     pbt_dir = args.dir or Path("runs") / "pbt" / spec.algo / f"{family}-{task}" / time.strftime("%Y%m%d-%H%M%S")
@@ -106,8 +138,10 @@ def run(args) -> list[dict]:
         require_tune()
     spec.score = check_spec(spec)
     spec.save(pbt_dir)
-    print(f"ca12.pbt: {spec.population} members of {spec.algo} on {spec.env}, {spec.rounds} rounds of {spec.ready} frames, "
-          f"scored by {spec.score}, backend {spec.backend}: {pbt_dir}")
+    print(
+        f"ca12.pbt: {spec.population} members of {spec.algo} on {spec.env}, {spec.rounds} rounds of {spec.ready} frames, "
+        f"scored by {spec.score}, backend {spec.backend}: {pbt_dir}"
+    )
     if spec.backend == "ray":
         from ca12.multirun.pbt.ray_tune import run_ray
 

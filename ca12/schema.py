@@ -16,8 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from ca12.errors import UsageError
 
 
-def key(doc: str, *, minimum: float | None = None, maximum: float | None = None, positive: bool = False,
-        choices: Sequence[str] | None = None) -> Any:
+def key(doc: str, *, minimum: float | None = None, maximum: float | None = None, positive: bool = False, choices: Sequence[str] | None = None) -> Any:
     """A schema field with no default (conf/ gives the value) and its documentation.
 
     Args:

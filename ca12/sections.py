@@ -35,10 +35,13 @@ GRAPHS = ("ring", "star", "grid", "complete", "random_geometric")
 class MLPConfig:
     """conf/model/mlp.yaml."""
 
-    kind: str = key("network kind: mlp, gru, lstm, commnet, tarmac, dial, graph, hierarchical",
-                    choices=("mlp", *RECURRENT, *COMMUNICATION, HIERARCHICAL))
-    hidden_sizes: list[int] = key("hidden layer widths (recurrent kinds: the encoder before the core; talking kinds: the encoder, its last "
-                                  "width exchanged; hierarchical: the per-agent encoder, its last width also the worker's)")
+    kind: str = key(
+        "network kind: mlp, gru, lstm, commnet, tarmac, dial, graph, hierarchical", choices=("mlp", *RECURRENT, *COMMUNICATION, HIERARCHICAL)
+    )
+    hidden_sizes: list[int] = key(
+        "hidden layer widths (recurrent kinds: the encoder before the core; talking kinds: the encoder, its last "
+        "width exchanged; hierarchical: the per-agent encoder, its last width also the worker's)"
+    )
     activation: str = key("activation between layers", choices=tuple(ACTIVATIONS))
     share_params: bool = key("one set of weights for all agents of a group")
 
@@ -105,8 +108,12 @@ class HierarchicalConfig(MLPConfig):
 
 
 _MODEL_SCHEMAS: dict[str, type] = {
-    "gru": RecurrentConfig, "lstm": RecurrentConfig,
-    "commnet": CommNetConfig, "tarmac": TarMACConfig, "dial": DIALConfig, "graph": GraphConfig,
+    "gru": RecurrentConfig,
+    "lstm": RecurrentConfig,
+    "commnet": CommNetConfig,
+    "tarmac": TarMACConfig,
+    "dial": DIALConfig,
+    "graph": GraphConfig,
     HIERARCHICAL: HierarchicalConfig,
 }
 
@@ -124,8 +131,9 @@ COLLECTOR_KINDS = ("sync", "multisync", "multiasync", "cudagraph")
 class CollectorConfig:
     """conf/collector/*.yaml."""
 
-    kind: str = key("sync (in process), multisync or multiasync (worker processes), cudagraph (VMAS on a GPU, the rollout step captured)",
-                    choices=COLLECTOR_KINDS)
+    kind: str = key(
+        "sync (in process), multisync or multiasync (worker processes), cudagraph (VMAS on a GPU, the rollout step captured)", choices=COLLECTOR_KINDS
+    )
     frames_per_batch: int = key("frames (env steps x envs, over all workers) per iteration", positive=True)
     total_frames: int = key("training stops after this many frames", positive=True)
     workers: int = key("collector processes (multisync, multiasync)", positive=True)

@@ -10,7 +10,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-
 # Generators that libraries keep apart from the global ones (VMAS keeps one for all its envs):
 # name -> (get_state, set_state). Env families register theirs when imported.
 _EXTRA_SOURCES: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}

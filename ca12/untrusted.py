@@ -35,11 +35,25 @@ CONFIGURABLE_CALLBACKS = {"FramesProgressBar": "progress", "EvaluationCallback":
 # Callback classes a saved run may name: ca12's own under each of their paths, and Lightning's that
 # take plain-valued arguments only and write nothing outside the run.
 ALLOWED_CALLBACKS = frozenset(
-    [path for name, module in CONFIGURABLE_CALLBACKS.items() for package in ("ca12.callbacks", "callbacks")  # callbacks.*: runs of before 2026-12-07
-     for path in (f"{package}.{name}", f"{package}.{module}.{name}")]
-    + [f"lightning.pytorch.callbacks.{name}" for name in (
-        "LearningRateMonitor", "EarlyStopping", "ModelSummary", "RichModelSummary", "Timer", "DeviceStatsMonitor",
-        "TQDMProgressBar", "RichProgressBar")]
+    [
+        path
+        for name, module in CONFIGURABLE_CALLBACKS.items()
+        for package in ("ca12.callbacks", "callbacks")  # callbacks.*: runs of before 2026-12-07
+        for path in (f"{package}.{name}", f"{package}.{module}.{name}")
+    ]
+    + [
+        f"lightning.pytorch.callbacks.{name}"
+        for name in (
+            "LearningRateMonitor",
+            "EarlyStopping",
+            "ModelSummary",
+            "RichModelSummary",
+            "Timer",
+            "DeviceStatsMonitor",
+            "TQDMProgressBar",
+            "RichProgressBar",
+        )
+    ]
 )
 
 _PLAIN = (type(None), bool, int, float, str)
@@ -146,12 +160,16 @@ def check_override_texts(texts: Iterable[str], where: str) -> None:
         if not isinstance(text, str):
             raise UsageError(f"{where}: an override is a {type(text).__name__} ({text!r}), not KEY=VALUE text")
         if "${" in text:
-            raise UsageError(f"{where}: the override {text!r} holds an interpolation; overrides saved in a file are data and ca12 resolves nothing in them")
+            raise UsageError(
+                f"{where}: the override {text!r} holds an interpolation; overrides saved in a file are data and ca12 resolves nothing in them"
+            )
         named, _ = user_callbacks([text])
         for name, target in named.items():
             if target not in ALLOWED_CALLBACKS:
-                raise UsageError(f"{where}: the override {text!r} names the class '{target}', which neither ca12 nor Lightning ships; "
-                                 f"a saved population may not make ca12 import code")
+                raise UsageError(
+                    f"{where}: the override {text!r} names the class '{target}', which neither ca12 nor Lightning ships; "
+                    f"a saved population may not make ca12 import code"
+                )
         key = text.lstrip("+~").partition("=")[0]
         if any(_is_hydra_key(part) for part in key.split(".")) and not is_callback_class_key(key):
             raise UsageError(f"{where}: the override {text!r} would make ca12 build an object; overrides saved in a file set values only")

@@ -87,7 +87,9 @@ def _check_plain_arguments(name: str, entry) -> None:
 
     found = next((path for path in hydra_keys({"callbacks": {name: OmegaConf.to_container(entry)}}) if not is_callback_class_key(path)), None)
     if found:
-        raise UsageError(f"{found}: a callback takes plain-valued arguments only (ca12 builds CLASS(**arguments), never an object named in its arguments)")
+        raise UsageError(
+            f"{found}: a callback takes plain-valued arguments only (ca12 builds CLASS(**arguments), never an object named in its arguments)"
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -111,7 +113,9 @@ def _callback_class(name: str, entry) -> type:
         path = f"ca12.callbacks.{_CLASSES[own_class_name(path)]}.{own_class_name(path)}"
     module_name, _, attr = path.rpartition(".") if isinstance(path, str) else ("", "", "")
     if not module_name or not attr:
-        raise UsageError(f"callbacks.{name}._target_ must be a dotted class path such as lightning.pytorch.callbacks.LearningRateMonitor, got {path!r}")
+        raise UsageError(
+            f"callbacks.{name}._target_ must be a dotted class path such as lightning.pytorch.callbacks.LearningRateMonitor, got {path!r}"
+        )
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raised while importing
@@ -122,7 +126,10 @@ def _callback_class(name: str, entry) -> type:
     if not (inspect.isclass(found) and issubclass(found, Callback)):
         raise UsageError(f"callbacks.{name}._target_: '{path}' is not a lightning.pytorch.Callback subclass")
     if issubclass(found, ModelCheckpoint):
-        raise UsageError(f"callbacks.{name}: ca12 writes its own checkpoints (callbacks.checkpoint, checkpoint.every_n_iters); Lightning's ModelCheckpoint cannot be added")
+        raise UsageError(
+            f"callbacks.{name}: ca12 writes its own checkpoints (callbacks.checkpoint, checkpoint.every_n_iters); "
+            "Lightning's ModelCheckpoint cannot be added"
+        )
     return found
 
 
@@ -136,14 +143,19 @@ def check_callbacks(section) -> Any:
     from ca12.errors import UsageError
 
     if not OmegaConf.is_dict(section):
-        raise UsageError("callbacks must map names to {_target_: CLASS, ARGUMENT: VALUE}, e.g. +callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor")
+        raise UsageError(
+            "callbacks must map names to {_target_: CLASS, ARGUMENT: VALUE}, "
+            "e.g. +callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor"
+        )
     bars = []
     for name, entry in section.items():
         class_name, progress_bar, takes = _own_callback(entry) or _inspected(name, entry)
         if progress_bar:
             bars.append(name)
             if len(bars) > 1:  # Lightning takes one progress bar
-                raise UsageError(f"callbacks.{bars[0]} and callbacks.{name} are both progress bars; Lightning takes one: remove one with ~callbacks.NAME")
+                raise UsageError(
+                    f"callbacks.{bars[0]} and callbacks.{name} are both progress bars; Lightning takes one: remove one with ~callbacks.NAME"
+                )
         _check_plain_arguments(name, entry)
         if takes is None:  # **kwargs: the constructor checks its arguments itself
             continue

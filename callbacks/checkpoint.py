@@ -20,8 +20,8 @@ from pathlib import Path
 import lightning as L
 from tqdm.auto import tqdm
 
-from ca12.untrusted import unsafe_entry
 from ca12.data.buffer_store import collect_garbage
+from ca12.untrusted import unsafe_entry
 
 
 class IterationCheckpoint(L.Callback):
@@ -57,7 +57,7 @@ class IterationCheckpoint(L.Callback):
             if self.keep is not None:  # all but the newest `keep`, by iteration (past 99 999 the names outgrow their padding)
                 numbered = [path for path in self.dirpath.glob("iter_*.ckpt") if path.stem.removeprefix("iter_").isdigit()]
                 kept = sorted(numbered, key=lambda path: int(path.stem.removeprefix("iter_")))
-                for path in kept[:-self.keep]:
+                for path in kept[: -self.keep]:
                     path.unlink(missing_ok=True)
             collect_garbage(self.dirpath, self._manifests)  # and the buffer files only they referred to
 
@@ -97,8 +97,11 @@ class GracefulStop(L.Callback):
         if self._speaks:
             again = "Ctrl-C" if signum == signal.SIGINT else f"{signal.Signals(signum).name} or Ctrl-C"
             # tqdm.write clears a progress bar drawn on the terminal, prints, and redraws it
-            tqdm.write(f"ca12.fit: {signal.Signals(signum).name} received: stopping after this iteration, once its checkpoint "
-                       f"is saved ({again} again to stop now)", file=sys.stderr)
+            tqdm.write(
+                f"ca12.fit: {signal.Signals(signum).name} received: stopping after this iteration, once its checkpoint "
+                f"is saved ({again} again to stop now)",
+                file=sys.stderr,
+            )
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():

@@ -16,8 +16,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from ca12.run.config import load_config
-from ca12.envs import make_env
+from ca12.envs import make_env  # noqa: E402  (after the thread count is set)
+from ca12.run.config import load_config  # noqa: E402
 
 # A run small enough to finish in seconds: 4 envs x 25 steps per batch, 2 batches, tiny nets.
 TINY_RUN = [
@@ -49,11 +49,26 @@ def _tiny_args(algo: str) -> list[str]:
 
     cls = algo_class(algo)
     if algo == "maml":  # an iteration is meta_batch x (inner_steps + 1) x num_envs x max_steps = 100 frames
-        return ["env.num_envs=2", "env.max_steps=25", "algo.meta_batch=1", "collector.frames_per_batch=100", "collector.total_frames=200",
-                "model.hidden_sizes=[32,32]", "checkpoint.every_n_iters=1"]
+        return [
+            "env.num_envs=2",
+            "env.max_steps=25",
+            "algo.meta_batch=1",
+            "collector.frames_per_batch=100",
+            "collector.total_frames=200",
+            "model.hidden_sizes=[32,32]",
+            "checkpoint.every_n_iters=1",
+        ]
     if algo == "es":  # a generation is population x num_envs x max_steps frames, evaluated in-process
-        return ["env.num_envs=2", "env.max_steps=25", "collector.frames_per_batch=100", "collector.total_frames=200", "algo.population=2",
-                "algo.workers=0", "model.hidden_sizes=[32,32]", "checkpoint.every_n_iters=1"]
+        return [
+            "env.num_envs=2",
+            "env.max_steps=25",
+            "collector.frames_per_batch=100",
+            "collector.total_frames=200",
+            "algo.population=2",
+            "algo.workers=0",
+            "model.hidden_sizes=[32,32]",
+            "checkpoint.every_n_iters=1",
+        ]
     args = TINY_REPLAY if "updates_per_frame" in load_config(algo, "vmas/navigation", ["env.continuous_actions=false"]).algo else TINY
     if algo == "a3c":  # one actor-learner in the training process, no epochs (Ray workers: tests/test_a3c.py)
         args = TINY_RUN + ["algo.workers=0"]

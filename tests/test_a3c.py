@@ -15,24 +15,33 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import resume_pair
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
 import ca12.algos.a3c as a3c
-from ca12.run.config import load_config
 from ca12.algos.a3c import A3CWorker
 from ca12.distributed import GradientMessage, ParameterServer, Round
 from ca12.envs import make_env, make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main
-from conftest import resume_pair
+from ca12.run.config import load_config
 
 ray = pytest.importorskip("ray", reason="Ray is part of the test extra")
 pytestmark = pytest.mark.xdist_group("ray")
 
 # CartPole, 2 worlds x 20 steps a gradient (whole episodes of 20 steps: exact resume in process).
-A3C_TINY = ["--env", "gym/CartPole-v1", "env.num_envs=2", "env.max_steps=20", "collector.frames_per_batch=40", "model.hidden_sizes=[8]",
-            "critic_model.hidden_sizes=[8]", "logger=csv", "eval.every_n_iters=0"]
+A3C_TINY = [
+    "--env",
+    "gym/CartPole-v1",
+    "env.num_envs=2",
+    "env.max_steps=20",
+    "collector.frames_per_batch=40",
+    "model.hidden_sizes=[8]",
+    "critic_model.hidden_sizes=[8]",
+    "logger=csv",
+    "eval.every_n_iters=0",
+]
 A3C_CFG = [a for a in A3C_TINY if "=" in a]  # the overrides alone, for load_config
 
 
@@ -74,7 +83,7 @@ def test_sync_server_averages_one_gradient_per_worker_then_steps_once():
     server = ParameterServer(model_dim=2, optimizer="sgd", lr=1.0, mode="sync", max_grad_norm=100.0)
     stats = server.receive(Round([_message([1.0, 0.0], 0), _message([3.0, 2.0], 0)], workers_alive=2))
     assert torch.equal(server.pull()[0], torch.tensor([-2.0, -1.0])) and server.version == 1
-    assert stats["steps"] == 1 and stats["staleness_max"] == 0 and stats["grad_norm"] == pytest.approx(5 ** 0.5)
+    assert stats["steps"] == 1 and stats["staleness_max"] == 0 and stats["grad_norm"] == pytest.approx(5**0.5)
 
 
 def test_the_applied_gradient_is_clipped_at_max_grad_norm():
@@ -105,13 +114,16 @@ def test_server_state_round_trips_parameters_optimiser_and_counters():
     assert torch.equal(servers[0].pull()[0], servers[1].pull()[0])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({}, "takes a model or a model_dim, exactly one of them"),
-    ({"model_dim": 3, "model": nn.Linear(1, 1)}, "exactly one of them"),
-    ({"model_dim": 3, "mode": "hogwild"}, "unknown parameter-server mode 'hogwild'; choose one of: async, sync"),
-    ({"model_dim": 3, "optimizer": "lbfgs"}, "unknown optimiser 'lbfgs'; choose one of: adam, sgd, rmsprop"),
-    ({"model_dim": 3, "max_staleness": -1}, "max_staleness must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "takes a model or a model_dim, exactly one of them"),
+        ({"model_dim": 3, "model": nn.Linear(1, 1)}, "exactly one of them"),
+        ({"model_dim": 3, "mode": "hogwild"}, "unknown parameter-server mode 'hogwild'; choose one of: async, sync"),
+        ({"model_dim": 3, "optimizer": "lbfgs"}, "unknown optimiser 'lbfgs'; choose one of: adam, sgd, rmsprop"),
+        ({"model_dim": 3, "max_staleness": -1}, "max_staleness must be >= 0"),
+    ],
+)
 def test_bad_server_input_is_refused_in_one_line(kwargs, message):
     with pytest.raises(UsageError, match=message):
         ParameterServer(**kwargs)
@@ -137,7 +149,9 @@ def test_a3c_in_process_trains_and_resumes_bit_for_bit(tmp_path):
 
 def test_a_sync_round_that_does_not_split_into_whole_steps_is_refused(capsys):
     assert main(["--algo", "a3c", *A3C_TINY, "algo.mode=sync", "algo.workers=3"]) == 2
-    assert "each worker's batch of 13 frames (collector.frames_per_batch / algo.workers) must be a multiple of env.num_envs=2" in capsys.readouterr().err
+    assert (
+        "each worker's batch of 13 frames (collector.frames_per_batch / algo.workers) must be a multiple of env.num_envs=2" in capsys.readouterr().err
+    )
 
 
 # --- on Ray -----------------------------------------------------------------------------------------
@@ -163,7 +177,7 @@ def test_one_async_worker_equals_synchronous_a2c_step_for_step(local_ray):
                 message = local.gradient(parameters_to_vector(params).detach(), 0)
                 offset = 0
                 for p in params:
-                    p.grad = message.gradient[offset: offset + p.numel()].view_as(p)
+                    p.grad = message.gradient[offset : offset + p.numel()].view_as(p)
                     offset += p.numel()
                 torch.nn.utils.clip_grad_norm_(params, cfg.algo.max_grad_norm)
                 optimiser.step()

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_args
 from torchrl.objectives import DDPGLoss
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.fit import main
-from conftest import tiny_args
+from ca12.run.config import load_config
 
 ALGOS = ("maddpg", "iddpg", "masac", "isac")
 CASES = [(algo, actions) for algo in ALGOS for actions in ("continuous", "discrete")]
@@ -180,9 +180,23 @@ def test_maddpg_learns_generic_coop(tmp_path):
     """
     run_dir = tmp_path / "maddpg"
     args = [
-        "--algo", "maddpg", "--env", "generic/coop", "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
-        "env.num_envs=10", "env.max_steps=25", "collector.frames_per_batch=250", "collector.total_frames=3000",
-        "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]", "algo.warmup_frames=250", "algo.actor_lr=1e-3", "algo.critic_lr=1e-3",
+        "--algo",
+        "maddpg",
+        "--env",
+        "generic/coop",
+        "--run-dir",
+        str(run_dir),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        "env.num_envs=10",
+        "env.max_steps=25",
+        "collector.frames_per_batch=250",
+        "collector.total_frames=3000",
+        "model.hidden_sizes=[64,64]",
+        "critic_model.hidden_sizes=[64,64]",
+        "algo.warmup_frames=250",
+        "algo.actor_lr=1e-3",
+        "algo.critic_lr=1e-3",
     ]
     assert main(args) == 0
     returns = _column(run_dir, "rollout/episode_reward_mean")
@@ -200,9 +214,24 @@ def test_masac_learns_generic_coop(tmp_path):
     """
     run_dir = tmp_path / "masac"
     args = [
-        "--algo", "masac", "--env", "generic/coop", "--run-dir", str(run_dir), "logger=csv", "eval.every_n_iters=0",
-        "env.num_envs=10", "env.max_steps=25", "collector.frames_per_batch=250", "collector.total_frames=5000",
-        "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]", "algo.warmup_frames=250", "algo.actor_lr=1e-3", "algo.critic_lr=1e-3", "algo.alpha_init=0.1",
+        "--algo",
+        "masac",
+        "--env",
+        "generic/coop",
+        "--run-dir",
+        str(run_dir),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        "env.num_envs=10",
+        "env.max_steps=25",
+        "collector.frames_per_batch=250",
+        "collector.total_frames=5000",
+        "model.hidden_sizes=[64,64]",
+        "critic_model.hidden_sizes=[64,64]",
+        "algo.warmup_frames=250",
+        "algo.actor_lr=1e-3",
+        "algo.critic_lr=1e-3",
+        "algo.alpha_init=0.1",
     ]
     assert main(args) == 0
     returns = _column(run_dir, "rollout/episode_reward_mean")

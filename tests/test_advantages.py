@@ -7,7 +7,6 @@ import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.objectives.value import GAE
-
 from torchrl.objectives.value.functional import vtrace_advantage_estimate
 
 from ca12.advantages import compute_gae, vtrace
@@ -29,8 +28,15 @@ def _torchrl_gae(x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     """TorchRL's GAE module, values given (no value network), on a TensorDict [B, T]."""
     batch = x["rewards"].shape[:2]
     td = TensorDict(
-        {"state_value": x["values"], "next": {"state_value": x["next_values"], "reward": x["rewards"],
-                                              "done": x["terminated"] | x["truncated"], "terminated": x["terminated"]}},
+        {
+            "state_value": x["values"],
+            "next": {
+                "state_value": x["next_values"],
+                "reward": x["rewards"],
+                "done": x["terminated"] | x["truncated"],
+                "terminated": x["terminated"],
+            },
+        },
         batch,
     )
     GAE(gamma=GAMMA, lmbda=LMBDA, value_network=None)(td)
@@ -78,9 +84,14 @@ def _off_policy(b: int = 3, t: int = 7, seed: int = 0) -> dict[str, torch.Tensor
     """Random batch [b, t, 1]: log-ratios, discounts 0.9 with terminations, rewards, values."""
     g = torch.Generator().manual_seed(seed)
     terminated = torch.rand(b, t, 1, generator=g) < 0.15
-    return {"log_rhos": torch.randn(b, t, 1, generator=g), "discounts": GAMMA * (~terminated).float(),
-            "rewards": torch.randn(b, t, 1, generator=g), "values": torch.randn(b, t, 1, generator=g),
-            "bootstrap_value": torch.randn(b, 1, generator=g), "terminated": terminated}
+    return {
+        "log_rhos": torch.randn(b, t, 1, generator=g),
+        "discounts": GAMMA * (~terminated).float(),
+        "rewards": torch.randn(b, t, 1, generator=g),
+        "values": torch.randn(b, t, 1, generator=g),
+        "bootstrap_value": torch.randn(b, 1, generator=g),
+        "terminated": terminated,
+    }
 
 
 def test_vtrace_on_policy_is_the_n_step_bootstrapped_return():
@@ -127,7 +138,10 @@ def test_vtrace_off_policy_equals_the_papers_explicit_sum(clips):
     clip_rho, clip_pg, clip_c = clips
     vs, adv = vtrace(x["log_rhos"], x["discounts"], x["rewards"], x["values"], x["bootstrap_value"], clip_rho, clip_pg, clip_c)
     rho = x["log_rhos"].exp()
-    clip = (lambda w, c: w if c is None else w.clamp(max=c))
+
+    def clip(w, c):
+        return w if c is None else w.clamp(max=c)
+
     v_next = torch.cat([x["values"][:, 1:], x["bootstrap_value"][:, None]], 1)
     delta = clip(rho, clip_rho) * (x["rewards"] + x["discounts"] * v_next - x["values"])
     t = delta.shape[1]
@@ -147,8 +161,17 @@ def test_vtrace_equals_torchrls_when_the_policy_gradient_clip_is_the_target_clip
     next_values = torch.cat([x["values"][:, 1:], x["bootstrap_value"][:, None]], 1)
     # TorchRL: rho = exp(log_pi - log_mu) with log_pi the target policy's (see NOTES).
     adv_torchrl, vs_torchrl = vtrace_advantage_estimate(
-        GAMMA, x["log_rhos"], torch.zeros_like(x["log_rhos"]), x["values"], next_values, x["rewards"],
-        done=x["terminated"], terminated=x["terminated"], rho_thresh=1.5, c_thresh=0.8)
+        GAMMA,
+        x["log_rhos"],
+        torch.zeros_like(x["log_rhos"]),
+        x["values"],
+        next_values,
+        x["rewards"],
+        done=x["terminated"],
+        terminated=x["terminated"],
+        rho_thresh=1.5,
+        c_thresh=0.8,
+    )
     torch.testing.assert_close(vs, vs_torchrl)
     torch.testing.assert_close(adv, adv_torchrl)
 

@@ -9,15 +9,15 @@ import sys
 import pandas
 import pytest
 import torch
+from conftest import tiny_args
 from omegaconf import OmegaConf
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 import ca12
 from ca12.api import override_texts
 from ca12.errors import UsageError
-from ca12.run.score import evaluate
 from ca12.fit import main
-from conftest import tiny_args
+from ca12.run.score import evaluate
 
 # tiny_args("mappo") as keyword arguments: sections nested, the rest dotted, values typed.
 TINY_KWARGS = {
@@ -48,15 +48,35 @@ def trained(tmp_path_factory):
 
 def test_keyword_overrides_become_the_command_lines_texts():
     assert override_texts(TINY_KWARGS) == [
-        "env.num_envs=4", "env.max_steps=25", "collector.frames_per_batch=100", "collector.total_frames=200", "model.hidden_sizes=[32,32]",
-        "critic_model.hidden_sizes=[32,32]", "checkpoint.every_n_iters=1", "algo.minibatch_size=50", "algo.num_epochs=2", "logger=none",
+        "env.num_envs=4",
+        "env.max_steps=25",
+        "collector.frames_per_batch=100",
+        "collector.total_frames=200",
+        "model.hidden_sizes=[32,32]",
+        "critic_model.hidden_sizes=[32,32]",
+        "checkpoint.every_n_iters=1",
+        "algo.minibatch_size=50",
+        "algo.num_epochs=2",
+        "logger=none",
         "eval.episodes=2",
     ]
     assert sorted(TINY_ARGV) == sorted(override_texts(TINY_KWARGS))
-    assert override_texts({"algo": {"lr": 1e-4, "groups": None, "anneal_lr": True}, "model": "gru", "logger": ["csv", "tensorboard"],
-                           "env.hide_observation": {"listener": [-3, -2]}, "~callbacks.progress": None}) == [
-        "algo.lr=0.0001", "algo.groups=null", "algo.anneal_lr=true", "model=gru", "logger=[csv,tensorboard]",
-        "env.hide_observation={listener:[-3,-2]}", "~callbacks.progress",
+    assert override_texts(
+        {
+            "algo": {"lr": 1e-4, "groups": None, "anneal_lr": True},
+            "model": "gru",
+            "logger": ["csv", "tensorboard"],
+            "env.hide_observation": {"listener": [-3, -2]},
+            "~callbacks.progress": None,
+        }
+    ) == [
+        "algo.lr=0.0001",
+        "algo.groups=null",
+        "algo.anneal_lr=true",
+        "model=gru",
+        "logger=[csv,tensorboard]",
+        "env.hide_observation={listener:[-3,-2]}",
+        "~callbacks.progress",
     ]
     with pytest.raises(UsageError, match="algo.lr: cannot pass a object value"):
         override_texts({"algo.lr": object()})
@@ -150,7 +170,9 @@ def test_api_errors_raise_the_clis_one_line_message_and_write_nothing(call, argv
 
 
 def test_import_ca12_stays_light_and_exports_the_api_lazily():
-    code = ("import sys, ca12; assert 'torch' not in sys.modules and 'lightning' not in sys.modules; "
-            "assert ca12.train is ca12.api.train and ca12.load is ca12.api.load and ca12.Run is ca12.api.Run; "
-            "assert 'lightning' not in sys.modules")
+    code = (
+        "import sys, ca12; assert 'torch' not in sys.modules and 'lightning' not in sys.modules; "
+        "assert ca12.train is ca12.api.train and ca12.load is ca12.api.load and ca12.Run is ca12.api.Run; "
+        "assert 'lightning' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -21,7 +21,7 @@ def applications(monkeypatch):
 
 def test_the_interval_is_students_t_over_seeds(applications):
     mean, half = applications.interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and half == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)  # t(0.975, 2) s / sqrt(3), s = 1
+    assert mean == 2.0 and half == pytest.approx(4.302653 / 3**0.5, rel=1e-6)  # t(0.975, 2) s / sqrt(3), s = 1
     mean, half = applications.interval([0.5])
     assert mean == 0.5 and half != half  # nan: one seed has no interval
 

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, TINY_RUN
 
 import ca12
 from ca12.algos import algo_schema
-from ca12.run.config import algo_names, load_config
-from ca12.sections import MAX_SEED
 from ca12.envs import check_task, family_tasks
 from ca12.errors import UsageError
 from ca12.evaluate import main as evaluate_main
 from ca12.fit import list_choices, main
-from conftest import TINY, TINY_RUN
+from ca12.run.config import algo_names, load_config
+from ca12.sections import MAX_SEED
 
 MARKET_BASELINE = ["--baseline", "greedy", "--env", "market/allocation", "--episodes", "2"]
 
@@ -76,8 +76,16 @@ def test_the_largest_seed_still_evaluates():
 
 
 # --- 2. agent counts -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("env, value, shown", [("vmas/navigation", "0", "0"), ("vmas/navigation", "abc", "'abc'"), ("vmas/balance", "-2", "-2"),
-                                               ("generic/coop", "0", "0"), ("memory/cue", "1.5", "1.5")])
+@pytest.mark.parametrize(
+    "env, value, shown",
+    [
+        ("vmas/navigation", "0", "0"),
+        ("vmas/navigation", "abc", "'abc'"),
+        ("vmas/balance", "-2", "-2"),
+        ("generic/coop", "0", "0"),
+        ("memory/cue", "1.5", "1.5"),
+    ],
+)
 def test_agent_counts_must_be_positive_integers_wherever_a_task_takes_one(env, value, shown):
     with pytest.raises(UsageError, match=f"^{re.escape(f'env.n_agents must be a positive integer, got {shown}')}$"):
         load_config("mappo", env, ["env.n_agents=" + value])
@@ -119,8 +127,12 @@ def test_a_deleted_metrics_file_is_recreated_with_a_note_that_its_rows_are_lost(
     (run_copy / "metrics.csv").unlink()
     assert main(["--resume", str(run_copy), "collector.total_frames=300"]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "metrics.csv is missing" in line]
-    assert notes == [(f"ca12.fit: note: {run_copy / 'metrics.csv'} is missing; it starts again after iteration 2, "
-                      "the rows of iterations 1-2 are lost (a checkpoint holds no metrics)")]
+    assert notes == [
+        (
+            f"ca12.fit: note: {run_copy / 'metrics.csv'} is missing; it starts again after iteration 2, "
+            "the rows of iterations 1-2 are lost (a checkpoint holds no metrics)"
+        )
+    ]
     assert (run_copy / "metrics.csv").read_text().splitlines()[1].startswith("3,")
 
 
@@ -174,13 +186,17 @@ def test_the_list_shows_only_gym_ids_that_build_and_a_removed_version_names_the_
     with pytest.raises(UsageError, match=r'^gym/Ant-v5 needs the mujoco package: pip install "gymnasium\[mujoco\]"$'):
         check_task("gym", "Ant-v5")
     assert main(["--algo", "mappo", "--env", "gym/Ant-v2"]) == 2
-    _one_line(capsys, 'gym/Ant-v2 is a removed version this Gymnasium no longer builds; use gym/Ant-v5 (which needs the mujoco package')
+    _one_line(capsys, "gym/Ant-v2 is a removed version this Gymnasium no longer builds; use gym/Ant-v5 (which needs the mujoco package")
 
 
 # --- 8. discounts ------------------------------------------------------------------------------------------
 def test_every_discount_factor_and_lambda_is_bounded_by_one():
-    bounds = {(algo, f.name): (f.metadata.get("minimum"), f.metadata.get("positive"), f.metadata.get("maximum"))
-              for algo in algo_names() for f in dataclasses.fields(algo_schema(algo)) if f.name in ("gamma", "lmbda")}
+    bounds = {
+        (algo, f.name): (f.metadata.get("minimum"), f.metadata.get("positive"), f.metadata.get("maximum"))
+        for algo in algo_names()
+        for f in dataclasses.fields(algo_schema(algo))
+        if f.name in ("gamma", "lmbda")
+    }
     assert {algo for algo, key in bounds if key == "gamma"} == set(algo_names()) - {"es"}, "es alone has no discount"
     assert all(low in (0.0, None) and (low == 0.0 or positive) and high == 1.0 for low, positive, high in bounds.values()), bounds
     for key in ("gamma", "lmbda"):
@@ -246,4 +262,3 @@ def test_resume_last_picks_the_newest_single_run_not_a_sweep_or_population_membe
     shutil.rmtree(single)
     assert main(["--resume", "last", "--algo", "mappo"]) == 2
     _one_line(capsys, "(members of sweeps and populations are not counted: resume them with --resume DIR)")
-

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_args
 from tensordict import TensorDict
 
 import ca12.data.buffer_store as buffer_store
 from ca12.data import ReplayDataModule
 from ca12.fit import main
 from ca12.multirun.pbt.members import install_checkpoint
-from conftest import tiny_args
 
 SEGMENT = 64  # transitions per segment file in these tests (32 768 in real runs)
 # 100 frames per iteration into a 256-transition buffer: it wraps around in the third iteration.
@@ -42,8 +42,14 @@ def _writes(monkeypatch) -> list[Path]:
 # --- the data module's state, without a run -------------------------------------------------------
 def _datamodule(kind: str = "memory") -> ReplayDataModule:
     return ReplayDataModule(
-        None, 100, 0, buffer_size=320, minibatch_size=8, buffer_storage="memmap" if kind == "memmap" else "memory",
-        prioritized=kind == "prioritized", sequence_length=4 if kind == "sequence" else None,
+        None,
+        100,
+        0,
+        buffer_size=320,
+        minibatch_size=8,
+        buffer_storage="memmap" if kind == "memmap" else "memory",
+        prioritized=kind == "prioritized",
+        sequence_length=4 if kind == "sequence" else None,
     )
 
 
@@ -147,9 +153,28 @@ CASES = [
     ("iql", [*tiny_args("iql"), *RUN], 100),
     ("vdn", [*tiny_args("vdn"), *RUN, "algo.buffer_storage=memmap", "algo.prioritized=true"], 100),
     # sequence replay: 36 chunks of 8 steps per iteration, 128 in the buffer, 8 per segment
-    ("qmix", ["--env", "memory/cue", "logger=none", "eval.every_n_iters=0", "model=gru", "model.hidden_size=16", "model.hidden_sizes=[16]",
-              "env.num_envs=12", "collector.frames_per_batch=192", "algo.sequence_length=8", "algo.burn_in=4", "algo.warmup_frames=200",
-              "algo.buffer_size=1024", "algo.minibatch_size=32", "algo.updates_per_frame=0.05", "checkpoint.every_n_iters=1"], 192),
+    (
+        "qmix",
+        [
+            "--env",
+            "memory/cue",
+            "logger=none",
+            "eval.every_n_iters=0",
+            "model=gru",
+            "model.hidden_size=16",
+            "model.hidden_sizes=[16]",
+            "env.num_envs=12",
+            "collector.frames_per_batch=192",
+            "algo.sequence_length=8",
+            "algo.burn_in=4",
+            "algo.warmup_frames=200",
+            "algo.buffer_size=1024",
+            "algo.minibatch_size=32",
+            "algo.updates_per_frame=0.05",
+            "checkpoint.every_n_iters=1",
+        ],
+        192,
+    ),
 ]
 
 

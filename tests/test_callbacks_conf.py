@@ -9,19 +9,19 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY, tiny_config
 from omegaconf import OmegaConf
 
-from ca12.run.config import apply_overrides, load_config
+from ca12.callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
 from ca12.errors import UsageError
 from ca12.fit import main
+from ca12.run.config import apply_overrides, load_config
 from ca12.run.train import make_run_callbacks
-from ca12.callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, IterationCheckpoint
-from conftest import TINY, tiny_config
 
 LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
 MODULE = "ca12_test_recorder"
 # A user's callback, in a module of their own: one JSON line per iteration.
-RECORDER_SOURCE = '''
+RECORDER_SOURCE = """
 import json
 
 import lightning as L
@@ -39,7 +39,7 @@ class Recorder(L.Callback):
 
 class NotACallback:
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -81,7 +81,11 @@ def test_added_callbacks_run_in_a_real_fit_and_can_be_changed_on_resume(tmp_path
 
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(c["iteration"], c["tag"]) for c in calls] == [(1, "fresh"), (2, "fresh")]
-    ours = [name for name in calls[0]["callbacks"] if name in ("FramesProgressBar", "EvaluationCallback", "IterationCheckpoint", "Recorder", "LearningRateMonitor", "GracefulStop")]
+    ours = [
+        name
+        for name in calls[0]["callbacks"]
+        if name in ("FramesProgressBar", "EvaluationCallback", "IterationCheckpoint", "Recorder", "LearningRateMonitor", "GracefulStop")
+    ]
     assert ours == ["FramesProgressBar", "EvaluationCallback", "IterationCheckpoint", "Recorder", "LearningRateMonitor", "GracefulStop"]
     assert calls[0]["callbacks"][-1] == "GracefulStop"
     assert any(name.startswith("lr-") for name in (run_dir / "metrics.csv").read_text().splitlines()[0].split(","))
@@ -93,9 +97,22 @@ def test_added_callbacks_run_in_a_real_fit_and_can_be_changed_on_resume(tmp_path
     # On resume: change an added callback's argument, remove one, add another. A class of the
     # user's own is named again (a checkpoint alone may not make ca12 import code: ca12/untrusted.py).
     assert main(["--resume", str(run_dir), "collector.total_frames=300"]) == 2
-    assert main(["--resume", str(run_dir), "collector.total_frames=300", f"callbacks.recorder._target_={user_module}",
-                 "callbacks.recorder.tag=resumed", "~callbacks.lr_monitor",
-                 f"+callbacks.second._target_={user_module}", f"+callbacks.second.path={log}", "+callbacks.second.tag=second"]) == 0
+    assert (
+        main(
+            [
+                "--resume",
+                str(run_dir),
+                "collector.total_frames=300",
+                f"callbacks.recorder._target_={user_module}",
+                "callbacks.recorder.tag=resumed",
+                "~callbacks.lr_monitor",
+                f"+callbacks.second._target_={user_module}",
+                f"+callbacks.second.path={log}",
+                "+callbacks.second.tag=second",
+            ]
+        )
+        == 0
+    )
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(c["iteration"], c["tag"]) for c in calls[2:]] == [(3, "resumed"), (3, "second")]
     assert "LearningRateMonitor" not in calls[-1]["callbacks"] and calls[-1]["callbacks"][-1] == "GracefulStop"
@@ -126,13 +143,28 @@ def test_resume_keeps_the_saved_callbacks_following_the_config():
 @pytest.mark.parametrize(
     "added, fragment",
     [
-        (["+callbacks.x._target_=no_such_module_ca12.Thing"], "callbacks.x._target_: cannot import 'no_such_module_ca12' (ModuleNotFoundError: No module named 'no_such_module_ca12')"),
+        (
+            ["+callbacks.x._target_=no_such_module_ca12.Thing"],
+            "callbacks.x._target_: cannot import 'no_such_module_ca12' (ModuleNotFoundError: No module named 'no_such_module_ca12')",
+        ),
         ([f"+callbacks.x._target_={MODULE}.Nowhere"], f"callbacks.x._target_: module '{MODULE}' has no 'Nowhere'"),
-        ([f"+callbacks.x._target_={MODULE}.NotACallback"], f"callbacks.x._target_: '{MODULE}.NotACallback' is not a lightning.pytorch.Callback subclass"),
+        (
+            [f"+callbacks.x._target_={MODULE}.NotACallback"],
+            f"callbacks.x._target_: '{MODULE}.NotACallback' is not a lightning.pytorch.Callback subclass",
+        ),
         (["+callbacks.x.path=somewhere"], "callbacks.x has no _target_ (the Lightning Callback class to build)"),
-        ([f"+callbacks.x._target_={MODULE}.Recorder", "+callbacks.x.path=p", "+callbacks.x.colour=red"], "callbacks.x: Recorder takes no argument 'colour'; it takes: path, tag"),
-        ([f"+callbacks.x._target_={MODULE}.Recorder"], "callbacks.x (ca12_test_recorder.Recorder): TypeError: Recorder.__init__() missing 1 required positional argument: 'path'"),
-        ([f"+callbacks.lr._target_={LR_MONITOR}", "+callbacks.lr.logging_interval=weekly"], f"callbacks.lr ({LR_MONITOR}): MisconfigurationException: logging_interval should be"),
+        (
+            [f"+callbacks.x._target_={MODULE}.Recorder", "+callbacks.x.path=p", "+callbacks.x.colour=red"],
+            "callbacks.x: Recorder takes no argument 'colour'; it takes: path, tag",
+        ),
+        (
+            [f"+callbacks.x._target_={MODULE}.Recorder"],
+            "callbacks.x (ca12_test_recorder.Recorder): TypeError: Recorder.__init__() missing 1 required positional argument: 'path'",
+        ),
+        (
+            [f"+callbacks.lr._target_={LR_MONITOR}", "+callbacks.lr.logging_interval=weekly"],
+            f"callbacks.lr ({LR_MONITOR}): MisconfigurationException: logging_interval should be",
+        ),
         (["callbacks.checkpoint.dirpath=elsewhere"], "callbacks.checkpoint.dirpath is given by ca12.fit at run time"),
         (["+callbacks.best._target_=lightning.pytorch.callbacks.ModelCheckpoint"], "callbacks.best: ca12 writes its own checkpoints"),
         (["~callbacks.nothing"], "cannot remove 'callbacks.nothing': it is not in the config (callbacks: progress, evaluation, checkpoint)"),
@@ -151,9 +183,11 @@ def test_show_config_prints_the_callbacks_section(tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)
     assert main(["--algo", "mappo", "--show-config", "~callbacks.evaluation", f"+callbacks.lr_monitor._target_={LR_MONITOR}"]) == 0
     out = capsys.readouterr().out
-    section = out[out.index("\ncallbacks:\n"):].splitlines()[2:]
+    section = out[out.index("\ncallbacks:\n") :].splitlines()[2:]
     assert [line.split(":")[0].strip() for line in section] == ["progress", "checkpoint", "lr_monitor"]
-    assert section[0].startswith("  progress: {_target_: ca12.callbacks.FramesProgressBar, total_frames: ${collector.total_frames}}  # Lightning callback")
+    assert section[0].startswith(
+        "  progress: {_target_: ca12.callbacks.FramesProgressBar, total_frames: ${collector.total_frames}}  # Lightning callback"
+    )
     assert section[2].startswith(f"  lr_monitor: {{_target_: {LR_MONITOR}}}")
     assert not (tmp_path / "runs").exists()
 
@@ -166,5 +200,25 @@ def test_a_second_progress_bar_is_refused_in_one_line(tmp_path, capsys):
     run_dir = tmp_path / "run"
     code = main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "+callbacks.rich._target_=lightning.pytorch.callbacks.RichProgressBar"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["ca12.fit: error: callbacks.progress and callbacks.rich are both progress bars; Lightning takes one: remove one with ~callbacks.NAME"]
+    assert code == 2 and err == [
+        "ca12.fit: error: callbacks.progress and callbacks.rich are both progress bars; Lightning takes one: remove one with ~callbacks.NAME"
+    ]
     assert not run_dir.exists()
+
+
+def test_a_run_saved_before_callbacks_installed_as_ca12_callbacks_resumes(tmp_path):
+    """Run directories written before 2026-12-07 name ca12's callbacks `callbacks.NAME` (the
+    package was installed at the top level then): they resume with the same callbacks."""
+    run_dir = tmp_path / "old"
+    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=csv", "collector.total_frames=100"]) == 0
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        checkpoint = torch.load(path, weights_only=True)
+        for entry in checkpoint["ca12"]["run_config"]["callbacks"].values():
+            entry["_target_"] = entry["_target_"].replace("ca12.callbacks.", "callbacks.")
+        torch.save(checkpoint, path)
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["ca12"]["run_config"]["callbacks"]
+    assert saved["progress"]["_target_"] == "callbacks.FramesProgressBar"
+    assert main(["--resume", str(run_dir), "collector.total_frames=200"]) == 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["ca12"]["frames"] == 200
+    built = make_run_callbacks(OmegaConf.merge(tiny_config("mappo"), {"callbacks": saved}), tmp_path, None)
+    assert [type(c) for c in built] == [FramesProgressBar, EvaluationCallback, IterationCheckpoint, GracefulStop]

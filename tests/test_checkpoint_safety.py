@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_args
 
 import ca12.envs.vmas  # noqa: F401  (registers VMAS's generator as an RNG source)
-from ca12.untrusted import unsafe_entry
+from ca12.callbacks import IterationCheckpoint
 from ca12.fit import main
 from ca12.seeding import capture_rng_state, restore_rng_state
-from ca12.callbacks import IterationCheckpoint
-from conftest import tiny_args
+from ca12.untrusted import unsafe_entry
 
 # (name, algo, extra args): on-policy on VMAS and on the generic env (its own torch.Generator is an
 # RNG source), off-policy with a replay buffer in memory with priorities, and in memory-mapped files.

@@ -15,11 +15,11 @@ import math
 import pytest
 import torch
 import torchrl.collectors._multi_async
+from conftest import tiny_args
+from test_resume import _ckpt, _column, _tensors
 
 from ca12.data.rollout import RolloutDataModule
 from ca12.fit import main
-from conftest import tiny_args
-from test_resume import _ckpt, _column, _tensors
 
 # Two worlds per worker: a multisync batch (100 frames) is one 25-step episode of 2 x 2 worlds, a
 # multiasync batch is two episodes of one worker's 2 worlds. Every batch starts from a reset.
@@ -36,17 +36,19 @@ def batches(monkeypatch) -> list[dict]:
         batch = collect(self)
         module = self.trainer.lightning_module
         first = not any(entry["datamodule"] == id(self) for entry in seen)
-        seen.append({
-            "datamodule": id(self),
-            "frames": module.frames,
-            "iterations": module.iterations,
-            "weights": {k: v.clone() for k, v in module.state_dict().items()},
-            # The policy weights the worker processes act with (asked once per run; not of multiasync
-            # workers, which collect ahead and would drop their batch for the question).
-            "workers": self.collector.state_dict() if first and self.collector_kind == "multisync" else None,
-            "policy": {k: v.clone() for k, v in module.policy.state_dict().items()},
-            "starts": batch["agents", "observation"][:, 0].clone(),  # [worlds, agents, obs]: reset states
-        })
+        seen.append(
+            {
+                "datamodule": id(self),
+                "frames": module.frames,
+                "iterations": module.iterations,
+                "weights": {k: v.clone() for k, v in module.state_dict().items()},
+                # The policy weights the worker processes act with (asked once per run; not of multiasync
+                # workers, which collect ahead and would drop their batch for the question).
+                "workers": self.collector.state_dict() if first and self.collector_kind == "multisync" else None,
+                "policy": {k: v.clone() for k, v in module.policy.state_dict().items()},
+                "starts": batch["agents", "observation"][:, 0].clone(),  # [worlds, agents, obs]: reset states
+            }
+        )
         return batch
 
     monkeypatch.setattr(RolloutDataModule, "next_batch", next_batch)

@@ -62,9 +62,21 @@ def test_critic_sees_the_other_agents_actions_but_not_its_own():
 
 def test_coma_reaches_the_optimal_team_return_on_a_repeated_coordination_game(tmp_path, capsys):
     run_dir = tmp_path / "coma"
-    args = ["--algo", "coma", "--env", "matrix/coordination", "--run-dir", str(run_dir), "logger=none", "env.num_envs=50",
-            "collector.frames_per_batch=500", "collector.total_frames=6000", "eval.every_n_iters=0",
-            "algo.num_epochs=10", "algo.minibatch_size=100"]
+    args = [
+        "--algo",
+        "coma",
+        "--env",
+        "matrix/coordination",
+        "--run-dir",
+        str(run_dir),
+        "logger=none",
+        "env.num_envs=50",
+        "collector.frames_per_batch=500",
+        "collector.total_frames=6000",
+        "eval.every_n_iters=0",
+        "algo.num_epochs=10",
+        "algo.minibatch_size=100",
+    ]
     assert fit_main(args) == 0
     with open(run_dir / "metrics.csv") as f:
         returns = [float(row["rollout/episode_reward_mean"]) for row in csv.DictReader(f)]
@@ -75,10 +87,19 @@ def test_coma_reaches_the_optimal_team_return_on_a_repeated_coordination_game(tm
     assert greedy == 80.0  # 10 plays of the optimum (0, 0), payoff 8
 
 
-
 # Two players, 10 plays an episode: 2 batches of 20 frames, tiny nets.
-TINY_MATRIX = ["--env", "matrix/coordination", "env.num_envs=2", "collector.frames_per_batch=20", "collector.total_frames=40",
-               "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.minibatch_size=10", "algo.num_epochs=2", "algo.actor_epochs=1"]
+TINY_MATRIX = [
+    "--env",
+    "matrix/coordination",
+    "env.num_envs=2",
+    "collector.frames_per_batch=20",
+    "collector.total_frames=40",
+    "model.hidden_sizes=[16]",
+    "critic_model.hidden_sizes=[16]",
+    "algo.minibatch_size=10",
+    "algo.num_epochs=2",
+    "algo.actor_epochs=1",
+]
 
 
 def test_central_v_advantage_is_every_agents_lambda_return_minus_v():
@@ -91,8 +112,13 @@ def test_central_v_advantage_is_every_agents_lambda_return_minus_v():
     reward = torch.randn(b, t, n, 1)  # the agents' own rewards; the team's is their mean
     done = torch.zeros(b, t, 1, dtype=torch.bool)
     done[0, 2] = True  # world 0's episode ends at step 2 (terminated: no bootstrap), the next starts at 3
-    batch = TensorDict({g: {"observation": obs[:, :-1], "action": torch.randint(0, n_actions, (b, t, n))},
-                        "next": {g: {"observation": obs[:, 1:], "reward": reward}, "done": done, "terminated": done}}, [b, t])
+    batch = TensorDict(
+        {
+            g: {"observation": obs[:, :-1], "action": torch.randint(0, n_actions, (b, t, n))},
+            "next": {g: {"observation": obs[:, 1:], "reward": reward}, "done": done, "terminated": done},
+        },
+        [b, t],
+    )
     batch.set("coma_target", module.critic_targets(batch))
     with torch.no_grad():
         v = module.critic.net(obs.flatten(-2))[..., 0]  # [B, T+1], V(s) by hand on the flattened state

@@ -10,20 +10,27 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import torch
+from conftest import resume_pair
 from omegaconf import OmegaConf
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
+from ca12.algos.signalling import positive_signalling
 from ca12.envs import AgentLayout, make_env, make_spec_env
 from ca12.envs.comm import ReferentialEnv
 from ca12.errors import UsageError
 from ca12.fit import main
-from conftest import resume_pair
 from ca12.nets.builder import TalkingNet
 from ca12.nets.builder import mlp as build_mlp
-from ca12.algos.signalling import positive_signalling
-from ca12.nets.communication import (AttentionCommunication, CommNet, DIALChannel, DIALCommunication, GraphCommunication,
-                                     geometric_adjacency, graph_adjacency)
+from ca12.nets.communication import (
+    AttentionCommunication,
+    CommNet,
+    DIALChannel,
+    DIALCommunication,
+    GraphCommunication,
+    geometric_adjacency,
+    graph_adjacency,
+)
+from ca12.run.config import load_config
 from ca12.sections import TarMACConfig, model_schema
 
 F = 8
@@ -174,8 +181,18 @@ def test_a_talking_actor_hears_the_speaker_and_an_mlp_does_not():
         assert isinstance(net, TalkingNet) == (kind != "mlp")
 
 
-SMALL = ["--env", "comm/referential", "logger=csv", "eval.every_n_iters=0", "env.num_envs=32", "collector.frames_per_batch=64",
-         "algo.minibatch_size=32", "algo.num_epochs=1", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]"]
+SMALL = [
+    "--env",
+    "comm/referential",
+    "logger=csv",
+    "eval.every_n_iters=0",
+    "env.num_envs=32",
+    "collector.frames_per_batch=64",
+    "algo.minibatch_size=32",
+    "algo.num_epochs=1",
+    "model.hidden_sizes=[16]",
+    "critic_model.hidden_sizes=[16]",
+]
 
 
 @pytest.mark.parametrize("kind", TALKING)
@@ -226,17 +243,33 @@ def _returns(run_dir: Path) -> list[float]:
 
 
 # Settings found for speed: 1024 one-step games per batch, 4 epochs of 256, lr 1e-3.
-REFERENTIAL = ["--env", "comm/referential", "logger=csv", "eval.every_n_iters=0", "env.num_envs=1024",
-               "collector.frames_per_batch=1024", "algo.minibatch_size=256", "algo.lr=1e-3", "algo.num_epochs=4"]
+REFERENTIAL = [
+    "--env",
+    "comm/referential",
+    "logger=csv",
+    "eval.every_n_iters=0",
+    "env.num_envs=1024",
+    "collector.frames_per_batch=1024",
+    "algo.minibatch_size=256",
+    "algo.lr=1e-3",
+    "algo.num_epochs=4",
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "extra", "frames"), [
-    ("tarmac", [], 12288), ("commnet", [], 12288), ("graph", [], 16384), ("dial", ["model.noise=0.5"], 24576),
-])
+@pytest.mark.parametrize(
+    ("kind", "extra", "frames"),
+    [
+        ("tarmac", [], 12288),
+        ("commnet", [], 12288),
+        ("graph", [], 16384),
+        ("dial", ["model.noise=0.5"], 24576),
+    ],
+)
 def test_mappo_learns_to_talk_and_the_mlp_cannot(tmp_path, kind, extra, frames):
-    assert main(["--algo", "mappo", "--run-dir", str(tmp_path / kind), *REFERENTIAL, f"model={kind}", *extra,
-                 f"collector.total_frames={frames}"]) == 0
+    assert (
+        main(["--algo", "mappo", "--run-dir", str(tmp_path / kind), *REFERENTIAL, f"model={kind}", *extra, f"collector.total_frames={frames}"]) == 0
+    )
     talking = _returns(tmp_path / kind)
     assert sum(talking[-2:]) / 2 >= 0.9, talking  # success rate; chance is 1/5
     if kind == "tarmac":
@@ -282,8 +315,20 @@ def test_signalling_information_is_the_mutual_information_of_the_batch():
 
 
 def _speaker_listener(*extra: str, worlds: int = 4):
-    cfg = load_config("mappo", "vmas/speaker_listener", [f"env.num_envs={worlds}", "env.max_steps=5", "env.continuous_actions=false",
-                                                          "collector.frames_per_batch=640", "algo.minibatch_size=640", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", *extra])
+    cfg = load_config(
+        "mappo",
+        "vmas/speaker_listener",
+        [
+            f"env.num_envs={worlds}",
+            "env.max_steps=5",
+            "env.continuous_actions=false",
+            "collector.frames_per_batch=640",
+            "algo.minibatch_size=640",
+            "model.hidden_sizes=[16]",
+            "critic_model.hidden_sizes=[16]",
+            *extra,
+        ],
+    )
     return algo_class("mappo")(cfg, make_spec_env(cfg.env, 0)), make_env(cfg.env, 0)
 
 
@@ -323,10 +368,13 @@ def test_a_signalling_bonus_pushes_the_speaker_towards_distinct_messages():
     assert len(counts) == 3 and before < 0.01 * ceiling and 0.5 * ceiling < after <= ceiling + 1e-4, (before, after, ceiling)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["algo.signalling_groups=[listener]", "algo.groups=[speaker]"], "'listener', which is not a trained group"),
-    (["algo.signalling_groups=[speaker]", "env.continuous_actions=true"], "group 'speaker' acts continuously"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["algo.signalling_groups=[listener]", "algo.groups=[speaker]"], "'listener', which is not a trained group"),
+        (["algo.signalling_groups=[speaker]", "env.continuous_actions=true"], "group 'speaker' acts continuously"),
+    ],
+)
 def test_signalling_settings_it_cannot_serve_are_refused_in_one_line(extra, message):
     with pytest.raises(UsageError, match=message) as info:
         _speaker_listener("algo.signalling_coeff=0.1", *extra)

@@ -26,7 +26,8 @@ def fake_run(root, algo, seed, evals=None, rollouts=None, env=("matrix", "climbi
     run = root / f"{algo}_{env[1]}_{seed}_{lr}"
     run.mkdir(parents=True)
     run.joinpath("config.yaml").write_text(
-        f"seed: {seed}\nalgo:\n  name: {algo}\n  lr: {lr}\nenv:\n  family: {env[0]}\n  task: {env[1]}\nlogger: {logger}\n")
+        f"seed: {seed}\nalgo:\n  name: {algo}\n  lr: {lr}\nenv:\n  family: {env[0]}\n  task: {env[1]}\nlogger: {logger}\n"
+    )
     n = max(len(rollouts or []), 2 * len(evals or []))
     lines = ["time/iteration,time/frames,rollout/episode_reward_mean,eval/episode_reward_mean"]
     for i in range(n):
@@ -56,7 +57,9 @@ def test_estimates_and_intervals_are_rliables_on_the_same_scores(tmp_path):
         scores = np.array(FINALS[group.algo])[:, None]  # [runs, tasks]: each run's last eval return
         assert group.scores == scores.tolist() and group.seeds == [0, 1, 2, 3, 4]
         np.random.seed(7)
-        points, intervals = library.get_interval_estimates({"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_median(s.T)]), reps=REPS)
+        points, intervals = library.get_interval_estimates(
+            {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_median(s.T)]), reps=REPS
+        )
         iqm, median = group.estimates["IQM"], group.estimates["median"]
         assert (iqm.value, iqm.low, iqm.high) == (points["x"][0], *intervals["x"][:, 0])
         assert (median.value, median.low, median.high) == (points["x"][1], *intervals["x"][:, 1])
@@ -100,7 +103,10 @@ def test_curves_are_iqm_over_seeds_on_a_common_frame_grid(tmp_path):
     runs = sorted(find_runs([tmp_path]), key=lambda r: r.seed)
     curves = np.stack([np.interp(table.frames, r.series[ROLLOUT][:, 0], r.series[ROLLOUT][:, 1]) for r in runs])[:, None, :]
     np.random.seed(0)
-    per_point = lambda s: np.array([metrics.aggregate_iqm(s[..., i]) for i in range(s.shape[-1])])  # rliable's own loop
+
+    def per_point(s):
+        return np.array([metrics.aggregate_iqm(s[..., i]) for i in range(s.shape[-1])])  # rliable's own loop
+
     points, intervals = library.get_interval_estimates({"c": curves}, per_point, reps=REPS)
     curve = table.curves[0]
     assert curve.iqm == points["c"].tolist() and [curve.low, curve.high] == intervals["c"].tolist()
@@ -116,8 +122,10 @@ def test_report_pngs_and_summary_are_written(tmp_path, capsys):
         assert heading in report
     assert "| good | 5 |" in report and "optimality gap (target 1)" in report
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == sorted([f"{t}_{kind}.png" for t in ("matrix-climbing", "matrix-stag_hunt") for kind in ("curves", "intervals", "profile")]
-                          + ["all-envs_intervals.png", "all-envs_profile.png"])
+    assert pngs == sorted(
+        [f"{t}_{kind}.png" for t in ("matrix-climbing", "matrix-stag_hunt") for kind in ("curves", "intervals", "profile")]
+        + ["all-envs_intervals.png", "all-envs_profile.png"]
+    )
     assert all((out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in pngs)
     assert all(f"({name})" in report for name in pngs)
     summary = json.loads((out / "summary.json").read_text())
@@ -143,7 +151,9 @@ def test_one_seed_gets_point_estimates_a_note_and_a_written_report(tmp_path, cap
     lonely = comparison.table("matrix/climbing").groups[1]
     assert lonely.estimates["IQM"].value == 0.5 and lonely.estimates["IQM"].low is None
     assert comparison.table("matrix/climbing").groups[0].estimates["IQM"].low is not None  # the 2-seed group keeps its interval
-    assert comparison.notes == ["lonely on matrix/climbing has a single run: point estimates only; intervals need at least 2 seeds per algorithm and env"]
+    assert comparison.notes == [
+        "lonely on matrix/climbing has a single run: point estimates only; intervals need at least 2 seeds per algorithm and env"
+    ]
     assert main([str(tmp_path), "--reps", "10"]) == 0
     captured = capsys.readouterr()
     assert "| lonely | 1 | 0.500 |" in captured.out and "**Note:** lonely on matrix/climbing has a single run" in captured.out
@@ -162,11 +172,14 @@ def test_single_seed_envs_still_get_the_all_envs_table(tmp_path, capsys):
     assert "solo on matrix/climbing has a single run (and 1 more group(s))" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda root: None, "no runs found"),
-    (lambda root: (root / "run").mkdir() or (root / "run" / "config.yaml").write_text("seed: 0\n"), "has no metrics.csv"),
-    (lambda root: fake_run(root, "a", 0, evals=[1.0]).joinpath("config.yaml").write_text("seed: 0\n"), "has no algo.name"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda root: None, "no runs found"),
+        (lambda root: (root / "run").mkdir() or (root / "run" / "config.yaml").write_text("seed: 0\n"), "has no metrics.csv"),
+        (lambda root: fake_run(root, "a", 0, evals=[1.0]).joinpath("config.yaml").write_text("seed: 0\n"), "has no algo.name"),
+    ],
+)
 def test_no_runs_and_missing_metrics_are_one_line_errors(tmp_path, capsys, setup, message):
     setup(tmp_path)
     assert main([str(tmp_path)]) == 2
@@ -176,8 +189,13 @@ def test_no_runs_and_missing_metrics_are_one_line_errors(tmp_path, capsys, setup
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     sweep(tmp_path, FINALS)
-    for args, message in ((["--normalise", "0"], "--normalise takes [ENV=]MIN,MAX"), (["--normalise", "vmas/nowhere=0,1"], "no run trained on"),
-                          (["--normalise", "1,0"], "MIN must be below MAX"), (["--metric", "best"], "invalid choice"), (["--reps", "0"], "--reps")):
+    for args, message in (
+        (["--normalise", "0"], "--normalise takes [ENV=]MIN,MAX"),
+        (["--normalise", "vmas/nowhere=0,1"], "no run trained on"),
+        (["--normalise", "1,0"], "MIN must be below MAX"),
+        (["--metric", "best"], "invalid choice"),
+        (["--reps", "0"], "--reps"),
+    ):
         assert main([str(tmp_path), *args]) == 2
         assert message in capsys.readouterr().err
 
@@ -198,8 +216,23 @@ def test_reads_real_runs(tmp_path):
     from ca12.fit import main as fit
 
     for seed in (0, 1):  # two tiny real runs of 2 iterations, evaluated after each
-        assert fit(["--algo", "mappo", "--seed", str(seed), "--run-dir", str(tmp_path / f"seed{seed}"), *TINY, "logger=csv",
-                    "eval.every_n_iters=1", "eval.episodes=2"]) == 0
+        assert (
+            fit(
+                [
+                    "--algo",
+                    "mappo",
+                    "--seed",
+                    str(seed),
+                    "--run-dir",
+                    str(tmp_path / f"seed{seed}"),
+                    *TINY,
+                    "logger=csv",
+                    "eval.every_n_iters=1",
+                    "eval.episodes=2",
+                ]
+            )
+            == 0
+        )
     data = read_run(tmp_path / "seed1")
     assert (data.algo, data.env, data.seed) == ("mappo", "vmas/navigation", 1)
     assert data.series[ROLLOUT][:, 0].tolist() == [100.0, 200.0] and data.series[EVAL][:, 0].tolist() == [100.0, 200.0]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_config, tiny_env
 from omegaconf import OmegaConf
 
 from ca12.algos import algo_class
-from ca12.run.config import algo_names, conf_dir, env_config_names, group_options, load_config
 from ca12.envs import make_env
 from ca12.errors import UsageError
-from conftest import tiny_config, tiny_env
+from ca12.run.config import algo_names, conf_dir, env_config_names, group_options, load_config
 
 
 @pytest.mark.parametrize("algo", algo_names())
@@ -32,8 +32,15 @@ def test_every_env_config_builds_its_env(env):
 def test_public_override_keys_exist():
     cfg = load_config("mappo", "vmas/navigation")
     for key in (
-        "collector.frames_per_batch", "collector.total_frames", "env.num_envs", "env.max_steps",
-        "env.device", "algo.lr", "algo.num_epochs", "algo.minibatch_size", "trainer.devices",
+        "collector.frames_per_batch",
+        "collector.total_frames",
+        "env.num_envs",
+        "env.max_steps",
+        "env.device",
+        "algo.lr",
+        "algo.num_epochs",
+        "algo.minibatch_size",
+        "trainer.devices",
         "checkpoint.every_n_iters",
     ):
         assert OmegaConf.select(cfg, key) is not None, key
@@ -48,7 +55,12 @@ def test_navigation_uses_benchmarl_task_settings():
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config("ippo", "vmas/balance", ["algo.lr=1e-3", "env.num_envs=8", "collector.frames_per_batch=800", "algo.minibatch_size=400", "trainer=ddp", "logger=none"], seed=3)
+    cfg = load_config(
+        "ippo",
+        "vmas/balance",
+        ["algo.lr=1e-3", "env.num_envs=8", "collector.frames_per_batch=800", "algo.minibatch_size=400", "trainer=ddp", "logger=none"],
+        seed=3,
+    )
     assert cfg.algo.lr == 1e-3 and cfg.env.num_envs == 8 and cfg.seed == 3
     assert cfg.trainer.strategy == "ddp" and cfg.logger.wandb is None and cfg.logger.tensorboard is None
 
@@ -71,7 +83,12 @@ def test_any_vmas_scenario_by_name_with_scenario_kwargs():
         ("mappo", "vmas/navigation", ["env.num_envs=2.5"], "env.num_envs expects an integer"),
         ("mappo", "vmas/navigation", ["trainer=tpu"], "unknown trainer 'tpu'; choose one of: cpu, ddp, gpu"),
         ("mappo", "vmas/navigation", ["logger=comet"], "unknown logger 'comet'"),
-        ("mappo", "vmas/navigation", ["model=transformer"], "unknown model 'transformer'; choose one of: commnet, dial, graph, gru, hierarchical, lstm, mlp, tarmac"),
+        (
+            "mappo",
+            "vmas/navigation",
+            ["model=transformer"],
+            "unknown model 'transformer'; choose one of: commnet, dial, graph, gru, hierarchical, lstm, mlp, tarmac",
+        ),
         ("mappo", "vmas/navigation", ["model.activation=sigmoid"], "model.activation must be one of tanh, relu, elu, gelu, got 'sigmoid'"),
         ("mappo", "vmas/navigation", ["trainer.max_epochs=3"], "trainer.max_epochs is set by ca12 itself"),
         ("mappo", "vmas/navigation", ["collector=multisync", "collector.frames_per_batch=6060"], "x collector.workers (2)"),

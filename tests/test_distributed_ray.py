@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_es import ES_TINY
 
 import ca12.algos.es as es_algo
 from ca12.distributed.es_gradient import perturbation
 from ca12.distributed.pool import WorkerPool
 from ca12.fit import main
-from test_es import ES_TINY
 
 ray = pytest.importorskip("ray", reason="Ray is part of the test extra")  # present in CI: pip install -e .[test]
 pytestmark = pytest.mark.xdist_group("ray")

@@ -11,12 +11,12 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from ca12.run.config import conf_dir, load_config
 from ca12.envs import AgentLayout, family_tasks, make_env
 from ca12.envs.generic import MultiAgentEnvironment
 from ca12.envs.matrix import GAMES, MatrixGameEnv
 from ca12.errors import UsageError
 from ca12.fit import list_choices, main
+from ca12.run.config import conf_dir, load_config
 from ca12.seeding import capture_rng_state, restore_rng_state
 
 GENERIC = ["generic/coop", "generic/coop_discrete"]
@@ -53,8 +53,12 @@ def test_rewards_are_the_yaml_payoffs_of_the_joint_action(game, categorical):
     yaml = torch.tensor(OmegaConf.to_container(OmegaConf.load(conf_dir() / "env" / "matrix" / f"{game}.yaml").payoffs))
     n, a = yaml.shape[0], yaml.shape[1]
     joints = torch.tensor(list(itertools.product(range(a), repeat=n)))  # every joint action, [a^n, n]
-    overrides = [f"env.num_envs={len(joints)}", f"collector.frames_per_batch={len(joints)}", f"algo.minibatch_size={len(joints)}",
-                 f"env.categorical_actions={str(categorical).lower()}"]
+    overrides = [
+        f"env.num_envs={len(joints)}",
+        f"collector.frames_per_batch={len(joints)}",
+        f"algo.minibatch_size={len(joints)}",
+        f"env.categorical_actions={str(categorical).lower()}",
+    ]
     env = make_env(load_config("mappo", f"matrix/{game}", overrides).env, 0)
     assert torch.equal(env.base_env.payoffs, yaml.float())
     reward = _act(env, joints)["agents", "reward"]  # [a^n, n, 1]
@@ -218,7 +222,12 @@ def test_families_are_listed():
 
 
 TINY_FIT = [
-    "logger=none", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.num_epochs=1", "eval.every_n_iters=0", "env.num_envs=4",
+    "logger=none",
+    "model.hidden_sizes=[16]",
+    "critic_model.hidden_sizes=[16]",
+    "algo.num_epochs=1",
+    "eval.every_n_iters=0",
+    "env.num_envs=4",
 ]
 
 
@@ -237,9 +246,16 @@ def test_tiny_fit_runs(env, extra, tmp_path):
 def test_generic_run_resumes_bit_for_bit(tmp_path):
     """The env's own generator is in the checkpoint: half a run plus a resume is the whole run."""
     args = [
-        "logger=none", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.num_epochs=1", "eval.every_n_iters=1", "eval.episodes=2",
-        "env.num_envs=4", "env.max_steps=5",
-        "collector.frames_per_batch=20", "algo.minibatch_size=20",
+        "logger=none",
+        "model.hidden_sizes=[16]",
+        "critic_model.hidden_sizes=[16]",
+        "algo.num_epochs=1",
+        "eval.every_n_iters=1",
+        "eval.episodes=2",
+        "env.num_envs=4",
+        "env.max_steps=5",
+        "collector.frames_per_batch=20",
+        "algo.minibatch_size=20",
     ]
     one_go, split = tmp_path / "one_go", tmp_path / "split"
     assert main(["--algo", "ippo", "--env", "generic/coop", "--run-dir", str(one_go), *args, "collector.total_frames=60"]) == 0
@@ -253,7 +269,9 @@ def test_generic_run_resumes_bit_for_bit(tmp_path):
 
 
 def test_reward_scale_scales_what_the_learner_trains_on_and_not_the_reported_returns():
-    cfg = load_config("mappo", "vmas/navigation", ["env.num_envs=4", "collector.frames_per_batch=400", "algo.minibatch_size=400", "env.reward_scale=0.1"])
+    cfg = load_config(
+        "mappo", "vmas/navigation", ["env.num_envs=4", "collector.frames_per_batch=400", "algo.minibatch_size=400", "env.reward_scale=0.1"]
+    )
     plain, scaled = make_env(cfg.env, 0), make_env(cfg.env, 0, training=True)
     start = capture_rng_state()  # VMAS draws resets from one process-wide random state
     actions = plain.rand_action(plain.reset())

@@ -18,16 +18,21 @@ pytest.importorskip("gymnasium")
 pytest.importorskip("pettingzoo")
 pytest.importorskip("mpe2")
 
+from conftest import TINY  # noqa: E402
+
 import ca12.envs.gym as gym_family  # noqa: E402
 import ca12.envs.pettingzoo as pettingzoo_family  # noqa: E402
 from ca12.algos import algo_class  # noqa: E402
-from ca12.run.config import load_config  # noqa: E402
-from ca12.envs import catalog  # noqa: E402
-from ca12.envs import AgentLayout, make_env, make_spec_env  # noqa: E402
+from ca12.envs import (  # noqa: E402
+    AgentLayout,
+    catalog,  # noqa: E402
+    make_env,
+    make_spec_env,
+)
 from ca12.errors import UsageError  # noqa: E402
 from ca12.fit import list_choices, main  # noqa: E402
+from ca12.run.config import load_config  # noqa: E402
 from ca12.seeding import capture_rng_state  # noqa: E402
-from conftest import TINY  # noqa: E402
 
 B = 3  # worlds per env in the spec tests
 
@@ -118,7 +123,9 @@ def test_mpe_continuous_actions_are_bounded_in_zero_one():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, vectorization", [("gym/CartPole-v1", "gymnasium_async"), ("gym/CartPole-v1", "parallel"), ("pettingzoo/simple_spread", "parallel")])
+@pytest.mark.parametrize(
+    "name, vectorization", [("gym/CartPole-v1", "gymnasium_async"), ("gym/CartPole-v1", "parallel"), ("pettingzoo/simple_spread", "parallel")]
+)
 def test_process_based_vectorisations_step_and_checkpoint(name, vectorization):
     """One process per world (13-37 s to start on 2 cores): same layout; their worlds' generators
     live in the workers, so checkpoints hold none of them, and capturing does not query the workers."""
@@ -182,9 +189,24 @@ def test_mappo_trains_and_resumes_bit_for_bit(env, tmp_path):
 
 @pytest.mark.parametrize("algo", ["masac", "maddpg"])
 def test_off_policy_actors_train_on_pendulum(algo, tmp_path):
-    args = ["--algo", algo, "--env", "gym/Pendulum-v1", "--run-dir", str(tmp_path / algo), "logger=none", "eval.every_n_iters=0",
-            "env.num_envs=4", "env.max_steps=25", "collector.frames_per_batch=100", "collector.total_frames=300",
-            "algo.warmup_frames=100", "algo.minibatch_size=32", "model.hidden_sizes=[32,32]", "critic_model.hidden_sizes=[32,32]"]
+    args = [
+        "--algo",
+        algo,
+        "--env",
+        "gym/Pendulum-v1",
+        "--run-dir",
+        str(tmp_path / algo),
+        "logger=none",
+        "eval.every_n_iters=0",
+        "env.num_envs=4",
+        "env.max_steps=25",
+        "collector.frames_per_batch=100",
+        "collector.total_frames=300",
+        "algo.warmup_frames=100",
+        "algo.minibatch_size=32",
+        "model.hidden_sizes=[32,32]",
+        "critic_model.hidden_sizes=[32,32]",
+    ]
     assert main(args) == 0
     assert len(_returns(tmp_path / algo)) == 3
 
@@ -205,12 +227,15 @@ def test_speaker_listener_trains_both_groups_with_mappo_and_one_group_algorithms
     assert list(ippo.critics["listener"].in_keys) == [("listener", "observation")]
     for algo in ("iql", "masac"):
         cfg = load_config(algo, "pettingzoo/simple_speaker_listener")
-        with pytest.raises(UsageError, match=rf"^{algo} trains one agent group; the env has groups \['speaker', 'listener'\]: name one with algo.groups=\[NAME\]$"):
+        with pytest.raises(
+            UsageError, match=rf"^{algo} trains one agent group; the env has groups \['speaker', 'listener'\]: name one with algo.groups=\[NAME\]$"
+        ):
             algo_class(algo)(cfg, make_spec_env(cfg.env, 0))
 
 
 def test_hiding_the_listeners_message_features_cuts_the_channel_and_nothing_else():
     """env.hide_observation zeroes exactly the named features, at reset and after every step."""
+
     def rollout(*extra):
         env = _env("pettingzoo/simple_speaker_listener", *extra)
         torch.manual_seed(0)  # the same random actions
@@ -222,15 +247,24 @@ def test_hiding_the_listeners_message_features_cuts_the_channel_and_nothing_else
         assert (hidden[key][..., -3:] == 0).all()
         torch.testing.assert_close(hidden[key][..., :-3], plain[key][..., :-3])
     torch.testing.assert_close(hidden["speaker", "observation"], plain["speaker", "observation"])
-    for bad, message in (("{foo:[1]}", r" names group 'foo'; the env's groups are: speaker, listener$"),
-                         ("{listener:[11]}", r".listener must list feature indices in \[-11, 11\) of its observation, got \[11\]$")):
+    for bad, message in (
+        ("{foo:[1]}", r" names group 'foo'; the env's groups are: speaker, listener$"),
+        ("{listener:[11]}", r".listener must list feature indices in \[-11, 11\) of its observation, got \[11\]$"),
+    ):
         with pytest.raises(UsageError, match=r"^env.hide_observation" + message):
             _env("pettingzoo/simple_speaker_listener", f"env.hide_observation={bad}")
+
 
 # --- listing, unknown ids and kwargs, missing packages ---------------------------------------------
 def test_both_families_are_listed_with_their_tasks():
     lines = list_choices()
-    for name in ("gym/CartPole-v1", "gym/Pendulum-v1", "pettingzoo/simple_spread", "pettingzoo/simple_speaker_listener", "pettingzoo/simple_reference"):
+    for name in (
+        "gym/CartPole-v1",
+        "gym/Pendulum-v1",
+        "pettingzoo/simple_spread",
+        "pettingzoo/simple_speaker_listener",
+        "pettingzoo/simple_reference",
+    ):
         assert f"env {name}" in lines
     assert not any(line.startswith("env pettingzoo/") and "_v" in line for line in lines), "no version suffixes"
 
@@ -292,9 +326,27 @@ def test_a_missing_gymnasium_is_named_in_one_line(monkeypatch):
 @pytest.mark.slow
 def test_mappo_balances_cartpole_well_above_random(tmp_path):
     run_dir = tmp_path / "cartpole"
-    assert main(["--algo", "mappo", "--env", "gym/CartPole-v1", "--run-dir", str(run_dir), "logger=none", "eval.every_n_iters=0",
-                 "env.num_envs=16", "collector.frames_per_batch=2000", "collector.total_frames=30000", "algo.minibatch_size=500",
-                 "model.hidden_sizes=[64,64]", "critic_model.hidden_sizes=[64,64]"]) == 0
+    assert (
+        main(
+            [
+                "--algo",
+                "mappo",
+                "--env",
+                "gym/CartPole-v1",
+                "--run-dir",
+                str(run_dir),
+                "logger=none",
+                "eval.every_n_iters=0",
+                "env.num_envs=16",
+                "collector.frames_per_batch=2000",
+                "collector.total_frames=30000",
+                "algo.minibatch_size=500",
+                "model.hidden_sizes=[64,64]",
+                "critic_model.hidden_sizes=[64,64]",
+            ]
+        )
+        == 0
+    )
     returns = _returns(run_dir)
     assert returns[0] < 30 and max(returns[-3:]) > 150, returns  # random play lasts ~22 steps; ~15 s here
 

@@ -179,8 +179,16 @@ def _matrix(payoffs, **overrides):
     """A matrix-family env section as the YAMLs compose it (built here: those YAMLs are being
     restructured), with `overrides` merged in; `group_per_player` absent unless given."""
     cfg = OmegaConf.create(
-        {"family": "matrix", "task": "custom", "num_envs": 9, "max_steps": 2, "device": "cpu",
-         "continuous_actions": False, "categorical_actions": True, "payoffs": payoffs}
+        {
+            "family": "matrix",
+            "task": "custom",
+            "num_envs": 9,
+            "max_steps": 2,
+            "device": "cpu",
+            "continuous_actions": False,
+            "categorical_actions": True,
+            "payoffs": payoffs,
+        }
     )
     return matrix.make(OmegaConf.merge(cfg, overrides), 0)
 

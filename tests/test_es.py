@@ -8,14 +8,24 @@ import csv
 
 import pytest
 import torch
+from conftest import resume_pair
 
 from ca12.distributed.es_gradient import centred_ranks, es_estimate, es_gradient, pair_seeds, perturbation
 from ca12.fit import main
-from conftest import resume_pair
 
 # CartPole for 20 steps, 4 evaluations of 2 episodes: 160 env steps per generation.
-ES_TINY = ["--env", "gym/CartPole-v1", "env.max_steps=20", "algo.population=4", "env.num_envs=2", "algo.workers=0",
-           "collector.frames_per_batch=160", "model.hidden_sizes=[8]", "logger=csv", "eval.every_n_iters=0"]
+ES_TINY = [
+    "--env",
+    "gym/CartPole-v1",
+    "env.max_steps=20",
+    "algo.population=4",
+    "env.num_envs=2",
+    "algo.workers=0",
+    "collector.frames_per_batch=160",
+    "model.hidden_sizes=[8]",
+    "logger=csv",
+    "eval.every_n_iters=0",
+]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -53,10 +63,13 @@ def test_es_trains_and_resumes_bit_for_bit(tmp_path):
     assert all(float(r["train/fitness_max"]) >= float(r["train/fitness_min"]) for r in rows)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("algo.population=3", "algo.population must be even (antithetic pairs), got 3"),
-    ("collector.frames_per_batch=200", "set collector.frames_per_batch=160"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algo.population=3", "algo.population must be even (antithetic pairs), got 3"),
+        ("collector.frames_per_batch=200", "set collector.frames_per_batch=160"),
+    ],
+)
 def test_bad_es_settings_are_refused_in_one_line(override, message, capsys):
     assert main(["--algo", "es", *ES_TINY, override]) == 2
     assert message in capsys.readouterr().err

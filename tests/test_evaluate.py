@@ -8,17 +8,27 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY
 
 from ca12.evaluate import main as evaluate_main
 from ca12.fit import main as fit_main
-from conftest import TINY
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("eval") / "run"
-    args = ["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=none",
-            "collector.total_frames=300", "eval.every_n_iters=3", "eval.episodes=5", "eval.video=true"]
+    args = [
+        "--algo",
+        "mappo",
+        "--run-dir",
+        str(run_dir),
+        *TINY,
+        "logger=none",
+        "collector.total_frames=300",
+        "eval.every_n_iters=3",
+        "eval.episodes=5",
+        "eval.video=true",
+    ]
     assert fit_main(args) == 0
     return run_dir
 
@@ -62,8 +72,12 @@ def test_training_eval_renders_a_gif_and_evaluate_writes_one(trained_run, tmp_pa
 
 @pytest.mark.parametrize(
     "content, fragment",
-    [(None, "no checkpoint file at"), (b"garbage", "is not a readable checkpoint"), ("foreign", "is not a ca12 checkpoint"),
-     ("truncated", "is not a readable checkpoint")],
+    [
+        (None, "no checkpoint file at"),
+        (b"garbage", "is not a readable checkpoint"),
+        ("foreign", "is not a ca12 checkpoint"),
+        ("truncated", "is not a readable checkpoint"),
+    ],
 )
 def test_evaluate_refuses_missing_corrupt_and_foreign_checkpoints(content, fragment, tmp_path, trained_run):
     import torch
@@ -102,8 +116,8 @@ def test_market_baselines_are_the_greedy_floor_and_the_optimal_ceiling(capsys):
 def test_the_evaluator_reports_the_envs_episode_statistics():
     from omegaconf import OmegaConf
 
-    from ca12.run.config import load_config
     from ca12.data.evaluator import Evaluator
+    from ca12.run.config import load_config
 
     cfg = load_config("mappo", "comm/traffic_junction", ["env.difficulty=easy"])
     evaluator = Evaluator(cfg.env, 20, 0, deterministic=True)
@@ -129,15 +143,21 @@ def test_a_trace_is_world_0s_first_episode_step_by_step():
     assert one.stats["waiting_time"][0] == pytest.approx(one.trace["waiting_time"][-1])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--baseline", "foo", "--env", "market/allocation"], "unknown baseline 'foo' for market/allocation; its family offers: greedy, optimal, quote_rule"),
-    (["--baseline", "greedy", "--env", "comm/referential"], "its family offers: none"),
-    (["--baseline", "greedy"], "--baseline needs --env FAMILY/TASK"),
-    (["--baseline", "greedy", "--env", "market/allocation", "algo.lr=0.1"], "env settings only"),
-    (["--baseline", "greedy", "--env", "market/allocation", "--episodes", "0"], "--episodes must be positive"),
-    (["some/run", "--env", "market/allocation"], "--env goes with --baseline"),
-    ([], "give one checkpoint or run directory"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--baseline", "foo", "--env", "market/allocation"],
+            "unknown baseline 'foo' for market/allocation; its family offers: greedy, optimal, quote_rule",
+        ),
+        (["--baseline", "greedy", "--env", "comm/referential"], "its family offers: none"),
+        (["--baseline", "greedy"], "--baseline needs --env FAMILY/TASK"),
+        (["--baseline", "greedy", "--env", "market/allocation", "algo.lr=0.1"], "env settings only"),
+        (["--baseline", "greedy", "--env", "market/allocation", "--episodes", "0"], "--episodes must be positive"),
+        (["some/run", "--env", "market/allocation"], "--env goes with --baseline"),
+        ([], "give one checkpoint or run directory"),
+    ],
+)
 def test_bad_baseline_requests_are_refused_in_one_line(args, message, capsys):
     assert evaluate_main(args) == 2
     err = capsys.readouterr().err.strip()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import nan_critic_from_iteration, tiny_args
 
 import ca12.algos.optim as optim
 from ca12.algos.optim import NonFiniteGuard
 from ca12.errors import NonFiniteError
 from ca12.fit import main
-from conftest import nan_critic_from_iteration, tiny_args
 
 RUN = ["logger=none", "eval.every_n_iters=100", "collector.total_frames=300"]
 
@@ -64,8 +64,10 @@ def test_skipped_nan_updates_leave_weights_and_adam_state_untouched(tmp_path, un
     good, skipped = tmp_path / "good", tmp_path / "skipped"
     args = [*tiny_args("mappo"), "logger=none", "eval.every_n_iters=100"]
     assert main(["--algo", "mappo", "--run-dir", str(good), *args, "collector.total_frames=200", "algo.cudagraphs=true"]) == 0
-    assert main(["--algo", "mappo", "--run-dir", str(skipped), *args, "collector.total_frames=300", "algo.cudagraphs=true",
-                 "algo.skip_nonfinite=true"]) == 0
+    assert (
+        main(["--algo", "mappo", "--run-dir", str(skipped), *args, "collector.total_frames=300", "algo.cudagraphs=true", "algo.skip_nonfinite=true"])
+        == 0
+    )
     a, b = _state(good), _state(skipped)
     assert b["ca12"]["skipped_updates"] == 2 * 2  # iteration 3: 2 epochs x 2 minibatches, all skipped
     for key, value in a["state_dict"].items():
@@ -74,12 +76,15 @@ def test_skipped_nan_updates_leave_weights_and_adam_state_untouched(tmp_path, un
         assert all(torch.equal(sa[k], sb[k]) for k in sa)  # Adam's moments and step count too
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["algo.cudagraphs=true"], "algo.cudagraphs=true needs a CUDA GPU"),
-    (["algo.cudagraphs=true", "trainer=ddp"], "cannot run under DDP"),
-    (["collector=cudagraph"], "collector=cudagraph needs a CUDA GPU"),
-    (["collector=cudagraph", "--env", "gym/Pendulum-v1"], "collector=cudagraph steps VMAS envs only (this run's env is gym/Pendulum-v1)"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["algo.cudagraphs=true"], "algo.cudagraphs=true needs a CUDA GPU"),
+        (["algo.cudagraphs=true", "trainer=ddp"], "cannot run under DDP"),
+        (["collector=cudagraph"], "collector=cudagraph needs a CUDA GPU"),
+        (["collector=cudagraph", "--env", "gym/Pendulum-v1"], "collector=cudagraph steps VMAS envs only (this run's env is gym/Pendulum-v1)"),
+    ],
+)
 def test_fast_path_options_a_run_cannot_use_are_refused_in_one_line(tmp_path, capsys, extra, message):
     run_dir = tmp_path / "run"
     assert main(["--algo", "mappo", "--run-dir", str(run_dir), *tiny_args("mappo"), *RUN, *extra]) == 2
@@ -104,12 +109,15 @@ def test_the_guard_counts_on_the_device_and_names_the_broken_term():
         guard.check(9, stop=True)
 
 
-@pytest.mark.parametrize("env, overrides, switched", [
-    ("vmas/navigation", [], True),
-    ("vmas/navigation", ["trainer=cpu"], False),
-    ("vmas/navigation", ["env.device=cpu"], False),
-    ("gym/CartPole-v1", [], False),
-])
+@pytest.mark.parametrize(
+    "env, overrides, switched",
+    [
+        ("vmas/navigation", [], True),
+        ("vmas/navigation", ["trainer=cpu"], False),
+        ("vmas/navigation", ["env.device=cpu"], False),
+        ("gym/CartPole-v1", [], False),
+    ],
+)
 def test_a_new_vmas_run_trains_on_the_gpu_when_one_is_present(monkeypatch, env, overrides, switched):
     import ca12.run.trainer
     from ca12.run.config import load_config

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, tiny_args
 from omegaconf import OmegaConf
 
-from ca12.run.config import algo_names
-from ca12.fit import main
 from ca12.algos import algo_class
-from conftest import TINY, tiny_args
+from ca12.fit import main
+from ca12.run.config import algo_names
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -46,8 +46,7 @@ def test_tiny_fit_writes_checkpoints_metrics_and_an_offline_wandb_run(algo, acti
     loss_keys = ("train/loss_objective", "train/loss_critic") if "algo.num_epochs=2" in tiny_args(algo) else ("train/loss",)
     if algo == "es":  # no loss: a search gradient from the population's fitness
         loss_keys = ("train/fitness_max",)
-    for key in ("rollout/episode_reward_mean", *loss_keys, "train/grad_norm",
-                "time/frames_per_second", "time/collect_s", "time/update_s"):
+    for key in ("rollout/episode_reward_mean", *loss_keys, "train/grad_norm", "time/frames_per_second", "time/collect_s", "time/update_s"):
         assert all(row[key] != "" for row in rows), key
     assert [float(r["time/frames"]) for r in rows] == [100.0, 200.0]
 
@@ -116,8 +115,18 @@ def test_cli_refuses_a_corrupt_checkpoint(tmp_path):
 
 def test_ddp_with_two_cpu_processes_trains_and_resumes_in_one_process(tmp_path):
     run_dir = tmp_path / "ddp"
-    out = _cli("--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=csv", "trainer=ddp", "trainer.devices=2",
-               "collector.total_frames=400", cwd=tmp_path)
+    out = _cli(
+        "--algo",
+        "mappo",
+        "--run-dir",
+        str(run_dir),
+        *TINY,
+        "logger=csv",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "collector.total_frames=400",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ca12"]
     assert state["iterations"] == 2 and state["frames"] == 400, "each iteration collects 100 frames on each of 2 ranks"

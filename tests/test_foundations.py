@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, resume_pair, tiny_args
 
 from ca12.algos import DEFAULT_ENV, algo_class, default_env
-from ca12.run.config import algo_names, load_config
 from ca12.envs import make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main
 from ca12.nets.builder import is_recurrent
 from ca12.paths import group_options
-from conftest import TINY, resume_pair, tiny_args
+from ca12.run.config import algo_names, load_config
 
 
 def _returns(run_dir: Path, key: str = "rollout/episode_reward_mean") -> list[float]:
@@ -70,9 +70,22 @@ def test_show_config_prints_every_key_with_its_doc(capsys):
 # --- agent layouts -----------------------------------------------------------------------------------
 def test_two_group_env_trains_one_group_against_a_fixed_random_policy(tmp_path):
     run_dir = tmp_path / "pd"
-    args = ["--algo", "mappo", "--env", "matrix/prisoners_dilemma", "--run-dir", str(run_dir), "logger=none",
-            "env.group_per_player=true", "algo.groups=[player_0]", "collector.frames_per_batch=600",
-            "collector.total_frames=6000", "algo.minibatch_size=200", "eval.every_n_iters=5", "eval.episodes=8"]
+    args = [
+        "--algo",
+        "mappo",
+        "--env",
+        "matrix/prisoners_dilemma",
+        "--run-dir",
+        str(run_dir),
+        "logger=none",
+        "env.group_per_player=true",
+        "algo.groups=[player_0]",
+        "collector.frames_per_batch=600",
+        "collector.total_frames=6000",
+        "algo.minibatch_size=200",
+        "eval.every_n_iters=5",
+        "eval.episodes=8",
+    ]
     assert main(args) == 0
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert any("player_0" in k for k in state) and not any("player_1" in k for k in state), "only player_0 learns"
@@ -84,7 +97,9 @@ def test_two_group_env_trains_one_group_against_a_fixed_random_policy(tmp_path):
 
 def test_an_algorithm_that_trains_one_group_refuses_two_in_one_line():
     cfg = load_config("qmix", "matrix/prisoners_dilemma", ["env.group_per_player=true"])
-    with pytest.raises(UsageError, match=r"qmix trains one agent group; the env has groups \['player_0', 'player_1'\]: name one with algo.groups=\[NAME\]"):
+    with pytest.raises(
+        UsageError, match=r"qmix trains one agent group; the env has groups \['player_0', 'player_1'\]: name one with algo.groups=\[NAME\]"
+    ):
         algo_class("qmix")(cfg, make_spec_env(cfg.env, 0))
     cfg = load_config("qmix", "matrix/prisoners_dilemma", ["env.group_per_player=true", "algo.groups=[player_1]"])
     assert algo_class("qmix")(cfg, make_spec_env(cfg.env, 0)).group == "player_1"
@@ -93,16 +108,38 @@ def test_an_algorithm_that_trains_one_group_refuses_two_in_one_line():
 def test_a_single_agent_gym_env_trains_through_mappo_as_a_group_of_one(tmp_path):
     pytest.importorskip("gymnasium")
     run_dir = tmp_path / "cartpole"
-    assert main(["--algo", "mappo", "--env", "gym/CartPole-v1", "--run-dir", str(run_dir), "logger=none",
-                 "collector.frames_per_batch=1000", "collector.total_frames=8000", "algo.minibatch_size=250",
-                 "eval.every_n_iters=0"]) == 0
+    assert (
+        main(
+            [
+                "--algo",
+                "mappo",
+                "--env",
+                "gym/CartPole-v1",
+                "--run-dir",
+                str(run_dir),
+                "logger=none",
+                "collector.frames_per_batch=1000",
+                "collector.total_frames=8000",
+                "algo.minibatch_size=250",
+                "eval.every_n_iters=0",
+            ]
+        )
+        == 0
+    )
     returns = _returns(run_dir)
     assert returns[0] < 30 and max(returns[-2:]) > 40, returns  # random play lasts ~22 steps
 
 
 # --- recurrence: a cue seen at the first step, acted on at the last -----------------------------------
-MEMORY = ["--env", "memory/cue", "logger=none", "collector.frames_per_batch=2400", "algo.minibatch_size=400",
-          "algo.entropy_coeff=0.01", "eval.every_n_iters=0"]
+MEMORY = [
+    "--env",
+    "memory/cue",
+    "logger=none",
+    "collector.frames_per_batch=2400",
+    "algo.minibatch_size=400",
+    "algo.entropy_coeff=0.01",
+    "eval.every_n_iters=0",
+]
 
 
 @pytest.mark.slow
@@ -115,8 +152,15 @@ def test_mappo_with_a_gru_remembers_the_cue_and_the_mlp_cannot(tmp_path):
 
 
 def test_recurrent_policy_resumes_bit_for_bit_with_its_hidden_states(tmp_path):
-    args = [*MEMORY, "model=gru", "model.hidden_size=16", "model.hidden_sizes=[16]", "collector.frames_per_batch=240",
-            "algo.minibatch_size=40", "algo.num_epochs=2"]
+    args = [
+        *MEMORY,
+        "model=gru",
+        "model.hidden_size=16",
+        "model.hidden_sizes=[16]",
+        "collector.frames_per_batch=240",
+        "algo.minibatch_size=40",
+        "algo.num_epochs=2",
+    ]
     a, b, one_go, split = resume_pair(tmp_path, "mappo", args, 960)
     assert any("w_hh" in key for key in a)  # the GRU's weights (its hidden states ride in the batches)
     for key in a:
@@ -151,8 +195,19 @@ def test_trainer_gpu_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
 def test_out_of_memory_is_one_line_and_leaves_no_dead_run_directory(tmp_path):
     run_dir = tmp_path / "run"
     huge = 4_000_000_000  # 4e9 worlds of generic/coop: ~100 GB of positions
-    out = _cli("--algo", "mappo", "--env", "generic/coop", "--run-dir", str(run_dir), "logger=none",
-               f"env.num_envs={huge}", f"collector.frames_per_batch={huge}", f"collector.total_frames={huge}", cwd=tmp_path)
+    out = _cli(
+        "--algo",
+        "mappo",
+        "--env",
+        "generic/coop",
+        "--run-dir",
+        str(run_dir),
+        "logger=none",
+        f"env.num_envs={huge}",
+        f"collector.frames_per_batch={huge}",
+        f"collector.total_frames={huge}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "out of memory" in lines[0] and "lower them" in lines[0], out.stderr[-2000:]
@@ -176,8 +231,22 @@ def test_resume_last_finds_run_dir_runs_and_says_when_a_run_is_complete(tmp_path
 
 def test_uneven_total_frames_is_announced_and_a_short_run_is_still_evaluated(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=none", "collector.total_frames=250",
-                 "eval.every_n_iters=10", "eval.episodes=2"]) == 0
+    assert (
+        main(
+            [
+                "--algo",
+                "mappo",
+                "--run-dir",
+                str(run_dir),
+                *TINY,
+                "logger=none",
+                "collector.total_frames=250",
+                "eval.every_n_iters=10",
+                "eval.episodes=2",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "collector.total_frames=250 is not a multiple of collector.frames_per_batch=100; training runs 3 iterations = 300 frames" in err
     assert len(_returns(run_dir, "eval/episode_reward_mean")) == 1, "evaluated once, after the last iteration"
@@ -195,9 +264,14 @@ def test_library_chatter_stays_out_of_the_terminal(tmp_path):
     home.mkdir()
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("WANDB")}
     env["HOME"] = str(home)
-    out = subprocess.run([sys.executable, "-m", "ca12.fit", "--algo", "iql", "--run-dir", str(tmp_path / "run"),
-                          *tiny_args("iql"), "collector.total_frames=100"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "ca12.fit", "--algo", "iql", "--run-dir", str(tmp_path / "run"), *tiny_args("iql"), "collector.total_frames=100"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     for chatter in ("anonymous", "INFO", "Creating a"):
         assert chatter not in out.stderr + out.stdout, chatter

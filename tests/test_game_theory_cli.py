@@ -14,7 +14,9 @@ import pytest
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ca12.game_theory", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -68,7 +70,7 @@ def test_text_output_and_payoff_files(tmp_path):
         ('{"payoffs": [[[1, 2], [3, 4]], [[1, 2]]]}', "ragged.json"),
         ('{"payoffs": [[[1, "x"], [3, 4]], [[1, 2], [3, 4]]]}', "text.json"),
         ('{"payoffs": [[1, 2], [3, 4]]}', "shape.json"),
-        ('[1, 2]', "list.json"),
+        ("[1, 2]", "list.json"),
         (b"\x00garbage", "bad.npy"),
     ],
 )
@@ -140,9 +142,7 @@ def test_pareto_payoffs_are_plain_numbers():
     assert proc.returncode == 0, proc.stderr
     section = "\n".join(_pareto_table(proc.stdout))
     assert "'" not in section and '"' not in section and "[" not in section
-    assert _pareto_rows(proc.stdout, 2) == {
-        "(C, C)": [3.0, 3.0], "(C, D)": [0.0, 5.0], "(D, C)": [5.0, 0.0]
-    }
+    assert _pareto_rows(proc.stdout, 2) == {"(C, C)": [3.0, 3.0], "(C, D)": [0.0, 5.0], "(D, C)": [5.0, 0.0]}
 
 
 @pytest.mark.parametrize("n_players", [2, 3])
@@ -161,10 +161,7 @@ def test_pareto_table_columns_line_up(tmp_path, n_players):
     if n_players == 3:
         u = _three_player_file(tmp_path)[1]
         out = json.loads(_run(game, "--json").stdout)
-        expected = {
-            "(" + ", ".join(map(str, p)) + ")": u[(slice(None), *p)].tolist()
-            for p in out["pareto_profiles"]
-        }
+        expected = {"(" + ", ".join(map(str, p)) + ")": u[(slice(None), *p)].tolist() for p in out["pareto_profiles"]}
         assert _pareto_rows(proc.stdout, 3) == expected and len(rows) == 4
 
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from ca12.run.config import load_config
 from ca12.envs import AgentLayout, make_env
 from ca12.envs.grid import BASELINES, FEEDERS, GridEnv
 from ca12.envs.grid.feeders import feeder_from_net, pandapower_net
 from ca12.envs.grid.physics import LinearPowerFlow, battery_step, flexible_step, price
 from ca12.errors import UsageError
 from ca12.fit import main
+from ca12.run.config import load_config
 
 pp = pytest.importorskip("pandapower")
 
@@ -181,8 +181,13 @@ def test_flexible_loads_serve_their_days_energy_and_run_forced_at_the_end_of_the
     assert torch.allclose(time_left, (24 - torch.arange(25.0)) / 17)  # > 1 before 7:00
     assert float(time_left[7]) == 1.0 and float(time_left[-1]) == 0.0
     # The step rule alone: forced = remaining - (steps after) x max, capped by what remains, none outside.
-    served = flexible_step(torch.tensor([10.0, 10.0, 10.0, 3.0, 10.0]), torch.tensor([1.0, 1.0, 4.0, 4.0, 4.0]), torch.tensor(4.0),
-                           torch.tensor([3, 2, 2, 0, 1]), torch.tensor([True, True, True, True, False]))
+    served = flexible_step(
+        torch.tensor([10.0, 10.0, 10.0, 3.0, 10.0]),
+        torch.tensor([1.0, 1.0, 4.0, 4.0, 4.0]),
+        torch.tensor(4.0),
+        torch.tensor([3, 2, 2, 0, 1]),
+        torch.tensor([True, True, True, True, False]),
+    )
     assert served.tolist() == [1.0, 2.0, 4.0, 3.0, 0.0]
 
 
@@ -218,10 +223,16 @@ def test_flexible_share_0_is_the_battery_only_env(continuous, policy):
     assert sums == pytest.approx(BATTERY_ONLY[continuous, policy], rel=1e-6, abs=1e-6)
 
 
-@pytest.mark.parametrize("task, overrides", [("cigre_lv", ()), ("kerber_landnetz", ()),
-                                             ("cigre_lv", ("env.continuous_actions=false", "env.max_steps=96")),
-                                             ("cigre_lv", ("env.flexible_share=0",)),
-                                             ("kerber_landnetz", ("env.continuous_actions=false", "env.flexible_share=0"))])
+@pytest.mark.parametrize(
+    "task, overrides",
+    [
+        ("cigre_lv", ()),
+        ("kerber_landnetz", ()),
+        ("cigre_lv", ("env.continuous_actions=false", "env.max_steps=96")),
+        ("cigre_lv", ("env.flexible_share=0",)),
+        ("kerber_landnetz", ("env.continuous_actions=false", "env.flexible_share=0")),
+    ],
+)
 def test_specs_through_make_env(task, overrides):
     env = _env(task, ("env.num_envs=4", *overrides))
     check_env_specs(env)
@@ -269,9 +280,10 @@ def test_the_baselines_flexible_schedules(continuous):
     # 4 kWh, so the day hours from 7:00 take the rest, F - 4; with 3 levels (discrete) 11:00 runs
     # at half power (2.25 / 4 rounds to 0.5), so 22:00 is forced to take the 0.25 kWh that 23:00 cannot.
     F = 22.2506
-    expected = {"no_battery": [0] * 7 + [4] * 5 + [F - 20] + [0] * 11,
-                "rule_based": [0] * 7 + [4] * 4 + [F - 20] + [0] * 11 + [4] if continuous
-                else [0] * 7 + [4] * 4 + [2] + [0] * 10 + [F - 22, 4]}
+    expected = {
+        "no_battery": [0] * 7 + [4] * 5 + [F - 20] + [0] * 11,
+        "rule_based": [0] * 7 + [4] * 4 + [F - 20] + [0] * 11 + [4] if continuous else [0] * 7 + [4] * 4 + [2] + [0] * 10 + [F - 22, 4],
+    }
     for name, factory in BASELINES.items():
         env = _env("kerber_landnetz", ("env.num_envs=2", "env.n_buildings=1", f"env.continuous_actions={str(continuous).lower()}"), seed=0)
         grid = env.base_env
@@ -291,16 +303,28 @@ def test_shared_reward_charges_everyone_the_mean_cost():
 
 
 def test_bad_kwargs_and_missing_pandapower_are_one_line_errors(monkeypatch):
-    cases = [(("env.n_cues=3",), "does not take n_cues"), (("env.battery_hours=0",), "battery_hours"), (("env.efficiency=1.5",), "efficiency"),
-             (("env.tariff=[0.3,0.2,0.1]",), "non-decreasing"), (("env.tariff=[0.1,0.2]",), "tariff"), (("env.n_buildings=99",), "at most the 15"),
-             (("env.shared_reward=1",), "shared_reward"), (("env.voltage_band=0",), "voltage_band"), (("env.max_cloud_cover=2",), "max_cloud_cover"),
-             (("env.flexible_window=[20,10]",), "holds no step")]
+    cases = [
+        (("env.n_cues=3",), "does not take n_cues"),
+        (("env.battery_hours=0",), "battery_hours"),
+        (("env.efficiency=1.5",), "efficiency"),
+        (("env.tariff=[0.3,0.2,0.1]",), "non-decreasing"),
+        (("env.tariff=[0.1,0.2]",), "tariff"),
+        (("env.n_buildings=99",), "at most the 15"),
+        (("env.shared_reward=1",), "shared_reward"),
+        (("env.voltage_band=0",), "voltage_band"),
+        (("env.max_cloud_cover=2",), "max_cloud_cover"),
+        (("env.flexible_window=[20,10]",), "holds no step"),
+    ]
     for overrides, match in cases:
         with pytest.raises(UsageError, match=match) as error:
             _env("cigre_lv", ("env.num_envs=2", *overrides))
         assert "\n" not in str(error.value)
-    for kwargs, match in [({"flexible_share": 1.5}, "flexible_share"), ({"flexible_window": [7]}, "flexible_window"),
-                          ({"flexible_window": [7, 25]}, "flexible_window"), ({"flexible_power": 0.1}, "must cover the flexible energy")]:
+    for kwargs, match in [
+        ({"flexible_share": 1.5}, "flexible_share"),
+        ({"flexible_window": [7]}, "flexible_window"),
+        ({"flexible_window": [7, 25]}, "flexible_window"),
+        ({"flexible_power": 0.1}, "must cover the flexible energy"),
+    ]:
         with pytest.raises(UsageError, match=match) as error:
             GridEnv("cigre_lv", num_envs=2, **kwargs)
         assert "\n" not in str(error.value)
@@ -313,9 +337,25 @@ def test_bad_kwargs_and_missing_pandapower_are_one_line_errors(monkeypatch):
 
 def test_a_tiny_mappo_fit_logs_the_grid_statistics(tmp_path):
     run = tmp_path / "run"
-    args = ["--algo", "mappo", "--env", "grid/cigre_lv", "--run-dir", str(run), "logger=csv", "eval.every_n_iters=0", "env.num_envs=50",
-            "env.n_buildings=6", "collector.frames_per_batch=1200", "collector.total_frames=2400", "model.hidden_sizes=[16]",
-            "critic_model.hidden_sizes=[16]", "algo.minibatch_size=600", "algo.num_epochs=1", "env.reward_scale=0.1"]
+    args = [
+        "--algo",
+        "mappo",
+        "--env",
+        "grid/cigre_lv",
+        "--run-dir",
+        str(run),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        "env.num_envs=50",
+        "env.n_buildings=6",
+        "collector.frames_per_batch=1200",
+        "collector.total_frames=2400",
+        "model.hidden_sizes=[16]",
+        "critic_model.hidden_sizes=[16]",
+        "algo.minibatch_size=600",
+        "algo.num_epochs=1",
+        "env.reward_scale=0.1",
+    ]
     assert main(args) == 0
     with open(run / "metrics.csv") as f:
         rows = [row for row in csv.DictReader(f) if row.get("rollout/cost_mean")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY, TINY_REPLAY, resume_pair
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
@@ -14,7 +15,6 @@ from torchrl.envs import Compose, InitTracker, TransformedEnv
 from torchrl.modules import set_recurrent_mode
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.envs import make_spec_env
 from ca12.envs.generic import MultiAgentEnvironment
 from ca12.errors import UsageError
@@ -22,16 +22,30 @@ from ca12.fit import main
 from ca12.nets.builder import is_recurrent
 from ca12.nets.builder import mlp as build_mlp
 from ca12.nets.hierarchy import MultiAgentHierarchy, make_hierarchy
-from conftest import TINY, TINY_REPLAY, resume_pair
+from ca12.run.config import load_config
 
 N, F, OUT, G, TEAM, PERIOD = 5, 6, 3, 4, 2, 3  # 5 agents in teams {0, 1}, {2, 3}, {4}
 GOAL, CLOCK = ("agents", "net_goal"), ("agents", "net_clock")
 
 
 def _net(share_params: bool = False, n_agents: int = N, team_size: int = TEAM) -> MultiAgentHierarchy:
-    return make_hierarchy(n_in=F, n_out=OUT, n_agents=n_agents, share_params=share_params, hidden_sizes=[8], team_size=team_size,
-                          period=PERIOD, goal_size=G, manager_sizes=[16], activation=nn.Tanh, device="cpu", group="agents",
-                          in_key=("agents", "observation"), out_key=("agents", "logits"), name="net")
+    return make_hierarchy(
+        n_in=F,
+        n_out=OUT,
+        n_agents=n_agents,
+        share_params=share_params,
+        hidden_sizes=[8],
+        team_size=team_size,
+        period=PERIOD,
+        goal_size=G,
+        manager_sizes=[16],
+        activation=nn.Tanh,
+        device="cpu",
+        group="agents",
+        in_key=("agents", "observation"),
+        out_key=("agents", "logits"),
+        name="net",
+    )
 
 
 def _batch(b: int = 3, t: int = 9, n: int = N, requires_grad: bool = False) -> TensorDict:
@@ -80,9 +94,11 @@ def test_goals_change_only_at_decision_steps_and_are_held_in_between():
     with set_recurrent_mode(True), torch.no_grad():
         seq = net(data.clone())
     clock = seq["next", *CLOCK][..., 0, 0]  # [b, t]: steps since the last decision, after each step
-    assert clock.tolist() == [[1, 2, 3, 1, 2, 3, 1, 2, 3],  # decides at 0 (is_init), 3, 6
-                              [3, 1, 2, 3, 1, 2, 3, 1, 2],  # stored clock 2: decides at 1, at 4 (is_init), 7
-                              [1, 2, 3, 1, 2, 3, 1, 2, 3]]  # decision due at 0
+    assert clock.tolist() == [
+        [1, 2, 3, 1, 2, 3, 1, 2, 3],  # decides at 0 (is_init), 3, 6
+        [3, 1, 2, 3, 1, 2, 3, 1, 2],  # stored clock 2: decides at 1, at 4 (is_init), 7
+        [1, 2, 3, 1, 2, 3, 1, 2, 3],
+    ]  # decision due at 0
     decided = clock == 1
     goals = seq["next", *GOAL]  # [b, t, n, G]: the goal each step acted on
     before = torch.cat([data[GOAL][:, :1], goals[:, :-1]], 1)  # the goal held before each step
@@ -133,11 +149,13 @@ def test_workers_loss_reaches_the_manager_through_held_goals():
 
 def test_the_collector_carries_goals_and_the_replay_reproduces_them():
     net = _net()
-    env = TransformedEnv(MultiAgentEnvironment(num_envs=3, n_agents=N, continuous_actions=False, max_steps=7),
-                         Compose(InitTracker(), net.make_tensordict_primer()))
+    env = TransformedEnv(
+        MultiAgentEnvironment(num_envs=3, n_agents=N, continuous_actions=False, max_steps=7), Compose(InitTracker(), net.make_tensordict_primer())
+    )
     assert env.observation_spec["agents", "observation"].shape[-1] == F
-    net = TensorDictSequential(net, TensorDictModule(lambda logits: logits.argmax(-1), in_keys=[("agents", "logits")],
-                                                     out_keys=[("agents", "action")]))
+    net = TensorDictSequential(
+        net, TensorDictModule(lambda logits: logits.argmax(-1), in_keys=[("agents", "logits")], out_keys=[("agents", "action")])
+    )
     collector = Collector(env, net, frames_per_batch=42, total_frames=42)
     batch = next(iter(collector)).clone()  # [3 envs, 14 steps]: two episodes of 7 each
     collector.shutdown()
@@ -182,8 +200,17 @@ HIERARCHICAL = ["model=hierarchical", "model.team_size=2", "model.period=3", "mo
 
 
 def test_mappo_with_a_hierarchical_actor_and_critic_resumes_bit_for_bit(tmp_path):
-    args = ["--env", "vmas/navigation", "logger=csv", "eval.every_n_iters=0", *TINY, *HIERARCHICAL,
-            "critic_model=hierarchical", "critic_model.team_size=2", "critic_model.goal_size=4"]
+    args = [
+        "--env",
+        "vmas/navigation",
+        "logger=csv",
+        "eval.every_n_iters=0",
+        *TINY,
+        *HIERARCHICAL,
+        "critic_model=hierarchical",
+        "critic_model.team_size=2",
+        "critic_model.goal_size=4",
+    ]
     a, b, one_go, _ = resume_pair(tmp_path, "mappo", args, 200)
     assert a.keys() == b.keys() and any("manager" in key for key in a)
     for key in a:
@@ -192,8 +219,21 @@ def test_mappo_with_a_hierarchical_actor_and_critic_resumes_bit_for_bit(tmp_path
 
 
 def test_qmix_replays_hierarchical_sequences(tmp_path):
-    args = ["--algo", "qmix", "--env", "vmas/navigation", "--run-dir", str(tmp_path), "logger=csv", "eval.every_n_iters=0",
-            *TINY_REPLAY, "env.continuous_actions=false", "algo.sequence_length=8", "algo.burn_in=2", *HIERARCHICAL]
+    args = [
+        "--algo",
+        "qmix",
+        "--env",
+        "vmas/navigation",
+        "--run-dir",
+        str(tmp_path),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        *TINY_REPLAY,
+        "env.continuous_actions=false",
+        "algo.sequence_length=8",
+        "algo.burn_in=2",
+        *HIERARCHICAL,
+    ]
     assert main(args) == 0
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert any("manager" in key for key in state)

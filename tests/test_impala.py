@@ -7,12 +7,12 @@ import csv
 
 import pytest
 import torch
+from conftest import TINY, resume_pair
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.fit import main
-from conftest import TINY, resume_pair
+from ca12.run.config import load_config
 
 IMPALA_TINY = [*TINY, "algo.num_epochs=1", "algo.minibatch_size=100"]
 
@@ -64,18 +64,40 @@ def test_asynchronous_actors_lag_and_the_lag_is_logged(tmp_path):
     """MultiAsyncCollector's workers keep acting while the learner updates: later batches hold
     frames from older weights, which the version counter that travels with them shows."""
     run = tmp_path / "run"
-    assert main(["--algo", "impala", "--env", "gym/CartPole-v1", "--run-dir", str(run), "logger=csv", "eval.every_n_iters=0",
-                 "collector.workers=2", "env.num_envs=2", "collector.frames_per_batch=100", "algo.minibatch_size=100", "collector.total_frames=600",
-                 "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]"]) == 0
+    assert (
+        main(
+            [
+                "--algo",
+                "impala",
+                "--env",
+                "gym/CartPole-v1",
+                "--run-dir",
+                str(run),
+                "logger=csv",
+                "eval.every_n_iters=0",
+                "collector.workers=2",
+                "env.num_envs=2",
+                "collector.frames_per_batch=100",
+                "algo.minibatch_size=100",
+                "collector.total_frames=600",
+                "model.hidden_sizes=[16]",
+                "critic_model.hidden_sizes=[16]",
+            ]
+        )
+        == 0
+    )
     lags = [float(r["train/policy_lag_max"]) for r in _metrics(run)]
     assert len(lags) == 6 and lags[0] == 0.0 and all(lag >= 0 for lag in lags)
     assert max(lags) >= 1.0, lags
 
 
-@pytest.mark.parametrize("override, message", [
-    ("algo.clip_rho=0", "algo.clip_rho must be positive, got 0.0"),
-    ("algo.baseline_coeff=-1", "algo.baseline_coeff must be >= 0.0, got -1.0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algo.clip_rho=0", "algo.clip_rho must be positive, got 0.0"),
+        ("algo.baseline_coeff=-1", "algo.baseline_coeff must be >= 0.0, got -1.0"),
+    ],
+)
 def test_bad_clips_are_refused_in_one_line(override, message, capsys):
     assert main(["--algo", "impala", "--env", "gym/CartPole-v1", override]) == 2
     assert message in capsys.readouterr().err

@@ -11,20 +11,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import resume_pair
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.envs import make_spec_env
 from ca12.envs.matrix import MatrixGameEnv
 from ca12.errors import UsageError
 from ca12.fit import main
-from ca12.selfplay.league import (
-    elo_deltas, elo_expected, episode_results, flat_parameters, matrix_seat_swap, pfsp_weights,
-)
 from ca12.nets.policies import FixedRandomPolicy
-from conftest import resume_pair
+from ca12.run.config import load_config
+from ca12.selfplay.league import (
+    elo_deltas,
+    elo_expected,
+    episode_results,
+    flat_parameters,
+    matrix_seat_swap,
+    pfsp_weights,
+)
 
 RPS = ["--env", "matrix/rock_paper_scissors", "env.group_per_player=true", "algo.groups=[player_0]"]
 
@@ -45,8 +50,13 @@ def test_elo_expectation_and_update_match_the_formula():
     assert float(elo_expected(1400.0, 1000.0)) == pytest.approx(1 / (1 + 10 ** (-1)))
     # Two games at once, from the ratings before them: a win against an equal (+K w / 2) and a
     # loss against someone 400 points weaker (-K w E, E = 10/11).
-    deltas = elo_deltas(1000.0, torch.tensor([1000.0, 600.0], dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64),
-                        torch.tensor([0.25, 0.75], dtype=torch.float64), 32.0)
+    deltas = elo_deltas(
+        1000.0,
+        torch.tensor([1000.0, 600.0], dtype=torch.float64),
+        torch.tensor([1.0, 0.0], dtype=torch.float64),
+        torch.tensor([0.25, 0.75], dtype=torch.float64),
+        32.0,
+    )
     assert deltas.tolist() == pytest.approx([32 * 0.25 * 0.5, -32 * 0.75 * 10 / 11])
 
 
@@ -61,8 +71,10 @@ def test_episode_results_score_ended_episodes_by_team_return():
     done = torch.tensor([[False, True, False, True], [False, False, False, True]]).unsqueeze(-1)  # [B=2, T=4, 1]
     mine = torch.tensor([[0.0, 2.0, 0.0, -1.0], [0.0, 0.0, 0.0, 3.0]])
     theirs = torch.tensor([[0.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 4.0]])
-    batch = TensorDict({"next": {"done": done, "a": {"episode_reward": mine[..., None, None].expand(2, 4, 2, 1)},
-                                 "b": {"episode_reward": theirs[..., None, None]}}}, batch_size=[2, 4])
+    batch = TensorDict(
+        {"next": {"done": done, "a": {"episode_reward": mine[..., None, None].expand(2, 4, 2, 1)}, "b": {"episode_reward": theirs[..., None, None]}}},
+        batch_size=[2, 4],
+    )
     results, worlds = episode_results(batch, "a", "b")
     assert results.tolist() == [1.0, 0.5, 0.0] and worlds.tolist() == [0, 0, 1]
 
@@ -101,8 +113,11 @@ def test_snapshots_join_leave_and_are_drawn_as_the_setting_says():
     league.cfg.opponents = "latest"
     assert league.pick_opponents().tolist() == [2] * league.opponent.assignment.numel()
     league.cfg.opponents = "pfsp"
-    league.record(wins=torch.tensor([10.0, 0.0, 5.0], dtype=torch.float64), draws=torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64),
-                  games=torch.tensor([10.0, 0.0, 10.0], dtype=torch.float64))
+    league.record(
+        wins=torch.tensor([10.0, 0.0, 5.0], dtype=torch.float64),
+        draws=torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64),
+        games=torch.tensor([10.0, 0.0, 10.0], dtype=torch.float64),
+    )
     assert league.win_rates().tolist() == pytest.approx([1.0, 0.5, 0.5])
     assert league.sampling_probabilities().tolist() == pytest.approx([0.0, 0.5, 0.5])
     # Rating points are only exchanged: what the learner won, the snapshots lost.
@@ -119,20 +134,27 @@ def test_every_world_acts_with_its_own_snapshot():
             last_bias.copy_(torch.nn.functional.one_hot(torch.tensor(favourite), 3) * 100.0)
             league.add_snapshot(actor, favourite + 1)
     league.opponent.assignment.copy_(torch.arange(league.opponent.assignment.numel()) % 3 + 1)  # snapshots 1, 2, 3, 1, ...
-    td = MatrixGameEnv([[[0, -1, 1], [1, 0, -1], [-1, 1, 0]], [[0, 1, -1], [-1, 0, 1], [1, -1, 0]]], num_envs=7, max_steps=1,
-                       group_per_player=True).reset()
+    td = MatrixGameEnv(
+        [[[0, -1, 1], [1, 0, -1], [-1, 1, 0]], [[0, 1, -1], [-1, 0, 1], [1, -1, 0]]], num_envs=7, max_steps=1, group_per_player=True
+    ).reset()
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         played = league.opponent(td)["player_1", "action"].flatten()
     assert played.tolist() == [w % 3 for w in range(7)]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--env", "vmas/navigation"], r"needs an env with two agent groups \(the learner's and its opponent's\); vmas/navigation has 1: agents"),
-    (["--env", "matrix/rock_paper_scissors", "env.group_per_player=true"], r"train one group .* set algo.groups=\[NAME\]"),
-    (["--env", "matrix/matching_pennies", "env.group_per_player=true", "algo.groups=[player_0]"], r"needs a symmetric game; matrix/matching_pennies"),
-    ([*RPS, "model=gru"], r"recurrent actors \(model=gru\) is not supported"),
-    ([*RPS, "algo.league.snapshot_every=0"], r"algo.league.snapshot_every must be positive, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "vmas/navigation"], r"needs an env with two agent groups \(the learner's and its opponent's\); vmas/navigation has 1: agents"),
+        (["--env", "matrix/rock_paper_scissors", "env.group_per_player=true"], r"train one group .* set algo.groups=\[NAME\]"),
+        (
+            ["--env", "matrix/matching_pennies", "env.group_per_player=true", "algo.groups=[player_0]"],
+            r"needs a symmetric game; matrix/matching_pennies",
+        ),
+        ([*RPS, "model=gru"], r"recurrent actors \(model=gru\) is not supported"),
+        ([*RPS, "algo.league.snapshot_every=0"], r"algo.league.snapshot_every must be positive, got 0"),
+    ],
+)
 def test_settings_a_league_cannot_play_are_refused_in_one_line(capsys, tmp_path, args, message):
     assert main(["--algo", "ppo", "--run-dir", str(tmp_path / "run"), *args, "algo.league.opponents=pfsp", "logger=none"]) == 2
     err = capsys.readouterr().err.strip()
@@ -143,14 +165,29 @@ def test_settings_a_league_cannot_play_are_refused_in_one_line(capsys, tmp_path,
 
 def test_asymmetric_groups_are_refused_by_their_specs():
     pytest.importorskip("mpe2")
-    with pytest.raises(UsageError, match=r"snapshots of agent as adversary, which needs a symmetric game: their observation sizes differ \(19 vs 8\)"):
+    with pytest.raises(
+        UsageError, match=r"snapshots of agent as adversary, which needs a symmetric game: their observation sizes differ \(19 vs 8\)"
+    ):
         _module("algo.groups=[agent]", "algo.league.opponents=uniform", env="pettingzoo/simple_push")
 
 
 # --- runs ------------------------------------------------------------------------------------------
-LEAGUE_RUN = [*RPS, "env.max_steps=2", "env.num_envs=16", "collector.frames_per_batch=32", "algo.minibatch_size=16", "algo.num_epochs=2",
-              "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.league.opponents=pfsp", "algo.league.snapshot_every=1",
-              "algo.league.max_size=3", "checkpoint.every_n_iters=1", "eval.every_n_iters=0", "logger=none"]
+LEAGUE_RUN = [
+    *RPS,
+    "env.max_steps=2",
+    "env.num_envs=16",
+    "collector.frames_per_batch=32",
+    "algo.minibatch_size=16",
+    "algo.num_epochs=2",
+    "model.hidden_sizes=[16]",
+    "critic_model.hidden_sizes=[16]",
+    "algo.league.opponents=pfsp",
+    "algo.league.snapshot_every=1",
+    "algo.league.max_size=3",
+    "checkpoint.every_n_iters=1",
+    "eval.every_n_iters=0",
+    "logger=none",
+]
 
 
 def _same(a, b, where: str = "") -> None:
@@ -187,10 +224,34 @@ def test_fictitious_self_play_drives_the_league_mixture_of_rock_paper_scissors_t
     ends within 0.05 of the equilibrium's exploitability (0), while the learner itself was well
     off it on the way (it plays best responses to the league, not the equilibrium)."""
     run_dir = tmp_path / "rps"
-    assert main(["--algo", "ppo", "--run-dir", str(run_dir), *RPS, "env.max_steps=1", "env.num_envs=128", "collector.frames_per_batch=128",
-                 "collector.total_frames=25600", "algo.minibatch_size=128", "algo.num_epochs=1", "algo.lr=1e-2", "algo.entropy_coeff=0.3",
-                 "algo.normalize_advantage=false", "algo.league.opponents=uniform", "algo.league.snapshot_every=1", "algo.league.max_size=200",
-                 "eval.every_n_iters=0", "logger=none", "~callbacks.checkpoint", "~callbacks.progress"]) == 0
+    assert (
+        main(
+            [
+                "--algo",
+                "ppo",
+                "--run-dir",
+                str(run_dir),
+                *RPS,
+                "env.max_steps=1",
+                "env.num_envs=128",
+                "collector.frames_per_batch=128",
+                "collector.total_frames=25600",
+                "algo.minibatch_size=128",
+                "algo.num_epochs=1",
+                "algo.lr=1e-2",
+                "algo.entropy_coeff=0.3",
+                "algo.normalize_advantage=false",
+                "algo.league.opponents=uniform",
+                "algo.league.snapshot_every=1",
+                "algo.league.max_size=200",
+                "eval.every_n_iters=0",
+                "logger=none",
+                "~callbacks.checkpoint",
+                "~callbacks.progress",
+            ]
+        )
+        == 0
+    )
     mixture, latest = _column(run_dir, "league/exploitability"), _column(run_dir, "league/exploitability_latest")
     assert len(mixture) == 200
     assert mixture[-1] < 0.05, mixture[-10:]
@@ -227,8 +288,9 @@ def test_a_league_of_another_size_cannot_resume_a_run(capsys, tmp_path):
     assert main(["--algo", "ppo", "--run-dir", str(run_dir), *LEAGUE_RUN, "collector.total_frames=64"]) == 0
     capsys.readouterr()
     assert main(["--resume", str(run_dir), "collector.total_frames=128", "algo.league.max_size=5"]) == 2
-    assert capsys.readouterr().err.strip() == ("ca12.fit: error: 'algo.league.max_size' cannot change when resuming a run "
-                                               "(it fixes the run's shapes or data): saved 3, given 5")
+    assert capsys.readouterr().err.strip() == (
+        "ca12.fit: error: 'algo.league.max_size' cannot change when resuming a run (it fixes the run's shapes or data): saved 3, given 5"
+    )
     # Switching the league off (or the opponent model on) would change the module's state: refused the same way.
     assert main(["--resume", str(run_dir), "collector.total_frames=128", "algo.league.opponents=null"]) == 2
     assert "'algo.league.opponents' cannot change when resuming a run" in capsys.readouterr().err

@@ -8,22 +8,33 @@ import csv
 
 import pytest
 import torch
+from conftest import resume_pair
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torch.func import functional_call
 from torchrl.envs.utils import check_env_specs
 
 from ca12.algos.maml import MAML
-from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.fit import main
 from ca12.meta import Navigation, Opponent, adapt, meta_gradient
 from ca12.meta.meta_gradient import reinforce_advantages
-from conftest import resume_pair
+from ca12.run.config import load_config
 
 # 2 tasks x (1 + 1) samplings x 2 episodes x 5 steps = 40 env steps an iteration.
-MAML_TINY = ["--env", "meta/navigation", "env.num_envs=2", "env.max_steps=5", "algo.meta_batch=2", "collector.frames_per_batch=40",
-             "model.hidden_sizes=[8]", "logger=csv", "eval.every_n_iters=2", "eval.episodes=2", "checkpoint.every_n_iters=1"]
+MAML_TINY = [
+    "--env",
+    "meta/navigation",
+    "env.num_envs=2",
+    "env.max_steps=5",
+    "algo.meta_batch=2",
+    "collector.frames_per_batch=40",
+    "model.hidden_sizes=[8]",
+    "logger=csv",
+    "eval.every_n_iters=2",
+    "eval.episodes=2",
+    "checkpoint.every_n_iters=1",
+]
 
 
 # --- the meta-gradient --------------------------------------------------------------------------------
@@ -102,8 +113,9 @@ def test_a_module_with_support_and_query_sets_per_step(first_order):
 
     def batch(*shape):
         x = torch.rand(*shape, 1, dtype=torch.float64) * 10 - 5
-        return TensorDict(x=x, y=amplitude.view(4, *[1] * (len(shape) - 1), 1) * torch.sin(x + phase.view(4, *[1] * (len(shape) - 1), 1)),
-                          batch_size=shape)
+        return TensorDict(
+            x=x, y=amplitude.view(4, *[1] * (len(shape) - 1), 1) * torch.sin(x + phase.view(4, *[1] * (len(shape) - 1), 1)), batch_size=shape
+        )
 
     support, query = batch(4, 2, 10), batch(4, 10)
 
@@ -173,7 +185,7 @@ def test_navigation_moves_clips_and_rewards_minus_the_distance():
     state = family.reset(task)
     state, reward = family.step(state, task, torch.tensor([[[3.0, -0.5]]]), torch.Generator())
     torch.testing.assert_close(state["position"], torch.tensor([[[0.1, -0.05]]]))
-    torch.testing.assert_close(reward, -torch.tensor([[[((0.2) ** 2 + 0.35 ** 2) ** 0.5]]]))
+    torch.testing.assert_close(reward, -torch.tensor([[[((0.2) ** 2 + 0.35**2) ** 0.5]]]))
     discrete = Navigation(5, continuous=False, goal_range=0.5, max_speed=0.1, agent_counts=[1], start_radius=0.0, crowd_radius=0.0, crowd_penalty=0.0)
     state, _ = discrete.step(discrete.reset(task), task, torch.tensor([[4]]), torch.Generator())  # +y
     torch.testing.assert_close(state["position"], torch.tensor([[[0.0, 0.1]]]))
@@ -226,36 +238,44 @@ def test_maml_trains_and_resumes_bit_for_bit(tmp_path):
     assert [float(r["time/frames"]) for r in rows] == [40.0, 80.0, 120.0, 160.0]
     for r in rows:
         assert float(r["rollout/episode_reward_mean"]) == float(r["rollout/post_adaptation_return"])
-        assert float(r["rollout/adaptation_gain"]) == pytest.approx(float(r["rollout/post_adaptation_return"]) - float(r["rollout/pre_adaptation_return"]), abs=1e-5)
+        assert float(r["rollout/adaptation_gain"]) == pytest.approx(
+            float(r["rollout/post_adaptation_return"]) - float(r["rollout/pre_adaptation_return"]), abs=1e-5
+        )
     assert rows[1]["eval/episode_reward_mean"] != ""
 
 
-@pytest.mark.parametrize("env, overrides", [
-    ("meta/agents", ["algo.first_order=true", "env.agent_counts=[1,2]", "algo.meta_batch=4", "collector.frames_per_batch=80"]),
-    ("meta/opponent", ["algo.inner_steps=2", "collector.frames_per_batch=60"]),
-    ("meta/navigation", ["env.continuous_actions=false", "algo.inner_steps=0", "collector.frames_per_batch=20"]),
-])
+@pytest.mark.parametrize(
+    "env, overrides",
+    [
+        ("meta/agents", ["algo.first_order=true", "env.agent_counts=[1,2]", "algo.meta_batch=4", "collector.frames_per_batch=80"]),
+        ("meta/opponent", ["algo.inner_steps=2", "collector.frames_per_batch=60"]),
+        ("meta/navigation", ["env.continuous_actions=false", "algo.inner_steps=0", "collector.frames_per_batch=20"]),
+    ],
+)
 def test_maml_fits_every_task_family(env, overrides, tmp_path):
     args = [a for a in MAML_TINY if a != "meta/navigation"]
-    args[args.index("--env") + 1:args.index("--env") + 1] = [env]
+    args[args.index("--env") + 1 : args.index("--env") + 1] = [env]
     assert main(["--algo", "maml", "--run-dir", str(tmp_path / "run"), *args, *overrides, "collector.total_frames=1"]) == 0
     with open(tmp_path / "run" / "metrics.csv") as f:
         row = next(csv.DictReader(f))
     assert all(row[k] != "" for k in ("train/loss", "train/grad_norm", "rollout/pre_adaptation_return", "rollout/post_adaptation_return"))
 
 
-@pytest.mark.parametrize("env, override, message", [
-    ("meta/navigation", "collector.frames_per_batch=100", "set collector.frames_per_batch=40"),
-    ("vmas/navigation", "collector.frames_per_batch=40", "maml meta-learns over a task family: use --env meta/navigation"),
-    ("meta/navigation", "model=commnet", "maml's policy is one MLP shared by every agent"),
-    ("meta/opponent", "env.continuous_actions=true", "meta/opponent is a matrix game with discrete actions"),
-    ("meta/opponent", "env.game=tic_tac_toe", "env.game: unknown game 'tic_tac_toe'"),
-    ("meta/agents", "env.agent_counts=[0,2]", "env.agent_counts must be an integer >= 1, got 0"),
-    ("meta/navigation", "env.goal_range=-1", "env.goal_range must be a number > 0.0, got -1"),
-])
+@pytest.mark.parametrize(
+    "env, override, message",
+    [
+        ("meta/navigation", "collector.frames_per_batch=100", "set collector.frames_per_batch=40"),
+        ("vmas/navigation", "collector.frames_per_batch=40", "maml meta-learns over a task family: use --env meta/navigation"),
+        ("meta/navigation", "model=commnet", "maml's policy is one MLP shared by every agent"),
+        ("meta/opponent", "env.continuous_actions=true", "meta/opponent is a matrix game with discrete actions"),
+        ("meta/opponent", "env.game=tic_tac_toe", "env.game: unknown game 'tic_tac_toe'"),
+        ("meta/agents", "env.agent_counts=[0,2]", "env.agent_counts must be an integer >= 1, got 0"),
+        ("meta/navigation", "env.goal_range=-1", "env.goal_range must be a number > 0.0, got -1"),
+    ],
+)
 def test_bad_maml_settings_are_refused_in_one_line(env, override, message, capsys):
     args = [a for a in MAML_TINY if a != "meta/navigation"]
-    args[args.index("--env") + 1:args.index("--env") + 1] = [env]
+    args[args.index("--env") + 1 : args.index("--env") + 1] = [env]
     assert main(["--algo", "maml", *args, override]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
@@ -266,9 +286,23 @@ def test_adapted_policies_beat_unadapted_ones_on_held_out_navigation_goals(tmp_p
     from the meta-trained policy beats both its unadapted return and one step from the
     initialisation meta-training started from."""
     run = tmp_path / "run"
-    args = ["--algo", "maml", "--env", "meta/navigation", "--run-dir", str(run), "algo.meta_batch=10", "env.num_envs=10",
-            "collector.frames_per_batch=4000", "collector.total_frames=60000", "model.hidden_sizes=[32,32]", "algo.lr=0.01",
-            "logger=none", "eval.every_n_iters=0", "checkpoint.every_n_iters=100"]
+    args = [
+        "--algo",
+        "maml",
+        "--env",
+        "meta/navigation",
+        "--run-dir",
+        str(run),
+        "algo.meta_batch=10",
+        "env.num_envs=10",
+        "collector.frames_per_batch=4000",
+        "collector.total_frames=60000",
+        "model.hidden_sizes=[32,32]",
+        "algo.lr=0.01",
+        "logger=none",
+        "eval.every_n_iters=0",
+        "checkpoint.every_n_iters=100",
+    ]
     assert main(args) == 0
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     cfg = OmegaConf.create(state["ca12"]["run_config"])

@@ -11,18 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import resume_pair
 from omegaconf import OmegaConf
 from scipy.optimize import linear_sum_assignment
 from torchrl.envs.utils import check_env_specs
 
 import ca12.envs.market as market
 from ca12.envs import AgentLayout, make_env
-from ca12.envs.market import (AllocationEnv, efficiency, greedy_choice, optimal_welfare, price_quotes, surplus_choice,
-                              welfare)
+from ca12.envs.market import AllocationEnv, efficiency, greedy_choice, optimal_welfare, price_quotes, surplus_choice, welfare
 from ca12.errors import UsageError
 from ca12.fit import main
 from ca12.game_theory.mechanisms import first_price_auction, per_item_auctions, second_price_auction
-from conftest import resume_pair
 
 
 def _env(**overrides):
@@ -96,9 +95,13 @@ def test_same_seed_same_values_and_set_seed_restarts_the_stream():
 
 
 def test_bad_kwargs_and_sizes_are_one_line_errors():
-    for overrides, match in (({"n_cues": 3}, "does not take n_cues"), ({"n_agents": 1}, "n_agents"),
-                             ({"skill_spread": 1.0}, "skill_spread"), ({"observe_quotes": 1}, "observe_quotes"),
-                             ({"continuous_actions": True}, "discrete")):
+    for overrides, match in (
+        ({"n_cues": 3}, "does not take n_cues"),
+        ({"n_agents": 1}, "n_agents"),
+        ({"skill_spread": 1.0}, "skill_spread"),
+        ({"observe_quotes": 1}, "observe_quotes"),
+        ({"continuous_actions": True}, "discrete"),
+    ):
         with pytest.raises(UsageError, match=match) as error:
             _env(**overrides)
         assert "\n" not in str(error.value)
@@ -140,8 +143,10 @@ def test_greedy_collides_on_a_hand_case_and_the_optimum_bounds_every_policy():
     values = env.values
     best = torch.stack([torch.as_tensor(linear_sum_assignment(world.numpy(), maximize=True)[1]) for world in values[:50]])
     assert torch.allclose(efficiency(values[:50], best), torch.ones(50, dtype=torch.float64))  # bidding as the optimum assigns scores 1
-    scores = {name: efficiency(values, choice) for name, choice in
-              (("greedy", greedy_choice(values)), ("surplus", surplus_choice(values)), ("random", torch.randint(6, (2000, 6))))}
+    scores = {
+        name: efficiency(values, choice)
+        for name, choice in (("greedy", greedy_choice(values)), ("surplus", surplus_choice(values)), ("random", torch.randint(6, (2000, 6))))
+    }
     assert all(bool((score <= 1 + 1e-9).all() and (score > 0).all()) for score in scores.values())
     assert 0.55 < float(scores["greedy"].mean()) < 0.7 < 0.78 < float(scores["surplus"].mean())  # the documented ~0.63 and ~0.83
     brute = [max(sum(values[w, i, p[i]] for i in range(6)) for p in itertools.permutations(range(6))) for w in range(3)]
@@ -155,13 +160,28 @@ def _returns(run_dir: Path) -> list[float]:
 
 
 # Settings found for speed (benchmarks/market.py): 1000 one-round markets per batch, 4 epochs of 500, lr 3e-3.
-MARKET = ["--env", "market/allocation", "logger=csv", "eval.every_n_iters=0", "env.num_envs=1000", "collector.frames_per_batch=1000",
-          "algo.minibatch_size=500", "algo.num_epochs=4", "algo.lr=3e-3"]
+MARKET = [
+    "--env",
+    "market/allocation",
+    "logger=csv",
+    "eval.every_n_iters=0",
+    "env.num_envs=1000",
+    "collector.frames_per_batch=1000",
+    "algo.minibatch_size=500",
+    "algo.num_epochs=4",
+    "algo.lr=3e-3",
+]
 
 
 def test_a_run_resumes_bit_for_bit(tmp_path):
-    args = [*MARKET, "env.num_envs=32", "collector.frames_per_batch=64", "algo.minibatch_size=64", "model.hidden_sizes=[16]",
-            "critic_model.hidden_sizes=[16]"]
+    args = [
+        *MARKET,
+        "env.num_envs=32",
+        "collector.frames_per_batch=64",
+        "algo.minibatch_size=64",
+        "model.hidden_sizes=[16]",
+        "critic_model.hidden_sizes=[16]",
+    ]
     a, b, one_go, split = resume_pair(tmp_path, "mappo", args, 256)
     for key in a:
         assert torch.equal(a[key], b[key]), key

@@ -39,8 +39,11 @@ def test_the_last_row_completed_after_its_save_is_rewritten_in_place(tmp_path):
     log_iteration(logger, 2, reward=0.8)  # an evaluation of iteration 2, after its training metrics
     log_iteration(logger, 3, loss=0.25, reward=0.9)
     assert path.stat().st_ino == inode
-    assert read(path) == [{ITERATION_KEY: "1", "loss": "1.0", "reward": "0.5"}, {ITERATION_KEY: "2", "loss": "0.5", "reward": "0.8"},
-                          {ITERATION_KEY: "3", "loss": "0.25", "reward": "0.9"}]
+    assert read(path) == [
+        {ITERATION_KEY: "1", "loss": "1.0", "reward": "0.5"},
+        {ITERATION_KEY: "2", "loss": "0.5", "reward": "0.8"},
+        {ITERATION_KEY: "3", "loss": "0.25", "reward": "0.9"},
+    ]
 
 
 def test_a_new_column_or_an_earlier_row_rewrites_the_whole_file(tmp_path):
@@ -53,8 +56,12 @@ def test_a_new_column_or_an_earlier_row_rewrites_the_whole_file(tmp_path):
     assert list(read(path)[0]) == [ITERATION_KEY, "loss"]  # empty cells are read as absent
     log_iteration(logger, 1, **{"eval/return": 5.0})  # an earlier row
     log_iteration(logger, 4, loss=4.0)
-    assert read(path) == [{ITERATION_KEY: "1", "loss": "1.0", "eval/return": "5.0"}, {ITERATION_KEY: "2", "loss": "2.0"},
-                          {ITERATION_KEY: "3", "loss": "3.0", "eval/return": "7.0"}, {ITERATION_KEY: "4", "loss": "4.0"}]
+    assert read(path) == [
+        {ITERATION_KEY: "1", "loss": "1.0", "eval/return": "5.0"},
+        {ITERATION_KEY: "2", "loss": "2.0"},
+        {ITERATION_KEY: "3", "loss": "3.0", "eval/return": "7.0"},
+        {ITERATION_KEY: "4", "loss": "4.0"},
+    ]
     assert not path.with_name("metrics.csv.tmp").exists()
 
 
@@ -78,8 +85,13 @@ def test_resume_keeps_complete_rows_up_to_the_checkpoint_and_drops_a_line_cut_sh
     resumed = MetricsCSV(path, keep_until_iteration=3)
     log_iteration(resumed, 4, loss=40.0)
     log_iteration(resumed, 5, loss=50.0)
-    assert read(path) == [{ITERATION_KEY: "1", "loss": "1.0"}, {ITERATION_KEY: "2", "loss": "2.0"}, {ITERATION_KEY: "3", "loss": "3.0"},
-                          {ITERATION_KEY: "4", "loss": "40.0"}, {ITERATION_KEY: "5", "loss": "50.0"}]
+    assert read(path) == [
+        {ITERATION_KEY: "1", "loss": "1.0"},
+        {ITERATION_KEY: "2", "loss": "2.0"},
+        {ITERATION_KEY: "3", "loss": "3.0"},
+        {ITERATION_KEY: "4", "loss": "40.0"},
+        {ITERATION_KEY: "5", "loss": "50.0"},
+    ]
 
 
 def test_readers_of_a_run_skip_a_row_cut_short_by_a_crash(tmp_path):

@@ -7,29 +7,49 @@ import csv
 
 import pytest
 import torch
+from conftest import resume_pair
 from omegaconf import OmegaConf
 from tensordict.nn import InteractionType, set_interaction_type
 from torchrl.envs.utils import check_env_specs
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env, matrix
 from ca12.errors import UsageError
 from ca12.fit import main
-from conftest import resume_pair
+from ca12.run.config import load_config
 
 RPS = [[[0, -1, 1], [1, 0, -1], [-1, 1, 0]], [[0, 1, -1], [-1, 0, 1], [1, -1, 0]]]
 ROCK, PAPER, SCISSORS = 0, 1, 2
 # PPO on rock-paper-scissors against a scripted opponent: 20 worlds x 10 plays per batch, tiny nets.
-SMALL = ["logger=csv", "eval.every_n_iters=0", "env.num_envs=20", "collector.frames_per_batch=200", "algo.minibatch_size=100",
-         "algo.num_epochs=4", "algo.lr=3e-3", "model.hidden_sizes=[32]", "critic_model.hidden_sizes=[32]", "algo.opponent_model=true"]
+SMALL = [
+    "logger=csv",
+    "eval.every_n_iters=0",
+    "env.num_envs=20",
+    "collector.frames_per_batch=200",
+    "algo.minibatch_size=100",
+    "algo.num_epochs=4",
+    "algo.lr=3e-3",
+    "model.hidden_sizes=[32]",
+    "critic_model.hidden_sizes=[32]",
+    "algo.opponent_model=true",
+]
 
 
 def _scripted(strategies, **overrides):
     """RPS with a scripted player 1, built from an env section as the YAMLs compose it."""
-    cfg = OmegaConf.create({"family": "matrix", "task": "custom", "num_envs": 6, "max_steps": 10, "device": "cpu",
-                            "continuous_actions": False, "categorical_actions": True, "payoffs": RPS,
-                            "opponent_strategies": strategies})
+    cfg = OmegaConf.create(
+        {
+            "family": "matrix",
+            "task": "custom",
+            "num_envs": 6,
+            "max_steps": 10,
+            "device": "cpu",
+            "continuous_actions": False,
+            "categorical_actions": True,
+            "payoffs": RPS,
+            "opponent_strategies": strategies,
+        }
+    )
     return matrix.make(OmegaConf.merge(cfg, overrides), 0)
 
 
@@ -163,8 +183,10 @@ def test_the_policy_reads_the_prediction():
 def test_execution_is_decentralised():
     """Neither the opponent model nor the actor reads what the others play: their outputs are the
     same whatever the other group's action and the scripted opponent's action entry hold."""
-    for env_name, extra, other in (("matrix/rock_paper_scissors", ["env.group_per_player=true", "algo.groups=[player_0]"], ("player_1", "action")),
-                                   ("matrix/rps5_switching", [], ("player_0", "opponent_action"))):
+    for env_name, extra, other in (
+        ("matrix/rock_paper_scissors", ["env.group_per_player=true", "algo.groups=[player_0]"], ("player_1", "action")),
+        ("matrix/rps5_switching", [], ("player_0", "opponent_action")),
+    ):
         module, env = _module("ppo", env_name, *extra)
         acting = [module.opponent_models["player_0"], module.actors["player_0"]]
         assert not any(other in m.in_keys for m in acting)
@@ -183,7 +205,9 @@ def test_the_opponent_loss_trains_the_opponent_model_only_and_the_policy_loss_no
     module, env = _module()
     minibatch = _batch(module, env).reshape(-1)
     total, terms = module.loss(minibatch)
-    assert terms["loss_opponent"].ndim == 0 and torch.isclose(terms["loss_opponent"], module.cfg.opponent_model_coeff * terms["opponent_cross_entropy"])
+    assert terms["loss_opponent"].ndim == 0 and torch.isclose(
+        terms["loss_opponent"], module.cfg.opponent_model_coeff * terms["opponent_cross_entropy"]
+    )
     terms["loss_opponent"].backward(retain_graph=True)
     model, actor = module.opponent_models["player_0"], module.actors["player_0"]
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters())
@@ -203,8 +227,22 @@ def _column(run_dir, key: str) -> list[float]:
 
 def test_the_opponent_model_predicts_a_cycling_opponent_well_above_chance(tmp_path):
     run_dir = tmp_path / "cycle"
-    assert main(["--algo", "ppo", "--env", "matrix/rock_paper_scissors", "--run-dir", str(run_dir), *SMALL,
-                 "env.opponent_strategies=[cycle]", "collector.total_frames=3000"]) == 0
+    assert (
+        main(
+            [
+                "--algo",
+                "ppo",
+                "--env",
+                "matrix/rock_paper_scissors",
+                "--run-dir",
+                str(run_dir),
+                *SMALL,
+                "env.opponent_strategies=[cycle]",
+                "collector.total_frames=3000",
+            ]
+        )
+        == 0
+    )
     accuracy = _column(run_dir, "train/opponent_accuracy")
     assert len(accuracy) == 15 and accuracy[-1] > 0.9 and accuracy[0] < 0.75, accuracy  # chance: 1/3
     cross_entropy = _column(run_dir, "train/opponent_cross_entropy")
@@ -226,8 +264,11 @@ def test_resume_is_bit_for_bit_with_a_recurrent_opponent_model(tmp_path):
     [
         ("memory/cue", ["env.n_agents=1"], "needs other agents to model: group 'agents' is the env's only agent"),
         ("generic/coop", [], "predicts discrete actions; group 'agents' acts continuously"),
-        ("matrix/rock_paper_scissors", ["env.group_per_player=true", "algo.groups=[player_0]", "algo.league.opponents=uniform"],
-         "cannot play a league"),
+        (
+            "matrix/rock_paper_scissors",
+            ["env.group_per_player=true", "algo.groups=[player_0]", "algo.league.opponents=uniform"],
+            "cannot play a league",
+        ),
     ],
 )
 def test_settings_the_opponent_model_cannot_serve_are_refused_in_one_line(env, extra, message, tmp_path, capsys):

@@ -36,9 +36,11 @@ def test_the_installed_wheel_lists_and_composes_from_another_folder(installed, t
     listed = _run(installed, tmp_path, "-m", "ca12.fit", "--list")
     assert listed.returncode == 0, listed.stderr
     assert "algo mappo" in listed.stdout.splitlines() and "env vmas/navigation" in listed.stdout.splitlines()
-    probe = ("import json, sys, ca12, ca12.callbacks; from ca12.paths import conf_dir; from ca12.run.config import load_config; "
-             "cfg = load_config('mappo', 'grid/cigre_lv'); "
-             "print(json.dumps([ca12.__file__, ca12.callbacks.__file__, str(conf_dir()), 'callbacks' in sys.modules, cfg.callbacks.progress._target_]))")
+    probe = (
+        "import json, sys, ca12, ca12.callbacks; from ca12.paths import conf_dir; from ca12.run.config import load_config; "
+        "cfg = load_config('mappo', 'grid/cigre_lv'); "
+        "print(json.dumps([ca12.__file__, ca12.callbacks.__file__, str(conf_dir()), 'callbacks' in sys.modules, cfg.callbacks.progress._target_]))"
+    )
     shown = _run(installed, tmp_path, "-c", probe)
     assert shown.returncode == 0, shown.stderr
     package, callbacks, conf, top_level_callbacks, target = json.loads(shown.stdout)

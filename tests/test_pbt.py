@@ -16,20 +16,24 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_RUN
 
 import ca12.multirun.pbt.local as local_backend
 import ca12.multirun.pbt.members as runs
 from ca12.errors import UsageError
 from ca12.fit import main as fit_main
-from ca12.pbt import main
 from ca12.multirun.pbt.core import Hyperparameter, SearchSpace, pbt_step, truncation_selection
 from ca12.multirun.pbt.toy import run_toy
-from conftest import TINY_RUN
+from ca12.pbt import main
 
 # Two tiny members on generic/coop (4 envs x 25 steps: every batch holds whole episodes, so a
 # resumed member is bit-identical), three rounds of two batches each, scored by the rollout return.
 MEMBER_ARGS = [a for a in TINY_RUN if not a.startswith("collector.total_frames")] + [
-    "algo.minibatch_size=50", "algo.num_epochs=2", "logger=csv", "eval.every_n_iters=0"]
+    "algo.minibatch_size=50",
+    "algo.num_epochs=2",
+    "logger=csv",
+    "eval.every_n_iters=0",
+]
 SEARCH = ["--search", "algo.lr=loguniform:1e-4:1e-2", "--search", "algo.entropy_coeff=uniform:0:0.02"]
 POPULATION = ["--algo", "mappo", "--env", "generic/coop", "--population", "2", "--ready", "200", "--frames", "600", *SEARCH, *MEMBER_ARGS]
 
@@ -72,8 +76,17 @@ def test_truncation_selection_copies_the_top_into_the_bottom_and_skips_nan():
 
 
 def test_explore_perturbs_or_resamples_within_the_bounds():
-    space = SearchSpace(tuple(Hyperparameter.parse(t) for t in (
-        "algo.lr=loguniform:1e-4:1e-2", "algo.clip_epsilon=uniform:0.1:0.3", "algo.num_epochs=int:1:10", "model.activation=choice:relu,tanh,elu")))
+    space = SearchSpace(
+        tuple(
+            Hyperparameter.parse(t)
+            for t in (
+                "algo.lr=loguniform:1e-4:1e-2",
+                "algo.clip_epsilon=uniform:0.1:0.3",
+                "algo.num_epochs=int:1:10",
+                "model.activation=choice:relu,tanh,elu",
+            )
+        )
+    )
     rng = np.random.default_rng(1)
     start = {"algo.lr": 1e-2, "algo.clip_epsilon": 0.1, "algo.num_epochs": 10, "model.activation": "tanh"}
     resampled = 0
@@ -105,14 +118,17 @@ def test_pbt_step_ablations():
     assert all(d.donor is None and d.hparams != h for d, h in zip(explore_only, hparams))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("algo.lr", "expected KEY=uniform"),
-    ("algo.lr=normal:0:1", "expected KEY=uniform"),
-    ("algo.lr=uniform:1:0", "needs LOW < HIGH"),
-    ("algo.lr=loguniform:0:1", "loguniform needs LOW > 0"),
-    ("algo.num_epochs=int:1:2.5", "takes two integers"),
-    ("model.activation=choice:relu", "at least two distinct values"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("algo.lr", "expected KEY=uniform"),
+        ("algo.lr=normal:0:1", "expected KEY=uniform"),
+        ("algo.lr=uniform:1:0", "needs LOW < HIGH"),
+        ("algo.lr=loguniform:0:1", "loguniform needs LOW > 0"),
+        ("algo.num_epochs=int:1:2.5", "takes two integers"),
+        ("model.activation=choice:relu", "at least two distinct values"),
+    ],
+)
 def test_bad_search_specs_are_one_line_errors(text, message):
     with pytest.raises(UsageError, match=message):
         Hyperparameter.parse(text)
@@ -131,21 +147,54 @@ class OptimiserProbe(L.Callback):
         group = trainer.optimizers[0].param_groups[0]
         state = trainer.optimizers[0].state[group["params"][0]]
         loss = pl_module.losses["agents"]
-        Path(self.path).write_text(json.dumps({
-            "lr": group["lr"], "initial_lr": group.get("initial_lr"), "adam_step": float(state["step"]) if state else 0.0,
-            "entropy_coeff": float(loss.entropy_coeff), "gamma": float(loss.value_estimator.gamma)}))
+        Path(self.path).write_text(
+            json.dumps(
+                {
+                    "lr": group["lr"],
+                    "initial_lr": group.get("initial_lr"),
+                    "adam_step": float(state["step"]) if state else 0.0,
+                    "entropy_coeff": float(loss.entropy_coeff),
+                    "gamma": float(loss.value_estimator.gamma),
+                }
+            )
+        )
 
 
 @pytest.mark.parametrize("anneal", [False, True])
 def test_a_resumed_run_trains_with_its_new_hyperparameters_and_keeps_its_optimiser_state(tmp_path, monkeypatch, anneal):
     monkeypatch.chdir(tmp_path)
     run, probe = tmp_path / "run", tmp_path / "probe.json"
-    args = ["--algo", "mappo", "--env", "generic/coop", "--run-dir", str(run), *MEMBER_ARGS, f"algo.anneal_lr={str(anneal).lower()}",
-            "algo.lr=0.001", "algo.entropy_coeff=0.0", "algo.gamma=0.99", "collector.total_frames=200"]
+    args = [
+        "--algo",
+        "mappo",
+        "--env",
+        "generic/coop",
+        "--run-dir",
+        str(run),
+        *MEMBER_ARGS,
+        f"algo.anneal_lr={str(anneal).lower()}",
+        "algo.lr=0.001",
+        "algo.entropy_coeff=0.0",
+        "algo.gamma=0.99",
+        "collector.total_frames=200",
+    ]
     assert fit_main(args) == 0
     before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
-    assert fit_main(["--resume", str(run), "algo.lr=0.005", "algo.entropy_coeff=0.01", "algo.gamma=0.9", "collector.total_frames=300",
-                     "+callbacks.probe._target_=test_pbt.OptimiserProbe", f"+callbacks.probe.path={probe}"]) == 0
+    assert (
+        fit_main(
+            [
+                "--resume",
+                str(run),
+                "algo.lr=0.005",
+                "algo.entropy_coeff=0.01",
+                "algo.gamma=0.9",
+                "collector.total_frames=300",
+                "+callbacks.probe._target_=test_pbt.OptimiserProbe",
+                f"+callbacks.probe.path={probe}",
+            ]
+        )
+        == 0
+    )
     seen = json.loads(probe.read_text())
     # Lightning restored the checkpoint's param_groups (lr 0.001) and loss buffers; the new values won.
     expected_lr = 0.005 * (1 - 200 / 300) if anneal else 0.005
@@ -161,8 +210,24 @@ def test_a_resumed_run_trains_with_its_new_hyperparameters_and_keeps_its_optimis
 def test_exploit_copies_weights_and_optimiser_state_but_keeps_the_members_wandb_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for i, lr in ((0, "0.001"), (1, "0.003")):
-        assert fit_main(["--algo", "mappo", "--env", "generic/coop", "--seed", str(i), "--run-dir", str(tmp_path / f"m{i}"), *MEMBER_ARGS,
-                         f"algo.lr={lr}", "collector.total_frames=200"]) == 0
+        assert (
+            fit_main(
+                [
+                    "--algo",
+                    "mappo",
+                    "--env",
+                    "generic/coop",
+                    "--seed",
+                    str(i),
+                    "--run-dir",
+                    str(tmp_path / f"m{i}"),
+                    *MEMBER_ARGS,
+                    f"algo.lr={lr}",
+                    "collector.total_frames=200",
+                ]
+            )
+            == 0
+        )
     recipient = tmp_path / "m1" / "checkpoints" / "last.ckpt"
     marked = torch.load(recipient, weights_only=True)
     marked["ca12"]["wandb_id"] = "member-1-run"
@@ -262,22 +327,25 @@ def test_a_finished_population_trains_longer_with_resume_frames(population, tmp_
 
 
 # --- errors before anything runs ------------------------------------------------------------------
-@pytest.mark.parametrize("change, message", [
-    (["--search", "algo.nope=uniform:0:1"], "unknown key 'algo.nope'"),
-    (["--search", "algo.clip_epsilon=uniform:-1:1"], "algo.clip_epsilon must be >= 0"),
-    (["--search", "eval.episodes=uniform:1:4"], "is an integer: search it with int:LOW:HIGH"),
-    (["--search", "env.n_agents=int:2:4"], "cannot change when a member resumes"),
-    (["--search", "algo.normalize_advantage=uniform:0:1"], "search it with choice:A,B"),
-    (["--search", "algo.critic_loss=choice:l2,huber"], "algo.critic_loss must be one of"),
-    (["--search", "algo.gamma=uniform:1:0"], "needs LOW < HIGH"),
-    (["--search", "algo.lr=uniform:0.1:1"], "names 'algo.lr' twice"),
-    (["algo.lr=0.1"], "'algo.lr' is searched"),
-    (["collector.total_frames=1000"], "set by PBT"),
-    (["--ready", "150"], "multiple of collector.frames_per_batch"),
-    (["--frames", "500"], "multiple of --ready"),
-    (["--population", "1"], "at least 2"),
-    (["--quantile", "0.7"], "--quantile must be in"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--search", "algo.nope=uniform:0:1"], "unknown key 'algo.nope'"),
+        (["--search", "algo.clip_epsilon=uniform:-1:1"], "algo.clip_epsilon must be >= 0"),
+        (["--search", "eval.episodes=uniform:1:4"], "is an integer: search it with int:LOW:HIGH"),
+        (["--search", "env.n_agents=int:2:4"], "cannot change when a member resumes"),
+        (["--search", "algo.normalize_advantage=uniform:0:1"], "search it with choice:A,B"),
+        (["--search", "algo.critic_loss=choice:l2,huber"], "algo.critic_loss must be one of"),
+        (["--search", "algo.gamma=uniform:1:0"], "needs LOW < HIGH"),
+        (["--search", "algo.lr=uniform:0.1:1"], "names 'algo.lr' twice"),
+        (["algo.lr=0.1"], "'algo.lr' is searched"),
+        (["collector.total_frames=1000"], "set by PBT"),
+        (["--ready", "150"], "multiple of collector.frames_per_batch"),
+        (["--frames", "500"], "multiple of --ready"),
+        (["--population", "1"], "at least 2"),
+        (["--quantile", "0.7"], "--quantile must be in"),
+    ],
+)
 def test_bad_populations_are_refused_in_one_line_before_anything_runs(tmp_path, capsys, change, message):
     assert main([*POPULATION, "--dir", str(tmp_path / "pop"), *change]) == 2
     err = capsys.readouterr().err.strip()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_config, tiny_env
 from torchrl.objectives.value.functional import generalized_advantage_estimate
 
 from ca12.algos import algo_class
-from conftest import tiny_config, tiny_env
 
 
 def _module_and_batch(algo: str, *extra: str, steps: int = 5):
@@ -86,10 +86,11 @@ def test_advantage_matches_torchrl_gae_and_a_hand_computation():
     n = reward.shape[-2]
     done = batch["next", "done"]
     terminated = batch["next", "terminated"]
-    expand = lambda x: x.unsqueeze(-2).expand(*x.shape[:-1], n, 1)  # [B, T, 1] -> [B, T, n, 1]
-    reference, target = generalized_advantage_estimate(
-        0.9, 0.8, value, next_value, reward, expand(done), expand(terminated), time_dim=-3
-    )
+
+    def expand(x):
+        return x.unsqueeze(-2).expand(*x.shape[:-1], n, 1)  # [B, T, 1] -> [B, T, n, 1]
+
+    reference, target = generalized_advantage_estimate(0.9, 0.8, value, next_value, reward, expand(done), expand(terminated), time_dim=-3)
     torch.testing.assert_close(batch["agents", "advantage"], reference)
     torch.testing.assert_close(batch["agents", "value_target"], target)
     torch.testing.assert_close(batch["agents", "advantage"], _hand_gae(reward, value, next_value, done, terminated, 0.9, 0.8))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, TINY_REPLAY
 
 from ca12.algos import algo_class
 from ca12.algos.ippo import IPPO
 from ca12.algos.isac import ISAC
 from ca12.fit import main
-from conftest import TINY, TINY_REPLAY
 
 GYM = ["env.num_envs=4", "logger=csv", "eval.every_n_iters=0", "checkpoint.every_n_iters=1"]
 
@@ -27,12 +27,15 @@ def test_ppo_and_sac_are_the_modules_of_their_multi_agent_faces():
     assert issubclass(algo_class("ppo"), IPPO) and issubclass(algo_class("sac"), ISAC)
 
 
-@pytest.mark.parametrize(("algo", "env", "extra"), [
-    ("ppo", "gym/CartPole-v1", [*TINY, "collector.frames_per_batch=128", "collector.total_frames=256", "algo.minibatch_size=64"]),
-    ("ppo", "gym/Pendulum-v1", [*TINY, "collector.frames_per_batch=128", "collector.total_frames=256", "algo.minibatch_size=64"]),
-    ("sac", "gym/Pendulum-v1", [*TINY_REPLAY, "collector.frames_per_batch=128", "collector.total_frames=256"]),
-    ("sac", "gym/CartPole-v1", [*TINY_REPLAY, "collector.frames_per_batch=128", "collector.total_frames=256"]),
-])
+@pytest.mark.parametrize(
+    ("algo", "env", "extra"),
+    [
+        ("ppo", "gym/CartPole-v1", [*TINY, "collector.frames_per_batch=128", "collector.total_frames=256", "algo.minibatch_size=64"]),
+        ("ppo", "gym/Pendulum-v1", [*TINY, "collector.frames_per_batch=128", "collector.total_frames=256", "algo.minibatch_size=64"]),
+        ("sac", "gym/Pendulum-v1", [*TINY_REPLAY, "collector.frames_per_batch=128", "collector.total_frames=256"]),
+        ("sac", "gym/CartPole-v1", [*TINY_REPLAY, "collector.frames_per_batch=128", "collector.total_frames=256"]),
+    ],
+)
 def test_gym_tasks_train_checkpoint_and_resume(algo, env, extra, tmp_path):
     """Gym episodes have their own lengths, so batches are not episode-aligned and a resumed run
     restarts its envs from a reset (exact resume needs aligned batches: docs/ARCHITECTURE.md);
@@ -72,9 +75,31 @@ def test_clip_value_clips_the_value_loss(tmp_path):
 def test_ppo_learns_cartpole(tmp_path):
     """RL Zoo's CartPole-v1 settings (8 envs x 32 steps, 20 epochs of 256, gamma 0.98, lambda 0.8,
     lr 1e-3); 500 is the maximum, a random policy scores about 22 (benchmarks/learning.py: >= 475)."""
-    zoo = ["env.num_envs=8", "collector.frames_per_batch=256", "algo.minibatch_size=256", "algo.lmbda=0.8", "algo.gamma=0.98",
-           "algo.num_epochs=20", "algo.lr=1e-3"]
-    assert main(["--algo", "ppo", "--env", "gym/CartPole-v1", "--run-dir", str(tmp_path), *zoo, "logger=csv", "eval.every_n_iters=0",
-                 "collector.total_frames=25088"]) == 0
+    zoo = [
+        "env.num_envs=8",
+        "collector.frames_per_batch=256",
+        "algo.minibatch_size=256",
+        "algo.lmbda=0.8",
+        "algo.gamma=0.98",
+        "algo.num_epochs=20",
+        "algo.lr=1e-3",
+    ]
+    assert (
+        main(
+            [
+                "--algo",
+                "ppo",
+                "--env",
+                "gym/CartPole-v1",
+                "--run-dir",
+                str(tmp_path),
+                *zoo,
+                "logger=csv",
+                "eval.every_n_iters=0",
+                "collector.total_frames=25088",
+            ]
+        )
+        == 0
+    )
     returns = [float(r["rollout/episode_reward_mean"]) for r in _rows(tmp_path)]
     assert sum(returns[-3:]) / 3 >= 150, returns[-10:]

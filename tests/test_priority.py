@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_args
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from ca12.data.priority import TensorPrioritizedSampler
 from ca12.fit import main
-from conftest import tiny_args
 
 
 def _buffer(alpha: float, beta: float, n: int = 4) -> TensorDictReplayBuffer:
@@ -60,8 +60,15 @@ def test_empty_buffer_is_refused():
 
 @pytest.mark.parametrize(
     "algo, actions",
-    [("iql", "discrete"), ("vdn", "discrete"), ("qmix", "discrete"), ("maddpg", "continuous"), ("iddpg", "discrete"),
-     ("masac", "continuous"), ("isac", "discrete")],
+    [
+        ("iql", "discrete"),
+        ("vdn", "discrete"),
+        ("qmix", "discrete"),
+        ("maddpg", "continuous"),
+        ("iddpg", "discrete"),
+        ("masac", "continuous"),
+        ("isac", "discrete"),
+    ],
 )
 def test_every_replay_algorithm_trains_with_prioritised_replay(algo, actions, tmp_path):
     run_dir = tmp_path / algo

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ca12.algos.a3c import A3C
-from ca12.run.config import load_config
 from ca12.distributed import A3CWorker, ParameterServer
 from ca12.envs import make_env, make_spec_env
+from ca12.run.config import load_config
 
 ray = pytest.importorskip("ray", reason="Ray is part of the test extra")
 pytestmark = pytest.mark.xdist_group("ray")
@@ -35,7 +35,9 @@ def two_node_cluster():
 
 
 def test_the_parameter_server_trains_with_workers_on_both_nodes(two_node_cluster):
-    cfg = load_config("a3c", "gym/CartPole-v1", ["env.num_envs=2", "collector.frames_per_batch=40", "model.hidden_sizes=[8]", "critic_model.hidden_sizes=[8]"])
+    cfg = load_config(
+        "a3c", "gym/CartPole-v1", ["env.num_envs=2", "collector.frames_per_batch=40", "model.hidden_sizes=[8]", "critic_model.hidden_sizes=[8]"]
+    )
     server = ParameterServer(A3C(cfg, make_spec_env(cfg.env, 0)), lr=1e-2)
     start = server.pull()[0]
     # One CPU each: Ray can only place them on different nodes.

@@ -25,8 +25,8 @@ from conftest import tiny_args
 from omegaconf import OmegaConf
 
 from ca12.algos import default_env
-from ca12.run.config import SWITCHABLE_GROUPS, load_config
 from ca12.paths import group_options
+from ca12.run.config import SWITCHABLE_GROUPS, load_config
 from ca12.run.tracking import read_metrics_rows
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -53,7 +53,7 @@ def _command(tokens: list[str], line: str) -> Command | None:
     """The ca12 command in a shell line's tokens (after `python -m`, `torchrun -m`...), `...` left out."""
     for i, token in enumerate(tokens[:-1]):
         if token == "-m" and tokens[i + 1].startswith("ca12."):
-            return Command(tokens[i + 1].removeprefix("ca12."), tuple(t for t in tokens[i + 2:] if t != "..."), line)
+            return Command(tokens[i + 1].removeprefix("ca12."), tuple(t for t in tokens[i + 2 :] if t != "..."), line)
     return None
 
 
@@ -124,8 +124,8 @@ def _parsers() -> dict:
     from ca12.evaluate import build_parser as evaluate
     from ca12.fit import build_parser as fit
     from ca12.game_theory.cli import build_parser as game_theory
-    from ca12.pbt import build_parser as pbt
     from ca12.multirun.sweep import build_parser as sweep
+    from ca12.pbt import build_parser as pbt
 
     return {"fit": fit(), "sweep": sweep(), "evaluate": evaluate(), "compare": compare(), "pbt": pbt(), "game_theory": game_theory()}
 
@@ -172,8 +172,8 @@ def command_configs(command: Command) -> tuple:
         assert args.baseline in family_baselines(args.env.split("/")[0]), command.line
         return (load_config("mappo", args.env, args.args, seed=args.seed),)
     if command.module == "pbt":
-        from ca12.pbt import spec_from_args
         from ca12.multirun.pbt.members import check_spec
+        from ca12.pbt import spec_from_args
 
         spec, _ = spec_from_args(_parsers()["pbt"].parse_intermixed_args(argv))
         check_spec(spec)
@@ -242,8 +242,11 @@ def test_every_config_key_shown_exists_and_every_value_composes():
             continue  # a key alone, or a value the reader chooses (`env.history=K`)
         # Composed beside the first command whose config has the key: its algorithm, env and groups.
         command, cfg = next(((c, cfg) for c, cfg in configs if OmegaConf.select(cfg, key, default=None) is not None), (None, None))
-        context = ("mappo", default_env("mappo"), ()) if command is None else (
-            cfg.algo.name, f"{cfg.env.family}/{cfg.env.task}", tuple(o for o in command.argv if o.partition("=")[0] in SWITCHABLE_GROUPS))
+        context = (
+            ("mappo", default_env("mappo"), ())
+            if command is None
+            else (cfg.algo.name, f"{cfg.env.family}/{cfg.env.task}", tuple(o for o in command.argv if o.partition("=")[0] in SWITCHABLE_GROUPS))
+        )
         override = f"{prefix}{key}={value}"  # a batch per context, each key once in a batch
         found = batches.setdefault(context, [])
         batch = next((b for b in found if not any(o.partition("=")[0] == override.partition("=")[0] for o in b)), None)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import resume_pair
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main
-from conftest import resume_pair
+from ca12.run.config import load_config
 
 SMALL_GRU = ["critic_model.hidden_size=16", "critic_model.hidden_sizes=[16]", "model.hidden_size=16", "model.hidden_sizes=[16]"]
 
@@ -50,17 +50,40 @@ def test_critics_of_other_algorithms_stay_feed_forward_and_say_so():
 
 @pytest.mark.slow
 def test_mappo_with_recurrent_actor_and_critic_remembers_the_cue(tmp_path):
-    args = ["--algo", "mappo", "--env", "memory/cue", "--run-dir", str(tmp_path), "logger=csv", "eval.every_n_iters=0", "model=gru",
-            "critic_model=gru", "collector.frames_per_batch=2400", "algo.minibatch_size=400", "algo.entropy_coeff=0.01",
-            "collector.total_frames=24000"]
+    args = [
+        "--algo",
+        "mappo",
+        "--env",
+        "memory/cue",
+        "--run-dir",
+        str(tmp_path),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        "model=gru",
+        "critic_model=gru",
+        "collector.frames_per_batch=2400",
+        "algo.minibatch_size=400",
+        "algo.entropy_coeff=0.01",
+        "collector.total_frames=24000",
+    ]
     assert main(args) == 0
     returns = _returns(tmp_path)
     assert sum(returns[-2:]) / 2 >= 0.9, returns  # success rate; chance is 1/3
 
 
 def test_recurrent_critic_resumes_bit_for_bit(tmp_path):
-    args = ["--env", "memory/cue", "logger=csv", "eval.every_n_iters=0", "model=gru", "critic_model=gru", *SMALL_GRU,
-            "collector.frames_per_batch=240", "algo.minibatch_size=40", "algo.num_epochs=2"]
+    args = [
+        "--env",
+        "memory/cue",
+        "logger=csv",
+        "eval.every_n_iters=0",
+        "model=gru",
+        "critic_model=gru",
+        *SMALL_GRU,
+        "collector.frames_per_batch=240",
+        "algo.minibatch_size=40",
+        "algo.num_epochs=2",
+    ]
     a, b, one_go, split = resume_pair(tmp_path, "mappo", args, 960)
     assert any(key.startswith("critics.") and "w_hh" in key for key in a)
     for key in a:

@@ -21,9 +21,22 @@ KINDS = ["gru", "lstm"]
 
 
 def _net(kind: str, share_params: bool = False, mlp_sizes=(8,), out_key: str = "logits") -> MultiAgentRecurrent:
-    return make_recurrent(kind, n_in=F, n_out=OUT, n_agents=N, share_params=share_params, hidden_size=H,
-                          num_layers=L, mlp_sizes=list(mlp_sizes), activation=nn.Tanh, device="cpu",
-                          group="agents", in_key=("agents", "observation"), out_key=("agents", out_key), name="rnn")
+    return make_recurrent(
+        kind,
+        n_in=F,
+        n_out=OUT,
+        n_agents=N,
+        share_params=share_params,
+        hidden_size=H,
+        num_layers=L,
+        mlp_sizes=list(mlp_sizes),
+        activation=nn.Tanh,
+        device="cpu",
+        group="agents",
+        in_key=("agents", "observation"),
+        out_key=("agents", out_key),
+        name="rnn",
+    )
 
 
 def _batch(net: MultiAgentRecurrent, b: int = 3, t: int = 7) -> TensorDict:
@@ -144,9 +157,14 @@ def test_collector_carries_state_and_sequence_replay_reproduces_it(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_probabilistic_actor_and_qvalue_module_in_sequence_mode(kind, share_params):
     net = _net(kind, share_params)
-    actor = ProbabilisticActor(net, in_keys=[("agents", "logits")], out_keys=[("agents", "action")],
-                               distribution_class=CategoricalDist, return_log_prob=True,
-                               log_prob_key=("agents", "action_log_prob"))
+    actor = ProbabilisticActor(
+        net,
+        in_keys=[("agents", "logits")],
+        out_keys=[("agents", "action")],
+        distribution_class=CategoricalDist,
+        return_log_prob=True,
+        log_prob_key=("agents", "action_log_prob"),
+    )
     data = _batch(net)
     with set_recurrent_mode(True):
         dist = actor.get_dist(data.clone())
@@ -157,9 +175,14 @@ def test_probabilistic_actor_and_qvalue_module_in_sequence_mode(kind, share_para
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
     qnet = _net(kind, share_params, out_key="action_value")  # QMIX's per-agent Q-network
-    qvalue = TensorDictSequential(qnet, QValueModule(
-        action_value_key=("agents", "action_value"), action_space="categorical",
-        out_keys=[("agents", "action"), ("agents", "action_value"), ("agents", "chosen_action_value")]))
+    qvalue = TensorDictSequential(
+        qnet,
+        QValueModule(
+            action_value_key=("agents", "action_value"),
+            action_space="categorical",
+            out_keys=[("agents", "action"), ("agents", "action_value"), ("agents", "chosen_action_value")],
+        ),
+    )
     with set_recurrent_mode(True):
         out = qvalue(data.clone())
     assert out["agents", "action"].shape == (3, 7, N) and out["agents", "chosen_action_value"].shape == (3, 7, N, 1)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, nan_critic_from_iteration, tiny_args, tiny_config
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage
 
 from ca12.algos import algo_class
 from ca12.fit import main
-from conftest import TINY, nan_critic_from_iteration, tiny_args, tiny_config
 
 FOUR_ITERS = TINY + ["collector.total_frames=400", "logger=none", "eval.every_n_iters=1", "eval.episodes=2"]
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import resume_pair
 from tensordict import TensorDict
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.data.replay import replay_view, sequence_chunks
 from ca12.envs import make_env, make_spec_env
 from ca12.errors import UsageError
 from ca12.fit import main
-from conftest import resume_pair
+from ca12.run.config import load_config
 
 
 def _returns(run_dir: Path) -> list[float]:
@@ -103,9 +103,19 @@ def test_qmix_with_a_gru_remembers_the_cue_and_the_mlp_cannot(tmp_path):
 
 
 def test_recurrent_qmix_resumes_bit_for_bit_with_its_sequence_buffer(tmp_path):
-    args = [*MEMORY, "model=gru", "model.hidden_size=16", "model.hidden_sizes=[16]", "env.num_envs=12",
-            "collector.frames_per_batch=192", "algo.sequence_length=8", "algo.burn_in=4", "algo.warmup_frames=200",
-            "algo.prioritized=true", "checkpoint.every_n_iters=1"]
+    args = [
+        *MEMORY,
+        "model=gru",
+        "model.hidden_size=16",
+        "model.hidden_sizes=[16]",
+        "env.num_envs=12",
+        "collector.frames_per_batch=192",
+        "algo.sequence_length=8",
+        "algo.burn_in=4",
+        "algo.warmup_frames=200",
+        "algo.prioritized=true",
+        "checkpoint.every_n_iters=1",
+    ]
     a, b, one_go, split = resume_pair(tmp_path, "qmix", args, 1152)
     assert any("w_hh" in key for key in a)
     for key in a:

@@ -26,7 +26,21 @@ _spec.loader.exec_module(startup)
 COMMANDS = {name: (module, argv) for name, module, argv in startup.COMMANDS}
 
 # What only a run (or a check that needs the library itself) may import.
-HEAVY = ("torch", "torchrl", "tensordict", "lightning", "pytorch_lightning", "vmas", "pettingzoo", "mpe2", "sumo", "sumo_rl", "pandapower", "ray", "wandb")
+HEAVY = (
+    "torch",
+    "torchrl",
+    "tensordict",
+    "lightning",
+    "pytorch_lightning",
+    "vmas",
+    "pettingzoo",
+    "mpe2",
+    "sumo",
+    "sumo_rl",
+    "pandapower",
+    "ray",
+    "wandb",
+)
 
 
 @functools.cache
@@ -54,9 +68,24 @@ def test_list_names_every_algorithm_and_the_env_families_tasks():
     lines = out.splitlines()
     assert code == 0
     assert [line for line in lines if line.startswith("algo ")] == [f"algo {name}" for name in group_options("algo")]
-    for env in ("vmas/navigation", "vmas/speaker_listener", "vmas/simple_speaker_listener", "vmas/wind_flocking", "matrix/climbing",
-                "matrix/custom", "generic/coop", "memory/cue", "gym/CartPole-v1", "pettingzoo/simple_spread", "comm/traffic_junction",
-                "market/allocation", "meta/opponent", "grid/cigre_lv", "traffic/grid4x4", "sumo/resco_grid4x4"):
+    for env in (
+        "vmas/navigation",
+        "vmas/speaker_listener",
+        "vmas/simple_speaker_listener",
+        "vmas/wind_flocking",
+        "matrix/climbing",
+        "matrix/custom",
+        "generic/coop",
+        "memory/cue",
+        "gym/CartPole-v1",
+        "pettingzoo/simple_spread",
+        "comm/traffic_junction",
+        "market/allocation",
+        "meta/opponent",
+        "grid/cigre_lv",
+        "traffic/grid4x4",
+        "sumo/resco_grid4x4",
+    ):
         assert f"env {env}" in lines
     envs = [line for line in lines if line.startswith("env ")]
     assert envs == sorted(envs) and len(envs) == len(set(envs))
@@ -91,17 +120,20 @@ def test_show_config_documents_a_family_key():
     assert any(line.startswith("  vectorization: gymnasium  # one Gymnasium vector env in process") for line in out.splitlines())
 
 
-@pytest.mark.parametrize("name, message", [
-    ("unknown algorithm", "unknown algorithm 'nope'; choose one of: a3c, coma, es"),
-    ("unknown env family", "unknown env 'nope/x'; expected FAMILY/TASK with FAMILY one of: comm, generic, grid, gym"),
-    ("unknown env task", "unknown vmas task 'nope'; choose one of: balance, ball_passage"),
-    ("unknown group option", "unknown model 'nope'; choose one of: commnet, dial, graph"),
-    ("unknown key", "unknown override key 'algo.nope'; keys under 'algo': anneal_lr, clip_epsilon"),
-    ("unknown trainer key", "unknown key 'trainer.nope'; Lightning's Trainer takes: accelerator, strategy, devices"),
-    ("wrong type", "algo.lr expects a number, got 'abc'"),
-    ("bad override syntax", "bad override 'algo.lr': expected KEY=VALUE"),
-    ("missing --algo", "--algo is required (see --list)"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("unknown algorithm", "unknown algorithm 'nope'; choose one of: a3c, coma, es"),
+        ("unknown env family", "unknown env 'nope/x'; expected FAMILY/TASK with FAMILY one of: comm, generic, grid, gym"),
+        ("unknown env task", "unknown vmas task 'nope'; choose one of: balance, ball_passage"),
+        ("unknown group option", "unknown model 'nope'; choose one of: commnet, dial, graph"),
+        ("unknown key", "unknown override key 'algo.nope'; keys under 'algo': anneal_lr, clip_epsilon"),
+        ("unknown trainer key", "unknown key 'trainer.nope'; Lightning's Trainer takes: accelerator, strategy, devices"),
+        ("wrong type", "algo.lr expects a number, got 'abc'"),
+        ("bad override syntax", "bad override 'algo.lr': expected KEY=VALUE"),
+        ("missing --algo", "--algo is required (see --list)"),
+    ],
+)
 def test_refusals_are_one_line(name, message):
     code, out, err, _ = _cli(name)
     assert code == 2 and out == "" and len(err) == 1
@@ -129,10 +161,11 @@ def test_own_callbacks_table_matches_the_classes():
 
 
 def test_every_algorithm_has_a_schema_and_its_choices_are_the_codes():
+    from torch import nn
+
     from ca12.algos.schemas import A3C_MODES, A3C_OPTIMISERS, SCHEMAS
     from ca12.distributed.parameter_server import MODES, OPTIMISERS
     from ca12.sections import ACTIVATIONS
-    from torch import nn
 
     assert sorted(SCHEMAS) == group_options("algo")
     assert A3C_OPTIMISERS == tuple(OPTIMISERS) and A3C_MODES == MODES

@@ -14,13 +14,14 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from ca12.run.config import load_config
 from ca12.envs import AgentLayout, check_task, family_baselines, make_env
 from ca12.errors import UsageError
 from ca12.fit import main
+from ca12.run.config import load_config
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("sumo_rl") is None or importlib.util.find_spec("sumo") is None,
-                                reason='needs pip install -e ".[sumo]"')
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("sumo_rl") is None or importlib.util.find_spec("sumo") is None, reason='needs pip install -e ".[sumo]"'
+)
 
 STEPS = 20
 
@@ -90,12 +91,15 @@ def test_fixed_time_follows_the_network_program(env):
     assert FixedTime(env).schedules[0] == [0] * 7 + [1] * 2 + [2] * 7 + [3] * 2
 
 
-@pytest.mark.parametrize("override, message", [
-    ("env.speed_limit=3", "does not take speed_limit"),
-    ("env.reward_fn=throughput", "env.reward_fn must be one of"),
-    ("env.delta_time=2", "env.delta_time must exceed env.yellow_time"),
-    ("env.continuous_actions=true", "has discrete actions"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("env.speed_limit=3", "does not take speed_limit"),
+        ("env.reward_fn=throughput", "env.reward_fn must be one of"),
+        ("env.delta_time=2", "env.delta_time must exceed env.yellow_time"),
+        ("env.continuous_actions=true", "has discrete actions"),
+    ],
+)
 def test_bad_settings_are_refused_in_one_line(override, message):
     with pytest.raises(UsageError) as error:
         make_env(_cfg(override), 0)
@@ -114,9 +118,23 @@ def test_unknown_task_and_missing_package_in_one_line(monkeypatch):
 
 
 def test_a_tiny_mappo_run_completes(tmp_path):
-    args = ["--algo", "mappo", "--env", "sumo/grid2x2", "--run-dir", str(tmp_path / "run"), "logger=csv", "eval.every_n_iters=0",
-            f"env.max_steps={STEPS}", "collector.frames_per_batch=40", "collector.total_frames=80",
-            "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.minibatch_size=20", "algo.num_epochs=1"]
+    args = [
+        "--algo",
+        "mappo",
+        "--env",
+        "sumo/grid2x2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        f"env.max_steps={STEPS}",
+        "collector.frames_per_batch=40",
+        "collector.total_frames=80",
+        "model.hidden_sizes=[16]",
+        "critic_model.hidden_sizes=[16]",
+        "algo.minibatch_size=20",
+        "algo.num_epochs=1",
+    ]
     assert main(args) == 0
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert all(f"rollout/{name}_mean" in header for name in ("waiting_time", "queue"))
@@ -231,6 +249,7 @@ def test_resco_baselines_run_an_episode_through_evaluate_baseline(monkeypatch, t
             out = policy(tensordict)
             actions.append(out["agents", "action"].clone())
             return out
+
         return act
 
     monkeypatch.setitem(sumo.BASELINES, name, recording)

@@ -10,14 +10,14 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from ca12.run.config import load_config
+from ca12.data.evaluator import Evaluator
 from ca12.envs import make_env
 from ca12.envs.swarm import cohesion, contacts_per_agent
 from ca12.errors import UsageError
 from ca12.evaluate import main
-from ca12.run.score import evaluate_baseline
-from ca12.data.evaluator import Evaluator
 from ca12.fit import main as fit
+from ca12.run.config import load_config
+from ca12.run.score import evaluate_baseline
 
 
 def _env(task: str, *overrides: str, worlds: int = 2):
@@ -44,11 +44,15 @@ def _stats(td) -> dict[str, list[float]]:
 
 def test_contacts_count_each_overlapping_pair_for_both_agents_and_cohesion_is_the_mean_distance_to_the_centroid():
     radius = torch.tensor([0.1, 0.1, 0.1, 0.2])
-    pos = torch.tensor([[[0.0, 0.0], [0.15, 0.0], [1.0, 1.0], [1.25, 1.0]],  # two pairs overlap (0.15 < 0.2, 0.25 < 0.3)
-                        [[0.0, 0.0], [0.25, 0.0], [1.0, 1.0], [0.0, 1.0]]])  # none (0.25 > 0.2)
+    pos = torch.tensor(
+        [
+            [[0.0, 0.0], [0.15, 0.0], [1.0, 1.0], [1.25, 1.0]],  # two pairs overlap (0.15 < 0.2, 0.25 < 0.3)
+            [[0.0, 0.0], [0.25, 0.0], [1.0, 1.0], [0.0, 1.0]],
+        ]
+    )  # none (0.25 > 0.2)
     torch.testing.assert_close(contacts_per_agent(pos, radius), torch.tensor([2 * 2 / 4, 0.0]))
     square = torch.tensor([[[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]])
-    torch.testing.assert_close(cohesion(square + 3.0), torch.tensor([2 ** 0.5]))
+    torch.testing.assert_close(cohesion(square + 3.0), torch.tensor([2**0.5]))
 
 
 def test_dispersion_stats_on_a_hand_arranged_world_and_their_reset_with_their_world_only():
@@ -112,12 +116,15 @@ def test_specs_hold_with_the_statistics(task):
     check_env_specs(_env(task))
 
 
-@pytest.mark.parametrize("task, baseline, steps, better", [
-    ("flocking", "boids", 40, ["cohesion", "target_distance"]),
-    ("dispersion", "assignment", 60, ["coverage"]),
-    ("discovery", "assignment", 60, ["coverage"]),
-    ("dispersion", "nearest", 100, ["coverage"]),
-])
+@pytest.mark.parametrize(
+    "task, baseline, steps, better",
+    [
+        ("flocking", "boids", 40, ["cohesion", "target_distance"]),
+        ("dispersion", "assignment", 60, ["coverage"]),
+        ("discovery", "assignment", 60, ["coverage"]),
+        ("dispersion", "nearest", 100, ["coverage"]),
+    ],
+)
 def test_each_baseline_beats_random_play_on_return_and_its_task_metric(task, baseline, steps, better):
     overrides = [f"env.max_steps={steps}"]
     rule = evaluate_baseline(baseline, f"vmas/{task}", overrides, seed=0, episodes=4)
@@ -148,9 +155,26 @@ def test_sixteen_agents_disperse_over_sixteen_pieces_of_food():
 
 def test_the_statistics_reach_the_training_and_evaluation_logs(tmp_path):
     run = tmp_path / "run"
-    args = ["--algo", "mappo", "--env", "vmas/dispersion", "--run-dir", str(run), "logger=csv", "env.n_agents=4", "env.num_envs=4",
-            "env.max_steps=25", "collector.frames_per_batch=100", "collector.total_frames=200", "model.hidden_sizes=[16]",
-            "critic_model.hidden_sizes=[16]", "algo.minibatch_size=50", "algo.num_epochs=1", "eval.every_n_iters=2", "eval.episodes=2"]
+    args = [
+        "--algo",
+        "mappo",
+        "--env",
+        "vmas/dispersion",
+        "--run-dir",
+        str(run),
+        "logger=csv",
+        "env.n_agents=4",
+        "env.num_envs=4",
+        "env.max_steps=25",
+        "collector.frames_per_batch=100",
+        "collector.total_frames=200",
+        "model.hidden_sizes=[16]",
+        "critic_model.hidden_sizes=[16]",
+        "algo.minibatch_size=50",
+        "algo.num_epochs=1",
+        "eval.every_n_iters=2",
+        "eval.episodes=2",
+    ]
     assert fit(args) == 0
     with open(run / "metrics.csv") as f:
         columns = next(csv.reader(f))

@@ -19,8 +19,18 @@ from ca12.fit import main
 from ca12.multirun.sweep import parse_sweep
 
 # Two iterations of 2 worlds x 10 steps, tiny nets, no evaluation.
-TINY_SWEEP = ["env.num_envs=2", "env.max_steps=10", "collector.frames_per_batch=20", "collector.total_frames=40", "model.hidden_sizes=[16,16]",
-              "critic_model.hidden_sizes=[16,16]", "algo.minibatch_size=10", "algo.num_epochs=1", "logger=none", "eval.every_n_iters=0"]
+TINY_SWEEP = [
+    "env.num_envs=2",
+    "env.max_steps=10",
+    "collector.frames_per_batch=20",
+    "collector.total_frames=40",
+    "model.hidden_sizes=[16,16]",
+    "critic_model.hidden_sizes=[16,16]",
+    "algo.minibatch_size=10",
+    "algo.num_epochs=1",
+    "logger=none",
+    "eval.every_n_iters=0",
+]
 NAMES = [f"{algo}/vmas-{task}/seed{seed}" for algo in ("mappo", "ippo") for task in ("navigation", "balance") for seed in (0, 1)]
 
 
@@ -81,8 +91,19 @@ def test_an_unfinished_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrup
 
 
 def test_bracketed_list_values_are_one_value_and_lists_of_them_are_swept(tmp_path, monkeypatch, capsys):
-    parsed = parse_sweep(["-m", "--algo", "mappo", "model.hidden_sizes=[16,16],[8,8,8]", "logger=[csv,tensorboard]",
-                          "critic_model.hidden_sizes=[16,16]", "env.hide_observation={agents:[0,1]}", "algo.lr=1e-3,1e-4", "seed=range(2)"])
+    parsed = parse_sweep(
+        [
+            "-m",
+            "--algo",
+            "mappo",
+            "model.hidden_sizes=[16,16],[8,8,8]",
+            "logger=[csv,tensorboard]",
+            "critic_model.hidden_sizes=[16,16]",
+            "env.hide_observation={agents:[0,1]}",
+            "algo.lr=1e-3,1e-4",
+            "seed=range(2)",
+        ]
+    )
     assert parsed.swept == {"model.hidden_sizes": ["[16,16]", "[8,8,8]"], "algo.lr": ["0.001", "0.0001"]}
     assert parsed.fixed == ["logger=[csv,tensorboard]", "critic_model.hidden_sizes=[16,16]", "env.hide_observation={agents:[0,1]}"]
     assert parsed.seeds == [0, 1]
@@ -90,8 +111,10 @@ def test_bracketed_list_values_are_one_value_and_lists_of_them_are_swept(tmp_pat
     monkeypatch.chdir(tmp_path)
     assert main(["-m", "--algo", "mappo", "--run-dir", "sweep", *TINY_SWEEP, "model.hidden_sizes=[16,16],[8,8,8]"]) == 0
     runs = _manifest(tmp_path / "sweep")["runs"]
-    assert [run["name"] for run in runs] == ["mappo/vmas-navigation/model.hidden_sizes=[16,16]/seed0",
-                                             "mappo/vmas-navigation/model.hidden_sizes=[8,8,8]/seed0"]
+    assert [run["name"] for run in runs] == [
+        "mappo/vmas-navigation/model.hidden_sizes=[16,16]/seed0",
+        "mappo/vmas-navigation/model.hidden_sizes=[8,8,8]/seed0",
+    ]
     assert [OmegaConf.load(tmp_path / "sweep" / run["dir"] / "config.yaml").model.hidden_sizes for run in runs] == [[16, 16], [8, 8, 8]]
     assert [run["swept"] for run in runs] == [{"model.hidden_sizes": "[16,16]"}, {"model.hidden_sizes": "[8,8,8]"}]
 
@@ -151,7 +174,9 @@ def test_the_ray_launcher_runs_a_two_run_sweep_as_a_single_fit_would(tmp_path, m
     assert "2 trained, 0 resumed, 0 skipped (complete), 0 failed" in capsys.readouterr().out
     runs = _manifest(tmp_path / "sweep")["runs"]
     assert [(run["name"], run["status"], run["frames"]) for run in runs] == [
-        ("mappo/vmas-navigation/seed0", "done", 40), ("mappo/vmas-navigation/seed1", "done", 40)]
+        ("mappo/vmas-navigation/seed0", "done", 40),
+        ("mappo/vmas-navigation/seed1", "done", 40),
+    ]
     assert main(["--algo", "mappo", "--seed", "1", "--run-dir", "single", *TINY_SWEEP]) == 0
     assert _same_weights(_weights(tmp_path / "sweep" / runs[1]["dir"]), _weights(tmp_path / "single"))
     indexed = (tmp_path / "runs" / "index.txt").read_text().splitlines()
@@ -166,14 +191,31 @@ def test_the_slurm_launcher_runs_a_sweep_through_submitit(tmp_path, monkeypatch)
     # imported, which in a test that captures output is a stream pytest closes afterwards.
     assert importlib.util.find_spec("submitit"), "submitit is part of the test extra"
     monkeypatch.chdir(tmp_path)
-    command = [sys.executable, "-m", "ca12.fit", "-m", "--algo", "mappo", "--seed", "0,1", "--run-dir", "sweep",
-               "--launcher", "slurm", "--slurm", "timeout_min=10", *TINY_SWEEP]
+    command = [
+        sys.executable,
+        "-m",
+        "ca12.fit",
+        "-m",
+        "--algo",
+        "mappo",
+        "--seed",
+        "0,1",
+        "--run-dir",
+        "sweep",
+        "--launcher",
+        "slurm",
+        "--slurm",
+        "timeout_min=10",
+        *TINY_SWEEP,
+    ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 trained, 0 resumed, 0 skipped (complete), 0 failed" in done.stdout
     runs = _manifest(tmp_path / "sweep")["runs"]
     assert [(run["name"], run["status"], run["frames"]) for run in runs] == [
-        ("mappo/vmas-navigation/seed0", "done", 40), ("mappo/vmas-navigation/seed1", "done", 40)]
+        ("mappo/vmas-navigation/seed0", "done", 40),
+        ("mappo/vmas-navigation/seed1", "done", 40),
+    ]
     assert all(run.get("slurm_job") for run in runs), "each run recorded its job id"
     assert main(["--algo", "mappo", "--seed", "1", "--run-dir", "single", *TINY_SWEEP]) == 0
     assert _same_weights(_weights(tmp_path / "sweep" / runs[1]["dir"]), _weights(tmp_path / "single"))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ca12.run.config import load_config
 from ca12.envs import make_env
+from ca12.run.config import load_config
 
 B, T = 3, 4  # worlds, steps to the limit
 

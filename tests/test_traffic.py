@@ -9,12 +9,25 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from ca12.run.config import load_config
 from ca12.envs import AgentLayout, make_env
-from ca12.envs.traffic import (BASELINES, DOWNSTREAM, GREEN_TIME, MOVING, OCCUPANCY, PHASE, QUEUES, STEP_SECONDS, THROUGH, FixedTime,
-                               MaxPressure, TrafficSignalEnv, grid_network)
+from ca12.envs.traffic import (
+    BASELINES,
+    DOWNSTREAM,
+    GREEN_TIME,
+    MOVING,
+    OCCUPANCY,
+    PHASE,
+    QUEUES,
+    STEP_SECONDS,
+    THROUGH,
+    FixedTime,
+    MaxPressure,
+    TrafficSignalEnv,
+    grid_network,
+)
 from ca12.errors import UsageError
 from ca12.fit import main
+from ca12.run.config import load_config
 from ca12.seeding import capture_rng_state, restore_rng_state
 
 N, E, S, W = range(4)
@@ -153,8 +166,9 @@ def test_same_seed_same_traffic_and_the_registered_generator_restores_it():
     assert torch.equal(env.rollout(30, policy=policy, break_when_any_done=False)["next", "agents", "observation"], first)
     env.set_seed(41)
     again = TrafficSignalEnv(num_envs=16, arrival_rate=0.8, seed=41)
-    assert torch.equal(env.rollout(30, policy=policy)["next", "agents", "observation"],
-                       again.rollout(30, policy=MaxPressure(again))["next", "agents", "observation"])
+    assert torch.equal(
+        env.rollout(30, policy=policy)["next", "agents", "observation"], again.rollout(30, policy=MaxPressure(again))["next", "agents", "observation"]
+    )
 
 
 def test_fixed_time_cycles_and_max_pressure_serves_the_longer_queue():
@@ -185,12 +199,22 @@ def test_max_pressure_waits_less_than_fixed_time_at_a_high_arrival_rate():
     assert mp_through >= ft_through - 0.05, results
 
 
-@pytest.mark.parametrize("override, match", [
-    ("env.arrival_rate=-0.1", "arrival_rate must be a number >= 0.0"), ("env.arrival_rate=[0.1,0.2]", "list of 8"),
-    ("env.cell_capacity=0", "cell_capacity must be an integer >= 1"), ("env.travel_time=1", "travel_time"),
-    ("env.saturation_flow=0", "saturation_flow"), ("env.min_green=0", "min_green"), ("env.rows=0", "rows"),
-    ("env.turn_ratios=[0.5,0.2,0.2]", "sum to 1"), ("env.shared_reward=1", "shared_reward"),
-    ("env.n_targets=3", "does not take n_targets"), ("env.continuous_actions=true", "discrete")])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("env.arrival_rate=-0.1", "arrival_rate must be a number >= 0.0"),
+        ("env.arrival_rate=[0.1,0.2]", "list of 8"),
+        ("env.cell_capacity=0", "cell_capacity must be an integer >= 1"),
+        ("env.travel_time=1", "travel_time"),
+        ("env.saturation_flow=0", "saturation_flow"),
+        ("env.min_green=0", "min_green"),
+        ("env.rows=0", "rows"),
+        ("env.turn_ratios=[0.5,0.2,0.2]", "sum to 1"),
+        ("env.shared_reward=1", "shared_reward"),
+        ("env.n_targets=3", "does not take n_targets"),
+        ("env.continuous_actions=true", "discrete"),
+    ],
+)
 def test_bad_kwargs_are_refused_in_one_line(override, match):
     with pytest.raises(UsageError, match=match) as error:
         _env("traffic/grid2x2", override)
@@ -198,9 +222,24 @@ def test_bad_kwargs_are_refused_in_one_line(override, match):
 
 
 def test_a_tiny_mappo_run_completes(tmp_path):
-    args = ["--algo", "mappo", "--env", "traffic/grid2x2", "--run-dir", str(tmp_path / "run"), "logger=csv", "eval.every_n_iters=0",
-            "env.num_envs=20", "env.max_steps=50", "collector.frames_per_batch=1000", "collector.total_frames=2000",
-            "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.minibatch_size=500", "algo.num_epochs=1"]
+    args = [
+        "--algo",
+        "mappo",
+        "--env",
+        "traffic/grid2x2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        "env.num_envs=20",
+        "env.max_steps=50",
+        "collector.frames_per_batch=1000",
+        "collector.total_frames=2000",
+        "model.hidden_sizes=[16]",
+        "critic_model.hidden_sizes=[16]",
+        "algo.minibatch_size=500",
+        "algo.num_epochs=1",
+    ]
     assert main(args) == 0
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert all(f"rollout/{name}_mean" in header for name in ("waiting_time", "queue", "throughput"))

@@ -11,12 +11,12 @@ import torch
 from omegaconf import OmegaConf
 from torchrl.envs.utils import check_env_specs
 
-from ca12.envs import AgentLayout, make_env
 from ca12.data.evaluator import success_rate
+from ca12.envs import AgentLayout, make_env
 from ca12.envs.traffic_junction import PRESETS, TrafficJunctionEnv, episode_success, junction_layout
-from ca12.run.score import checkpoint_success_rate
 from ca12.errors import UsageError
 from ca12.fit import main
+from ca12.run.score import checkpoint_success_rate
 
 GAS, BRAKE = 0, 1
 
@@ -61,7 +61,8 @@ def test_same_seed_same_traffic_and_another_seed_other_traffic():
     def traffic(seed: int) -> torch.Tensor:
         env = TrafficJunctionEnv(num_envs=16, seed=seed)
         return env.rollout(40, break_when_any_done=False, policy=lambda td: td.set(("agents", "action"), torch.zeros(16, 10, dtype=torch.long)))[
-            "next", "agents", "observation"]
+            "next", "agents", "observation"
+        ]
 
     assert torch.equal(traffic(3), traffic(3))
     assert not torch.equal(traffic(3), traffic(4))
@@ -81,7 +82,7 @@ def test_gas_moves_along_the_route_and_brake_stays():
         out = _step(env, [BRAKE, BRAKE, GAS])
         assert torch.equal(env.positions[0, 2], cells[progress])
     assert out["agents", "reward"][0, 2, 0] == pytest.approx(-0.03) and out["agents", "reward"][0, [0, 1]].abs().sum() == 0
-    centre = obs[2, 4 + 12:].view(9, 2)[4]  # the middle of the 3x3 square: a road with one car, itself
+    centre = obs[2, 4 + 12 :].view(9, 2)[4]  # the middle of the 3x3 square: a road with one car, itself
     assert centre.tolist() == [1.0, 1.0]
 
 
@@ -134,8 +135,14 @@ def test_success_is_read_at_the_episode_end():
 
 
 def test_bad_kwargs_are_refused_in_one_line():
-    for kwargs, match in (({"difficulty": "extreme"}, "difficulty"), ({"dim": 15}, "even"), ({"difficulty": "hard", "dim": 20}, "multiple of 3"),
-                          ({"arrival_prob": 1.5}, "probability"), ({"n_max": 0}, "n_max"), ({"vision": -1}, "vision")):
+    for kwargs, match in (
+        ({"difficulty": "extreme"}, "difficulty"),
+        ({"dim": 15}, "even"),
+        ({"difficulty": "hard", "dim": 20}, "multiple of 3"),
+        ({"arrival_prob": 1.5}, "probability"),
+        ({"n_max": 0}, "n_max"),
+        ({"vision": -1}, "vision"),
+    ):
         with pytest.raises(UsageError, match=match):
             TrafficJunctionEnv(**kwargs)
     with pytest.raises(UsageError, match="does not take"):
@@ -146,9 +153,26 @@ def test_bad_kwargs_are_refused_in_one_line():
 
 def test_mappo_with_commnet_trains_and_its_checkpoint_gives_a_success_rate(tmp_path):
     run = tmp_path / "run"
-    args = ["--algo", "mappo", "--env", "comm/traffic_junction", "--run-dir", str(run), "logger=csv", "eval.every_n_iters=0",
-            "env.num_envs=4", "env.difficulty=easy", "env.max_steps=20", "collector.frames_per_batch=80", "collector.total_frames=160",
-            "model=commnet", "model.hidden_sizes=[16]", "critic_model.hidden_sizes=[16]", "algo.minibatch_size=40", "algo.num_epochs=1"]
+    args = [
+        "--algo",
+        "mappo",
+        "--env",
+        "comm/traffic_junction",
+        "--run-dir",
+        str(run),
+        "logger=csv",
+        "eval.every_n_iters=0",
+        "env.num_envs=4",
+        "env.difficulty=easy",
+        "env.max_steps=20",
+        "collector.frames_per_batch=80",
+        "collector.total_frames=160",
+        "model=commnet",
+        "model.hidden_sizes=[16]",
+        "critic_model.hidden_sizes=[16]",
+        "algo.minibatch_size=40",
+        "algo.num_epochs=1",
+    ]
     assert main(args) == 0
     rate = checkpoint_success_rate(run, episodes=32)
     assert 0.0 <= rate <= 1.0

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config, tiny_env
 
 import ca12.algos.trpo as trpo
 from ca12.algos import algo_class
 from ca12.fit import main
-from conftest import tiny_config, tiny_env
 
 
 def _module(algo: str, *overrides: str, continuous: bool = True):
@@ -170,8 +170,17 @@ def test_hatrpo_updates_agents_in_its_order_against_reweighted_advantages_each_w
 
 
 # --- fits, exact resume, config errors ------------------------------------------------------------
-FIT = ["logger=none", "env.num_envs=4", "env.max_steps=25", "collector.frames_per_batch=100", "model.hidden_sizes=[16,16]",
-       "critic_model.hidden_sizes=[16,16]", "algo.minibatch_size=50", "algo.num_epochs=2", "eval.every_n_iters=0"]
+FIT = [
+    "logger=none",
+    "env.num_envs=4",
+    "env.max_steps=25",
+    "collector.frames_per_batch=100",
+    "model.hidden_sizes=[16,16]",
+    "critic_model.hidden_sizes=[16,16]",
+    "algo.minibatch_size=50",
+    "algo.num_epochs=2",
+    "eval.every_n_iters=0",
+]
 
 
 def _returns(run_dir: Path) -> list[float]:
@@ -197,8 +206,15 @@ def test_fit_writes_checkpoints_and_resumes_bit_for_bit(algo, actions, tmp_path)
     assert _returns(one_go) == _returns(split) and len(_returns(one_go)) == 4
     with open(one_go / "metrics.csv") as f:
         row = next(csv.DictReader(f))
-    for key in ("train/kl", "train/surrogate_improvement", "train/step_accepted", "train/line_search_steps", "train/loss_critic",
-                "train/grad_norm", "train/grad_norm_critic"):
+    for key in (
+        "train/kl",
+        "train/surrogate_improvement",
+        "train/step_accepted",
+        "train/line_search_steps",
+        "train/loss_critic",
+        "train/grad_norm",
+        "train/grad_norm_critic",
+    ):
         assert row[key] != "", key
 
 
@@ -209,7 +225,10 @@ def test_fit_writes_checkpoints_and_resumes_bit_for_bit(algo, actions, tmp_path)
         ("trpo", "algo.max_kl=0", "algo.max_kl must be positive, got 0"),
         ("trpo", "algo.fisher_fraction=2", "algo.fisher_fraction must be in (0, 1], got 2"),
         ("hatrpo", "model.share_params=true", "hatrpo updates each agent's own policy: model.share_params=true is refused"),
-        *[("hatrpo", f"model={kind}", f"model={kind} shares weights between agents") for kind in ("commnet", "tarmac", "dial", "graph", "hierarchical")],
+        *[
+            ("hatrpo", f"model={kind}", f"model={kind} shares weights between agents")
+            for kind in ("commnet", "tarmac", "dial", "graph", "hierarchical")
+        ],
     ],
 )
 def test_a_bad_config_value_is_refused_in_one_line(algo, override, message, tmp_path, capsys):
@@ -226,8 +245,21 @@ def test_trpo_learns_navigation(tmp_path):
     # Default hyperparameters, half-size batches (more policy steps per frame). A random policy
     # scores about -0.6; measured: 0.46 after 42 k frames (~30 s on 2 busy cores).
     run_dir = tmp_path / "trpo"
-    assert main(["--algo", "trpo", "--run-dir", str(run_dir), "logger=none", "eval.every_n_iters=0",
-                 "collector.frames_per_batch=3000", "collector.total_frames=42000"]) == 0
+    assert (
+        main(
+            [
+                "--algo",
+                "trpo",
+                "--run-dir",
+                str(run_dir),
+                "logger=none",
+                "eval.every_n_iters=0",
+                "collector.frames_per_batch=3000",
+                "collector.total_frames=42000",
+            ]
+        )
+        == 0
+    )
     returns = _returns(run_dir)
     assert sum(returns[-2:]) / 2 >= 0.2, returns
 
@@ -236,7 +268,22 @@ def test_trpo_learns_navigation(tmp_path):
 def test_trpo_learns_cartpole(tmp_path):
     # Random play lasts ~22 steps; measured: 358 and 294 in the last two iterations (~25 s).
     run_dir = tmp_path / "cartpole"
-    assert main(["--algo", "trpo", "--env", "gym/CartPole-v1", "--run-dir", str(run_dir), "logger=none", "eval.every_n_iters=0",
-                 "collector.frames_per_batch=2000", "collector.total_frames=20000"]) == 0
+    assert (
+        main(
+            [
+                "--algo",
+                "trpo",
+                "--env",
+                "gym/CartPole-v1",
+                "--run-dir",
+                str(run_dir),
+                "logger=none",
+                "eval.every_n_iters=0",
+                "collector.frames_per_batch=2000",
+                "collector.total_frames=20000",
+            ]
+        )
+        == 0
+    )
     returns = _returns(run_dir)
     assert returns[0] < 40 and max(returns[-2:]) > 150, returns

@@ -8,10 +8,10 @@ import itertools
 import pytest
 import torch
 
-from ca12.run.config import load_config
 from ca12.envs import family_tasks, make_env
 from ca12.errors import UsageError
 from ca12.fit import list_choices, main
+from ca12.run.config import load_config
 
 # Every path through the game: (agent 0, agent 1) at step 1, then at step 2; [16, 2, 2].
 PATHS = torch.tensor(list(itertools.product(range(2), repeat=4))).view(-1, 2, 2)
@@ -68,12 +68,15 @@ def test_the_game_ends_after_step_two_and_not_before():
     assert torch.equal(td["agents", "observation"][:, 2], td["agents", "observation"][:, 0]), "reset to state 1"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("env.max_steps=3", "env.max_steps must be 2, got 3"),
-    ("env.max_steps=1", "env.max_steps must be 2, got 1"),
-    ("env.continuous_actions=true", "discrete actions"),
-    ("env.payoffs=[[[1]]]", "does not take payoffs"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("env.max_steps=3", "env.max_steps must be 2, got 3"),
+        ("env.max_steps=1", "env.max_steps must be 2, got 1"),
+        ("env.continuous_actions=true", "discrete actions"),
+        ("env.payoffs=[[[1]]]", "does not take payoffs"),
+    ],
+)
 def test_refused_settings_say_why_in_one_line(override, message):
     with pytest.raises(UsageError, match=message) as refused:
         _env(override, num_envs=2)
@@ -86,8 +89,18 @@ def test_two_step_is_listed_with_the_matrix_tasks():
 
 
 # One tiny fit: 4 worlds x 2 episodes per batch, two batches, updates from the first.
-TINY_FIT = ["logger=none", "env.num_envs=4", "collector.frames_per_batch=16", "collector.total_frames=32", "algo.warmup_frames=16",
-            "algo.minibatch_size=8", "algo.updates_per_frame=0.25", "model.hidden_sizes=[16]", "eval.every_n_iters=1", "eval.episodes=2"]
+TINY_FIT = [
+    "logger=none",
+    "env.num_envs=4",
+    "collector.frames_per_batch=16",
+    "collector.total_frames=32",
+    "algo.warmup_frames=16",
+    "algo.minibatch_size=8",
+    "algo.updates_per_frame=0.25",
+    "model.hidden_sizes=[16]",
+    "eval.every_n_iters=1",
+    "eval.episodes=2",
+]
 
 
 def test_qmix_fits_the_two_step_game(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 
 import ca12
 from ca12.compare import main as compare_main
@@ -20,13 +21,26 @@ from ca12.errors import UsageError
 from ca12.evaluate import main as evaluate_main
 from ca12.fit import main as fit_main
 from ca12.pbt import main as pbt_main
-from conftest import TINY
 
 SECRET = "s3cret-wandb-key-0123456789"
 MAPPO = ["--algo", "mappo", *TINY, "logger=none"]
-LEAGUE = ["--algo", "ppo", "--env", "matrix/rock_paper_scissors", "env.group_per_player=true", "algo.groups=[player_0]",
-          "algo.league.opponents=uniform", "env.num_envs=4", "collector.frames_per_batch=8", "collector.total_frames=16",
-          "algo.minibatch_size=8", "algo.num_epochs=1", "model.hidden_sizes=[8]", "critic_model.hidden_sizes=[8]", "logger=none"]
+LEAGUE = [
+    "--algo",
+    "ppo",
+    "--env",
+    "matrix/rock_paper_scissors",
+    "env.group_per_player=true",
+    "algo.groups=[player_0]",
+    "algo.league.opponents=uniform",
+    "env.num_envs=4",
+    "collector.frames_per_batch=8",
+    "collector.total_frames=16",
+    "algo.minibatch_size=8",
+    "algo.num_epochs=1",
+    "model.hidden_sizes=[8]",
+    "critic_model.hidden_sizes=[8]",
+    "logger=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +80,7 @@ def craft(source: Path, target: Path, change) -> Path:
 def touch_in_callback(marker: Path):
     def change(config: dict) -> None:
         config["callbacks"]["progress"]["total_frames"] = {"_target_": "pathlib.Path.touch", "_args_": [str(marker)]}
+
     return change
 
 
@@ -102,8 +117,8 @@ def test_an_interpolation_in_a_checkpoint_is_refused_and_never_resolved(trained,
 def test_a_callback_class_no_one_vouched_for_is_not_even_imported(trained, tmp_path, capsys, monkeypatch):
     marker = tmp_path / "imported"
     (tmp_path / "stranger_callbacks.py").write_text(
-        "from pathlib import Path\nfrom lightning.pytorch import Callback\n"
-        f"Path({str(marker)!r}).touch()\nclass Stranger(Callback):\n    pass\n")
+        f"from pathlib import Path\nfrom lightning.pytorch import Callback\nPath({str(marker)!r}).touch()\nclass Stranger(Callback):\n    pass\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     run = craft(trained["mappo"], tmp_path / "run", lambda c: c["callbacks"].update(stranger={"_target_": "stranger_callbacks.Stranger"}))
     assert fit_main(["--resume", str(run), "collector.total_frames=300"]) == 2
@@ -123,8 +138,19 @@ def test_an_instantiation_key_anywhere_else_is_refused(trained, tmp_path, capsys
 
 def test_a_target_nested_in_a_callback_argument_is_refused_from_the_command_line_too(tmp_path, capsys):
     marker = tmp_path / "pwned"
-    assert fit_main([*MAPPO, "--run-dir", str(tmp_path / "run"), "+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
-                     "+callbacks.lr.logging_interval._target_=pathlib.Path.touch", f"+callbacks.lr.logging_interval._args_=[{marker}]"]) == 2
+    assert (
+        fit_main(
+            [
+                *MAPPO,
+                "--run-dir",
+                str(tmp_path / "run"),
+                "+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+                "+callbacks.lr.logging_interval._target_=pathlib.Path.touch",
+                f"+callbacks.lr.logging_interval._args_=[{marker}]",
+            ]
+        )
+        == 2
+    )
     assert not marker.exists() and not (tmp_path / "run").exists()
     _one_line_error(capsys, "plain-valued arguments")
 
@@ -141,7 +167,9 @@ def test_a_league_run_is_read_as_data_too(trained, tmp_path, capsys):
 @pytest.mark.parametrize("change", ["interpolation", "nested target"])
 def test_evaluate_and_load_refuse_a_crafted_run_config(trained, tmp_path, capsys, change):
     marker = tmp_path / "pwned"
-    edit = env_in_tags if change == "interpolation" else lambda c: c["env"].update(n_agents={"_target_": "pathlib.Path.touch", "_args_": [str(marker)]})
+    edit = (
+        env_in_tags if change == "interpolation" else lambda c: c["env"].update(n_agents={"_target_": "pathlib.Path.touch", "_args_": [str(marker)]})
+    )
     run = craft(trained["mappo"], tmp_path / "run", edit)
     assert evaluate_main([str(run), "--episodes", "1"]) == 2
     _one_line_error(capsys, str(run / "checkpoints" / "last.ckpt"))
@@ -196,14 +224,27 @@ def _population(tmp_path: Path) -> Path:
     """A saved population spec that never trained (its members start fresh on --resume)."""
     pbt_dir = tmp_path / "pop"
     pbt_dir.mkdir()
-    spec = {"algo": "mappo", "env": "vmas/navigation", "search": ["algo.lr=loguniform:1e-4:1e-3"], "population": 2, "ready": 100, "frames": 200,
-            "overrides": [*(text for text in TINY if not text.startswith("collector.total_frames")), "logger=none"]}
+    spec = {
+        "algo": "mappo",
+        "env": "vmas/navigation",
+        "search": ["algo.lr=loguniform:1e-4:1e-3"],
+        "population": 2,
+        "ready": 100,
+        "frames": 200,
+        "overrides": [*(text for text in TINY if not text.startswith("collector.total_frames")), "logger=none"],
+    }
     (pbt_dir / "pbt.json").write_text(json.dumps(spec))
     return pbt_dir
 
 
-@pytest.mark.parametrize("override", ["logger.wandb.tags=[${oc.env:CA12_SECRET}]", "+callbacks.x._target_=pathlib.Path",
-                                      "+callbacks.progress.total_frames._target_=pathlib.Path.touch"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "logger.wandb.tags=[${oc.env:CA12_SECRET}]",
+        "+callbacks.x._target_=pathlib.Path",
+        "+callbacks.progress.total_frames._target_=pathlib.Path.touch",
+    ],
+)
 def test_a_population_spec_is_data(tmp_path, capsys, override):
     pbt_dir = _population(tmp_path)
     spec = json.loads((pbt_dir / "pbt.json").read_text())
@@ -215,9 +256,20 @@ def test_a_population_spec_is_data(tmp_path, capsys, override):
 
 def test_a_population_state_file_is_data(tmp_path, capsys):
     pbt_dir = _population(tmp_path)
-    (pbt_dir / "state.json").write_text(json.dumps({"round": 0, "decided": 0, "pending": [], "rows": [], "started_from": [0, 1],
-                                                    "operations": [{}, {}], "rng": {},
-                                                    "hparams": [{"algo.lr": 1e-4, "callbacks.x._target_": "pathlib.Path"}, {"algo.lr": 1e-4}]}))
+    (pbt_dir / "state.json").write_text(
+        json.dumps(
+            {
+                "round": 0,
+                "decided": 0,
+                "pending": [],
+                "rows": [],
+                "started_from": [0, 1],
+                "operations": [{}, {}],
+                "rng": {},
+                "hparams": [{"algo.lr": 1e-4, "callbacks.x._target_": "pathlib.Path"}, {"algo.lr": 1e-4}],
+            }
+        )
+    )
     assert pbt_main(["--resume", str(pbt_dir)]) == 2
     _one_line_error(capsys, "state.json", "hparams")
 
@@ -234,8 +286,23 @@ def test_a_ray_backed_population_is_resumed_only_when_trusted(tmp_path, capsys):
 def test_a_replay_segment_outside_the_checkpoint_folder_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("ca12.data.replay.SEGMENT_TRANSITIONS", 64)  # the buffer in segment files from 64 transitions on
     run = tmp_path / "qmix"
-    assert fit_main(["--algo", "qmix", "--run-dir", str(run), *TINY[:-2], "algo.minibatch_size=32", "algo.warmup_frames=100",
-                     "algo.updates_per_frame=0.05", "env.continuous_actions=false", "logger=none"]) == 0
+    assert (
+        fit_main(
+            [
+                "--algo",
+                "qmix",
+                "--run-dir",
+                str(run),
+                *TINY[:-2],
+                "algo.minibatch_size=32",
+                "algo.warmup_frames=100",
+                "algo.updates_per_frame=0.05",
+                "env.continuous_actions=false",
+                "logger=none",
+            ]
+        )
+        == 0
+    )
     outside = tmp_path / "outside.pt"
     shutil.copy(next((run / "checkpoints" / "buffer").iterdir()), outside)
     last = run / "checkpoints" / "last.ckpt"

@@ -10,10 +10,10 @@ import torch
 from tensordict import TensorDict
 
 from ca12.algos import algo_class
-from ca12.run.config import load_config
 from ca12.envs import make_env, make_spec_env
 from ca12.evaluate import main as evaluate_main
 from ca12.fit import main as fit_main
+from ca12.run.config import load_config
 
 CLIMBING = torch.tensor([[11.0, -30.0, 0.0], [-30.0, 7.0, 6.0], [0.0, 0.0, 5.0]])
 
@@ -32,9 +32,7 @@ def _uniform_one_step_batch(env, payoff: torch.Tensor, copies: int) -> TensorDic
             "agents": TensorDict({"observation": obs, "action": actions}, [n, 2]),
             "done": torch.zeros(n, 1, dtype=torch.bool),
             "terminated": torch.zeros(n, 1, dtype=torch.bool),
-            "next": TensorDict(
-                {"agents": TensorDict({"observation": obs, "reward": reward}, [n, 2]), "done": done, "terminated": done}, [n]
-            ),
+            "next": TensorDict({"agents": TensorDict({"observation": obs, "reward": reward}, [n, 2]), "done": done, "terminated": done}, [n]),
         },
         [n],
     )
@@ -61,10 +59,25 @@ def test_vdn_fits_row_mean_plus_column_mean_minus_grand_mean_on_uniform_data():
 def _fit_and_evaluate(algo: str, game: str, tmp_path, *extra: str) -> float:
     run_dir = tmp_path / f"{algo}-{game}"
     args = [
-        "--algo", algo, "--env", f"matrix/{game}", "--run-dir", str(run_dir), "logger=none",
-        "env.max_steps=1", "env.num_envs=100", "collector.frames_per_batch=100", "collector.total_frames=2000",
-        "model.hidden_sizes=[64]", "critic_model.hidden_sizes=[64]", "algo.lr=1e-3", "algo.minibatch_size=256", "algo.warmup_frames=200",
-        "algo.updates_per_frame=0.15", "eval.every_n_iters=0", *extra,
+        "--algo",
+        algo,
+        "--env",
+        f"matrix/{game}",
+        "--run-dir",
+        str(run_dir),
+        "logger=none",
+        "env.max_steps=1",
+        "env.num_envs=100",
+        "collector.frames_per_batch=100",
+        "collector.total_frames=2000",
+        "model.hidden_sizes=[64]",
+        "critic_model.hidden_sizes=[64]",
+        "algo.lr=1e-3",
+        "algo.minibatch_size=256",
+        "algo.warmup_frames=200",
+        "algo.updates_per_frame=0.15",
+        "eval.every_n_iters=0",
+        *extra,
     ]
     assert fit_main(args) == 0
     return run_dir

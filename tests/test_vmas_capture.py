@@ -15,16 +15,16 @@ import contextlib
 import pytest
 import torch
 import vmas
+from conftest import tiny_config, tiny_env
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ca12.algos import algo_class
-from ca12.data.cuda_graph_collector import CapturedCollector
 from ca12.data.collectors import make_collector
+from ca12.data.cuda_graph_collector import CapturedCollector
 from ca12.envs.host_reads import HostReadError, NoHostReads
 from ca12.envs.vmas import CapturedState
 from ca12.errors import UsageError
 from ca12.seeding import capture_rng_state, restore_rng_state
-from conftest import tiny_config, tiny_env
 
 NAVIGATION = dict(n_agents=3, collisions=True, agents_with_same_goal=1, lidar_range=0.35, agent_radius=0.1)
 
@@ -39,7 +39,8 @@ class CountHostReads(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
         boolean_index = name in ("index", "index_put_", "_index_put_impl_") and any(
-            isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in (args[1] if isinstance(args[1], (list, tuple)) else [args[1]]))
+            isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in (args[1] if isinstance(args[1], (list, tuple)) else [args[1]])
+        )
         if name in ("_local_scalar_dense", "nonzero", "is_nonzero", "masked_select") or boolean_index:
             self.counts[name] += 1
         return func(*args, **(kwargs or {}))
@@ -52,10 +53,14 @@ def _steps(task: str, kwargs: dict, no_host_reads: bool, steps: int = 60, worlds
     actions = torch.Generator().manual_seed(1)
     counter, out = CountHostReads(), []
     for step in range(steps):
-        act = [torch.rand(worlds, env.get_agent_action_size(a), generator=actions) * 2 - 1 if continuous else
-               torch.randint(0, 5, (worlds, 1), generator=actions) for a in env.agents]
+        act = [
+            torch.rand(worlds, env.get_agent_action_size(a), generator=actions) * 2 - 1
+            if continuous
+            else torch.randint(0, 5, (worlds, 1), generator=actions)
+            for a in env.agents
+        ]
         if no_host_reads:  # the first step reads the fixed settings (STATIC answers), as a warm-up before capture does
-            with state.mode, (counter if step > 0 else contextlib.nullcontext()):
+            with state.mode, counter if step > 0 else contextlib.nullcontext():
                 obs, rew, done, _ = env.step(act)
                 state.anchor()
         else:

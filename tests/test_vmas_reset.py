@@ -5,16 +5,16 @@ import copy
 import pytest
 import torch
 
-from ca12.run.config import load_config
 from ca12.envs import make_env
 from ca12.envs.vmas import _get_vmas_rng, _set_vmas_rng, reset_worlds_where
+from ca12.run.config import load_config
 
 NUM_ENVS = 6
 MASK = torch.tensor([True, False, True, False, False, True])
 
 
 def _observations(raw) -> torch.Tensor:
-    obs, = raw.get_from_scenario(get_observations=True, get_infos=False, get_rewards=False, get_dones=False)
+    (obs,) = raw.get_from_scenario(get_observations=True, get_infos=False, get_rewards=False, get_dones=False)
     return torch.cat(obs, dim=-1)
 
 

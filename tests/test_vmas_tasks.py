@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from conftest import tiny_config, tiny_env
 
 from ca12.envs.vmas_tasks import LANDMARK_COLOURS
-from conftest import tiny_config, tiny_env
 
 
 def _env(worlds: int = 64):

@@ -83,8 +83,16 @@ class GradientWorker:
         gradient = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, self.params)])
         done = batch["next", "done"].squeeze(-1)  # [B, T]
         returns = self.module.team_returns(batch).squeeze(-1)  # [B, T]
-        return GradientMessage(gradient.detach().cpu(), version, batch.numel(), returns[done].detach().cpu(),
-                               {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}, self.index, os.getpid(), _node())
+        return GradientMessage(
+            gradient.detach().cpu(),
+            version,
+            batch.numel(),
+            returns[done].detach().cpu(),
+            {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}},
+            self.index,
+            os.getpid(),
+            _node(),
+        )
 
 
 class A3CWorker(RemoteWorker):
@@ -102,8 +110,16 @@ class A3CWorker(RemoteWorker):
             config's, divided among the workers in sync mode).
     """
 
-    def __init__(self, server: ParameterServer, env_creator: Callable, index: int = 0, seed: int = 0, frames_per_batch: int | None = None,
-                 max_restarts: int = 3, num_cpus: float = 0.5):
+    def __init__(
+        self,
+        server: ParameterServer,
+        env_creator: Callable,
+        index: int = 0,
+        seed: int = 0,
+        frames_per_batch: int | None = None,
+        max_restarts: int = 3,
+        num_cpus: float = 0.5,
+    ):
         run_config = getattr(server.model, "run_config", None)
         if run_config is None or run_config.get("algo", {}).get("name") != "a3c":
             raise UsageError("A3CWorker needs a server built on a ca12 A3C module: ParameterServer(A3C(cfg, env))")
@@ -139,8 +155,12 @@ class GradientDataModule(RolloutDataModule):
             self.collector = self.local.collector
         elif workers and self.pool is None:
             seeds = [worker_seed(seed, i, module.frames) for i in range(workers)]
-            self.pool = WorkerPool(GradientWorker, workers, lambda i: ((module.run_config, partial(self.make_env, seeds[i]), i, seeds[i],
-                                                                         self.frames_per_batch), {}), max_restarts=self.cfg.algo.max_restarts)
+            self.pool = WorkerPool(
+                GradientWorker,
+                workers,
+                lambda i: ((module.run_config, partial(self.make_env, seeds[i]), i, seeds[i], self.frames_per_batch), {}),
+                max_restarts=self.cfg.algo.max_restarts,
+            )
         return one_batch_loader(self)
 
     def next_batch(self) -> Round:
@@ -168,13 +188,21 @@ class A3C(IMPALA):
     def __init__(self, cfg: DictConfig, env: EnvBase):
         frames, envs = worker_frames(cfg), cfg.env.num_envs
         if frames < envs or frames % envs:  # (async: the config already checks it)
-            raise UsageError(f"a3c: each worker's batch of {frames} frames (collector.frames_per_batch"
-                             f"{' / algo.workers' if cfg.algo.mode == 'sync' else ''}) must be a multiple of env.num_envs={envs}")
+            raise UsageError(
+                f"a3c: each worker's batch of {frames} frames (collector.frames_per_batch"
+                f"{' / algo.workers' if cfg.algo.mode == 'sync' else ''}) must be a multiple of env.num_envs={envs}"
+            )
         super().__init__(cfg, env)
         # What IMPALA's targets read, fixed (a copy: the run config stays as composed).
         self.cfg = OmegaConf.create({**OmegaConf.to_container(self.cfg), **ON_POLICY_VTRACE})
-        self.server = ParameterServer(self, optimizer=self.cfg.optimizer, lr=self.cfg.lr, mode=self.cfg.mode,
-                                      max_staleness=self.cfg.max_staleness, max_grad_norm=self.cfg.max_grad_norm)
+        self.server = ParameterServer(
+            self,
+            optimizer=self.cfg.optimizer,
+            lr=self.cfg.lr,
+            mode=self.cfg.mode,
+            max_staleness=self.cfg.max_staleness,
+            max_grad_norm=self.cfg.max_grad_norm,
+        )
         self._frames_in_batch = 0
 
     def server_parameters(self) -> list[torch.nn.Parameter]:
@@ -193,18 +221,25 @@ class A3C(IMPALA):
         stats = self.server.receive(batch)
         if self.server.nonfinite > nonfinite:
             if not self.cfg.skip_nonfinite:
-                raise NonFiniteError(f"iteration {self.iterations + 1}: a worker's gradient is not finite; stopped "
-                                     "(set algo.skip_nonfinite=true to skip such updates)")
+                raise NonFiniteError(
+                    f"iteration {self.iterations + 1}: a worker's gradient is not finite; stopped (set algo.skip_nonfinite=true to skip such updates)"
+                )
             self.skipped_updates += self.server.nonfinite - nonfinite
         self.version.version.fill_(self.server.version)
         returns = torch.cat([m.episode_returns for m in batch.messages])
         if returns.numel():  # else the last known return (NaN until an episode ended)
             self._last_return = returns.mean().to(self._last_return.device)
         terms = {k: sum(m.terms[k] for m in batch.messages) / len(batch.messages) for k in batch.messages[0].terms}
-        return {**{f"train/{k}": v for k, v in terms.items()}, "train/grad_norm": stats["grad_norm"],
-                "train/staleness": stats["staleness"], "train/staleness_max": float(stats["staleness_max"]),
-                "train/dropped_gradients": float(self.server.dropped), "train/workers_alive": float(batch.workers_alive),
-                "train/version": float(self.server.version), "rollout/episode_reward_mean": self._last_return}
+        return {
+            **{f"train/{k}": v for k, v in terms.items()},
+            "train/grad_norm": stats["grad_norm"],
+            "train/staleness": stats["staleness"],
+            "train/staleness_max": float(stats["staleness_max"]),
+            "train/dropped_gradients": float(self.server.dropped),
+            "train/workers_alive": float(batch.workers_alive),
+            "train/version": float(self.server.version),
+            "rollout/episode_reward_mean": self._last_return,
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -33,8 +33,10 @@ from ca12.errors import UsageError
 def check_actor_objective(cfg, name: str, centralised: bool) -> None:
     """Refuse, in one line, `algo.actor_objective=own` with one shared centralised critic."""
     if cfg.algo.actor_objective == "own" and centralised and cfg.critic_model.share_params:
-        raise UsageError(f"{name} with algo.actor_objective=own trains each actor on its own agent's Q_i: set "
-                         "critic_model.share_params=false (a shared centralised critic gives every agent the same Q)")
+        raise UsageError(
+            f"{name} with algo.actor_objective=own trains each actor on its own agent's Q_i: set "
+            "critic_model.share_params=false (a shared centralised critic gives every agent the same Q)"
+        )
 
 
 def own_action_batch(tensordict: TensorDictBase, action_key, action: torch.Tensor) -> TensorDictBase:

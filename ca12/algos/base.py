@@ -83,12 +83,18 @@ class RLModule(L.LightningModule):
             if group.action_kind not in self.action_spaces:
                 hint = " (VMAS envs switch with env.continuous_actions=false)" if self.action_spaces == ("discrete",) else ""
                 raise UsageError(
-                    f"{name} cannot train on this env: its actions are {group.action_kind}, {name} handles {' and '.join(self.action_spaces)} actions{hint}"
+                    f"{name} cannot train on this env: its actions are {group.action_kind}, "
+                    f"{name} handles {' and '.join(self.action_spaces)} actions{hint}"
                 )
         if is_recurrent(cfg.model) and not self.recurrent:
-            raise UsageError(f"{name} has no recurrent version yet: model={cfg.model.kind} keeps a state between steps and is refused (use model=mlp)")
+            raise UsageError(
+                f"{name} has no recurrent version yet: model={cfg.model.kind} keeps a state between steps and is refused (use model=mlp)"
+            )
         if is_recurrent(cfg.critic_model) and not self.recurrent_critic:
-            raise UsageError(f"critic_model={cfg.critic_model.kind}: {name}'s critics are feed-forward (critic_model=mlp); recurrent actors take model={cfg.critic_model.kind}")
+            raise UsageError(
+                f"critic_model={cfg.critic_model.kind}: {name}'s critics are feed-forward (critic_model=mlp); "
+                f"recurrent actors take model={cfg.critic_model.kind}"
+            )
 
     @property
     def group(self) -> str:

@@ -88,7 +88,9 @@ def central_v_advantages(returns: torch.Tensor, values: torch.Tensor, n_agents: 
     return (returns - values).expand(*values.shape[:-1], n_agents)
 
 
-def lambda_returns(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, continues: torch.Tensor, gamma: float, lmbda: float) -> torch.Tensor:
+def lambda_returns(
+    reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, continues: torch.Tensor, gamma: float, lmbda: float
+) -> torch.Tensor:
     """TD(lambda) targets along time dim -2 (Sutton & Barto 2018, eq. 12.3, recursive form).
 
     G_t = r_t + gamma (1 - term_t) [ Q_{t+1} + lambda c_t (G_{t+1} - Q_{t+1}) ], where
@@ -184,9 +186,7 @@ class COMA(RLModule):
         return self.actor
 
     def configure_optimizers(self):
-        return fused_adam(
-            [{"params": self.actor.parameters(), "lr": self.cfg.lr}, {"params": self.critic.parameters(), "lr": self.cfg.critic_lr}]
-        )
+        return fused_adam([{"params": self.actor.parameters(), "lr": self.cfg.lr}, {"params": self.critic.parameters(), "lr": self.cfg.critic_lr}])
 
     def _action_index(self, td: TensorDictBase) -> torch.Tensor:
         """Integer actions [*, n_agents] from categorical or one-hot action entries."""

@@ -29,13 +29,13 @@ from torchrl.envs import EnvBase
 
 from ca12.algos.base import RLModule
 from ca12.algos.optim import fused_adam
+from ca12.data.evaluator import Evaluator
 from ca12.data.rollout import one_batch_loader
 from ca12.distributed.es_gradient import es_estimate, pair_seeds, perturbation
 from ca12.distributed.parameter_server import set_gradients
 from ca12.distributed.pool import WorkerPool
 from ca12.envs import make_spec_env
 from ca12.errors import UsageError
-from ca12.data.evaluator import Evaluator
 from ca12.nets.policies import FixedRandomPolicy, make_actor
 
 SEED_STRIDE = 1_000_003  # generation g of a run with seed s draws from seed s * SEED_STRIDE + g
@@ -102,11 +102,11 @@ class PopulationDataModule(L.LightningDataModule):
     def evaluate(self, theta: torch.Tensor, seeds: list[int], sigma: float, episode_seed: int) -> tuple[torch.Tensor, int]:
         if self.pool is None:
             return self.local.evaluate(theta, seeds, sigma, episode_seed)
-        chunks = [seeds[i::len(self.pool)] for i in range(len(self.pool))]
+        chunks = [seeds[i :: len(self.pool)] for i in range(len(self.pool))]
         results = self.pool.map("evaluate", [((theta, chunk, sigma, episode_seed), {}) for chunk in chunks if chunk])
         fitness = torch.zeros(len(seeds), 2)
         for i, (part, _) in enumerate(results):
-            fitness[i::len(self.pool)] = part
+            fitness[i :: len(self.pool)] = part
         return fitness, sum(steps for _, steps in results)
 
     def teardown(self, stage: str) -> None:
@@ -130,8 +130,9 @@ class ES(RLModule):
             raise UsageError(f"algo.population must be even (antithetic pairs), got {self.cfg.population}")
         cost = self.cfg.population * cfg.env.num_envs * cfg.env.max_steps
         if cfg.collector.frames_per_batch != cost:
-            raise UsageError(f"a generation of es costs algo.population x env.num_envs x env.max_steps = {cost} env steps: "
-                             f"set collector.frames_per_batch={cost}")
+            raise UsageError(
+                f"a generation of es costs algo.population x env.num_envs x env.max_steps = {cost} env steps: set collector.frames_per_batch={cost}"
+            )
         self.actors = nn.ModuleDict({group.name: make_actor(group, self.model_cfg, device=env.device) for group in self.groups})
         others = [FixedRandomPolicy(group) for name, group in self.layout.groups.items() if name not in self.actors]
         self._policy = TensorDictSequential(*self.actors.values(), *others)
@@ -159,8 +160,12 @@ class ES(RLModule):
         set_gradients(params, -grad)  # descend on -g: ascend the fitness
         self.clip_gradients(optimiser, gradient_clip_val=self.cfg.max_grad_norm, gradient_clip_algorithm="norm")
         optimiser.step()
-        return {"rollout/episode_reward_mean": fitness.mean(), "train/fitness_max": fitness.max(),
-                "train/fitness_min": fitness.min(), "train/grad_norm": grad.norm()}
+        return {
+            "rollout/episode_reward_mean": fitness.mean(),
+            "train/fitness_max": fitness.max(),
+            "train/fitness_min": fitness.min(),
+            "train/grad_norm": grad.norm(),
+        }
 
 
 ALGORITHM = ES

@@ -40,9 +40,11 @@ class HATRPO(TRPO):
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         if cfg.model.kind in (*COMMUNICATION, HIERARCHICAL):
-            raise UsageError(f"hatrpo steps each agent's own parameters in turn: model={cfg.model.kind} shares weights between agents "
-                             f"({'the message channel' if cfg.model.kind in COMMUNICATION else 'the team managers'}), so one agent's step "
-                             "would move the others' policies outside their trust regions; use mappo or trpo with it")
+            raise UsageError(
+                f"hatrpo steps each agent's own parameters in turn: model={cfg.model.kind} shares weights between agents "
+                f"({'the message channel' if cfg.model.kind in COMMUNICATION else 'the team managers'}), so one agent's step "
+                "would move the others' policies outside their trust regions; use mappo or trpo with it"
+            )
         super().__init__(cfg, env)
         if self.model_cfg.share_params:
             raise UsageError("hatrpo updates each agent's own policy: model.share_params=true is refused (hatrpo's default is false)")

@@ -108,8 +108,18 @@ class IMPALA(RLModule):
             truncated = ended & ~terminated.unsqueeze(-2).expand(-1, -1, n, 1)
             rewards = batch["next", g, "reward"] + self.cfg.gamma * truncated * next_values  # a cut episode bootstraps here
             discounts = self.cfg.gamma * (~ended).float()
-            vs, advantages = vtrace(log_pi - log_mu, discounts, rewards, values, next_values[:, -1], self.cfg.clip_rho,
-                                    self.cfg.clip_pg_rho, self.cfg.clip_c, lmbda=self.cfg.lmbda, time_dim=1)
+            vs, advantages = vtrace(
+                log_pi - log_mu,
+                discounts,
+                rewards,
+                values,
+                next_values[:, -1],
+                self.cfg.clip_rho,
+                self.cfg.clip_pg_rho,
+                self.cfg.clip_c,
+                lmbda=self.cfg.lmbda,
+                time_dim=1,
+            )
             if self.cfg.normalize_advantage:
                 advantages = (advantages - advantages.mean()) / advantages.std().clamp(min=1e-8)
             batch.set((g, "value_target"), vs)
@@ -134,8 +144,9 @@ class IMPALA(RLModule):
             metrics = minibatch_epochs(self, batch, num_epochs=1)  # the last pass's loss terms are logged
         metrics["train/epochs"] = float(self.cfg.num_epochs)
         self.version.version += 1  # the next batches' actors act with this update's weights
-        metrics.update({"train/policy_lag": lag.mean(), "train/policy_lag_max": lag.max(),
-                        "rollout/episode_reward_mean": self.episode_reward_mean(batch)})
+        metrics.update(
+            {"train/policy_lag": lag.mean(), "train/policy_lag_max": lag.max(), "rollout/episode_reward_mean": self.episode_reward_mean(batch)}
+        )
         return metrics
 
 

@@ -31,8 +31,8 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import DDPGLoss, SoftUpdate
 
 from ca12.algos.actor_objective import OwnDDPGLoss, check_actor_objective
-from ca12.algos.optim import fused_adam
 from ca12.algos.off_policy import OffPolicyModule
+from ca12.algos.optim import fused_adam
 from ca12.data import ReplayBatch
 from ca12.nets.actor_critic import critic_action_key, make_deterministic_actor, make_exploration, make_q_critic
 
@@ -48,7 +48,9 @@ class MADDPG(OffPolicyModule):
         cfg, group, g = self.cfg, self.groups[0], self.group
         self.actor = make_deterministic_actor(group, self.model_cfg, gumbel_temperature=cfg.gumbel_temperature, device=env.device)
         self.critic = make_q_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device)
-        self.exploration = make_exploration(group, sigma_init=cfg.sigma_init, sigma_end=cfg.sigma_end, annealing_frames=cfg.annealing_frames, device=env.device)
+        self.exploration = make_exploration(
+            group, sigma_init=cfg.sigma_init, sigma_end=cfg.sigma_end, annealing_frames=cfg.annealing_frames, device=env.device
+        )
         self._policy = self.actor if self.exploration is None else TensorDictSequential(self.actor, self.exploration)
         common = {"loss_function": cfg.loss_function, "delay_actor": True, "delay_value": True}
         if cfg.actor_objective == "own":

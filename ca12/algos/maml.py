@@ -64,8 +64,13 @@ class MetaPolicy(nn.Module):
     def __init__(self, group: Group, model: DictConfig, init_std: float, device=None):
         super().__init__()
         self.discrete = group.discrete
-        self.net = MLP(in_features=group.obs_dim, out_features=group.action_dim, num_cells=list(model.hidden_sizes),
-                       activation_class=activation_class(model.activation), device=device)
+        self.net = MLP(
+            in_features=group.obs_dim,
+            out_features=group.action_dim,
+            num_cells=list(model.hidden_sizes),
+            activation_class=activation_class(model.activation),
+            device=device,
+        )
         if not self.discrete:
             self.log_std = nn.Parameter(torch.full((group.action_dim,), math.log(init_std), device=device))
 
@@ -122,23 +127,28 @@ class MAML(RLModule):
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         if cfg.env.family != "meta":
-            raise UsageError(f"maml meta-learns over a task family: use --env meta/navigation, meta/agents or meta/opponent "
-                             f"(got {cfg.env.family}/{cfg.env.task})")
+            raise UsageError(
+                f"maml meta-learns over a task family: use --env meta/navigation, meta/agents or meta/opponent (got {cfg.env.family}/{cfg.env.task})"
+            )
         super().__init__(cfg, env)
         if cfg.model.kind != "mlp" or not cfg.model.share_params:
             raise UsageError("maml's policy is one MLP shared by every agent (tasks vary the agent count): use model=mlp, model.share_params=true")
         self.family, self.worlds = make_family(cfg.env), cfg.env.num_envs
         cost = self.cfg.meta_batch * (self.cfg.inner_steps + 1) * self.worlds * cfg.env.max_steps
         if cfg.collector.frames_per_batch != cost:
-            raise UsageError(f"an iteration of maml costs algo.meta_batch x (algo.inner_steps + 1) x env.num_envs x env.max_steps = {cost} "
-                             f"env steps: set collector.frames_per_batch={cost}")
+            raise UsageError(
+                f"an iteration of maml costs algo.meta_batch x (algo.inner_steps + 1) x env.num_envs x env.max_steps = {cost} "
+                f"env steps: set collector.frames_per_batch={cost}"
+            )
         self._frames_per_iteration = cost
         group = self.groups[0]
         self.actor = MetaPolicy(group, self.model_cfg, self.cfg.init_std, device=env.device)
         out_keys = [group.key("logits")] if group.discrete else [group.key("loc"), group.key("scale")]
         self._policy = ProbabilisticActor(
             TensorDictModule(self.actor, in_keys=[group.key("observation")], out_keys=out_keys),
-            in_keys=out_keys, out_keys=[group.key("action")], spec=group.action_spec,
+            in_keys=out_keys,
+            out_keys=[group.key("action")],
+            spec=group.action_spec,
             distribution_class=Categorical if group.discrete else IndependentNormal,
         )
 
@@ -162,6 +172,7 @@ class MAML(RLModule):
     def sample(self, params: Params, tasks: TensorDict, generator: torch.Generator) -> TensorDict:
         """`env.num_envs` episodes [N, W, T] of each task in `tasks` [N], task i acting with
         params[name][i], with their advantages."""
+
         def act(observation: torch.Tensor) -> torch.Tensor:  # [N, W, n, obs_dim]
             return self.actor.sample(vmap(lambda p, o: functional_call(self.actor, p, (o,)))(params, observation), generator)
 
@@ -169,8 +180,9 @@ class MAML(RLModule):
         episodes["advantage"] = reinforce_advantages(episodes["reward"], self.cfg.gamma, self.cfg.normalize_advantage)
         return episodes
 
-    def adapt_by_sampling(self, params: Params, tasks: TensorDict, generator: torch.Generator, steps: int | None = None
-                          ) -> tuple[list[TensorDict], TensorDict]:
+    def adapt_by_sampling(
+        self, params: Params, tasks: TensorDict, generator: torch.Generator, steps: int | None = None
+    ) -> tuple[list[TensorDict], TensorDict]:
         """Steps 1-3 of the module doc for tasks [N] of one agent count: the episodes of each
         inner step (a list of k [N, W, T]) and those of the adapted policies."""
         theta = {name: p.detach().expand(len(tasks), *p.shape) for name, p in params.items()}
@@ -181,8 +193,9 @@ class MAML(RLModule):
         return inner, self.sample(theta, tasks, generator)
 
     @torch.no_grad()
-    def adaptation_returns(self, tasks: list[TensorDict], generator: torch.Generator, steps: int | None = None,
-                           params: Params | None = None) -> torch.Tensor:
+    def adaptation_returns(
+        self, tasks: list[TensorDict], generator: torch.Generator, steps: int | None = None, params: Params | None = None
+    ) -> torch.Tensor:
         """Mean episode return [k + 1] over `tasks` (grouped by agent count) before adaptation and
         after each inner step, starting from `params` (default: the module's)."""
         params = dict(self.actor.named_parameters()) if params is None else params
@@ -201,8 +214,9 @@ class MAML(RLModule):
         for tasks in batch.tasks:  # one agent count at a time; vmapped over its tasks
             inner, outer = self.adapt_by_sampling(params, tasks, batch.generator)
             stacked = torch.stack(inner, 1) if inner else outer.unsqueeze(1)[:, :0]  # [N, k, W, T]
-            result = meta_gradient(self.surrogate, params, stacked, self.cfg.inner_lr, self.cfg.inner_steps, self.cfg.first_order,
-                                   query=outer, per_step=True)
+            result = meta_gradient(
+                self.surrogate, params, stacked, self.cfg.inner_lr, self.cfg.inner_steps, self.cfg.first_order, query=outer, per_step=True
+            )
             share = len(tasks) / n
             for name in grads:
                 grads[name] += share * result.grads[name]
@@ -213,8 +227,14 @@ class MAML(RLModule):
         # clipping) applies the meta-gradient as if backpropagated.
         linear = sum((p * grads[name]).sum() for name, p in self.actor.named_parameters())
         grad_norm = self.stepper.step(self.optimizers(), linear, {"loss_outer": loss})
-        return {"rollout/episode_reward_mean": post, "rollout/pre_adaptation_return": pre, "rollout/post_adaptation_return": post,
-                "rollout/adaptation_gain": post - pre, "train/loss": loss, "train/grad_norm": grad_norm}
+        return {
+            "rollout/episode_reward_mean": post,
+            "rollout/pre_adaptation_return": pre,
+            "rollout/post_adaptation_return": post,
+            "rollout/adaptation_gain": post - pre,
+            "train/loss": loss,
+            "train/grad_norm": grad_norm,
+        }
 
 
 ALGORITHM = MAML

@@ -24,19 +24,19 @@ from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.modules import set_recurrent_mode
 from torchrl.objectives import ValueEstimators
-from torchrl.objectives.value import MultiAgentGAE
 from torchrl.objectives.multiagent import MAPPOLoss
+from torchrl.objectives.value import MultiAgentGAE
 
 from ca12.algos.base import RLModule
 from ca12.algos.on_policy import minibatch_epochs
 from ca12.algos.optim import fused_adam
 from ca12.algos.signalling import positive_signalling
 from ca12.errors import UsageError
-from ca12.selfplay.league import League
 from ca12.nets.builder import is_recurrent
 from ca12.nets.opponent import OpponentModel
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
 from ca12.nets.recurrent import step_on_next
+from ca12.selfplay.league import League
 
 
 class MAPPO(RLModule):
@@ -61,23 +61,35 @@ class MAPPO(RLModule):
         self.estimators = nn.ModuleDict()  # recurrent critics: GAE on values computed by `sequence_values`
         self.opponent_models = nn.ModuleDict()  # algo.opponent_model: they act first, the actors read their prediction
         if self.cfg.opponent_model and self.cfg.league.opponents is not None:
-            raise UsageError("algo.opponent_model=true cannot play a league (algo.league.opponents): its snapshots are actors without an opponent model")
+            raise UsageError(
+                "algo.opponent_model=true cannot play a league (algo.league.opponents): its snapshots are actors without an opponent model"
+            )
         for group in self.groups:
             g = group.name
             if self.cfg.opponent_model:
                 self.opponent_models[g] = OpponentModel(group, self.layout, env, self.model_cfg, device=env.device)
             prediction = self.opponent_models[g].prediction if g in self.opponent_models else None
             self.actors[g] = make_actor(group, self.model_cfg, device=env.device, extra_input=prediction)
-            self.critics[g] = make_critic(group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device,
-                                          all_groups=list(self.layout.groups.values()))
+            self.critics[g] = make_critic(
+                group, self.critic_model_cfg, centralised=self.centralised_critic, device=env.device, all_groups=list(self.layout.groups.values())
+            )
             loss = self.loss_class(
-                self.actors[g], self.critics[g], clip_epsilon=self.cfg.clip_epsilon, entropy_coeff=self.cfg.entropy_coeff,
-                critic_coeff=self.cfg.critic_coeff, normalize_advantage=self.cfg.normalize_advantage, clip_value=self.cfg.clip_value,
+                self.actors[g],
+                self.critics[g],
+                clip_epsilon=self.cfg.clip_epsilon,
+                entropy_coeff=self.cfg.entropy_coeff,
+                critic_coeff=self.cfg.critic_coeff,
+                normalize_advantage=self.cfg.normalize_advantage,
+                clip_value=self.cfg.clip_value,
                 loss_critic_type=self.cfg.critic_loss,
             )
             loss.set_keys(
-                reward=(g, "reward"), action=(g, "action"), sample_log_prob=(g, "action_log_prob"), value=(g, "state_value"),
-                advantage=(g, "advantage"), value_target=(g, "value_target"),
+                reward=(g, "reward"),
+                action=(g, "action"),
+                sample_log_prob=(g, "action_log_prob"),
+                value=(g, "state_value"),
+                advantage=(g, "advantage"),
+                value_target=(g, "value_target"),
                 done="done",  # team-level [B, T, 1]; MultiAgentGAE broadcasts it to the agents
                 terminated="terminated",
             )
@@ -85,12 +97,17 @@ class MAPPO(RLModule):
             self.losses[g] = loss
             if is_recurrent(self.critic_model_cfg):
                 self.estimators[g] = MultiAgentGAE(gamma=self.cfg.gamma, lmbda=self.cfg.lmbda, value_network=None)
-                self.estimators[g].set_keys(**{k: getattr(loss.tensor_keys, k) for k in ("value", "reward", "done", "terminated", "advantage", "value_target")})
+                self.estimators[g].set_keys(
+                    **{k: getattr(loss.tensor_keys, k) for k in ("value", "reward", "done", "terminated", "advantage", "value_target")}
+                )
         self.signalling = self._signalling_groups()
         # With a league (algo.league), the untrained group plays the learner's snapshots.
         self.league = League.build(cfg, self)
-        others = [self.league.opponent if self.league is not None and name == self.league.opponent_group else FixedRandomPolicy(group)
-                  for name, group in self.layout.groups.items() if name not in self.losses]
+        others = [
+            self.league.opponent if self.league is not None and name == self.league.opponent_group else FixedRandomPolicy(group)
+            for name, group in self.layout.groups.items()
+            if name not in self.losses
+        ]
         # A recurrent critic also steps with the collector, so each batch holds its hidden state.
         critics = list(self.critics.values()) if self.estimators else []
         self._policy = TensorDictSequential(*self.opponent_models.values(), *self.actors.values(), *critics, *others)
@@ -109,8 +126,10 @@ class MAPPO(RLModule):
             if name not in self.losses:
                 raise UsageError(f"algo.signalling_groups names {name!r}, which is not a trained group (trained: {', '.join(self.losses)})")
             if not self.layout.groups[name].discrete:
-                raise UsageError(f"algo.signalling_coeff needs discrete actions: group {name!r} acts continuously "
-                                 "(the bonus is the mutual information of categorical policies)")
+                raise UsageError(
+                    f"algo.signalling_coeff needs discrete actions: group {name!r} acts continuously "
+                    "(the bonus is the mutual information of categorical policies)"
+                )
         return names
 
     def configure_callbacks(self) -> list:

@@ -32,8 +32,8 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate
 
 from ca12.algos.actor_objective import OwnSACLoss, check_actor_objective
-from ca12.algos.optim import fused_adam
 from ca12.algos.off_policy import OffPolicyModule
+from ca12.algos.optim import fused_adam
 from ca12.data import ReplayBatch
 from ca12.nets.actor_critic import make_discrete_q_critic, make_q_critic
 from ca12.nets.policies import make_actor

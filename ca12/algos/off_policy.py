@@ -40,8 +40,15 @@ def per_agent_flags(sample: TensorDictBase, group: str) -> TensorDictBase:
     return sample
 
 
-def replay_updates(batch: ReplayBatch, cfg: DictConfig, update: Callable[[TensorDictBase], TensorDictBase], target_updater,
-                   device: torch.device, squared_td_error: bool = False, fast: Callable | None = None) -> dict:
+def replay_updates(
+    batch: ReplayBatch,
+    cfg: DictConfig,
+    update: Callable[[TensorDictBase], TensorDictBase],
+    target_updater,
+    device: torch.device,
+    squared_td_error: bool = False,
+    fast: Callable | None = None,
+) -> dict:
     """The updates of one iteration of a replay method, as `train/` metrics ({} during warm-up).
 
     Args:
@@ -83,10 +90,18 @@ class OffPolicyModule(RLModule):
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> ReplayDataModule:
         return ReplayDataModule(
-            make_env, cfg.collector.frames_per_batch, cfg.seed, episode_aligned(cfg), collector=cfg.collector,
-            buffer_size=cfg.algo.buffer_size, buffer_device=cfg.algo.buffer_device,
-            buffer_storage=cfg.algo.buffer_storage, minibatch_size=cfg.algo.minibatch_size,
-            prioritized=cfg.algo.prioritized, alpha=cfg.algo.priority_alpha, beta=cfg.algo.priority_beta,
+            make_env,
+            cfg.collector.frames_per_batch,
+            cfg.seed,
+            episode_aligned(cfg),
+            collector=cfg.collector,
+            buffer_size=cfg.algo.buffer_size,
+            buffer_device=cfg.algo.buffer_device,
+            buffer_storage=cfg.algo.buffer_storage,
+            minibatch_size=cfg.algo.minibatch_size,
+            prioritized=cfg.algo.prioritized,
+            alpha=cfg.algo.priority_alpha,
+            beta=cfg.algo.priority_beta,
             **cls.sequence_replay(cfg),
         )
 

@@ -10,8 +10,9 @@ from torchrl.modules import set_recurrent_mode
 from ca12.nets.builder import is_recurrent
 
 
-def minibatch_epochs(module, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "",
-                     target_kl: float | None = None) -> dict:
+def minibatch_epochs(
+    module, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "", target_kl: float | None = None
+) -> dict:
     """`num_epochs` (default `algo.num_epochs`) passes over a collected batch [B, T] in
     shuffled minibatches of `algo.minibatch_size` frames, one guarded optimiser step on `loss`
     (default `module.loss`) each: the on-policy update of PPO and COMA. A recurrent actor or
@@ -63,4 +64,3 @@ def minibatch_epochs(module, batch: TensorDictBase, loss=None, num_epochs: int |
     metrics = {f"train/{key}{suffix}": value.mean() / n_updates for key, value in terms_sum.items()}
     metrics[f"train/epochs{suffix}"] = float(epochs)
     return metrics
-

@@ -47,9 +47,13 @@ class NonFiniteGuard:
         bad = 0 if self.bad is None else int(self.bad)  # the one host sync of the iteration
         sums, self.bad, self.term_sums = self.term_sums, None, {}
         if bad and stop:
-            named = [(name, float(value)) for names, values in sums.items() for name, value in zip(names, values.tolist()) if not math.isfinite(value)]
+            named = [
+                (name, float(value)) for names, values in sums.items() for name, value in zip(names, values.tolist()) if not math.isfinite(value)
+            ]
             what = f"loss term '{named[0][0]}' is {named[0][1]}" if named else "the gradient is not finite"
-            raise NonFiniteError(f"iteration {iteration}: {what} ({bad} update(s) skipped); stopped (set algo.skip_nonfinite=true to skip such updates)")
+            raise NonFiniteError(
+                f"iteration {iteration}: {what} ({bad} update(s) skipped); stopped (set algo.skip_nonfinite=true to skip such updates)"
+            )
         return bad
 
 

@@ -25,15 +25,13 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torchrl.data import Composite
 from torchrl.envs import EnvBase
-from torchrl.modules import QMixer
+from torchrl.modules import QMixer, set_recurrent_mode
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.multiagent import QMixerLoss
-
-from torchrl.modules import set_recurrent_mode
 from torchrl.objectives.utils import distance_loss
 
-from ca12.algos.optim import fused_adam
 from ca12.algos.off_policy import OffPolicyModule
+from ca12.algos.optim import fused_adam
 from ca12.data import ReplayBatch
 from ca12.data.collectors import envs_per_batch
 from ca12.errors import UsageError

@@ -31,7 +31,9 @@ class AlgoConfig:
     skip_nonfinite: bool = key("a NaN/inf loss or gradient stops the run (false) or skips that update (true)")
     groups: Optional[list[str]] = key("agent groups to train (null: all); the others act with a fixed random policy")
     anneal_lr: bool = key("decay every learning rate linearly from its value to 0 over collector.total_frames (A2C/PPO's Atari schedule)")
-    cudagraphs: bool = key("capture each minibatch update (loss, backward, clip, fused Adam step) as a CUDA graph and replay it (ca12/algos/cuda_graphs.py; CUDA only)")
+    cudagraphs: bool = key(
+        "capture each minibatch update (loss, backward, clip, fused Adam step) as a CUDA graph and replay it (ca12/algos/cuda_graphs.py; CUDA only)"
+    )
 
 
 @dataclass
@@ -66,10 +68,12 @@ class ActorCriticReplayConfig(ReplayConfig):
     actor_lr: float = key("Adam learning rate of the actors", positive=True)
     critic_lr: float = key("Adam learning rate of the critics", positive=True)
     loss_function: str = key("critic regression loss", choices=("l2", "l1", "smooth_l1"))
-    actor_objective: str = key("what actor i ascends (ca12/algos/actor_objective.py): own (MADDPG's paper, its default: its own Q_i, the others' "
-                               "actions from the buffer; needs critic_model.share_params=false with a centralised critic) or team "
-                               "(TorchRL/BenchMARL, MASAC's default: the mean of all agents' Q, every action from the current actors)",
-                               choices=("own", "team"))
+    actor_objective: str = key(
+        "what actor i ascends (ca12/algos/actor_objective.py): own (MADDPG's paper, its default: its own Q_i, the others' "
+        "actions from the buffer; needs critic_model.share_params=false with a centralised critic) or team "
+        "(TorchRL/BenchMARL, MASAC's default: the mean of all agents' Q, every action from the current actors)",
+        choices=("own", "team"),
+    )
 
 
 @dataclass
@@ -104,11 +108,18 @@ class MAPPOConfig(OnPolicyConfig):
     critic_loss: str = key("value regression loss (TorchRL's names)", choices=("l2", "l1", "smooth_l1"))
     normalize_advantage: bool = key("standardise advantages per minibatch")
     clip_value: Optional[float] = key("clip the value loss: new values within +- this of the collected ones (null: unclipped)", positive=True)
-    target_kl: Optional[float] = key("stop a batch's epochs early once an epoch's mean approximate KL (summed over trained groups) exceeds this (null: never)", positive=True)
-    opponent_model: bool = key("each agent predicts the other agents' actions from its observation and its actor reads the prediction (ca12/nets/opponent.py)")
+    target_kl: Optional[float] = key(
+        "stop a batch's epochs early once an epoch's mean approximate KL (summed over trained groups) exceeds this (null: never)", positive=True
+    )
+    opponent_model: bool = key(
+        "each agent predicts the other agents' actions from its observation and its actor reads the prediction (ca12/nets/opponent.py)"
+    )
     opponent_model_coeff: float = key("weight of the opponent model's cross-entropy in the loss", minimum=0.0)
-    signalling_coeff: float = key("weight of the positive-signalling bonus (Eccles et al. 2019): the loss subtracts this times each "
-                                  "agent's I(action; observation) over the minibatch (0: off)", minimum=0.0)
+    signalling_coeff: float = key(
+        "weight of the positive-signalling bonus (Eccles et al. 2019): the loss subtracts this times each "
+        "agent's I(action; observation) over the minibatch (0: off)",
+        minimum=0.0,
+    )
     signalling_groups: Optional[list[str]] = key("trained groups with discrete actions that get the signalling bonus (null: every trained group)")
     league: LeagueConfig = key("self-play against a league of the trained group's snapshots playing the other group (ca12/selfplay/league.py)")
 
@@ -124,9 +135,11 @@ class COMAConfig(OnPolicyConfig):
     lmbda: float = key("TD(lambda) of the critic targets", minimum=0.0, maximum=1.0)
     entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
     normalize_advantage: bool = key("divide advantages by their minibatch std (not centred)")
-    baseline: str = key("counterfactual: Q(s, u) critic, each agent's counterfactual advantage (COMA); central_v: V(s) critic, "
-                        "every agent's advantage the team's lambda-return minus V(s) (the paper's central-V ablation)",
-                        choices=("counterfactual", "central_v"))
+    baseline: str = key(
+        "counterfactual: Q(s, u) critic, each agent's counterfactual advantage (COMA); central_v: V(s) critic, "
+        "every agent's advantage the team's lambda-return minus V(s) (the paper's central-V ablation)",
+        choices=("counterfactual", "central_v"),
+    )
 
 
 @dataclass
@@ -150,7 +163,11 @@ class IMPALAConfig(OnPolicyConfig):
     clip_rho: Optional[float] = key("rho-bar: clip of the importance weights in the value targets (null: none)", positive=True)
     clip_pg_rho: Optional[float] = key("clip of the importance weights in the policy-gradient advantages (null: none)", positive=True)
     clip_c: Optional[float] = key("c-bar: clip of the trace-cutting weights (null: none)", positive=True)
-    lmbda: float = key("lambda: every trace weight c_s is lambda min(c-bar, rho_s) (1: the paper's V-trace; on-policy the targets are GAE's lambda-returns)", minimum=0.0, maximum=1.0)
+    lmbda: float = key(
+        "lambda: every trace weight c_s is lambda min(c-bar, rho_s) (1: the paper's V-trace; on-policy the targets are GAE's lambda-returns)",
+        minimum=0.0,
+        maximum=1.0,
+    )
     entropy_coeff: float = key("weight of the entropy bonus", minimum=0.0)
     baseline_coeff: float = key("weight of the value loss 1/2 (v_s - V(x_s))^2", minimum=0.0)
     centralised_critic: bool = key("every agent's value sees all agents' observations (false: its own)")
@@ -194,7 +211,10 @@ class MASACConfig(ActorCriticReplayConfig):
 class TRPOConfig(OnPolicyConfig):
     """TRPO's and HATRPO's keys."""
 
-    max_kl: float = key("trust region: largest mean KL(old || new) a policy step may reach (trpo: the joint policy's, summed over agents; hatrpo: each agent's)", positive=True)
+    max_kl: float = key(
+        "trust region: largest mean KL(old || new) a policy step may reach (trpo: the joint policy's, summed over agents; hatrpo: each agent's)",
+        positive=True,
+    )
     damping: float = key("added to the Fisher matrix (F + damping I) so conjugate gradient stays well posed", minimum=0.0)
     cg_iters: int = key("conjugate-gradient iterations for the natural-gradient direction", positive=True)
     fisher_fraction: float = key("share of the batch's frames (drawn at random) the Fisher-vector products use, in (0, 1]", positive=True)
@@ -227,10 +247,22 @@ class A3CConfig(AlgoConfig):
 
 # --algo NAME (conf/algo/NAME.yaml) -> the schema of its `algo` section.
 SCHEMAS: dict[str, type] = {
-    "a3c": A3CConfig, "coma": COMAConfig, "es": ESConfig, "impala": IMPALAConfig, "maml": MAMLConfig,
-    "mappo": MAPPOConfig, "ippo": MAPPOConfig, "ppo": MAPPOConfig,
-    "trpo": TRPOConfig, "hatrpo": TRPOConfig,
-    "maddpg": MADDPGConfig, "iddpg": MADDPGConfig,
-    "masac": MASACConfig, "isac": MASACConfig, "sac": MASACConfig,
-    "qmix": QMIXConfig, "vdn": ValueConfig, "iql": ValueConfig,  # VDN and IQL have no mixer to size
+    "a3c": A3CConfig,
+    "coma": COMAConfig,
+    "es": ESConfig,
+    "impala": IMPALAConfig,
+    "maml": MAMLConfig,
+    "mappo": MAPPOConfig,
+    "ippo": MAPPOConfig,
+    "ppo": MAPPOConfig,
+    "trpo": TRPOConfig,
+    "hatrpo": TRPOConfig,
+    "maddpg": MADDPGConfig,
+    "iddpg": MADDPGConfig,
+    "masac": MASACConfig,
+    "isac": MASACConfig,
+    "sac": MASACConfig,
+    "qmix": QMIXConfig,
+    "vdn": ValueConfig,
+    "iql": ValueConfig,  # VDN and IQL have no mixer to size
 }

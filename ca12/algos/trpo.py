@@ -90,7 +90,7 @@ def set_params(params: list[nn.Parameter], start: list[torch.Tensor], step: torc
     """params <- start (+ step, a flat vector): with no step, an exact copy back."""
     offset = 0
     for p, p0 in zip(params, start):
-        p.copy_(p0 if step is None else p0 + step[offset:offset + p.numel()].view_as(p))
+        p.copy_(p0 if step is None else p0 + step[offset : offset + p.numel()].view_as(p))
         offset += p.numel()
 
 
@@ -141,8 +141,14 @@ class TRPO(RLModule):
         reward = batch["next", g, "reward"]
         done, terminated = batch["next", "done"].unsqueeze(-2), batch["next", "terminated"].unsqueeze(-2)  # [B, T, 1, 1]
         advantage, target = compute_gae(
-            reward, value, next_value, terminated.expand_as(reward), (done & ~terminated).expand_as(reward),
-            self.cfg.gamma, self.cfg.lmbda, time_dim=-3,
+            reward,
+            value,
+            next_value,
+            terminated.expand_as(reward),
+            (done & ~terminated).expand_as(reward),
+            self.cfg.gamma,
+            self.cfg.lmbda,
+            time_dim=-3,
         )
         if self.cfg.normalize_advantage:
             advantage = (advantage - advantage.mean()) / advantage.std().clamp(min=1e-8)
@@ -187,8 +193,9 @@ class TRPO(RLModule):
         stats = self.natural_gradient_step(list(self.actor.parameters()), evaluate, lambda: fisher_kl().sum(-1).mean())
         return {f"train/{name}": value for name, value in stats.items()}
 
-    def natural_gradient_step(self, params: list[nn.Parameter], evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-                              fisher_kl: Callable[[], torch.Tensor]) -> dict:
+    def natural_gradient_step(
+        self, params: list[nn.Parameter], evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]], fisher_kl: Callable[[], torch.Tensor]
+    ) -> dict:
         """The trust-region step on `params` (in place), or none at all.
 
         Args:
@@ -206,8 +213,14 @@ class TRPO(RLModule):
         surrogate, _ = evaluate()
         grad = mean_over_ranks(flat_grad(surrogate, params))
         surrogate = mean_over_ranks(surrogate.detach())
-        stats = {"kl": 0.0, "surrogate_improvement": 0.0, "step_accepted": 0.0, "line_search_steps": 0.0,
-                 "grad_norm": float(grad.norm()), "loss_objective": -float(surrogate)}
+        stats = {
+            "kl": 0.0,
+            "surrogate_improvement": 0.0,
+            "step_accepted": 0.0,
+            "line_search_steps": 0.0,
+            "grad_norm": float(grad.norm()),
+            "loss_objective": -float(surrogate),
+        }
         if not math.isfinite(stats["grad_norm"]):
             self.refuse_nonfinite(f"the policy gradient is not finite (surrogate {float(surrogate)})")
             return stats

@@ -17,15 +17,25 @@ def markdown(comparison: Comparison, images: Mapping[str, list[str]] | None = No
     """The report: per table its estimates, probabilities of improvement and (given) image
     links; then the runs with their scores."""
     n_runs = len({run for t in comparison.tables if t.name != ALL_ENVS for g in t.groups for run in g.runs})
-    lines = ["# ca12 comparison", "",
-             f"{n_runs} runs. Intervals: {comparison.confidence:.0%} stratified bootstrap (rliable), "
-             f"{comparison.reps} resamples, NumPy seed {comparison.seed}. IQM: the mean of the middle 50 % of the runs' scores; "
-             "median: of the runs' scores in an env, of the envs' mean scores in all envs; optimality gap: mean shortfall below the target.", ""]
+    lines = [
+        "# ca12 comparison",
+        "",
+        f"{n_runs} runs. Intervals: {comparison.confidence:.0%} stratified bootstrap (rliable), "
+        f"{comparison.reps} resamples, NumPy seed {comparison.seed}. IQM: the mean of the middle 50 % of the runs' scores; "
+        "median: of the runs' scores in an env, of the envs' mean scores in all envs; optimality gap: mean shortfall below the target.",
+        "",
+    ]
     lines += [line for note in comparison.notes for line in (f"**Note:** {note}.", "")]
     for table in comparison.tables:
         gap = f"optimality gap (target {table.target:g})" if table.target is not None else "optimality gap"
-        lines += [f"## {table.name}", "", f"Score: {table.scoring}.", "",
-                  f"| algorithm | runs | IQM | mean | median | {gap} |", "|---|---:|---|---|---|---|"]
+        lines += [
+            f"## {table.name}",
+            "",
+            f"Score: {table.scoring}.",
+            "",
+            f"| algorithm | runs | IQM | mean | median | {gap} |",
+            "|---|---:|---|---|---|---|",
+        ]
         for group in table.groups:
             runs = f"{len(group.scores)} per env" if table.name == ALL_ENVS else str(len(group.scores))
             cells = [str(group.estimates[name]) if name in group.estimates else "n/a (no target)" for name in ESTIMATES]
@@ -42,8 +52,9 @@ def markdown(comparison: Comparison, images: Mapping[str, list[str]] | None = No
     for table in comparison.tables:
         if table.name != ALL_ENVS:
             for group in table.groups:
-                lines += [f"| {table.name} | {group.algo} | {s} | {score[0]:.4f} | {run} |"
-                          for run, s, score in zip(group.runs, group.seeds, group.scores)]
+                lines += [
+                    f"| {table.name} | {group.algo} | {s} | {score[0]:.4f} | {run} |" for run, s, score in zip(group.runs, group.seeds, group.scores)
+                ]
     return "\n".join(lines) + "\n"
 
 
@@ -76,11 +87,22 @@ def log_to_wandb(comparison: Comparison, files: list[Path], out: Path) -> str | 
         return None
     rows = comparison.rows()
     columns = list(rows[0])
-    run = wandb.init(project=settings["project"], entity=settings.get("entity"), dir=str(out), mode=mode, job_type="compare",
-                     name=f"compare-{out.parent.name}", config={"reps": comparison.reps, "seed": comparison.seed, "confidence": comparison.confidence},
-                     settings=wandb.Settings(silent=True, init_timeout=60))
-    run.log({"compare/estimates": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows]),
-             **{f"compare/{path.stem}": wandb.Image(str(path)) for path in files if path.suffix == ".png"}})
+    run = wandb.init(
+        project=settings["project"],
+        entity=settings.get("entity"),
+        dir=str(out),
+        mode=mode,
+        job_type="compare",
+        name=f"compare-{out.parent.name}",
+        config={"reps": comparison.reps, "seed": comparison.seed, "confidence": comparison.confidence},
+        settings=wandb.Settings(silent=True, init_timeout=60),
+    )
+    run.log(
+        {
+            "compare/estimates": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows]),
+            **{f"compare/{path.stem}": wandb.Image(str(path)) for path in files if path.suffix == ".png"},
+        }
+    )
     folder = str(Path(run.dir).parent)
     run.finish()
     return folder

@@ -13,8 +13,16 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ca12.analysis.runs import EVAL, METRICS, ROLLOUT, RunData, final_return, find_runs, group_runs
-from ca12.analysis.statistics import (ESTIMATES, Interval, aggregates, interval_estimate, iqm_per_point, probability_of_improvement,
-                                      require_rliable, seeded_numpy)
+from ca12.analysis.statistics import (
+    ESTIMATES,
+    Interval,
+    aggregates,
+    interval_estimate,
+    iqm_per_point,
+    probability_of_improvement,
+    require_rliable,
+    seeded_numpy,
+)
 from ca12.errors import UsageError
 
 ALL_ENVS = "all envs"
@@ -160,8 +168,18 @@ def _scoring(column: str, last: int | None, fallback: int, bounds: Sequence[floa
     return text
 
 
-def _table(name: str, envs: list[str], scoring: str, normalised: bool, target: float | None,
-           matrices: dict[str, np.ndarray], runs: dict[str, list[RunData]], reps: int, seed: int, confidence: float) -> Table:
+def _table(
+    name: str,
+    envs: list[str],
+    scoring: str,
+    normalised: bool,
+    target: float | None,
+    matrices: dict[str, np.ndarray],
+    runs: dict[str, list[RunData]],
+    reps: int,
+    seed: int,
+    confidence: float,
+) -> Table:
     """A table's estimates, probabilities of improvement and performance profiles from each
     group's [runs, envs] score matrix."""
     from rliable import library
@@ -172,9 +190,10 @@ def _table(name: str, envs: list[str], scoring: str, normalised: bool, target: f
         estimates = dict(zip(names, interval_estimate(matrix, func, reps, seed, confidence)))
         groups.append(GroupResult(label, [str(r.path) for r in runs[label]], [r.seed for r in runs[label]], matrix.tolist(), estimates))
     groups.sort(key=lambda g: (-g.estimates["IQM"].value, g.algo))
-    improvements = [Improvement(x.algo, y.algo, interval_estimate([matrices[x.algo], matrices[y.algo]], probability_of_improvement,
-                                                                  reps, seed, confidence)[0])
-                    for x, y in combinations(groups, 2)]
+    improvements = [
+        Improvement(x.algo, y.algo, interval_estimate([matrices[x.algo], matrices[y.algo]], probability_of_improvement, reps, seed, confidence)[0])
+        for x, y in combinations(groups, 2)
+    ]
     everything = np.concatenate([m.ravel() for m in matrices.values()])
     low, high = (min(everything.min(), 0.0), max(everything.max(), 1.0)) if normalised else (everything.min(), everything.max())
     taus = np.linspace(low, high, 101) if high > low else np.linspace(low - 0.5, low + 0.5, 101)
@@ -187,8 +206,7 @@ def _table(name: str, envs: list[str], scoring: str, normalised: bool, target: f
     return Table(name, envs, scoring, normalised, target, groups, improvements, taus=taus.tolist(), profiles=profiles)
 
 
-def _curves(table: Table, runs: dict[str, list[RunData]], column: str, scale: Callable, points: int, reps: int, seed: int,
-            confidence: float) -> None:
+def _curves(table: Table, runs: dict[str, list[RunData]], column: str, scale: Callable, points: int, reps: int, seed: int, confidence: float) -> None:
     """Fill the table's sample-efficiency curves: each run's return curve interpolated linearly
     on `points` frames from the latest first frame to the earliest last frame of the env's runs."""
     series = {label: [r.series[column] for r in members] for label, members in runs.items()}
@@ -202,14 +220,28 @@ def _curves(table: Table, runs: dict[str, list[RunData]], column: str, scale: Ca
         curves = np.stack([np.interp(grid, s[:, 0], scale(s[:, 1])) for s in series[group.algo]])[:, None, :]  # [runs, 1, points]
         estimates = interval_estimate(curves, iqm_per_point, reps, seed, confidence)
         bounded = estimates[0].low is not None
-        table.curves.append(Curve(group.algo, [e.value for e in estimates],
-                                  [e.low for e in estimates] if bounded else None, [e.high for e in estimates] if bounded else None))
+        table.curves.append(
+            Curve(
+                group.algo,
+                [e.value for e in estimates],
+                [e.low for e in estimates] if bounded else None,
+                [e.high for e in estimates] if bounded else None,
+            )
+        )
 
 
-def compare(paths: Iterable[str | Path], *, metric: str = "eval", last: int | None = None,
-            normalise: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
-            target: float | Mapping[str, float] | None = None, reps: int = 2000, seed: int = 0, points: int = 25,
-            confidence: float = 0.95) -> Comparison:
+def compare(
+    paths: Iterable[str | Path],
+    *,
+    metric: str = "eval",
+    last: int | None = None,
+    normalise: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+    target: float | Mapping[str, float] | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+    points: int = 25,
+    confidence: float = 0.95,
+) -> Comparison:
     """Compare the runs at or below `paths` (see `ca12.compare`'s module docstring for every choice).
 
     Args:
@@ -252,8 +284,18 @@ def compare(paths: Iterable[str | Path], *, metric: str = "eval", last: int | No
         gamma = _per_env(target, env)
         gamma = 1.0 if gamma is None and bounds is not None else gamma
         matrices = {label: np.array([[scale(final_return(run, column, last))] for run in group]) for label, group in by_label.items()}
-        table = _table(env, [env], _scoring(column, last, without_eval if column != METRICS[metric] else 0, bounds),
-                       bounds is not None, gamma, matrices, by_label, reps, seed, confidence)
+        table = _table(
+            env,
+            [env],
+            _scoring(column, last, without_eval if column != METRICS[metric] else 0, bounds),
+            bounds is not None,
+            gamma,
+            matrices,
+            by_label,
+            reps,
+            seed,
+            confidence,
+        )
         _curves(table, by_label, column, scale, points, reps, seed, confidence)
         tables.append(table)
         env_matrices[env] = matrices
@@ -265,13 +307,24 @@ def compare(paths: Iterable[str | Path], *, metric: str = "eval", last: int | No
         env, algo = single[0]
         more = f" (and {len(single) - 1} more group(s))" if len(single) > 1 else ""
         notes.append(f"{algo} on {env} has a single run{more}: point estimates only; intervals need at least 2 seeds per algorithm and env")
-    return Comparison(tables + ([aggregate] if aggregate else []), reps, seed, confidence,
-                      wandb={k.removeprefix("logger.wandb."): v for k, v in wandb.items() if k.startswith("logger.wandb.")} if wandb else None,
-                      notes=notes)
+    return Comparison(
+        tables + ([aggregate] if aggregate else []),
+        reps,
+        seed,
+        confidence,
+        wandb={k.removeprefix("logger.wandb."): v for k, v in wandb.items() if k.startswith("logger.wandb.")} if wandb else None,
+        notes=notes,
+    )
 
 
-def _aggregate_table(tables: list[Table], env_matrices: dict[str, dict[str, np.ndarray]], groups: dict[str, dict[str, list[RunData]]],
-                     reps: int, seed: int, confidence: float) -> Table | None:
+def _aggregate_table(
+    tables: list[Table],
+    env_matrices: dict[str, dict[str, np.ndarray]],
+    groups: dict[str, dict[str, list[RunData]]],
+    reps: int,
+    seed: int,
+    confidence: float,
+) -> Table | None:
     """The "all envs" table when there are several envs, all normalised, and every algorithm ran
     as many seeds in each (rliable's runs x tasks matrices); None otherwise."""
     labels = set(env_matrices[tables[0].name])
@@ -283,8 +336,18 @@ def _aggregate_table(tables: list[Table], env_matrices: dict[str, dict[str, np.n
     matrices = {label: np.concatenate([env_matrices[env][label] for env in envs], axis=1) for label in sorted(labels)}  # [runs, envs]
     runs = {label: [run for env in envs for run in groups[env][label]] for label in labels}
     targets = {t.target for t in tables}
-    return _table(ALL_ENVS, envs, "each env's normalised score; runs x envs matrices", True, targets.pop() if len(targets) == 1 else None,
-                  matrices, runs, reps, seed, confidence)
+    return _table(
+        ALL_ENVS,
+        envs,
+        "each env's normalised score; runs x envs matrices",
+        True,
+        targets.pop() if len(targets) == 1 else None,
+        matrices,
+        runs,
+        reps,
+        seed,
+        confidence,
+    )
 
 
 # --- file names ---------------------------------------------------------------------------------

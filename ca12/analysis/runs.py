@@ -135,8 +135,10 @@ def group_runs(runs: Sequence[RunData]) -> dict[str, dict[str, list[RunData]]]:
             group = groups[env].setdefault(label, [])
             twin = next((other for other in group if other.seed == run.seed), None)
             if twin is not None:
-                raise UsageError(f"runs '{twin.path}' and '{run.path}' are both {label} on {env} with seed {run.seed}: "
-                                 f"the seeds of a group must differ (pass one of them)")
+                raise UsageError(
+                    f"runs '{twin.path}' and '{run.path}' are both {label} on {env} with seed {run.seed}: "
+                    f"the seeds of a group must differ (pass one of them)"
+                )
             group.append(run)
     return dict(groups)
 

@@ -53,8 +53,9 @@ class Interval:
         return f"{self.value:.3f}" if self.low is None else f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
-def interval_estimate(scores: np.ndarray | list[np.ndarray], func: Callable[..., np.ndarray], reps: int, seed: int,
-                      confidence: float = 0.95) -> list[Interval]:
+def interval_estimate(
+    scores: np.ndarray | list[np.ndarray], func: Callable[..., np.ndarray], reps: int, seed: int, confidence: float = 0.95
+) -> list[Interval]:
     """`func`'s point estimates on `scores` (a [runs, tasks, ...] array, or a list of them for a
     function of several algorithms' scores) with rliable's stratified-bootstrap percentile
     intervals, `reps` resamples drawn after `np.random.seed(seed)`; no interval with fewer than
@@ -88,7 +89,7 @@ def aggregates(target: float | None, tasks: int) -> tuple[list[str], Callable[[n
     functions = [metrics.aggregate_iqm, metrics.aggregate_mean, run_median if tasks == 1 else metrics.aggregate_median]
     if target is not None:
         functions.append(partial(metrics.aggregate_optimality_gap, gamma=target))
-    return list(ESTIMATES[:len(functions)]), lambda scores: np.array([f(scores) for f in functions])
+    return list(ESTIMATES[: len(functions)]), lambda scores: np.array([f(scores) for f in functions])
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:

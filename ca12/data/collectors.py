@@ -92,8 +92,12 @@ def make_collector(
             written (0 for a fresh run); picks the workers' env seeds (`worker_seed`).
     """
     common = dict(
-        frames_per_batch=frames_per_batch, total_frames=-1, env_device=device, policy_device=device,
-        storing_device=device, reset_at_each_iter=reset_at_each_iter,
+        frames_per_batch=frames_per_batch,
+        total_frames=-1,
+        env_device=device,
+        policy_device=device,
+        storing_device=device,
+        reset_at_each_iter=reset_at_each_iter,
     )
     if kind == "sync":
         return Collector(env, policy, auto_register_policy_transforms=False, **common)

@@ -29,8 +29,8 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
-from ca12.nets.policies import bounds_on_device
 from ca12.errors import UsageError
+from ca12.nets.policies import bounds_on_device
 
 
 def captured_state(env: EnvBase):
@@ -59,8 +59,16 @@ class CapturedCollector:
             rollout of a policy can be captured.
     """
 
-    def __init__(self, env: EnvBase, policy: torch.nn.Module, frames_per_batch: int, reset_at_each_iter: bool,
-                 capture: bool = True, warmup: int = 3, rehearse: bool = False):
+    def __init__(
+        self,
+        env: EnvBase,
+        policy: torch.nn.Module,
+        frames_per_batch: int,
+        reset_at_each_iter: bool,
+        capture: bool = True,
+        warmup: int = 3,
+        rehearse: bool = False,
+    ):
         self.env, self.policy = env, policy
         self.state = captured_state(env)
         self.steps = frames_per_batch // env.batch_size.numel()
@@ -104,7 +112,9 @@ class CapturedCollector:
         td = self.env.step(self.policy(self._carrier.copy()))
         # What one step hands the next: what the env wrote under "next" (observations, done
         # flags, return counters, a recurrent policy's state), as `step_mdp` moves it to the root.
-        self._carrier_keys = [k for k in self.env._step_mdp(td).keys(True, True) if ("next", *((k,) if isinstance(k, str) else k)) in td.keys(True, True)]
+        self._carrier_keys = [
+            k for k in self.env._step_mdp(td).keys(True, True) if ("next", *((k,) if isinstance(k, str) else k)) in td.keys(True, True)
+        ]
         self._carrier = self._carrier.select(*self._carrier_keys).clone()
         self._batch_keys = [k for k in td.keys(True, True) if not (isinstance(k, tuple) and k[0] == "collector")]
         self._batch = td.select(*self._batch_keys).unsqueeze(1).expand(td.batch_size[0], self.steps).clone()
@@ -142,8 +152,10 @@ class CapturedCollector:
             cause = first or error
             frames = traceback.extract_tb(cause.__traceback__)
             where = ([f for f in frames if "/torch/" not in f.filename] or frames)[-1]  # the caller of the failing op
-            raise RuntimeError(f"capturing the VMAS rollout step failed: {type(cause).__name__}: {str(cause).splitlines()[0]} "
-                               f"(in {where.name}, {where.filename.rsplit('/', 2)[-1]}:{where.lineno}); collector=sync steps it uncaptured") from cause
+            raise RuntimeError(
+                f"capturing the VMAS rollout step failed: {type(cause).__name__}: {str(cause).splitlines()[0]} "
+                f"(in {where.name}, {where.filename.rsplit('/', 2)[-1]}:{where.lineno}); collector=sync steps it uncaptured"
+            ) from cause
         return graph
 
     # --- the collector interface -------------------------------------------------------------------

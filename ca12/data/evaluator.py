@@ -63,7 +63,9 @@ class Evaluator:
         deterministic: act with the distribution's mode instead of sampling.
     """
 
-    def __init__(self, env_cfg: DictConfig, episodes: int, seed: int, deterministic: bool, groups: list[str] | None = None, transforms: list | None = None):
+    def __init__(
+        self, env_cfg: DictConfig, episodes: int, seed: int, deterministic: bool, groups: list[str] | None = None, transforms: list | None = None
+    ):
         self.env_cfg = OmegaConf.merge(env_cfg, {"num_envs": episodes})
         self.episodes = episodes
         self.seed = (seed + EVAL_SEED_OFFSET) % (MAX_SEED + 1)
@@ -99,8 +101,11 @@ class Evaluator:
             env.set_seed(self.seed)
             torch.manual_seed(self.seed)
             td = env.rollout(
-                self.env_cfg.max_steps, policy=_OnDevice(policy, env.device), callback=callback,
-                break_when_any_done=False, auto_cast_to_device=True,
+                self.env_cfg.max_steps,
+                policy=_OnDevice(policy, env.device),
+                callback=callback,
+                break_when_any_done=False,
+                auto_cast_to_device=True,
             )
         reward = torch.cat([td["next", g, "reward"] for g in groups], -2)  # [E, T, n_agents, 1], the evaluated groups' agents
         done = td["next", "done"]  # [E, T, 1]

@@ -18,9 +18,9 @@ from typing import Callable, Iterator
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
-from omegaconf import DictConfig
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 
@@ -66,7 +66,11 @@ class RolloutDataModule(L.LightningDataModule):
     """
 
     def __init__(
-        self, make_env: Callable[[int, torch.device], EnvBase], frames_per_batch: int, seed: int, episode_aligned: bool = False,
+        self,
+        make_env: Callable[[int, torch.device], EnvBase],
+        frames_per_batch: int,
+        seed: int,
+        episode_aligned: bool = False,
         collector: DictConfig | None = None,
     ):
         super().__init__()
@@ -95,8 +99,16 @@ class RolloutDataModule(L.LightningDataModule):
             # A resumed run's workers take env seeds of their own, picked by the frames trained on so
             # far (Lightning restores the module's counters before it asks for the loader).
             self.collector = make_collector(
-                self.collector_kind, self.workers, self.make_env, self.env, module.policy, self.frames_per_batch,
-                self.seed + self.trainer.global_rank, device, self.episode_aligned, resumed_frames=module.frames,
+                self.collector_kind,
+                self.workers,
+                self.make_env,
+                self.env,
+                module.policy,
+                self.frames_per_batch,
+                self.seed + self.trainer.global_rank,
+                device,
+                self.episode_aligned,
+                resumed_frames=module.frames,
             )
         return one_batch_loader(self)
 

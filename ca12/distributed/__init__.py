@@ -21,5 +21,4 @@ from ca12.distributed.es_gradient import centred_ranks, es_gradient, perturbatio
 from ca12.distributed.parameter_server import GradientMessage, ParameterServer, RemoteWorker, Round
 from ca12.distributed.pool import WorkerPool, require_ray
 
-__all__ = ["GradientMessage", "ParameterServer", "RemoteWorker", "Round", "WorkerPool", "centred_ranks", "es_gradient",
-           "perturbation", "require_ray"]
+__all__ = ["GradientMessage", "ParameterServer", "RemoteWorker", "Round", "WorkerPool", "centred_ranks", "es_gradient", "perturbation", "require_ray"]

@@ -58,7 +58,7 @@ def set_gradients(params: Sequence[nn.Parameter], gradient: torch.Tensor) -> Non
     inverse of `parameters_to_vector` for gradients)."""
     offset = 0
     for p in params:
-        p.grad = gradient[offset: offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
+        p.grad = gradient[offset : offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
         offset += p.numel()
 
 
@@ -102,8 +102,16 @@ class ParameterServer:
         max_grad_norm: clip of each applied gradient's norm (None: no clip).
     """
 
-    def __init__(self, model: nn.Module | None = None, model_dim: int | None = None, optimizer: Any = "adam", lr: float = 1e-3,
-                 mode: str = "async", max_staleness: int | None = None, max_grad_norm: float | None = None):
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        model_dim: int | None = None,
+        optimizer: Any = "adam",
+        lr: float = 1e-3,
+        mode: str = "async",
+        max_staleness: int | None = None,
+        max_grad_norm: float | None = None,
+    ):
         if (model is None) == (model_dim is None):
             raise UsageError("ParameterServer takes a model or a model_dim, exactly one of them")
         if mode not in MODES:
@@ -189,8 +197,12 @@ class ParameterServer:
                 norms.append(float(self.grad_norm))
         if self.mode == "sync" and self.commit():
             norms.append(float(self.grad_norm))
-        return {"staleness": sum(staleness) / len(staleness), "staleness_max": max(staleness), "steps": self.version - version,
-                "grad_norm": sum(norms) / len(norms) if norms else float("nan")}
+        return {
+            "staleness": sum(staleness) / len(staleness),
+            "staleness_max": max(staleness),
+            "steps": self.version - version,
+            "grad_norm": sum(norms) / len(norms) if norms else float("nan"),
+        }
 
     # --- workers -------------------------------------------------------------------------------
     def rounds(self, pool: WorkerPool) -> Iterator[Round]:
@@ -233,16 +245,32 @@ class ParameterServer:
                     pids.append(message.pid)
             if (num_episodes is not None and episodes >= num_episodes) or (max_updates is not None and self.version - first_version >= max_updates):
                 break
-        return {"updates": self.version - first_version, **self.counters(), "episodes": episodes, "frames": frames, "episode_returns": returns,
-                "workers_alive": len(pool), "workers_dropped": pool.dropped, "processes": processes,
-                "nodes": sorted(nodes), "seconds": time.perf_counter() - start}
+        return {
+            "updates": self.version - first_version,
+            **self.counters(),
+            "episodes": episodes,
+            "frames": frames,
+            "episode_returns": returns,
+            "workers_alive": len(pool),
+            "workers_dropped": pool.dropped,
+            "processes": processes,
+            "nodes": sorted(nodes),
+            "seconds": time.perf_counter() - start,
+        }
 
     # --- checkpoints ---------------------------------------------------------------------------
     def counters(self) -> dict:
         """The version and staleness counters (plain values; `state_dict` adds parameters and optimiser)."""
         mean = self.staleness_sum / self.received if self.received else 0.0
-        return {"version": self.version, "received": self.received, "dropped_gradients": self.dropped, "nonfinite_gradients": self.nonfinite,
-                "staleness_sum": self.staleness_sum, "staleness_mean": mean, "staleness_max": self.staleness_max}
+        return {
+            "version": self.version,
+            "received": self.received,
+            "dropped_gradients": self.dropped,
+            "nonfinite_gradients": self.nonfinite,
+            "staleness_sum": self.staleness_sum,
+            "staleness_mean": mean,
+            "staleness_max": self.staleness_max,
+        }
 
     def load_counters(self, counters: dict) -> None:
         self.version, self.received = counters["version"], counters["received"]

@@ -53,8 +53,7 @@ class WorkerPool:
         num_cpus: CPUs Ray reserves per worker (fractions share a core).
     """
 
-    def __init__(self, worker_class: type, n: int, make_args: Callable[[int], tuple[Sequence, dict]],
-                 max_restarts: int = 3, num_cpus: float = 0.5):
+    def __init__(self, worker_class: type, n: int, make_args: Callable[[int], tuple[Sequence, dict]], max_restarts: int = 3, num_cpus: float = 0.5):
         if n < 1:
             raise UsageError(f"a worker pool needs at least one worker, got {n}")
         remote = remote_class(worker_class, max_restarts, num_cpus)
@@ -105,8 +104,9 @@ class WorkerPool:
                 pending.insert(0, i)
         return results
 
-    def as_completed(self, method: str, first_call: Callable[[int], tuple[Sequence, dict]],
-                     next_call: Callable[[Any], tuple[Sequence, dict]]) -> Iterator[Any]:
+    def as_completed(
+        self, method: str, first_call: Callable[[int], tuple[Sequence, dict]], next_call: Callable[[Any], tuple[Sequence, dict]]
+    ) -> Iterator[Any]:
         """Every worker runs `method` over and over: first with `first_call(i)`, then, each time
         a result arrives, again with `next_call(result)` (e.g. with the newest weights). Yields
         results in arrival order (asynchronous workers: A3C, a parameter server). A worker's

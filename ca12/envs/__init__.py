@@ -29,9 +29,13 @@ if TYPE_CHECKING:
 
 # Names this package re-exports -> the module that defines them, imported on first use.
 _REEXPORTS = {
-    "COMMON_KEYS": "ca12.envs.catalog", "EnvConfig": "ca12.envs.catalog",
-    "hide_observation": "ca12.envs.common", "scale_rewards": "ca12.envs.common", "task_kwargs": "ca12.envs.common",
-    "AgentLayout": "ca12.envs.layout", "Group": "ca12.envs.layout",
+    "COMMON_KEYS": "ca12.envs.catalog",
+    "EnvConfig": "ca12.envs.catalog",
+    "hide_observation": "ca12.envs.common",
+    "scale_rewards": "ca12.envs.common",
+    "task_kwargs": "ca12.envs.common",
+    "AgentLayout": "ca12.envs.layout",
+    "Group": "ca12.envs.layout",
 }
 
 
@@ -86,8 +90,9 @@ def env_device(configured: str, process_device: torch.device | None = None) -> t
     return torch.device(configured)
 
 
-def make_env(cfg: DictConfig, seed: int, process_device: torch.device | None = None, transforms: list | None = None,
-             training: bool = False) -> EnvBase:
+def make_env(
+    cfg: DictConfig, seed: int, process_device: torch.device | None = None, transforms: list | None = None, training: bool = False
+) -> EnvBase:
     """Build the batched env described by `cfg` (a composed `env` section), seeded.
 
     `env.device: cuda` (no index) means "this process's GPU": under DDP each rank passes its

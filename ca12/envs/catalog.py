@@ -38,10 +38,14 @@ class EnvConfig:
     device: str = key("where the env steps and the collector samples (cpu, cuda)")
     continuous_actions: bool = key("continuous (true) or discrete (false) actions, where the family has both")
     # The one common key with a default (null): an ablation switch no task YAML needs to name.
-    hide_observation: Optional[Dict[str, List[int]]] = dataclasses.field(default=None, metadata={
-        "doc": "{group: [feature indices]} zeroed in that group's observation, an ablation (e.g. cut a message channel); null: none"})
-    reward_scale: float = dataclasses.field(default=1.0, metadata={
-        "doc": "multiplies the rewards the learner trains on (a critic fits returns of order 1 faster); returns are reported unscaled"})
+    hide_observation: Optional[Dict[str, List[int]]] = dataclasses.field(
+        default=None,
+        metadata={"doc": "{group: [feature indices]} zeroed in that group's observation, an ablation (e.g. cut a message channel); null: none"},
+    )
+    reward_scale: float = dataclasses.field(
+        default=1.0,
+        metadata={"doc": "multiplies the rewards the learner trains on (a critic fits returns of order 1 faster); returns are reported unscaled"},
+    )
 
 
 # Keys of an env config that are not passed to the env's own constructor as kwargs.
@@ -79,7 +83,7 @@ MATRIX_TASKS = (*MATRIX_GAMES, "custom", "two_step")
 MATRIX_KEY_DOCS = {
     "history": "past joint actions in each observation, newest first (1: the last play only)",
     "opponent_strategies": "null: every player is an agent; a list: player 1 is scripted by these strategies "
-                           "(each a list of action probabilities, or cycle | copy | counter), one drawn per episode",
+    "(each a list of action probabilities, or cycle | copy | counter), one drawn per episode",
     "opponent_period": "with opponent_strategies: also draw a new strategy every this many plays (null: at episode starts only)",
 }
 
@@ -190,8 +194,10 @@ def check_sumo_task(task: str) -> None:
 
 
 # --- gym (ca12/envs/gym.py) -------------------------------------------------------------------------
-GYM_KEY_DOCS = {"vectorization": "one Gymnasium vector env in process (gymnasium, the fastest measured), gymnasium_async (worker processes), "
-                                 "or TorchRL's serial / parallel batching"}
+GYM_KEY_DOCS = {
+    "vectorization": "one Gymnasium vector env in process (gymnasium, the fastest measured), gymnasium_async (worker processes), "
+    "or TorchRL's serial / parallel batching"
+}
 # Registry entries that wrap *another* library's env (Shimmy's compatibility layers), not tasks.
 _NOT_TASKS = ("GymV21Environment-v0", "GymV26Environment-v0")
 # Namespaces a plugin package registers when imported: namespace -> (module, pip package).
@@ -251,7 +257,9 @@ def _gym_unbuildable(task: str) -> str | None:
         if newer is None:
             return f"gym/{task} is a removed version this Gymnasium no longer builds"
         why = _gym_unbuildable(newer)
-        return f"gym/{task} is a removed version this Gymnasium no longer builds; use gym/{newer}" + (f" (which {why.removeprefix(f'gym/{newer} ')})" if why else "")
+        return f"gym/{task} is a removed version this Gymnasium no longer builds; use gym/{newer}" + (
+            f" (which {why.removeprefix(f'gym/{newer} ')})" if why else ""
+        )
     for prefix, (package, module, install) in GYM_EXTRAS.items():
         if spec.entry_point.startswith(prefix) and importlib.util.find_spec(module) is None:
             return f"gym/{task} needs the {package} package: {install}"
@@ -282,12 +290,24 @@ def check_gym_task(task: str) -> None:
 
 
 # --- pettingzoo (ca12/envs/pettingzoo.py) -------------------------------------------------------
-PETTINGZOO_KEY_DOCS = {"vectorization": "how the worlds step together: batched (one loop, one batch of tensors: the fastest measured), serial "
-                                        "(TorchRL's SerialEnv) or parallel (worker processes)"}
+PETTINGZOO_KEY_DOCS = {
+    "vectorization": "how the worlds step together: batched (one loop, one batch of tensors: the fastest measured), serial "
+    "(TorchRL's SerialEnv) or parallel (worker processes)"
+}
 # MPE2's scenarios, listed (and named in the missing-package message) when mpe2 is not installed.
 _MPE_TASKS = (
-    "collect_treasure", "simple", "simple_adversary", "simple_crypto", "simple_formation", "simple_line",
-    "simple_push", "simple_reference", "simple_speaker_listener", "simple_spread", "simple_tag", "simple_world_comm",
+    "collect_treasure",
+    "simple",
+    "simple_adversary",
+    "simple_crypto",
+    "simple_formation",
+    "simple_line",
+    "simple_push",
+    "simple_reference",
+    "simple_speaker_listener",
+    "simple_spread",
+    "simple_tag",
+    "simple_world_comm",
 )
 _PETTINGZOO_INSTALL = 'needs pettingzoo and mpe2: pip install -e ".[pettingzoo]"'
 

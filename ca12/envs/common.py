@@ -105,8 +105,9 @@ def hide_observation(env: EnvBase, features: dict[str, list[int]]) -> Transforme
         bad = [i for i in indices if not -size <= i < size]
         if bad or not indices:
             raise UsageError(f"env.hide_observation.{group} must list feature indices in [-{size}, {size}) of its observation, got {list(indices)}")
-    features = {group: sorted({i % env.full_observation_spec[group, "observation"].shape[-1] for i in indices})
-                for group, indices in features.items()}
+    features = {
+        group: sorted({i % env.full_observation_spec[group, "observation"].shape[-1] for i in indices}) for group, indices in features.items()
+    }
     env = env if isinstance(env, TransformedEnv) else TransformedEnv(env)
     env.append_transform(HideObservation(features))
     return env

@@ -42,8 +42,7 @@ STATIC = object()  # an answer: read the value once, outside capture, and keep i
 #   tanh), and itself assumes "yes" while a capture is on: the map is then exact either way.
 OUTSIDE_ANSWERS = {"tensor_specs.py:is_in": False, "tensor_specs.py:project": False, "continuous.py:__init__": True}
 
-_READS = {torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.__int__, torch.Tensor.__float__,
-          torch.Tensor.__index__, torch.Tensor.tolist}
+_READS = {torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.tolist}
 
 
 class HostReadError(RuntimeError):
@@ -117,8 +116,10 @@ class NoHostReads(TorchFunctionMode):
         name = frame.f_code.co_name if frame is not None else "<outside the simulator>"
         where = f"{name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})" if frame is not None else name
         if name not in self.answers:
-            raise HostReadError(f"{where} reads a device value on the host, which a CUDA graph cannot capture; "
-                                f"ca12 has no safe answer for it (ca12/envs/host_reads.py)")
+            raise HostReadError(
+                f"{where} reads a device value on the host, which a CUDA graph cannot capture; "
+                f"ca12 has no safe answer for it (ca12/envs/host_reads.py)"
+            )
         answer = self.answers[name]
         if answer is not STATIC:
             return answer
@@ -143,8 +144,10 @@ class NoHostReads(TorchFunctionMode):
             site = f"{caller.f_code.co_filename.rsplit('/', 1)[-1]}:{caller.f_code.co_name}"
             if reads and site in self.outside:
                 return self.outside[site]
-            raise HostReadError(f"{caller.f_code.co_name} ({caller.f_code.co_filename.rsplit('/', 2)[-1]}:{caller.f_lineno}) "
-                                "reads a device value on the host during a CUDA graph capture")
+            raise HostReadError(
+                f"{caller.f_code.co_name} ({caller.f_code.co_filename.rsplit('/', 2)[-1]}:{caller.f_lineno}) "
+                "reads a device value on the host during a CUDA graph capture"
+            )
         if reads:
             return self._answer(func, args, kwargs)
         if masked and func is torch.Tensor.__getitem__:
@@ -160,8 +163,9 @@ class NoHostReads(TorchFunctionMode):
             tensor.copy_(torch.where(_broadcast_mask(mask, tensor), value, tensor))
             return None
         if func in (torch.tensor, torch.as_tensor) and args and isinstance(args[0], Number) and kwargs.get("device") is not None:
-            dtype = kwargs.get("dtype") or (torch.get_default_dtype() if isinstance(args[0], float) else
-                                            torch.bool if isinstance(args[0], bool) else torch.int64)
+            dtype = kwargs.get("dtype") or (
+                torch.get_default_dtype() if isinstance(args[0], float) else torch.bool if isinstance(args[0], bool) else torch.int64
+            )
             return torch.full((), args[0], dtype=dtype, device=kwargs["device"])
         try:
             return func(*args, **kwargs)
@@ -171,6 +175,8 @@ class NoHostReads(TorchFunctionMode):
             caller = sys._getframe(1)
             while caller.f_back is not None and "/torch/" in caller.f_code.co_filename:
                 caller = caller.f_back
-            raise HostReadError(f"{getattr(func, '__qualname__', func)} from {caller.f_code.co_filename.rsplit('/', 2)[-1]}:"
-                                f"{caller.f_lineno} ({caller.f_code.co_name}) cannot run during a CUDA graph capture: "
-                                f"{str(error).splitlines()[0]}") from error
+            raise HostReadError(
+                f"{getattr(func, '__qualname__', func)} from {caller.f_code.co_filename.rsplit('/', 2)[-1]}:"
+                f"{caller.f_lineno} ({caller.f_code.co_name}) cannot run during a CUDA graph capture: "
+                f"{str(error).splitlines()[0]}"
+            ) from error

@@ -70,8 +70,13 @@ class AgentLayout:
             discrete = isinstance(action_spec, (Categorical, OneHot))
             n_actions = int(action_spec.space.n) if discrete else None
             groups[name] = Group(
-                name=name, n_agents=int(obs_spec.shape[0]), obs_dim=int(obs_spec.shape[1]),
-                observation_spec=obs_spec, action_spec=action_spec, discrete=discrete, n_actions=n_actions,
+                name=name,
+                n_agents=int(obs_spec.shape[0]),
+                obs_dim=int(obs_spec.shape[1]),
+                observation_spec=obs_spec,
+                action_spec=action_spec,
+                discrete=discrete,
+                n_actions=n_actions,
                 action_dim=n_actions if discrete else int(action_spec.shape[-1]),
             )
         return cls(groups)
@@ -93,7 +98,5 @@ class AgentLayout:
         """The single group an algorithm that trains one group works on; more are refused."""
         chosen = self.select(names)
         if len(chosen) != 1:
-            raise UsageError(
-                f"{algorithm} trains one agent group; the env has groups {self.names}: name one with algo.groups=[NAME]"
-            )
+            raise UsageError(f"{algorithm} trains one agent group; the env has groups {self.names}: name one with algo.groups=[NAME]")
         return chosen[0]

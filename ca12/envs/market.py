@@ -214,8 +214,15 @@ class AllocationEnv(SeededTorchEnv):
         self._t = torch.zeros(b, dtype=torch.long, device=self.device)  # [B]
         # Values and quotes lie in [0, the largest skill]; an action names a task.
         high = 1.0 + self.skill_spread
-        set_group_specs(self, {"agents": (Bounded(0.0, high, shape=(b, n, self.obs_dim), dtype=torch.float32, device=self.device),
-                                          Categorical(n_tasks, shape=(b, n), dtype=torch.int64, device=self.device))})
+        set_group_specs(
+            self,
+            {
+                "agents": (
+                    Bounded(0.0, high, shape=(b, n, self.obs_dim), dtype=torch.float32, device=self.device),
+                    Categorical(n_tasks, shape=(b, n), dtype=torch.int64, device=self.device),
+                )
+            },
+        )
 
     @property
     def values(self) -> torch.Tensor:

@@ -71,14 +71,10 @@ def payoff_tensor(payoffs, device: torch.device | str = "cpu") -> torch.Tensor:
         raise UsageError(f"env.payoffs must be a rectangular nested list of numbers: {exc}") from None
     shape = tuple(table.shape)
     if table.ndim < 2 or shape[0] != table.ndim - 1:
-        raise UsageError(
-            f"env.payoffs has shape {shape}; expected (n_players, n_actions, ..., n_actions) "
-            "with one action axis per player"
-        )
+        raise UsageError(f"env.payoffs has shape {shape}; expected (n_players, n_actions, ..., n_actions) with one action axis per player")
     if len(set(shape[1:])) != 1:
         raise UsageError(
-            f"env.payoffs has shape {shape}: every player must have the same number of actions "
-            f"(got {', '.join(str(a) for a in shape[1:])})"
+            f"env.payoffs has shape {shape}: every player must have the same number of actions (got {', '.join(str(a) for a in shape[1:])})"
         )
     if shape[1] < 2:
         raise UsageError(f"env.payoffs has shape {shape}: each player needs at least 2 actions")
@@ -128,7 +124,9 @@ class ScriptedOpponent:
         """A named strategy, or a mixed one as a probability tensor [A]."""
         if isinstance(strategy, str):
             if strategy not in NAMED_STRATEGIES:
-                raise UsageError(f"unknown opponent strategy '{strategy}'; use {', '.join(NAMED_STRATEGIES)} or a list of {self.n_actions} action probabilities")
+                raise UsageError(
+                    f"unknown opponent strategy '{strategy}'; use {', '.join(NAMED_STRATEGIES)} or a list of {self.n_actions} action probabilities"
+                )
             return strategy
         try:
             probs = torch.as_tensor(strategy, dtype=torch.float32, device=self.device)
@@ -152,10 +150,10 @@ class ScriptedOpponent:
         a = self.n_actions
         learner, own = last[:, 0], last[:, 1]
         replies = {"cycle": (own + 1) % a, "copy": learner, "counter": self.best_response[learner]}
-        probs = torch.stack([
-            F.one_hot(torch.where(first, 0, replies[s]), a).float() if isinstance(s, str) else s.expand(len(last), a)
-            for s in self.strategies
-        ], dim=1)  # [B, S, A]
+        probs = torch.stack(
+            [F.one_hot(torch.where(first, 0, replies[s]), a).float() if isinstance(s, str) else s.expand(len(last), a) for s in self.strategies],
+            dim=1,
+        )  # [B, S, A]
         chosen = probs[torch.arange(len(last), device=self.device), self.current]  # [B, A]
         return torch.multinomial(chosen, 1, generator=self._rng).squeeze(-1)
 

@@ -56,8 +56,11 @@ def make_family(cfg: DictConfig) -> TaskFamily:
         raise UsageError(f"env.agent_counts must be a non-empty list of agent counts, got {counts!r}")
     check_integers(*(("agent_counts", count, 1) for count in counts))
     return Navigation(
-        cfg.max_steps, bool(cfg.continuous_actions), goal_range=_positive("goal_range", kwargs["goal_range"]),
-        max_speed=_positive("max_speed", kwargs["max_speed"]), agent_counts=sorted(set(counts)),
+        cfg.max_steps,
+        bool(cfg.continuous_actions),
+        goal_range=_positive("goal_range", kwargs["goal_range"]),
+        max_speed=_positive("max_speed", kwargs["max_speed"]),
+        agent_counts=sorted(set(counts)),
         start_radius=_positive("start_radius", kwargs["start_radius"], strict=False),
         crowd_radius=_positive("crowd_radius", kwargs["crowd_radius"], strict=False),
         crowd_penalty=_positive("crowd_penalty", kwargs["crowd_penalty"], strict=False),

@@ -94,7 +94,9 @@ class BatchedParallelEnv(EnvBase):
         super().__init__(device=device, batch_size=torch.Size([num_envs]))
         self.worlds = [make_world() for _ in range(num_envs)]
         probe = PettingZooWrapper(make_world(), categorical_actions=True, device=device)
-        if probe.use_mask or any(key[-1] in ("info", "action_mask", "mask") for key in probe.observation_spec.keys(True, True) if isinstance(key, tuple)):
+        if probe.use_mask or any(
+            key[-1] in ("info", "action_mask", "mask") for key in probe.observation_spec.keys(True, True) if isinstance(key, tuple)
+        ):
             raise UsageError("env.vectorization=batched covers PettingZoo envs without masks or infos; use env.vectorization=serial")
         self.group_map = {group: list(agents) for group, agents in probe.group_map.items()}
         self.full_observation_spec = probe.full_observation_spec.expand(num_envs, *probe.full_observation_spec.shape).clone()
@@ -127,7 +129,10 @@ class BatchedParallelEnv(EnvBase):
         n = self.batch_size[0]
         out = {}
         for name in ("terminated", "truncated"):
-            per_group = {g: torch.from_numpy(group_flags[g][name]) if group_flags else torch.zeros(n, len(a), 1, dtype=torch.bool) for g, a in self.group_map.items()}
+            per_group = {
+                g: torch.from_numpy(group_flags[g][name]) if group_flags else torch.zeros(n, len(a), 1, dtype=torch.bool)
+                for g, a in self.group_map.items()
+            }
             for group, flag in per_group.items():
                 out[(group, name)] = flag
             out[name] = torch.stack([f.flatten(1).any(-1) for f in per_group.values()], -1).any(-1, keepdim=True)
@@ -197,8 +202,13 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     check_task(cfg.task)
     vectorization, kwargs = vectorized_kwargs(cfg, VECTORIZATIONS, scenario_kwargs(cfg.task))
     env = batched_env(
-        cfg.task, cfg.num_envs, vectorization, cfg.device,
-        max_cycles=cfg.max_steps, continuous_actions=bool(cfg.continuous_actions), **kwargs,
+        cfg.task,
+        cfg.num_envs,
+        vectorization,
+        cfg.device,
+        max_cycles=cfg.max_steps,
+        continuous_actions=bool(cfg.continuous_actions),
+        **kwargs,
     )
     env.set_seed(seed)
     register_numpy_rng(env, f"pettingzoo/{cfg.task}/{cfg.device}/{seed}")

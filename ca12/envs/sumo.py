@@ -154,8 +154,16 @@ class SumoWrapper(PettingZooWrapper):
         device: where the tensors live.
     """
 
-    def __init__(self, task: str, max_steps: int, delta_time: int = 5, yellow_time: int = 2, min_green: int = 5,
-                 reward_fn: str = "diff-waiting-time", device: str = "cpu"):
+    def __init__(
+        self,
+        task: str,
+        max_steps: int,
+        delta_time: int = 5,
+        yellow_time: int = 2,
+        min_green: int = 5,
+        reward_fn: str = "diff-waiting-time",
+        device: str = "cpu",
+    ):
         net, route = net_files(task)
         self.net_file, self.delta_time, self.yellow_time, self.min_green = net, delta_time, yellow_time, min_green
         self._episode_rng = np.random.default_rng(0)
@@ -163,9 +171,20 @@ class SumoWrapper(PettingZooWrapper):
         self._sums = dict.fromkeys(STATS, 0.0)
         with _quiet():
             world = _sumo_rl().parallel_env(
-                net_file=net, route_file=route, use_gui=False, num_seconds=max_steps * delta_time, delta_time=delta_time,
-                yellow_time=yellow_time, min_green=min_green, reward_fn=reward_fn, add_system_info=True,
-                add_per_agent_info=False, sumo_seed=0, sumo_warnings=False, additional_sumo_cmd="--no-step-log")
+                net_file=net,
+                route_file=route,
+                use_gui=False,
+                num_seconds=max_steps * delta_time,
+                delta_time=delta_time,
+                yellow_time=yellow_time,
+                min_green=min_green,
+                reward_fn=reward_fn,
+                add_system_info=True,
+                add_per_agent_info=False,
+                sumo_seed=0,
+                sumo_warnings=False,
+                additional_sumo_cmd="--no-step-log",
+            )
             agents = list(world.possible_agents)
             spaces = {(world.observation_space(a).shape, world.action_space(a).n) for a in agents}
             if len(spaces) > 1:
@@ -260,8 +279,11 @@ def _green_phases(net_file: str, signal: str) -> list[float]:
     by the rule of sumo-rl (a phase is green when it has no yellow and not only red)."""
     for logic in ElementTree.parse(net_file).getroot().iter("tlLogic"):
         if logic.get("id") == signal:
-            return [float(p.get("duration")) for p in logic.iter("phase")
-                    if "y" not in p.get("state") and p.get("state").count("r") + p.get("state").count("s") != len(p.get("state"))]
+            return [
+                float(p.get("duration"))
+                for p in logic.iter("phase")
+                if "y" not in p.get("state") and p.get("state").count("r") + p.get("state").count("s") != len(p.get("state"))
+            ]
     raise ValueError(f"no tlLogic '{signal}' in {net_file}")
 
 
@@ -305,8 +327,9 @@ def phase_pressures(world: SumoWrapper) -> list[list[float]]:
     for signal in world.group_map["agents"]:
         ts = simulation.traffic_signals[signal]
         links = ts.sumo.trafficlight.getControlledLinks(signal)
-        pressures.append([sum(count(i) - count(o) for k, state in enumerate(phase.state) if state in "Gg" for i, o, _ in links[k])
-                          for phase in ts.green_phases])
+        pressures.append(
+            [sum(count(i) - count(o) for k, state in enumerate(phase.state) if state in "Gg" for i, o, _ in links[k]) for phase in ts.green_phases]
+        )
     return pressures
 
 

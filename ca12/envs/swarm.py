@@ -124,7 +124,7 @@ class SwarmStats(Transform):
     def _write(self, tensordict: TensorDictBase) -> TensorDictBase:
         means = self._sums / self._steps.clamp(min=1)
         for i, (name, kind) in enumerate(self.kinds.items()):
-            tensordict.set(("stats", name), (means if kind == "mean" else self._sums)[:, i: i + 1].clone())
+            tensordict.set(("stats", name), (means if kind == "mean" else self._sums)[:, i : i + 1].clone())
         return tensordict
 
     def _reset(self, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase) -> TensorDictBase:
@@ -200,8 +200,7 @@ class Boids(_Rule):
     The world's drag damps the motion. Weights were tuned on vmas/flocking with 8 agents.
     """
 
-    def __init__(self, env: EnvBase, separation: float = 0.25, view: float = 0.5, margin: float = 0.1,
-                 weights: dict[str, float] | None = None):
+    def __init__(self, env: EnvBase, separation: float = 0.25, view: float = 0.5, margin: float = 0.1, weights: dict[str, float] | None = None):
         super().__init__(env, "boids", ("flocking",))
         self.separation, self.view, self.margin = separation, view, margin
         self.weights = {"separation": 6.0, "alignment": 0.5, "cohesion": 0.5, "seek": 2.0, "match": 0.5, "avoidance": 4.0} | (weights or {})

@@ -175,13 +175,32 @@ class TrafficSignalEnv(SeededTorchEnv):
         UsageError: a size, rate or ratio out of range.
     """
 
-    def __init__(self, num_envs: int = 1, rows: int = 2, cols: int = 2, arrival_rate: float | list[float] = 0.5,
-                 turn_ratios: tuple[float, float, float] = (0.6, 0.2, 0.2), travel_time: int = 4, cell_capacity: int = 10,
-                 saturation_flow: int = 2, min_green: int = 3, shared_reward: bool = False, max_steps: int = 200,
-                 device: torch.device | str = "cpu", seed: int = 0):
-        check_integers(("num_envs", num_envs, 1), ("rows", rows, 1), ("cols", cols, 1), ("max_steps", max_steps, 1),
-                       ("travel_time", travel_time, 2, " (moving cells, then the stop line)"), ("cell_capacity", cell_capacity, 1),
-                       ("saturation_flow", saturation_flow, 1), ("min_green", min_green, 1))
+    def __init__(
+        self,
+        num_envs: int = 1,
+        rows: int = 2,
+        cols: int = 2,
+        arrival_rate: float | list[float] = 0.5,
+        turn_ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
+        travel_time: int = 4,
+        cell_capacity: int = 10,
+        saturation_flow: int = 2,
+        min_green: int = 3,
+        shared_reward: bool = False,
+        max_steps: int = 200,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        check_integers(
+            ("num_envs", num_envs, 1),
+            ("rows", rows, 1),
+            ("cols", cols, 1),
+            ("max_steps", max_steps, 1),
+            ("travel_time", travel_time, 2, " (moving cells, then the stop line)"),
+            ("cell_capacity", cell_capacity, 1),
+            ("saturation_flow", saturation_flow, 1),
+            ("min_green", min_green, 1),
+        )
         network = grid_network(rows, cols)
         rates = _check_rates("arrival_rate", arrival_rate, len(network.entries))
         ratios = _check_rates("turn_ratios", turn_ratios, 3)
@@ -239,7 +258,8 @@ class TrafficSignalEnv(SeededTorchEnv):
         action = Categorical(N_PHASES, shape=(b, self.n_agents), dtype=torch.int64, device=dev)
         set_group_specs(self, {"agents": (observation, action)})
         self.full_observation_spec["stats"] = Composite(
-            {name: Unbounded(shape=(b, 1), device=dev) for name in ("waiting_time", "queue", "throughput")}, shape=(b,))
+            {name: Unbounded(shape=(b, 1), device=dev) for name in ("waiting_time", "queue", "throughput")}, shape=(b,)
+        )
 
     # --- state, for baselines, tests and diagnostics -------------------------------------------------
     @property
@@ -292,8 +312,17 @@ class TrafficSignalEnv(SeededTorchEnv):
         downstream = (bound_for * self._turn).sum(1)  # [B, L]
         queues = self._queue[:, :, self.incoming].permute(0, 2, 3, 1).flatten(-2)  # [B, I, 4 sides x 3 movements]
         green_time = (self._green.float() / self.max_steps).clamp(max=1.0)
-        return torch.cat([queues / n, moving[:, self.incoming] / n, downstream[:, self.outgoing] / n, occupancy[:, self.outgoing],
-                          torch.nn.functional.one_hot(self._phase, N_PHASES).float(), green_time.unsqueeze(-1)], -1)  # [B, I, 27]
+        return torch.cat(
+            [
+                queues / n,
+                moving[:, self.incoming] / n,
+                downstream[:, self.outgoing] / n,
+                occupancy[:, self.outgoing],
+                torch.nn.functional.one_hot(self._phase, N_PHASES).float(),
+                green_time.unsqueeze(-1),
+            ],
+            -1,
+        )  # [B, I, 27]
 
     def _out(self, reward: torch.Tensor | None = None) -> TensorDictBase:
         agents = {"observation": self._observation()} | ({} if reward is None else {"reward": reward})
@@ -330,14 +359,15 @@ class TrafficSignalEnv(SeededTorchEnv):
 
         # Into each link's first cell: its feeders in priority order share its receiving flow.
         supply = (capacity - self._cells[:, 0]).clamp(max=saturation)  # [B, L]
-        sending = torch.cat([(self._queue.clamp(max=saturation) * green.unsqueeze(1)).flatten(1), self._buffer,
-                             torch.zeros(b, 1, device=self.device)], 1)  # [B, 3L + E + 1]
+        sending = torch.cat(
+            [(self._queue.clamp(max=saturation) * green.unsqueeze(1)).flatten(1), self._buffer, torch.zeros(b, 1, device=self.device)], 1
+        )  # [B, 3L + E + 1]
         flow, room = torch.zeros_like(sending), supply
         for feeder in self._feeders:  # [L]: each link's k-th feeder
             moved = torch.minimum(sending[:, feeder], room)
             flow[:, feeder], room = moved, room - moved
         flow[:, self._to_outside] = sending[:, self._to_outside]
-        crossed, entered = flow[:, : 3 * n_links].view(b, 3, n_links), flow[:, 3 * n_links: -1]  # [B, 3, L], [B, E]
+        crossed, entered = flow[:, : 3 * n_links].view(b, 3, n_links), flow[:, 3 * n_links : -1]  # [B, 3, L], [B, E]
 
         # Along each link, cell to cell and into the stop-line cell, where each vehicle picks its movement.
         ahead = torch.cat([self._cells[:, 1:], self._queue.sum(1, keepdim=True)], 1)  # [B, C-1, L]
@@ -388,8 +418,10 @@ class FixedTime:
         shortest = 2 * (self.env.min_green + 1)
         cycle = shortest if cycle is None else cycle
         if not isinstance(cycle, int) or isinstance(cycle, bool) or cycle % 2 or cycle < shortest:
-            raise UsageError(f"fixed_time's cycle must be an even integer >= {shortest} (per phase one all-red step and "
-                             f"min_green = {self.env.min_green} green ones), got {cycle!r}")
+            raise UsageError(
+                f"fixed_time's cycle must be an even integer >= {shortest} (per phase one all-red step and "
+                f"min_green = {self.env.min_green} green ones), got {cycle!r}"
+            )
         self.half = cycle // 2
 
     def __call__(self, tensordict: TensorDictBase) -> TensorDictBase:

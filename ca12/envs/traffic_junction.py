@@ -146,9 +146,18 @@ class TrafficJunctionEnv(SeededTorchEnv):
         UsageError: an unknown difficulty or a value out of range.
     """
 
-    def __init__(self, num_envs: int = 1, difficulty: str = "medium", max_steps: int | None = None, dim: int | None = None,
-                 n_max: int | None = None, arrival_prob: float | None = None, vision: int = 1,
-                 device: torch.device | str = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        difficulty: str = "medium",
+        max_steps: int | None = None,
+        dim: int | None = None,
+        n_max: int | None = None,
+        arrival_prob: float | None = None,
+        vision: int = 1,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
         if difficulty not in PRESETS:
             raise UsageError(f"env.difficulty must be one of {', '.join(PRESETS)}, got {difficulty!r}")
         preset_dim, preset_n, preset_p, preset_steps = PRESETS[difficulty]
@@ -190,7 +199,8 @@ class TrafficJunctionEnv(SeededTorchEnv):
         action = Categorical(2, shape=(b, n), dtype=torch.int64, device=self.device)
         set_group_specs(self, {"agents": (observation, action)})
         self.full_observation_spec["stats"] = Composite(
-            success=Bounded(0.0, 1.0, shape=(b, 1), device=self.device), collisions=Unbounded(shape=(b, 1), device=self.device), shape=(b,))
+            success=Bounded(0.0, 1.0, shape=(b, 1), device=self.device), collisions=Unbounded(shape=(b, 1), device=self.device), shape=(b,)
+        )
 
     # --- state, for tests and diagnostics ---------------------------------------------------------
     @property
@@ -231,7 +241,9 @@ class TrafficJunctionEnv(SeededTorchEnv):
         admit = want & (rank < free)
         order = torch.argsort(shuffle + self._active.float() * 2, dim=1)  # free slots first, in random order
         slot = torch.where(admit, order.gather(1, rank.clamp(0, n - 1)), n)  # [B, E]; n: nobody
-        route = torch.arange(e, device=self.device) * self.routes_per_entry + (pick * self.routes_per_entry).long().clamp(max=self.routes_per_entry - 1)
+        route = torch.arange(e, device=self.device) * self.routes_per_entry + (pick * self.routes_per_entry).long().clamp(
+            max=self.routes_per_entry - 1
+        )
 
         def put(state: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
             grown = torch.cat([state, state[:, :1]], 1)  # a dummy column n for entries that admit nobody
@@ -254,8 +266,10 @@ class TrafficJunctionEnv(SeededTorchEnv):
         road = self._road.view(-1)[flat].view(b, n, -1)  # [B, n, K]
         vision = torch.stack([road, cars], -1).flatten(2)  # [B, n, 2K]
         route = torch.nn.functional.one_hot(self._route, self.n_routes).float()  # [B, n, R]
-        scalars = torch.stack([position[..., 0] / (self.dim - 1), position[..., 1] / (self.dim - 1),
-                               torch.ones(b, n, device=self.device), self._last_action.float()], -1)  # [B, n, 4]
+        scalars = torch.stack(
+            [position[..., 0] / (self.dim - 1), position[..., 1] / (self.dim - 1), torch.ones(b, n, device=self.device), self._last_action.float()],
+            -1,
+        )  # [B, n, 4]
         return torch.cat([scalars, route, vision], -1) * self._active.unsqueeze(-1)  # empty slots: zeros
 
     def _out(self, done: torch.Tensor, reward: torch.Tensor | None = None) -> TensorDictBase:

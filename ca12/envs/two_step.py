@@ -70,8 +70,7 @@ class TwoStepGameEnv(EnvBase):
 
     n_agents, n_actions, n_states = 2, 2, len(STATE_NAMES)
 
-    def __init__(self, num_envs: int = 1, max_steps: int = 2, categorical_actions: bool = True,
-                 device: torch.device | str = "cpu", seed: int = 0):
+    def __init__(self, num_envs: int = 1, max_steps: int = 2, categorical_actions: bool = True, device: torch.device | str = "cpu", seed: int = 0):
         if max_steps != 2:
             raise UsageError(f"matrix/two_step lasts exactly 2 steps; env.max_steps must be 2, got {max_steps}")
         super().__init__(device=device, batch_size=torch.Size([num_envs]))

@@ -148,7 +148,9 @@ class CapturedState:
             if value is anchor:
                 continue
             if value.shape != anchor.shape or value.dtype != anchor.dtype:
-                raise RuntimeError(f"VMAS replaced {type(obj).__name__}.{name} {tuple(anchor.shape)} by a tensor of another shape or dtype {tuple(value.shape)}")
+                raise RuntimeError(
+                    f"VMAS replaced {type(obj).__name__}.{name} {tuple(anchor.shape)} by a tensor of another shape or dtype {tuple(value.shape)}"
+                )
             anchor.copy_(value)
             setattr(obj, name, anchor)
 

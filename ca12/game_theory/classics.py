@@ -27,15 +27,11 @@ def _common(a: list[list[float]], name: str, actions: list[str]) -> NormalFormGa
     return NormalFormGame([a_arr, a_arr.copy()], name=name, action_names=[actions, actions])
 
 
-def prisoners_dilemma(
-    reward: float = 3, sucker: float = 0, temptation: float = 5, punishment: float = 1
-) -> NormalFormGame:
+def prisoners_dilemma(reward: float = 3, sucker: float = 0, temptation: float = 5, punishment: float = 1) -> NormalFormGame:
     """Prisoner's dilemma with T > R > P > S (Axelrod's 5, 3, 1, 0); actions (C, D)."""
     if not temptation > reward > punishment > sucker:
         raise ValueError(f"need T > R > P > S, got {(temptation, reward, punishment, sucker)}")
-    return _symmetric(
-        [[reward, sucker], [temptation, punishment]], "prisoners_dilemma", ["C", "D"]
-    )
+    return _symmetric([[reward, sucker], [temptation, punishment]], "prisoners_dilemma", ["C", "D"])
 
 
 def battle_of_the_sexes() -> NormalFormGame:
@@ -71,9 +67,7 @@ def matching_pennies() -> NormalFormGame:
 def rock_paper_scissors() -> NormalFormGame:
     """Rock-paper-scissors: symmetric zero-sum, unique equilibrium uniform, value 0."""
     actions = ["R", "P", "S"]
-    return _zero_sum(
-        [[0, -1, 1], [1, 0, -1], [-1, 1, 0]], "rock_paper_scissors", actions, actions
-    )
+    return _zero_sum([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], "rock_paper_scissors", actions, actions)
 
 
 def shapley_game() -> NormalFormGame:

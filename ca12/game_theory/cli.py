@@ -110,9 +110,7 @@ def analyze(game: NormalFormGame) -> dict[str, Any]:
         "pareto_payoffs": pareto_payoffs,
         "dominance": {
             "strictly_dominated": [dominated_actions(game, i) for i in range(game.n_players)],
-            "dominated_by_mixed": [
-                dominated_actions(game, i, mixed=True) for i in range(game.n_players)
-            ],
+            "dominated_by_mixed": [dominated_actions(game, i, mixed=True) for i in range(game.n_players)],
             "iesds_surviving": iesds.surviving,
         },
         "mixed_nash": None,
@@ -121,18 +119,20 @@ def analyze(game: NormalFormGame) -> dict[str, Any]:
     }
     if game.n_players == 2:
         report["mixed_nash"] = [
-            {"strategies": [_floats(p), _floats(q)], "payoffs": _floats(game.expected_payoffs([p, q]))}
-            for p, q in vertex_enumeration(game)
+            {"strategies": [_floats(p), _floats(q)], "payoffs": _floats(game.expected_payoffs([p, q]))} for p, q in vertex_enumeration(game)
         ]
         se = stackelberg(game, leader=0)
         report["stackelberg"] = {
-            "leader": se.leader, "strategy": _floats(se.strategy),
-            "follower_action": se.follower_action, "payoffs": _floats(se.payoffs),
+            "leader": se.leader,
+            "strategy": _floats(se.strategy),
+            "follower_action": se.follower_action,
+            "payoffs": _floats(se.payoffs),
         }
         if game.is_constant_sum():
             zs = solve_zero_sum(game)
             report["zero_sum"] = {
-                "value": zs.value, "strategies": [_floats(zs.row_strategy), _floats(zs.column_strategy)],
+                "value": zs.value,
+                "strategies": [_floats(zs.row_strategy), _floats(zs.column_strategy)],
             }
     return report
 
@@ -157,10 +157,7 @@ def _profile(names: Names, profile: Sequence[int]) -> str:
 
 def _per_player(names: Names, actions: Sequence[Sequence[int]]) -> str:
     """``player 0: C, D; player 1: none``: one action set per player, by name."""
-    return "; ".join(
-        f"player {i}: " + (", ".join(_action(names, i, a) for a in acts) or "none")
-        for i, acts in enumerate(actions)
-    )
+    return "; ".join(f"player {i}: " + (", ".join(_action(names, i, a) for a in acts) or "none") for i, acts in enumerate(actions))
 
 
 def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
@@ -178,10 +175,7 @@ def _pareto_lines(report: dict[str, Any]) -> list[str]:
     """One row per Pareto-optimal profile with its payoff to each player, for any N."""
     names = report["action_names"]
     header = ["profile"] + [f"player {i}" for i in range(len(report["n_actions"]))]
-    rows = [
-        [_profile(names, p)] + [_num(v) for v in u]
-        for p, u in zip(report["pareto_profiles"], report["pareto_payoffs"])
-    ]
+    rows = [[_profile(names, p)] + [_num(v) for v in u] for p, u in zip(report["pareto_profiles"], report["pareto_payoffs"])]
     return ["Pareto-optimal pure outcomes (payoff to each player):", *_table([header, *rows])]
 
 
@@ -200,12 +194,10 @@ def _equilibrium_lines(report: dict[str, Any]) -> list[str]:
     if report["stackelberg"] is not None:
         se = report["stackelberg"]
         follower = _action(names, 1, se["follower_action"])
-        lines.append(f"Stackelberg (row leads): commit {_fmt(se['strategy'])}, follower plays "
-                     f"{follower}, payoffs={_fmt(se['payoffs'])}")
+        lines.append(f"Stackelberg (row leads): commit {_fmt(se['strategy'])}, follower plays {follower}, payoffs={_fmt(se['payoffs'])}")
     if report["zero_sum"] is not None:
         zs = report["zero_sum"]
-        lines.append(f"zero-sum value {zs['value']:.6g}, maximin {_fmt(zs['strategies'][0])}, "
-                     f"minimax {_fmt(zs['strategies'][1])}")
+        lines.append(f"zero-sum value {zs['value']:.6g}, maximin {_fmt(zs['strategies'][0])}, minimax {_fmt(zs['strategies'][1])}")
     return lines
 
 
@@ -224,8 +216,7 @@ def format_report(report: dict[str, Any]) -> str:
     Pure actions appear by name when the game has names; mixed strategies and the correlated
     distribution stay probability vectors, in the action order printed in the header.
     """
-    lines = [f"game: {report['game']}  actions: {report['n_actions']}  "
-             f"symmetric: {report['symmetric']}  constant-sum: {report['constant_sum']}"]
+    lines = [f"game: {report['game']}  actions: {report['n_actions']}  symmetric: {report['symmetric']}  constant-sum: {report['constant_sum']}"]
     if report["action_names"] is not None:
         order = [range(n) for n in report["n_actions"]]
         lines.append(f"action order: {_per_player(report['action_names'], order)}")
@@ -248,11 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("game", help="a named classic or a .json / .npy payoff file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--plots", metavar="DIR",
+        "--plots",
+        metavar="DIR",
         help="also write two PNGs to DIR (created if missing), named after the game: "
-             "<game>_pareto.png (pure and sampled mixed payoff profiles with the Pareto front) "
-             "and <game>_equilibria.png (payoffs of the Nash, max-welfare correlated and "
-             "Stackelberg equilibria); 2-player games only, skipped otherwise",
+        "<game>_pareto.png (pure and sampled mixed payoff profiles with the Pareto front) "
+        "and <game>_equilibria.png (payoffs of the Nash, max-welfare correlated and "
+        "Stackelberg equilibria); 2-player games only, skipped otherwise",
     )
     return parser
 

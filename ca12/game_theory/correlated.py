@@ -64,9 +64,7 @@ def incentive_constraints(game: NormalFormGame, coarse: bool = False) -> np.ndar
     return np.vstack(rows)
 
 
-def correlated_equilibrium(
-    game: NormalFormGame, objective: str = "welfare", coarse: bool = False
-) -> CorrelatedEquilibrium:
+def correlated_equilibrium(game: NormalFormGame, objective: str = "welfare", coarse: bool = False) -> CorrelatedEquilibrium:
     """An optimal correlated (or coarse-correlated) equilibrium by linear programming.
 
     Args:
@@ -88,9 +86,7 @@ def correlated_equilibrium(
     else:  # variables (mu, t): max t s.t. t <= u_i . mu
         c = np.zeros(k + 1)
         c[-1] = -1.0
-        a_ub = np.vstack(
-            [np.hstack([g, np.zeros((len(g), 1))]), np.hstack([-utilities, np.ones((game.n_players, 1))])]
-        ) / scale
+        a_ub = np.vstack([np.hstack([g, np.zeros((len(g), 1))]), np.hstack([-utilities, np.ones((game.n_players, 1))])]) / scale
         b_ub = np.zeros(len(a_ub))
         a_eq, bounds = np.hstack([np.ones((1, k)), [[0.0]]]), [(0, None)] * k + [(None, None)]
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=[1.0], bounds=bounds, method="highs")
@@ -101,9 +97,7 @@ def correlated_equilibrium(
     return CorrelatedEquilibrium(mu.reshape(game.n_actions), utilities @ mu)
 
 
-def is_correlated_equilibrium(
-    game: NormalFormGame, distribution: np.ndarray, coarse: bool = False, tol: float | None = None
-) -> bool:
+def is_correlated_equilibrium(game: NormalFormGame, distribution: np.ndarray, coarse: bool = False, tol: float | None = None) -> bool:
     """Check the (coarse-)correlated incentive constraints for a given distribution."""
     mu = np.asarray(distribution, dtype=float)
     if mu.shape != game.n_actions or np.any(mu < -1e-12) or abs(mu.sum() - 1) > 1e-6:

@@ -60,9 +60,7 @@ def _mixed_dominated(matrix: np.ndarray, tol: float) -> list[int]:
     return dominated
 
 
-def dominated_actions(
-    game: NormalFormGame, player: int, strict: bool = True, mixed: bool = False
-) -> list[int]:
+def dominated_actions(game: NormalFormGame, player: int, strict: bool = True, mixed: bool = False) -> list[int]:
     """Actions of ``player`` dominated by another action (or by a mixture if ``mixed``).
 
     Args:

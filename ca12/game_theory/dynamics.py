@@ -70,8 +70,13 @@ def _trajectory(game: NormalFormGame, times: np.ndarray, rows: list[list[np.ndar
 
 
 def replicator_dynamics(
-    game: NormalFormGame, x0: Sequence[Any] | None = None, t_max: float = 50.0,
-    n_points: int = 501, population: str = "auto", seed: int = 0, rtol: float = 1e-10,
+    game: NormalFormGame,
+    x0: Sequence[Any] | None = None,
+    t_max: float = 50.0,
+    n_points: int = 501,
+    population: str = "auto",
+    seed: int = 0,
+    rtol: float = 1e-10,
 ) -> Trajectory:
     """Continuous replicator dynamics integrated by solve_ivp (DOP853).
 
@@ -108,9 +113,7 @@ def replicator_dynamics(
     return _trajectory(game, sol.t, rows)
 
 
-def discrete_replicator(
-    game: NormalFormGame, x0: Sequence[Any] | None = None, steps: int = 1000, seed: int = 0
-) -> Trajectory:
+def discrete_replicator(game: NormalFormGame, x0: Sequence[Any] | None = None, steps: int = 1000, seed: int = 0) -> Trajectory:
     """Discrete-time (multi-population) replicator dynamics with shifted positive fitness."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -125,8 +128,11 @@ def discrete_replicator(
 
 
 def fictitious_play(
-    game: NormalFormGame, steps: int = 2000, seed: int = 0,
-    initial: Sequence[int] | None = None, record_every: int = 1,
+    game: NormalFormGame,
+    steps: int = 2000,
+    seed: int = 0,
+    initial: Sequence[int] | None = None,
+    record_every: int = 1,
 ) -> Trajectory:
     """Simultaneous fictitious play (Brown 1951); returns the empirical frequencies.
 
@@ -160,7 +166,10 @@ def fictitious_play(
 
 
 def regret_matching(
-    game: NormalFormGame, steps: int = 2000, seed: int = 0, sample: bool = True,
+    game: NormalFormGame,
+    steps: int = 2000,
+    seed: int = 0,
+    sample: bool = True,
     record_every: int = 1,
 ) -> Trajectory:
     """Unconditional regret matching (Hart & Mas-Colell 2000); returns average strategies.

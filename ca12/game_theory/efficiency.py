@@ -51,9 +51,7 @@ def is_pareto_dominated(game: NormalFormGame, profile: tuple[int, ...]) -> bool:
     return tuple(profile) not in set(pareto_optimal_profiles(game))
 
 
-def mixed_payoff_profiles(
-    game: NormalFormGame, n_samples: int = 2000, seed: int = 0
-) -> np.ndarray:
+def mixed_payoff_profiles(game: NormalFormGame, n_samples: int = 2000, seed: int = 0) -> np.ndarray:
     """Expected payoffs of pure profiles plus ``n_samples`` random independent mixed profiles.
 
     The set of payoff profiles under independent mixing is generally not convex; sampling
@@ -100,10 +98,7 @@ def _equilibrium_welfares(game: NormalFormGame, equilibria: str) -> np.ndarray:
 
 def _ratio(optimum: float, welfare: float) -> float:
     if welfare <= 0 or optimum <= 0:
-        raise ValueError(
-            f"price of anarchy/stability needs positive welfare, got optimum {optimum}, "
-            f"equilibrium {welfare}"
-        )
+        raise ValueError(f"price of anarchy/stability needs positive welfare, got optimum {optimum}, equilibrium {welfare}")
     return optimum / welfare
 
 

@@ -50,9 +50,7 @@ def _indifference(sub: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return sol[..., :k], sol[..., k], ok
 
 
-def _supports_of_size(
-    a: np.ndarray, b: np.ndarray, k: int, tol: float
-) -> list[Equilibrium]:
+def _supports_of_size(a: np.ndarray, b: np.ndarray, k: int, tol: float) -> list[Equilibrium]:
     m, n = a.shape
     rows = np.array(list(combinations(range(m), k)))
     cols = np.array(list(combinations(range(n), k)))

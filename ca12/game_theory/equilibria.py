@@ -46,9 +46,7 @@ def exploitability(game: NormalFormGame, strategies: Sequence[Any]) -> float:
     return nash_conv(game, strategies) / game.n_players
 
 
-def is_epsilon_nash(
-    game: NormalFormGame, strategies: Sequence[Any], epsilon: float | None = None
-) -> bool:
+def is_epsilon_nash(game: NormalFormGame, strategies: Sequence[Any], epsilon: float | None = None) -> bool:
     """True if no player can gain more than ``epsilon`` (default: the game's tolerance)."""
     eps = game.tol if epsilon is None else float(epsilon)
     if eps < 0:
@@ -61,9 +59,7 @@ def pure_profile_to_mixed(game: NormalFormGame, profile: Sequence[int]) -> list[
     return [np.eye(n)[a] for n, a in zip(game.n_actions, profile)]
 
 
-def deduplicate(
-    equilibria: list[tuple[np.ndarray, ...]], decimals: int = 8
-) -> list[tuple[np.ndarray, ...]]:
+def deduplicate(equilibria: list[tuple[np.ndarray, ...]], decimals: int = 8) -> list[tuple[np.ndarray, ...]]:
     """Drop repeated equilibria (equal after rounding) and sort them for stable output."""
     seen: dict[tuple, tuple[np.ndarray, ...]] = {}
     for eq in equilibria:

@@ -56,9 +56,7 @@ class NormalFormGame:
             payoffs = [to_array(p) for p in payoffs]
         array = to_array(payoffs)
         if array.ndim < 2 or array.shape[0] != array.ndim - 1:
-            raise ValueError(
-                f"payoffs must have shape (n_players, n_1, ..., n_players); got {array.shape}"
-            )
+            raise ValueError(f"payoffs must have shape (n_players, n_1, ..., n_players); got {array.shape}")
         if array.shape[0] < 1 or min(array.shape[1:]) < 1:
             raise ValueError(f"every player needs at least one action; got shape {array.shape}")
         if not np.all(np.isfinite(array)):
@@ -130,9 +128,7 @@ class NormalFormGame:
     def expected_payoffs(self, strategies: Sequence[Any]) -> np.ndarray:
         """Expected payoff of every player under independent mixing."""
         strategies = self.check_strategies(strategies)
-        return np.array(
-            [self.action_values(i, strategies) @ strategies[i] for i in range(self.n_players)]
-        )
+        return np.array([self.action_values(i, strategies) @ strategies[i] for i in range(self.n_players)])
 
     def best_responses(self, player: int, strategies: Sequence[Any]) -> np.ndarray:
         """Indices of ``player``'s pure best responses (within tolerance) to the others."""
@@ -187,9 +183,7 @@ class NormalFormGame:
         return NormalFormGame(tensor, name=self.name, action_names=names)
 
 
-def random_game(
-    n_actions: Sequence[int], seed: int | None = 0, integer: bool = False
-) -> NormalFormGame:
+def random_game(n_actions: Sequence[int], seed: int | None = 0, integer: bool = False) -> NormalFormGame:
     """A game with i.i.d. standard-normal payoffs (non-degenerate with probability one).
 
     Args:

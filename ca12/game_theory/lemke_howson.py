@@ -43,9 +43,7 @@ def _pivot(tableau: np.ndarray, row: int, column: int) -> None:
     tableau[others] -= np.outer(tableau[others, column], tableau[row])
 
 
-def lemke_howson(
-    game: NormalFormGame, initial_label: int = 0, max_pivots: int = 100_000
-) -> tuple[np.ndarray, np.ndarray]:
+def lemke_howson(game: NormalFormGame, initial_label: int = 0, max_pivots: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
     """One Nash equilibrium of a bimatrix game by Lemke-Howson (1964).
 
     Args:

@@ -157,9 +157,7 @@ def _subset_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
     return masks[keep], subs[keep]
 
 
-def welfare_maximizing_allocation(
-    values: np.ndarray, bidders: list[int]
-) -> tuple[float, dict[int, int]]:
+def welfare_maximizing_allocation(values: np.ndarray, bidders: list[int]) -> tuple[float, dict[int, int]]:
     """Max-welfare assignment of disjoint bundles to ``bidders`` (free disposal), by DP.
 
     W_b(mask) = max_{sub of mask} v_b(sub) + W_{b-1}(mask - sub), processed bidder by bidder.
@@ -221,8 +219,10 @@ def utilities(result: AuctionResult, true_values: Any, kind: str = "additive") -
 
 
 def is_individually_rational(
-    mechanism: Callable[[np.ndarray], AuctionResult], true_values: Any,
-    kind: str = "additive", tol: float = 1e-9,
+    mechanism: Callable[[np.ndarray], AuctionResult],
+    true_values: Any,
+    kind: str = "additive",
+    tol: float = 1e-9,
 ) -> bool:
     """True if truthful bidders never end with negative utility."""
     values = to_array(true_values)
@@ -242,8 +242,10 @@ def default_misreports(true_row: np.ndarray, n_grid: int = 11) -> list[np.ndarra
 
 
 def check_truthfulness(
-    mechanism: Callable[[np.ndarray], AuctionResult], true_values: Any,
-    kind: str = "additive", misreports: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    mechanism: Callable[[np.ndarray], AuctionResult],
+    true_values: Any,
+    kind: str = "additive",
+    misreports: Callable[[np.ndarray], list[np.ndarray]] | None = None,
     tol: float = 1e-9,
 ) -> TruthfulnessReport:
     """Search a grid of unilateral misreports for a profitable deviation.

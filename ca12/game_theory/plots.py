@@ -35,9 +35,7 @@ def simplex_coordinates(points: np.ndarray) -> np.ndarray:
     return pts @ _CORNERS
 
 
-def plot_pareto_front(
-    game: NormalFormGame, path: str | Path, n_samples: int = 2000, seed: int = 0
-) -> Path:
+def plot_pareto_front(game: NormalFormGame, path: str | Path, n_samples: int = 2000, seed: int = 0) -> Path:
     """Scatter of mixed payoff profiles with the pure profiles and the Pareto front (2 players)."""
     if game.n_players != 2:
         raise ValueError(f"Pareto plot needs 2 players, got {game.n_players}")
@@ -56,8 +54,10 @@ def plot_pareto_front(
 
 
 def plot_simplex_trajectories(
-    trajectories: Sequence[np.ndarray], path: str | Path,
-    labels: Sequence[str] = ("0", "1", "2"), title: str = "replicator dynamics",
+    trajectories: Sequence[np.ndarray],
+    path: str | Path,
+    labels: Sequence[str] = ("0", "1", "2"),
+    title: str = "replicator dynamics",
 ) -> Path:
     """Draw strategy trajectories (each (T, 3)) on the 2-simplex."""
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -76,9 +76,7 @@ def plot_simplex_trajectories(
     return _save(fig, path)
 
 
-def plot_equilibrium_payoffs(
-    game: NormalFormGame, equilibria: dict[str, np.ndarray], path: str | Path
-) -> Path:
+def plot_equilibrium_payoffs(game: NormalFormGame, equilibria: dict[str, np.ndarray], path: str | Path) -> Path:
     """Payoff profiles of named equilibria (e.g. pure/mixed/correlated) over all pure profiles."""
     if game.n_players != 2:
         raise ValueError(f"equilibrium payoff plot needs 2 players, got {game.n_players}")

@@ -36,8 +36,13 @@ def _commitment_lp(a: np.ndarray, b: np.ndarray, j: int) -> tuple[float, np.ndar
     a_ub = (b[:, others] - b[:, [j]]).T if others else None
     b_ub = np.zeros(len(others)) if others else None
     res = linprog(
-        -a[:, j], A_ub=a_ub, b_ub=b_ub, A_eq=np.ones((1, m)), b_eq=[1.0],
-        bounds=[(0, None)] * m, method="highs",
+        -a[:, j],
+        A_ub=a_ub,
+        b_ub=b_ub,
+        A_eq=np.ones((1, m)),
+        b_eq=[1.0],
+        bounds=[(0, None)] * m,
+        method="highs",
     )
     if res.status != 0:
         return None  # j is never a follower best response

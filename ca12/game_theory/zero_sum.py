@@ -39,9 +39,7 @@ def maximin(matrix: Any) -> tuple[float, np.ndarray]:
     a_ub = np.hstack([-a.T, np.ones((n, 1))])
     a_eq = np.hstack([np.ones((1, m)), np.zeros((1, 1))])
     bounds = [(0, None)] * m + [(None, None)]
-    res = linprog(
-        c, A_ub=a_ub, b_ub=np.zeros(n), A_eq=a_eq, b_eq=[1.0], bounds=bounds, method="highs"
-    )
+    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(n), A_eq=a_eq, b_eq=[1.0], bounds=bounds, method="highs")
     if res.status != 0:
         raise ValueError(f"maximin LP failed: {res.message}")
     p = np.clip(res.x[:m], 0, None)

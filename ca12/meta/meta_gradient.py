@@ -73,8 +73,7 @@ def _step_batch(batch: Any, step: int) -> Any:
     return batch[step]
 
 
-def adapt(loss_fn: LossFn, params: Params, task: Any, inner_lr: float, inner_steps: int, first_order: bool = False,
-          per_step: bool = False) -> Params:
+def adapt(loss_fn: LossFn, params: Params, task: Any, inner_lr: float, inner_steps: int, first_order: bool = False, per_step: bool = False) -> Params:
     """theta^(k) for one task: `inner_steps` SGD steps on `loss_fn` (see `inner_step`).
 
     Args:
@@ -86,8 +85,18 @@ def adapt(loss_fn: LossFn, params: Params, task: Any, inner_lr: float, inner_ste
     return params
 
 
-def meta_gradient(loss_fn: LossFn, params: Params, tasks: Any, inner_lr: float, inner_steps: int = 1, first_order: bool = False,
-                  *, query: Any = None, outer_loss_fn: LossFn | None = None, per_step: bool = False) -> MetaGradient:
+def meta_gradient(
+    loss_fn: LossFn,
+    params: Params,
+    tasks: Any,
+    inner_lr: float,
+    inner_steps: int = 1,
+    first_order: bool = False,
+    *,
+    query: Any = None,
+    outer_loss_fn: LossFn | None = None,
+    per_step: bool = False,
+) -> MetaGradient:
     """The MAML meta-gradient of (1/N) sum_i L'_i(theta_i^(k)) w.r.t. theta (see the module doc).
 
     Args:

@@ -79,8 +79,17 @@ class Navigation:
 
     ends_by = "truncated"
 
-    def __init__(self, horizon: int, continuous: bool, goal_range: float, max_speed: float, agent_counts: Sequence[int],
-                 start_radius: float, crowd_radius: float, crowd_penalty: float):
+    def __init__(
+        self,
+        horizon: int,
+        continuous: bool,
+        goal_range: float,
+        max_speed: float,
+        agent_counts: Sequence[int],
+        start_radius: float,
+        crowd_radius: float,
+        crowd_penalty: float,
+    ):
         self.horizon, self.discrete = horizon, not continuous
         self.goal_range, self.max_speed, self.start_radius = goal_range, max_speed, start_radius
         self.crowd_radius, self.crowd_penalty = crowd_radius, crowd_penalty
@@ -187,8 +196,9 @@ class Opponent:
         return next_state, reward.view(*mine.shape, 1, 1)
 
 
-def rollout(family: TaskFamily, tasks: TensorDict, worlds: int, act: Callable[[torch.Tensor], torch.Tensor],
-            generator: torch.Generator) -> TensorDict:
+def rollout(
+    family: TaskFamily, tasks: TensorDict, worlds: int, act: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator
+) -> TensorDict:
     """`worlds` episodes of every task in `tasks` [N] (tasks of one agent count), all stepped at
     once for `family.horizon` steps.
 

@@ -50,8 +50,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ca12.errors import NonFiniteError, UsageError
 from ca12.cli import OneLineParser, check_writable
+from ca12.errors import NonFiniteError, UsageError
 from ca12.run.rundir import SWEEP_MANIFEST
 
 MANIFEST = SWEEP_MANIFEST
@@ -65,9 +65,13 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--env", default=None, help="FAMILY/TASK envs, comma separated (default: each algorithm's default env)")
     parser.add_argument("--seed", default=None, help="seeds, comma separated or range(N) (default 0)")
     parser.add_argument("--run-dir", type=Path, default=None, help="the sweep directory (default runs/sweeps/<timestamp>); pass it again to resume")
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="local", help="local: one run after another here; ray: Ray tasks; slurm: submitit jobs")
+    parser.add_argument(
+        "--launcher", choices=LAUNCHERS, default="local", help="local: one run after another here; ray: Ray tasks; slurm: submitit jobs"
+    )
     parser.add_argument("--cpus-per-task", type=int, default=1, help="CPUs each run gets from Ray or Slurm (default 1)")
-    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE", help="a submitit AutoExecutor parameter, e.g. slurm_partition=gpu")
+    parser.add_argument(
+        "--slurm", action="append", default=[], metavar="KEY=VALUE", help="a submitit AutoExecutor parameter, e.g. slurm_partition=gpu"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides; KEY=a,b sweeps over a and b")
     return parser
 
@@ -169,9 +173,13 @@ def parse_sweep(argv: list[str]) -> Sweep:
     return Sweep(
         algos=sweep_values("--algo", args.algo),
         envs=sweep_values("--env", args.env) if args.env is not None else [None],
-        seeds=seeds, swept=swept, fixed=fixed,
+        seeds=seeds,
+        swept=swept,
+        fixed=fixed,
         sweep_dir=args.run_dir or Path("runs") / "sweeps" / time.strftime("%Y%m%d-%H%M%S"),
-        launcher=args.launcher, cpus_per_task=args.cpus_per_task, slurm=dict(_slurm_parameter(text) for text in args.slurm),
+        launcher=args.launcher,
+        cpus_per_task=args.cpus_per_task,
+        slurm=dict(_slurm_parameter(text) for text in args.slurm),
     )
 
 
@@ -207,11 +215,22 @@ def plan(sweep: Sweep) -> list[dict]:
         except UsageError as exc:
             raise UsageError(f"{combination.name}: {exc}") from None
         done = run_is_complete(cfg, saved)
-        runs.append({
-            "name": combination.name, "dir": combination.name, "algo": combination.algo, "env": combination.env, "seed": combination.seed,
-            "swept": dict(combination.swept), "overrides": overrides, "status": "done" if done else "pending", "action": "skipped" if done else None,
-            "frames": saved.get("frames", 0), "total_frames": int(cfg.collector.total_frames), "error": None,
-        })
+        runs.append(
+            {
+                "name": combination.name,
+                "dir": combination.name,
+                "algo": combination.algo,
+                "env": combination.env,
+                "seed": combination.seed,
+                "swept": dict(combination.swept),
+                "overrides": overrides,
+                "status": "done" if done else "pending",
+                "action": "skipped" if done else None,
+                "frames": saved.get("frames", 0),
+                "total_frames": int(cfg.collector.total_frames),
+                "error": None,
+            }
+        )
     return runs
 
 
@@ -222,8 +241,8 @@ def _check_builds(cfg) -> None:
     refused before any run of the sweep trains. Nothing built is kept."""
     from ca12.algos import algo_class
     from ca12.envs import make_spec_env
-    from ca12.seeding import isolated_rng
     from ca12.run.trainer import check_devices
+    from ca12.seeding import isolated_rng
 
     check_devices(cfg)
     with isolated_rng():
@@ -250,9 +269,9 @@ def run_one(job: dict, cwd: str | None = None) -> dict:
     runs/index.txt is kept there). Returns the manifest fields `status`, `action`, `frames`,
     `total_frames`, `error`. A run stopped by a signal raises `ca12.cli.Interrupted`."""
     from ca12.cli import quiet_libraries
+    from ca12.multirun.pbt.members import trained_frames
     from ca12.run.rundir import holds_run
     from ca12.run.train import fit_args, resolve_run, run, run_is_complete
-    from ca12.multirun.pbt.members import trained_frames
 
     if cwd is not None:
         os.chdir(cwd)
@@ -270,8 +289,13 @@ def run_one(job: dict, cwd: str | None = None) -> dict:
     except (UsageError, NonFiniteError) as exc:
         return {"status": "failed", "action": action, "frames": trained_frames(run_dir), "error": str(exc)}
     frames, total = trained_frames(run_dir), int(cfg.collector.total_frames)
-    return {"status": "done" if frames >= total else "failed", "action": action, "frames": frames, "total_frames": total,
-            "error": None if frames >= total else f"stopped at {frames} of {total} frames"}
+    return {
+        "status": "done" if frames >= total else "failed",
+        "action": action,
+        "frames": frames,
+        "total_frames": total,
+        "error": None if frames >= total else f"stopped at {frames} of {total} frames",
+    }
 
 
 class Manifest:
@@ -283,7 +307,9 @@ class Manifest:
         names = {run["name"] for run in runs}
         self.runs = runs + [run for run in earlier if run["name"] not in names]
         self.head = {
-            "format": 1, "command": ["python", "-m", "ca12.fit", *argv], "launcher": sweep.launcher,
+            "format": 1,
+            "command": ["python", "-m", "ca12.fit", *argv],
+            "launcher": sweep.launcher,
             "axes": {"algo": sweep.algos, "env": list(dict.fromkeys(run["env"] for run in runs)), "seed": sweep.seeds, **sweep.swept},
             "overrides": sweep.fixed,
         }
@@ -324,14 +350,19 @@ def run_sweep(sweep: Sweep, argv: list[str]) -> dict[str, int]:
         finished += 1
         manifest.update(by_name[job["name"]], **result)
         note = f": {result['error']}" if result.get("error") else ""
-        print(f"ca12.fit: sweep [{finished}/{len(todo)}] {job['name']}: {result['action'] or 'not run'}, {result['status']} ({result.get('frames', 0)} frames){note}")
+        print(
+            f"ca12.fit: sweep [{finished}/{len(todo)}] {job['name']}: {result['action'] or 'not run'}, "
+            f"{result['status']} ({result.get('frames', 0)} frames){note}"
+        )
 
     launch = {"local": _launch_local, "ray": _launch_ray, "slurm": _launch_slurm}[sweep.launcher]
     launch(jobs, sweep, manifest, by_name, record)
     counts = {action: sum(run["action"] == action and run["status"] == "done" for run in runs) for action in ("trained", "resumed", "skipped")}
     counts["failed"] = sum(run["status"] == "failed" for run in runs)
-    print(f"ca12.fit: sweep done: {counts['trained']} trained, {counts['resumed']} resumed, {counts['skipped']} skipped (complete), "
-          f"{counts['failed']} failed | manifest: {manifest.path}")
+    print(
+        f"ca12.fit: sweep done: {counts['trained']} trained, {counts['resumed']} resumed, {counts['skipped']} skipped (complete), "
+        f"{counts['failed']} failed | manifest: {manifest.path}"
+    )
     return counts
 
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
-from omegaconf import DictConfig
 from torchrl.data import Categorical
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import AdditiveGaussianModule, TanhModule

@@ -19,7 +19,6 @@ state, so it counts as recurrent (`is_recurrent`) and is built by `agent_net` on
 
 from __future__ import annotations
 
-
 import torch
 from omegaconf import DictConfig
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
@@ -87,8 +86,9 @@ class TalkingNet(nn.Module):
             raise UsageError(f"model={model.kind} needs hidden_sizes (the encoder; its last width is what the agents exchange)")
         act = activation_class(model.activation)
         agents = dict(n_agents=n_agents, share_params=model.share_params, device=device)
-        self.encoder = MultiAgentMLP(n_in, sizes[-1], centralized=centralised, num_cells=sizes[:-1], activation_class=act,
-                                     activate_last_layer=True, **agents)
+        self.encoder = MultiAgentMLP(
+            n_in, sizes[-1], centralized=centralised, num_cells=sizes[:-1], activation_class=act, activate_last_layer=True, **agents
+        )
         self.communication = _communication(model, sizes[-1], act)
         self.head = MultiAgentMLP(sizes[-1], n_out, centralized=False, num_cells=[], **agents)
         self.communication.to(device)
@@ -116,8 +116,9 @@ def _communication(model: DictConfig, features: int, act: type[nn.Module]) -> nn
         raise UsageError(f"model.dropout must be below 1, got {model.dropout}")
     if model.top_k is not None and model.top_k < 1:
         raise UsageError(f"model.top_k must be >= 1 or null, got {model.top_k}")
-    return GraphCommunication(features, model.graph, model.message_size, model.rounds, model.radius, model.top_k,
-                              model.dropout, model.noise, model.noisy_eval, act)
+    return GraphCommunication(
+        features, model.graph, model.message_size, model.rounds, model.radius, model.top_k, model.dropout, model.noise, model.noisy_eval, act
+    )
 
 
 class JointObservation(nn.Module):
@@ -135,8 +136,9 @@ class JointObservation(nn.Module):
         return joint.unsqueeze(-2).expand(*joint.shape[:-1], n_agents, joint.shape[-1])
 
 
-def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head: nn.Module | None = None,
-              centralised: bool = False, device=None) -> TensorDictModuleBase:
+def agent_net(
+    model: DictConfig, group, n_out: int, out_key, *, name: str, head: nn.Module | None = None, centralised: bool = False, device=None
+) -> TensorDictModuleBase:
     """The network that maps a group's observation to `out_key` [*, n_agents, n_out].
 
     Feed-forward, recurrent (model=gru|lstm), hierarchical (team managers over workers, with
@@ -165,14 +167,24 @@ def agent_net(model: DictConfig, group, n_out: int, out_key, *, name: str, head:
         joint = group.key(f"{name}_joint_observation")
         steps.append(TensorDictModule(JointObservation(), in_keys=[in_key], out_keys=[joint]))
         in_key, n_in = joint, group.n_agents * n_in
-    net = dict(n_in=n_in, n_out=n_out, n_agents=group.n_agents, share_params=model.share_params,
-               activation=activation_class(model.activation), device=device, group=group.name, in_key=in_key,
-               out_key=group.key(f"{name}_out") if head is not None else out_keys[0], name=name)
+    net = dict(
+        n_in=n_in,
+        n_out=n_out,
+        n_agents=group.n_agents,
+        share_params=model.share_params,
+        activation=activation_class(model.activation),
+        device=device,
+        group=group.name,
+        in_key=in_key,
+        out_key=group.key(f"{name}_out") if head is not None else out_keys[0],
+        name=name,
+    )
     if model.kind == HIERARCHICAL:
         steps.append(_hierarchy(model, net))
     else:
-        steps.append(make_recurrent(model.kind, hidden_size=model.hidden_size, num_layers=model.num_layers,
-                                    mlp_sizes=list(model.hidden_sizes), **net))
+        steps.append(
+            make_recurrent(model.kind, hidden_size=model.hidden_size, num_layers=model.num_layers, mlp_sizes=list(model.hidden_sizes), **net)
+        )
     if head is not None:
         steps.append(TensorDictModule(head, in_keys=[group.key(f"{name}_out")], out_keys=out_keys))
     return steps[0] if len(steps) == 1 else TensorDictSequential(*steps)
@@ -185,5 +197,6 @@ def _hierarchy(model: DictConfig, net: dict) -> TensorDictModuleBase:
         raise UsageError("model=hierarchical needs hidden_sizes (the per-agent encoder; its last width feeds manager and worker)")
     if min(sizes + manager_sizes) <= 0:
         raise UsageError(f"model.hidden_sizes and model.manager_sizes must be positive widths, got {sizes} and {manager_sizes}")
-    return make_hierarchy(hidden_sizes=sizes, team_size=model.team_size, period=model.period, goal_size=model.goal_size,
-                          manager_sizes=manager_sizes, **net)
+    return make_hierarchy(
+        hidden_sizes=sizes, team_size=model.team_size, period=model.period, goal_size=model.goal_size, manager_sizes=manager_sizes, **net
+    )

@@ -131,8 +131,15 @@ class AttentionCommunication(nn.Module):
         activation: the update's non-linearity.
     """
 
-    def __init__(self, features: int, message_size: int = 32, rounds: int = 1, heads: int = 1,
-                 attend_to_self: bool = False, activation: type[nn.Module] = nn.Tanh):
+    def __init__(
+        self,
+        features: int,
+        message_size: int = 32,
+        rounds: int = 1,
+        heads: int = 1,
+        attend_to_self: bool = False,
+        activation: type[nn.Module] = nn.Tanh,
+    ):
         super().__init__()
         if message_size % heads:
             raise ValueError(f"message_size ({message_size}) must be a multiple of heads ({heads})")
@@ -222,8 +229,7 @@ class DIALCommunication(nn.Module):
         activation: the update's non-linearity.
     """
 
-    def __init__(self, features: int, message_size: int = 8, rounds: int = 1, sigma: float = 2.0,
-                 activation: type[nn.Module] = nn.Tanh):
+    def __init__(self, features: int, message_size: int = 8, rounds: int = 1, sigma: float = 2.0, activation: type[nn.Module] = nn.Tanh):
         super().__init__()
         self.speak = nn.ModuleList([nn.Linear(features, message_size) for _ in range(rounds)])
         self.update = nn.ModuleList([nn.Linear(features + message_size, features) for _ in range(rounds)])
@@ -304,9 +310,19 @@ class GraphCommunication(nn.Module):
         activation: the update's non-linearity.
     """
 
-    def __init__(self, features: int, graph: str | torch.Tensor = "complete", message_size: int = 16, rounds: int = 1,
-                 radius: float = 1.0, top_k: int | None = None, dropout: float = 0.0, noise: float = 0.0,
-                 noisy_eval: bool = False, activation: type[nn.Module] = nn.Tanh):
+    def __init__(
+        self,
+        features: int,
+        graph: str | torch.Tensor = "complete",
+        message_size: int = 16,
+        rounds: int = 1,
+        radius: float = 1.0,
+        top_k: int | None = None,
+        dropout: float = 0.0,
+        noise: float = 0.0,
+        noisy_eval: bool = False,
+        activation: type[nn.Module] = nn.Tanh,
+    ):
         super().__init__()
         if isinstance(graph, str) and graph not in GRAPHS:
             raise ValueError(f"unknown graph '{graph}'; choose one of: {', '.join(GRAPHS)} (or pass an adjacency)")

@@ -71,9 +71,25 @@ class MultiAgentHierarchy(TensorDictModuleBase):
     recurrent_mode = MultiAgentRecurrent.recurrent_mode
     set_recurrent_mode = MultiAgentRecurrent.set_recurrent_mode
 
-    def __init__(self, *, n_in: int, n_out: int, n_agents: int, share_params: bool, hidden_sizes: Sequence[int],
-                 team_size: int, period: int, goal_size: int, manager_sizes: Sequence[int],
-                 activation: type[nn.Module], device, group: str, in_key: NestedKey, out_key: NestedKey, name: str):
+    def __init__(
+        self,
+        *,
+        n_in: int,
+        n_out: int,
+        n_agents: int,
+        share_params: bool,
+        hidden_sizes: Sequence[int],
+        team_size: int,
+        period: int,
+        goal_size: int,
+        manager_sizes: Sequence[int],
+        activation: type[nn.Module],
+        device,
+        group: str,
+        in_key: NestedKey,
+        out_key: NestedKey,
+        name: str,
+    ):
         super().__init__()
         hidden_sizes, manager_sizes = list(hidden_sizes), list(manager_sizes)
         if not hidden_sizes:
@@ -89,11 +105,11 @@ class MultiAgentHierarchy(TensorDictModuleBase):
 
         features = hidden_sizes[-1]
         agents = dict(n_agents=n_agents, centralized=False, share_params=share_params, device=device)
-        self.encoder = MultiAgentMLP(n_in, features, num_cells=hidden_sizes[:-1], activation_class=activation,
-                                     activate_last_layer=True, **agents)
+        self.encoder = MultiAgentMLP(n_in, features, num_cells=hidden_sizes[:-1], activation_class=activation, activate_last_layer=True, **agents)
         # One manager for all teams: a team's members' features in slot order -> a goal per slot.
-        self.manager = MLP(in_features=team_size * features, out_features=team_size * goal_size, num_cells=manager_sizes,
-                           activation_class=activation, device=device)
+        self.manager = MLP(
+            in_features=team_size * features, out_features=team_size * goal_size, num_cells=manager_sizes, activation_class=activation, device=device
+        )
         self.worker = MultiAgentMLP(features + goal_size, n_out, num_cells=[features], activation_class=activation, **agents)
 
     def make_tensordict_primer(self) -> TensorDictPrimer:
@@ -149,9 +165,24 @@ class MultiAgentHierarchy(TensorDictModuleBase):
         return tensordict
 
 
-def make_hierarchy(*, n_in: int, n_out: int, n_agents: int, share_params: bool, hidden_sizes: Sequence[int], team_size: int,
-                   period: int, goal_size: int, manager_sizes: Sequence[int], activation: type[nn.Module], device, group: str,
-                   in_key: NestedKey, out_key: NestedKey, name: str) -> MultiAgentHierarchy:
+def make_hierarchy(
+    *,
+    n_in: int,
+    n_out: int,
+    n_agents: int,
+    share_params: bool,
+    hidden_sizes: Sequence[int],
+    team_size: int,
+    period: int,
+    goal_size: int,
+    manager_sizes: Sequence[int],
+    activation: type[nn.Module],
+    device,
+    group: str,
+    in_key: NestedKey,
+    out_key: NestedKey,
+    name: str,
+) -> MultiAgentHierarchy:
     """A feudal multi-agent network (team managers over per-agent workers) as a TensorDict module.
 
     Args:
@@ -176,6 +207,20 @@ def make_hierarchy(*, n_in: int, n_out: int, n_agents: int, share_params: bool, 
     Raises:
         ValueError: a non-positive size or empty `hidden_sizes`.
     """
-    return MultiAgentHierarchy(n_in=n_in, n_out=n_out, n_agents=n_agents, share_params=share_params, hidden_sizes=hidden_sizes,
-                               team_size=team_size, period=period, goal_size=goal_size, manager_sizes=manager_sizes,
-                               activation=activation, device=device, group=group, in_key=in_key, out_key=out_key, name=name)
+    return MultiAgentHierarchy(
+        n_in=n_in,
+        n_out=n_out,
+        n_agents=n_agents,
+        share_params=share_params,
+        hidden_sizes=hidden_sizes,
+        team_size=team_size,
+        period=period,
+        goal_size=goal_size,
+        manager_sizes=manager_sizes,
+        activation=activation,
+        device=device,
+        group=group,
+        in_key=in_key,
+        out_key=out_key,
+        name=name,
+    )

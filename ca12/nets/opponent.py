@@ -85,8 +85,10 @@ class OpponentModel(TensorDictModuleBase):
             sizes += [int(scripted.space.n)] * self.n_scripted
         self.sizes = sizes
         if not self.sizes:
-            raise UsageError(f"algo.opponent_model=true needs other agents to model: group '{g}' is the env's only agent "
-                             f"and the env writes no ({g}, {SCRIPTED_KEY}) for scripted ones")
+            raise UsageError(
+                f"algo.opponent_model=true needs other agents to model: group '{g}' is the env's only agent "
+                f"and the env writes no ({g}, {SCRIPTED_KEY}) for scripted ones"
+            )
         self.logits_key, self.probs_key = group.key("opponent_logits"), group.key("opponent_probs")
         self.net = agent_net(model, group, sum(self.sizes), self.logits_key, name="opponent", device=device)
         self.in_keys, self.out_keys = list(self.net.in_keys), [*self.net.out_keys, self.probs_key]
@@ -114,8 +116,9 @@ class OpponentModel(TensorDictModuleBase):
         [b, T] sequences in recurrent mode) against the actions taken, over agents, others and frames."""
         logits = self.net(tensordict.clone(False)).get(self.logits_key)
         targets = self.targets(tensordict).unbind(-1)
-        return torch.stack([F.cross_entropy(block.flatten(0, -2), target.flatten())
-                            for block, target in zip(logits.split(self.sizes, -1), targets)]).mean()
+        return torch.stack(
+            [F.cross_entropy(block.flatten(0, -2), target.flatten()) for block, target in zip(logits.split(self.sizes, -1), targets)]
+        ).mean()
 
     @torch.no_grad()
     def accuracy(self, tensordict: TensorDictBase) -> torch.Tensor:

@@ -8,7 +8,6 @@ builder (`model` / `critic_model` sections: mlp, gru, lstm).
 
 from __future__ import annotations
 
-
 import dataclasses
 from numbers import Number
 
@@ -41,7 +40,9 @@ def make_actor(group: Group, model: DictConfig, device=None, extra_input: tuple[
         dist_class = OneHotCategorical if isinstance(group.action_spec, OneHot) else CategoricalDist
         dist_keys, dist_kwargs = [(g, "logits")], {}
     else:
-        module = agent_net(model, net_group, 2 * group.action_dim, [(g, "loc"), (g, "scale")], name="actor", head=NormalParamExtractor(), device=device)
+        module = agent_net(
+            model, net_group, 2 * group.action_dim, [(g, "loc"), (g, "scale")], name="actor", head=NormalParamExtractor(), device=device
+        )
         dist_class = TanhNormal
         dist_keys, dist_kwargs = [(g, "loc"), (g, "scale")], _action_bounds(group.action_spec)
     if extra_input is not None:
@@ -67,8 +68,7 @@ def _action_bounds(action_spec) -> dict:
     return {"low": low.clone(), "high": high.clone()}
 
 
-def make_critic(group: Group, model: DictConfig, *, centralised: bool, device=None, all_groups: list[Group] | None = None
-                ) -> TensorDictModuleBase:
+def make_critic(group: Group, model: DictConfig, *, centralised: bool, device=None, all_groups: list[Group] | None = None) -> TensorDictModuleBase:
     """State-value critic writing `(group, "state_value")` of shape [*B, n_agents, 1].
 
     centralised=True (MAPPO): every agent's value sees all agents' observations: those of its

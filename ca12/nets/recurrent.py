@@ -41,9 +41,8 @@ from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 from torchrl.data import Composite, Unbounded
 from torchrl.envs import TensorDictPrimer
-from torchrl.modules import MultiAgentMLP
+from torchrl.modules import MultiAgentMLP, set_recurrent_mode
 from torchrl.modules import recurrent_mode as global_recurrent_mode
-from torchrl.modules import set_recurrent_mode
 
 _GATES = {"gru": 3, "lstm": 4}
 
@@ -55,8 +54,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return torch.einsum("...nf,nof->...no", x, weight) + bias
 
 
-def time_major_inputs(tensordict: TensorDictBase, in_key: NestedKey, n_agents: int, sequence: bool
-                      ) -> tuple[torch.Size, torch.Tensor, torch.Tensor]:
+def time_major_inputs(tensordict: TensorDictBase, in_key: NestedKey, n_agents: int, sequence: bool) -> tuple[torch.Size, torch.Tensor, torch.Tensor]:
     """A stateful group net's inputs, time first: (batch size, `in_key` [T, M, n, F], is_init [T, M]).
 
     Step mode reads a [*B] tensordict as T=1; sequence mode reads [*B, T] (time last), M being
@@ -87,9 +85,24 @@ class MultiAgentRecurrent(TensorDictModuleBase):
     writes the output and the true hidden state of every step.
     """
 
-    def __init__(self, kind: str, *, n_in: int, n_out: int, n_agents: int, share_params: bool, hidden_size: int,
-                 num_layers: int, mlp_sizes: Sequence[int], activation: type[nn.Module], device,
-                 group: str, in_key: NestedKey, out_key: NestedKey, name: str):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        n_in: int,
+        n_out: int,
+        n_agents: int,
+        share_params: bool,
+        hidden_size: int,
+        num_layers: int,
+        mlp_sizes: Sequence[int],
+        activation: type[nn.Module],
+        device,
+        group: str,
+        in_key: NestedKey,
+        out_key: NestedKey,
+        name: str,
+    ):
         super().__init__()
         if kind not in _GATES:
             raise ValueError(f"unknown recurrent kind '{kind}'; choose one of: {', '.join(_GATES)}")
@@ -105,9 +118,9 @@ class MultiAgentRecurrent(TensorDictModuleBase):
         mlp_sizes = list(mlp_sizes)
         agent_net = dict(n_agents=n_agents, centralized=False, share_params=share_params, device=device)
         self.encoder = (
-            MultiAgentMLP(n_in, mlp_sizes[-1], num_cells=mlp_sizes[:-1], activation_class=activation,
-                          activate_last_layer=True, **agent_net)
-            if mlp_sizes else None
+            MultiAgentMLP(n_in, mlp_sizes[-1], num_cells=mlp_sizes[:-1], activation_class=activation, activate_last_layer=True, **agent_net)
+            if mlp_sizes
+            else None
         )
         self.head = MultiAgentMLP(hidden_size, n_out, num_cells=[], **agent_net)
         # Core weights in nn.GRU/nn.LSTM layout with a leading agent axis: [A, gates*H, in], A = 1 if shared.
@@ -174,8 +187,7 @@ class MultiAgentRecurrent(TensorDictModuleBase):
             tensordict.set(key, to_batch(value))  # [*batch, n, L, H]
         return tensordict
 
-    def _unroll(self, x: torch.Tensor, reset: torch.Tensor, state: list[torch.Tensor]
-                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _unroll(self, x: torch.Tensor, reset: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Runs the stacked core over T steps, layer by layer.
 
         Args:
@@ -229,9 +241,23 @@ def step_on_next(module: TensorDictModuleBase, td: TensorDictBase) -> TensorDict
         return module(following)
 
 
-def make_recurrent(kind: str, *, n_in: int, n_out: int, n_agents: int, share_params: bool, hidden_size: int,
-                   num_layers: int, mlp_sizes: Sequence[int], activation: type[nn.Module], device, group: str,
-                   in_key: NestedKey, out_key: NestedKey, name: str) -> MultiAgentRecurrent:
+def make_recurrent(
+    kind: str,
+    *,
+    n_in: int,
+    n_out: int,
+    n_agents: int,
+    share_params: bool,
+    hidden_size: int,
+    num_layers: int,
+    mlp_sizes: Sequence[int],
+    activation: type[nn.Module],
+    device,
+    group: str,
+    in_key: NestedKey,
+    out_key: NestedKey,
+    name: str,
+) -> MultiAgentRecurrent:
     """A GRU ("gru") or LSTM ("lstm") multi-agent network as a TensorDict module.
 
     Args:
@@ -255,7 +281,19 @@ def make_recurrent(kind: str, *, n_in: int, n_out: int, n_agents: int, share_par
     Raises:
         ValueError: unknown kind or a non-positive size.
     """
-    return MultiAgentRecurrent(kind, n_in=n_in, n_out=n_out, n_agents=n_agents, share_params=share_params,
-                               hidden_size=hidden_size, num_layers=num_layers, mlp_sizes=mlp_sizes,
-                               activation=activation, device=device, group=group, in_key=in_key,
-                               out_key=out_key, name=name)
+    return MultiAgentRecurrent(
+        kind,
+        n_in=n_in,
+        n_out=n_out,
+        n_agents=n_agents,
+        share_params=share_params,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        mlp_sizes=mlp_sizes,
+        activation=activation,
+        device=device,
+        group=group,
+        in_key=in_key,
+        out_key=out_key,
+        name=name,
+    )

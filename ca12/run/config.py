@@ -27,7 +27,14 @@ from ca12.sections import MAX_SEED
 
 # Config groups a user may switch with GROUP=OPTION (algo and env are chosen by --algo/--env);
 # critic_model takes the options of conf/model/.
-SWITCHABLE_GROUPS = {"model": "model", "critic_model": "model", "collector": "collector", "trainer": "trainer", "logger": "logger", "callbacks": "callbacks"}
+SWITCHABLE_GROUPS = {
+    "model": "model",
+    "critic_model": "model",
+    "collector": "collector",
+    "trainer": "trainer",
+    "logger": "logger",
+    "callbacks": "callbacks",
+}
 # conf/env/<family>/scenario.yaml is the template for any scenario of a family without a YAML.
 GENERIC_ENV = "scenario"
 # Agent counts several env families take as a task kwarg (VMAS, generic, memory, market): checked
@@ -81,7 +88,9 @@ def _callback_override(text: str) -> tuple[str, str | None]:
     else:
         key, value = _split_override(text.lstrip("+"))
     if not key.split(".")[1]:
-        raise UsageError(f"bad override '{text}': expected callbacks.NAME..., e.g. +callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor")
+        raise UsageError(
+            f"bad override '{text}': expected callbacks.NAME..., e.g. +callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor"
+        )
     return key, value
 
 
@@ -98,8 +107,7 @@ def _already_removed(cfg: DictConfig, key: str) -> bool:
     has none by that name: the run was started with the same removal. (A name that is not a
     default callback is still checked by `_removable`, so a typo is not silently ignored.)"""
     parts = key.split(".")
-    return (len(parts) == 2 and parts[1] in _compose([]).callbacks
-            and OmegaConf.select(cfg, key, default=_MISSING) is _MISSING)
+    return len(parts) == 2 and parts[1] in _compose([]).callbacks and OmegaConf.select(cfg, key, default=_MISSING) is _MISSING
 
 
 def _group_override(group: str, value: str) -> str:
@@ -192,8 +200,8 @@ def _section_schemas(cfg: DictConfig) -> dict[str, tuple[type, bool]]:
     algorithm and network kinds `cfg` chose; `trainer` is checked against Lightning itself."""
     from ca12.algos import algo_schema
     from ca12.envs.catalog import EnvConfig
-    from ca12.sections import CollectorConfig, EvalConfig, LoggerConfig, model_schema
     from ca12.run.trainer import CheckpointConfig
+    from ca12.sections import CollectorConfig, EvalConfig, LoggerConfig, model_schema
 
     return {
         "algo": (algo_schema(cfg.algo.name), False),
@@ -211,10 +219,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     """`cfg` checked section by section against the schemas, plus the checks across keys that
     no single schema can express. Returns the typed config."""
     from ca12.algos.schemas import OnPolicyConfig
+    from ca12.callbacks import check_callbacks
+    from ca12.run.trainer import check_trainer_args
     from ca12.schema import typed
     from ca12.sections import envs_per_batch
-    from ca12.run.trainer import check_trainer_args
-    from ca12.callbacks import check_callbacks
 
     if "name" not in cfg.get("algo", {}):
         raise UsageError("the config has no algo.name")
@@ -239,7 +247,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             + ": every env steps the same number of times per batch"
         )
     if out.algo.get("buffer_storage") == "memmap" and str(out.algo.buffer_device) != "cpu":
-        raise UsageError(f"algo.buffer_storage=memmap keeps the buffer in files on the host: set algo.buffer_device=cpu (got {out.algo.buffer_device})")
+        raise UsageError(
+            f"algo.buffer_storage=memmap keeps the buffer in files on the host: set algo.buffer_device=cpu (got {out.algo.buffer_device})"
+        )
     if issubclass(sections["algo"][0], OnPolicyConfig) and out.algo.minibatch_size > fpb:
         raise UsageError(
             f"algo.minibatch_size ({out.algo.minibatch_size}) is larger than collector.frames_per_batch ({fpb}): "
@@ -271,8 +281,20 @@ def num_iterations(cfg: DictConfig, world_size: int = 1, done_iterations: int = 
 
 # Settings that fix the shapes or the data of a run: a resumed run keeps them.
 # Keys fixing a run's shapes or data: a section (ending in ".") or one key.
-FROZEN_ON_RESUME = ("env.", "algo.name", "algo.groups", "algo.opponent_model", "algo.league.opponents", "algo.league.max_size", "model.", "critic_model.",
-                    "collector.frames_per_batch", "collector.kind", "collector.workers", "seed")
+FROZEN_ON_RESUME = (
+    "env.",
+    "algo.name",
+    "algo.groups",
+    "algo.opponent_model",
+    "algo.league.opponents",
+    "algo.league.max_size",
+    "model.",
+    "critic_model.",
+    "collector.frames_per_batch",
+    "collector.kind",
+    "collector.workers",
+    "seed",
+)
 
 
 def is_frozen_on_resume(key: str) -> bool:
@@ -311,8 +333,10 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
             given_kind = OmegaConf.select(_compose([_group_override(key, value)]), f"{key}.kind", default=None) if saved_kind is not None else None
             if saved_kind is not None and given_kind == saved_kind:
                 continue
-            raise UsageError(f"'{key}' cannot change when resuming a run (it fixes the run's shapes or data)"
-                             + (f": saved {key}={saved_kind}, given {key}={value}" if saved_kind is not None else ""))
+            raise UsageError(
+                f"'{key}' cannot change when resuming a run (it fixes the run's shapes or data)"
+                + (f": saved {key}={saved_kind}, given {key}={value}" if saved_kind is not None else "")
+            )
         default = OmegaConf.select(cfg, key, default=_MISSING)
         if default is _MISSING or OmegaConf.is_dict(default):
             raise UsageError(f"unknown override key '{key}' for this run")

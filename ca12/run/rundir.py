@@ -93,8 +93,10 @@ def find_resume_checkpoint(resume: str, algo: str | None, env: str) -> Path:
         family, _, task = env.partition("/")
         candidates = known_runs(algo, env)
         if not candidates:
-            raise UsageError(f"--resume last: no run of {algo} on {env} under runs/{algo}/{family}-{task}/ or in {RUN_INDEX} "
-                             "(members of sweeps and populations are not counted: resume them with --resume DIR)")
+            raise UsageError(
+                f"--resume last: no run of {algo} on {env} under runs/{algo}/{family}-{task}/ or in {RUN_INDEX} "
+                "(members of sweeps and populations are not counted: resume them with --resume DIR)"
+            )
         return candidates[-1]
     path = Path(resume)
     if path.is_dir():
@@ -178,10 +180,20 @@ def check_state(module: Any, state_dict: dict, where: str | Path) -> None:
 
     expected = module.state_dict()
     missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
-    shapes = [name for name, value in expected.items() if isinstance(value, torch.Tensor) and isinstance(state_dict.get(name), torch.Tensor)
-              and value.shape != state_dict[name].shape]
-    problem = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected
-               else f"{shapes[0]} is {tuple(state_dict[shapes[0]].shape)}, the model has {tuple(expected[shapes[0]].shape)}" if shapes else None)
+    shapes = [
+        name
+        for name, value in expected.items()
+        if isinstance(value, torch.Tensor) and isinstance(state_dict.get(name), torch.Tensor) and value.shape != state_dict[name].shape
+    ]
+    problem = (
+        f"missing {missing[0]}"
+        if missing
+        else f"unexpected {unexpected[0]}"
+        if unexpected
+        else f"{shapes[0]} is {tuple(state_dict[shapes[0]].shape)}, the model has {tuple(expected[shapes[0]].shape)}"
+        if shapes
+        else None
+    )
     if problem:
         raise UsageError(f"'{where}': its weights do not fit the model its run config builds ({problem})")
 

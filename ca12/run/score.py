@@ -61,8 +61,9 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True
     return _run(evaluator, module.policy, video, trace), saved
 
 
-def evaluate_baseline(name: str, env: str, overrides: list[str], seed: int = 0, episodes: int | None = None, video: Path | None = None,
-                      trace: bool = False):
+def evaluate_baseline(
+    name: str, env: str, overrides: list[str], seed: int = 0, episodes: int | None = None, video: Path | None = None, trace: bool = False
+):
     """Run `env`'s baseline policy `name` (its family's `BASELINES`) through the `Evaluator` a
     run with `seed` would use; `overrides` are `env.KEY=VALUE` settings."""
     if "/" not in env:
@@ -86,7 +87,8 @@ def checkpoint_success_rate(path: str | Path, episodes: int = 500, deterministic
     if (cfg.env.family, cfg.env.task) != ("comm", "traffic_junction"):
         raise UsageError(f"{path} was trained on {cfg.env.family}/{cfg.env.task}, not comm/traffic_junction")
     with isolated_rng():
-        env = make_env(OmegaConf.merge(cfg.env, {"num_envs": episodes, "device": "cpu"}), cfg.seed + EVAL_SEED_OFFSET,
-                       transforms=module.env_transforms())
+        env = make_env(
+            OmegaConf.merge(cfg.env, {"num_envs": episodes, "device": "cpu"}), cfg.seed + EVAL_SEED_OFFSET, transforms=module.env_transforms()
+        )
         torch.manual_seed(cfg.seed + EVAL_SEED_OFFSET)
         return success_rate(module.policy.cpu(), env, deterministic)

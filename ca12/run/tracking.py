@@ -121,8 +121,10 @@ def resumed_rows(path: Path, keep_until_iteration: int) -> dict[int, dict[str, s
                 rows[iteration] = {k: v for k, v in row.items() if v not in ("", None)}
     except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as exc:
         why = f"no {ITERATION_KEY} column" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise UsageError(f"{path} is not a metrics file this run wrote ({why}); move it away to resume (the checkpoint is intact, "
-                         f"a new metrics.csv starts after iteration {keep_until_iteration})") from None
+        raise UsageError(
+            f"{path} is not a metrics file this run wrote ({why}); move it away to resume (the checkpoint is intact, "
+            f"a new metrics.csv starts after iteration {keep_until_iteration})"
+        ) from None
     return rows
 
 
@@ -130,8 +132,11 @@ def resumed_rows(path: Path, keep_until_iteration: int) -> dict[int, dict[str, s
 def _note_lost_rows(path: Path, iteration: int) -> None:
     """One line on stderr: a resumed run whose metrics.csv was deleted starts a new one, and the
     rows up to its checkpoint cannot be rebuilt (a checkpoint holds no metrics)."""
-    print(f"ca12.fit: note: {path} is missing; it starts again after iteration {iteration}, "
-          f"the rows of iterations 1-{iteration} are lost (a checkpoint holds no metrics)", file=sys.stderr)
+    print(
+        f"ca12.fit: note: {path} is missing; it starts again after iteration {iteration}, "
+        f"the rows of iterations 1-{iteration} are lost (a checkpoint holds no metrics)",
+        file=sys.stderr,
+    )
 
 
 class MetricsCSV(Logger):
@@ -283,7 +288,11 @@ def make_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None, re
             wandb_logger._wandb_init.pop("anonymous", None)
             loggers.append(wandb_logger)
     if cfg.logger.get("tensorboard") is not None:
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", log_graph=cfg.logger.tensorboard.log_graph, default_hp_metric=False))
+        loggers.append(
+            TensorBoardLogger(
+                save_dir=str(run_dir), name="tensorboard", version="", log_graph=cfg.logger.tensorboard.log_graph, default_hp_metric=False
+            )
+        )
     return loggers
 
 

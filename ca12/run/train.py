@@ -19,7 +19,7 @@ from pathlib import Path
 from ca12.algos import DEFAULT_ENV, default_env
 from ca12.cli import Interrupted, OneLineParser, check_writable, out_of_memory, quiet_libraries
 from ca12.errors import UsageError
-from ca12.run.rundir import (RUN_DIR_VAR, default_run_dir, find_resume_checkpoint, holds_run, launched_rank, remember_run)
+from ca12.run.rundir import RUN_DIR_VAR, default_run_dir, find_resume_checkpoint, holds_run, launched_rank, remember_run
 
 
 def fit_parser() -> argparse.ArgumentParser:
@@ -29,14 +29,20 @@ def fit_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", default=None, help=f"FAMILY/TASK (default {DEFAULT_ENV}, or the algorithm's own family: maml meta/navigation)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default runs/<algo>/<family>-<task>/<timestamp>)")
-    parser.add_argument("--resume", default=None, metavar="last|PATH", help="continue the newest run of this algo/env, or a run directory / checkpoint file")
+    parser.add_argument(
+        "--resume", default=None, metavar="last|PATH", help="continue the newest run of this algo/env, or a run directory / checkpoint file"
+    )
     parser.add_argument("--list", action="store_true", help="print the known algorithms and envs, one per line")
     parser.add_argument("--show-config", action="store_true", help="print the composed config with each key's one-line doc, and exit")
-    parser.add_argument("-m", "--multirun", action="store_true",
-                        help="a sweep: every combination of the comma lists in --algo, --env, --seed and KEY=a,b, one run each under --run-dir (-m --help: its launchers and options)")
+    parser.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="a sweep: every combination of the comma lists in --algo, --env, --seed and KEY=a,b, one run each under --run-dir "
+        "(-m --help: its launchers and options)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. algo.lr=1e-4 trainer=gpu")
     return parser
-
 
 
 def resolve_run(args: argparse.Namespace):
@@ -91,8 +97,14 @@ def _check_resume_flags(args: argparse.Namespace, cfg, run_dir: Path) -> None:
         raise UsageError(f"--resume: the run continues in its own directory {run_dir}, not --run-dir {args.run_dir} (leave --run-dir out)")
 
 
-def fit_args(algo: str | None = None, env: str | None = None, seed: int | None = None, run_dir: str | Path | None = None,
-             resume: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> argparse.Namespace:
+def fit_args(
+    algo: str | None = None,
+    env: str | None = None,
+    seed: int | None = None,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> argparse.Namespace:
     """The parsed command line `python -m ca12.fit --algo ALGO --env ENV --seed SEED --run-dir DIR
     --resume RUN KEY=VALUE...` (flags left out when None): `ca12.train` and sweeps hand it to
     `run`, so they train as that command does and fail with its messages."""
@@ -122,11 +134,11 @@ def run(args: argparse.Namespace) -> Path | None:
     from omegaconf import OmegaConf
 
     from ca12.algos import algo_class
-    from ca12.run.config import num_iterations
-    from ca12.envs import make_env, make_spec_env
     from ca12.data.evaluator import Evaluator
-    from ca12.run.trainer import check_devices, make_trainer
+    from ca12.envs import make_env, make_spec_env
+    from ca12.run.config import num_iterations
     from ca12.run.tracking import finish_wandb, make_loggers
+    from ca12.run.trainer import check_devices, make_trainer
 
     check_devices(cfg)
     if run_is_complete(cfg, saved):
@@ -142,8 +154,7 @@ def run(args: argparse.Namespace) -> Path | None:
     spec_env = make_spec_env(cfg.env, cfg.seed)
     module = algorithm(cfg, spec_env)
     if ckpt_path:  # weights that do not fit the config are refused before anything of the run is written
-        from ca12.run.rundir import read_checkpoint
-        from ca12.run.rundir import check_state
+        from ca12.run.rundir import check_state, read_checkpoint
 
         check_state(module, read_checkpoint(ckpt_path, mmap=True)["state_dict"], ckpt_path)
     transforms = module.env_transforms()

@@ -29,9 +29,21 @@ if TYPE_CHECKING:
 
 # Trainer arguments ca12 sets itself: one epoch is one iteration, its own loggers and callbacks.
 MANAGED = {
-    "logger", "callbacks", "max_epochs", "min_epochs", "max_steps", "min_steps", "enable_checkpointing",
-    "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps", "use_distributed_sampler",
-    "default_root_dir", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
+    "logger",
+    "callbacks",
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "min_steps",
+    "enable_checkpointing",
+    "enable_model_summary",
+    "log_every_n_steps",
+    "num_sanity_val_steps",
+    "use_distributed_sampler",
+    "default_root_dir",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "accumulate_grad_batches",
 }
 
 
@@ -46,14 +58,52 @@ class CheckpointConfig:
 # `lightning.Trainer.__init__`'s arguments in the Lightning version named, in its order: read
 # instead of its signature while that version is installed, so checking `trainer.*` needs no
 # Lightning import (tests/test_startup.py holds them equal to the signature).
-_KNOWN_TRAINER_ARGUMENTS = ("2.6.6", (
-    "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "fast_dev_run", "max_epochs", "min_epochs",
-    "max_steps", "min_steps", "max_time", "limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
-    "overfit_batches", "val_check_interval", "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps", "enable_checkpointing",
-    "enable_progress_bar", "enable_model_summary", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm", "deterministic",
-    "benchmark", "inference_mode", "use_distributed_sampler", "profiler", "detect_anomaly", "barebones", "plugins", "sync_batchnorm",
-    "reload_dataloaders_every_n_epochs", "default_root_dir", "enable_autolog_hparams", "model_registry",
-))
+_KNOWN_TRAINER_ARGUMENTS = (
+    "2.6.6",
+    (
+        "accelerator",
+        "strategy",
+        "devices",
+        "num_nodes",
+        "precision",
+        "logger",
+        "callbacks",
+        "fast_dev_run",
+        "max_epochs",
+        "min_epochs",
+        "max_steps",
+        "min_steps",
+        "max_time",
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "limit_predict_batches",
+        "overfit_batches",
+        "val_check_interval",
+        "check_val_every_n_epoch",
+        "num_sanity_val_steps",
+        "log_every_n_steps",
+        "enable_checkpointing",
+        "enable_progress_bar",
+        "enable_model_summary",
+        "accumulate_grad_batches",
+        "gradient_clip_val",
+        "gradient_clip_algorithm",
+        "deterministic",
+        "benchmark",
+        "inference_mode",
+        "use_distributed_sampler",
+        "profiler",
+        "detect_anomaly",
+        "barebones",
+        "plugins",
+        "sync_batchnorm",
+        "reload_dataloaders_every_n_epochs",
+        "default_root_dir",
+        "enable_autolog_hparams",
+        "model_registry",
+    ),
+)
 
 
 def trainer_arguments() -> list[str]:
@@ -89,10 +139,20 @@ def check_devices(cfg: DictConfig) -> None:
     from ca12.algos.cuda_graphs import check_fast_path
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    wants_gpu = accelerator in ("gpu", "cuda") or str(cfg.env.device).startswith("cuda") or str(cfg.algo.get("buffer_device", "cpu")).startswith("cuda")
+    wants_gpu = (
+        accelerator in ("gpu", "cuda") or str(cfg.env.device).startswith("cuda") or str(cfg.algo.get("buffer_device", "cpu")).startswith("cuda")
+    )
     if wants_gpu and not torch.cuda.is_available():
-        what = "trainer=gpu" if accelerator in ("gpu", "cuda") else "env.device=cuda" if str(cfg.env.device).startswith("cuda") else "algo.buffer_device=cuda"
-        raise UsageError(f"{what}: this machine has no CUDA GPU that torch can use (torch.cuda.is_available() is False); use trainer=cpu env.device=cpu")
+        what = (
+            "trainer=gpu"
+            if accelerator in ("gpu", "cuda")
+            else "env.device=cuda"
+            if str(cfg.env.device).startswith("cuda")
+            else "algo.buffer_device=cuda"
+        )
+        raise UsageError(
+            f"{what}: this machine has no CUDA GPU that torch can use (torch.cuda.is_available() is False); use trainer=cpu env.device=cpu"
+        )
     devices = cfg.trainer.get("devices", 1)
     if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
         raise UsageError(f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} GPU(s)")

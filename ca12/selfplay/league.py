@@ -53,8 +53,8 @@ from ca12.game_theory import NormalFormGame, exploitability
 from ca12.nets.builder import is_recurrent
 from ca12.nets.policies import make_actor
 from ca12.schema import check
-from ca12.selfplay.config import LeagueConfig
 from ca12.seeding import isolated_rng
+from ca12.selfplay.config import LeagueConfig
 
 # The league's generator is seeded apart from the run's other streams.
 LEAGUE_SEED_OFFSET = 7_919
@@ -108,7 +108,7 @@ def matrix_seat_swap(n_players: int, n_actions: int, seat: int, other: int) -> t
     index = torch.arange(n_players * n_actions + n_players + 1)
     blocks = index[: n_players * n_actions].view(n_players, n_actions).clone()
     blocks[[seat, other]] = blocks[[other, seat]]
-    ids = index[n_players * n_actions: n_players * (n_actions + 1)].clone()
+    ids = index[n_players * n_actions : n_players * (n_actions + 1)].clone()
     ids[[seat, other]] = ids[[other, seat]]
     return torch.cat([blocks.flatten(), ids, index[-1:]])
 
@@ -124,7 +124,7 @@ def load_flat_parameters(module: nn.Module, vector: torch.Tensor) -> None:
     `torch.nn.utils.vector_to_parameters`: that makes the parameters views of `vector`.)"""
     offset = 0
     for p in module.parameters():
-        p.copy_(vector[offset: offset + p.numel()].view_as(p))
+        p.copy_(vector[offset : offset + p.numel()].view_as(p))
         offset += p.numel()
 
 
@@ -153,8 +153,10 @@ class SnapshotOpponent(TensorDictModuleBase):
         # One line instead of PyTorch's size-mismatch report when a resumed run changed max_size.
         saved = state_dict.get(prefix + "bank")
         if saved is not None and saved.shape[0] != self.bank.shape[0]:
-            raise UsageError(f"algo.league.max_size cannot change when a run resumes: the checkpoint's league has {saved.shape[0]} places, "
-                             f"the config {self.bank.shape[0]}")
+            raise UsageError(
+                f"algo.league.max_size cannot change when a run resumes: the checkpoint's league has {saved.shape[0]} places, "
+                f"the config {self.bank.shape[0]}"
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -201,9 +203,20 @@ class League(nn.Module):
             observation at an episode's first play, for exploitability (None elsewhere).
     """
 
-    def __init__(self, cfg: DictConfig, learner: Group, opponent: Group, model: DictConfig, actor: nn.Module, seed: int, num_envs: int,
-                 seat: torch.Tensor | None = None, game: NormalFormGame | None = None,
-                 first_observation: torch.Tensor | None = None, device=None):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        learner: Group,
+        opponent: Group,
+        model: DictConfig,
+        actor: nn.Module,
+        seed: int,
+        num_envs: int,
+        seat: torch.Tensor | None = None,
+        game: NormalFormGame | None = None,
+        first_observation: torch.Tensor | None = None,
+        device=None,
+    ):
         super().__init__()
         self.cfg, self.learner, self.opponent_group = cfg, learner.name, opponent.name
         self.opponent = SnapshotOpponent(opponent, model, seat, cfg.max_size, num_envs, device=device)
@@ -231,11 +244,15 @@ class League(nn.Module):
         layout, env_cfg = module.layout, cfg.env
         if len(layout.groups) != 2:
             hint = " (matrix games: env.group_per_player=true)" if env_cfg.family == "matrix" else ""
-            raise UsageError(f"{setting} needs an env with two agent groups (the learner's and its opponent's); "
-                             f"{env_cfg.family}/{env_cfg.task} has {len(layout.groups)}: {', '.join(layout.names)}{hint}")
+            raise UsageError(
+                f"{setting} needs an env with two agent groups (the learner's and its opponent's); "
+                f"{env_cfg.family}/{env_cfg.task} has {len(layout.groups)}: {', '.join(layout.names)}{hint}"
+            )
         if len(module.groups) != 1:
-            raise UsageError(f"{setting}: train one group and let the league's snapshots play the other: set algo.groups=[NAME] "
-                             f"(the env's groups: {', '.join(layout.names)})")
+            raise UsageError(
+                f"{setting}: train one group and let the league's snapshots play the other: set algo.groups=[NAME] "
+                f"(the env's groups: {', '.join(layout.names)})"
+            )
         learner = module.groups[0]
         opponent = next(g for g in layout.groups.values() if g.name != learner.name)
         _check_symmetric(learner, opponent, setting)
@@ -308,8 +325,9 @@ class League(nn.Module):
             self.draws[i] = decay * self.draws[i] + float(draws[i])
             self.games[i] = decay * self.games[i] + float(games[i])
         scores = (wins[played] + 0.5 * draws[played]) / games[played]
-        deltas = elo_deltas(self.learner_elo, torch.tensor([self.elo[i] for i in played], dtype=torch.float64), scores,
-                            games[played] / total, self.cfg.elo_k)
+        deltas = elo_deltas(
+            self.learner_elo, torch.tensor([self.elo[i] for i in played], dtype=torch.float64), scores, games[played] / total, self.cfg.elo_k
+        )
         self.learner_elo += float(deltas.sum())
         for i, delta in zip(played, deltas.tolist()):
             self.elo[i] -= delta
@@ -368,8 +386,14 @@ class League(nn.Module):
     # --- checkpointed state (the snapshots are the opponent's `bank` buffer) -----------------------
     def get_extra_state(self) -> dict:
         return {
-            "size": self.size, "born": list(self.born), "elo": list(self.elo), "wins": list(self.wins), "draws": list(self.draws),
-            "games": list(self.games), "first_play": [list(p) for p in self.first_play], "learner_elo": self.learner_elo,
+            "size": self.size,
+            "born": list(self.born),
+            "elo": list(self.elo),
+            "wins": list(self.wins),
+            "draws": list(self.draws),
+            "games": list(self.games),
+            "first_play": [list(p) for p in self.first_play],
+            "learner_elo": self.learner_elo,
             "generator": self.generator.get_state(),
         }
 
@@ -385,18 +409,22 @@ class League(nn.Module):
 def _check_symmetric(learner: Group, opponent: Group, setting: str) -> None:
     """The opponent wears the learner's network: both groups must have its shapes."""
     differs = [
-        (what, a, b) for what, a, b in (
+        (what, a, b)
+        for what, a, b in (
             ("agent counts", learner.n_agents, opponent.n_agents),
             ("observation sizes", learner.obs_dim, opponent.obs_dim),
             ("action kinds", learner.action_kind, opponent.action_kind),
             ("action sizes", learner.action_dim, opponent.action_dim),
             ("action specs", type(learner.action_spec).__name__, type(opponent.action_spec).__name__),
-        ) if a != b
+        )
+        if a != b
     ]
     if differs:
         what, a, b = differs[0]
-        raise UsageError(f"{setting} plays snapshots of {learner.name} as {opponent.name}, which needs a symmetric game: "
-                         f"their {what} differ ({a} vs {b}); asymmetric games need a league per role (not built)")
+        raise UsageError(
+            f"{setting} plays snapshots of {learner.name} as {opponent.name}, which needs a symmetric game: "
+            f"their {what} differ ({a} vs {b}); asymmetric games need a league per role (not built)"
+        )
 
 
 def _matrix_setting(env_cfg: DictConfig, learner: Group, opponent: Group, setting: str):
@@ -406,8 +434,9 @@ def _matrix_setting(env_cfg: DictConfig, learner: Group, opponent: Group, settin
 
     payoffs = payoff_tensor(OmegaConf.to_container(env_cfg.payoffs))  # [2, A, A]
     if not torch.equal(payoffs[1], payoffs[0].T):
-        raise UsageError(f"{setting} needs a symmetric game; matrix/{env_cfg.task}'s payoffs differ between the seats "
-                         "(payoffs[1] must be payoffs[0] transposed)")
+        raise UsageError(
+            f"{setting} needs a symmetric game; matrix/{env_cfg.task}'s payoffs differ between the seats (payoffs[1] must be payoffs[0] transposed)"
+        )
     n_players, n_actions = payoffs.shape[0], payoffs.shape[1]
     seats = {f"player_{i}": i for i in range(n_players)}
     seat = matrix_seat_swap(n_players, n_actions, seats[learner.name], seats[opponent.name])

@@ -135,9 +135,25 @@ from ca12.envs.grid.feeders import FEEDERS
 __all__ = ["BASELINES", "FEEDERS", "TASKS", "GridEnv", "make"]
 
 # Task kwargs this family takes (everything else in the env section is refused).
-_KWARGS = ("n_buildings", "battery_hours", "battery_power", "efficiency", "initial_soc", "pv_size", "max_cloud_cover", "load_noise",
-           "flexible_share", "flexible_window", "flexible_power", "tariff", "feed_in_price", "voltage_band", "voltage_penalty",
-           "overload_penalty", "shared_reward")
+_KWARGS = (
+    "n_buildings",
+    "battery_hours",
+    "battery_power",
+    "efficiency",
+    "initial_soc",
+    "pv_size",
+    "max_cloud_cover",
+    "load_noise",
+    "flexible_share",
+    "flexible_window",
+    "flexible_power",
+    "tariff",
+    "feed_in_price",
+    "voltage_band",
+    "voltage_penalty",
+    "overload_penalty",
+    "shared_reward",
+)
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
@@ -147,5 +163,14 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         UsageError: unknown task or kwarg, a value out of range, or pandapower missing.
     """
     kwargs = family_kwargs(cfg, TASKS, _KWARGS)
-    return with_return_counters(GridEnv(cfg.task, num_envs=cfg.num_envs, max_steps=cfg.max_steps, continuous_actions=cfg.continuous_actions,
-                                        device=cfg.device, seed=seed, **kwargs))
+    return with_return_counters(
+        GridEnv(
+            cfg.task,
+            num_envs=cfg.num_envs,
+            max_steps=cfg.max_steps,
+            continuous_actions=cfg.continuous_actions,
+            device=cfg.device,
+            seed=seed,
+            **kwargs,
+        )
+    )

@@ -16,14 +16,16 @@ from torchrl.envs import EnvBase
 from ca12.envs.grid.env import FLEXIBLE_LEVELS, GridEnv
 from ca12.envs.grid.physics import price
 
+
 # --- baselines -------------------------------------------------------------------------------------------
 def _grid(env: EnvBase) -> GridEnv:
     """The `GridEnv` inside `env` (a `make_env` result carries transforms around it)."""
     return env.base_env if hasattr(env, "base_env") else env
 
 
-def _policy(env: EnvBase, battery: Callable[[torch.Tensor], torch.Tensor],
-            flexible: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[TensorDictBase], TensorDictBase]:
+def _policy(
+    env: EnvBase, battery: Callable[[torch.Tensor], torch.Tensor], flexible: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[TensorDictBase], TensorDictBase]:
     """A policy writing `("agents", "action")` from `battery(observation)` [B, n] in [-1, 1] and,
     with flexible loads, `flexible(observation)` [B, n] in [0, 1] (the nearest of `ACTION_LEVELS`,
     `FLEXIBLE_LEVELS` when the env's actions are discrete)."""

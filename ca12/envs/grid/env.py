@@ -59,13 +59,32 @@ class GridEnv(SeededTorchEnv):
         UsageError: a value out of range, or pandapower missing.
     """
 
-    def __init__(self, task: str = "cigre_lv", num_envs: int = 1, max_steps: int = 24, continuous_actions: bool = True,
-                 n_buildings: int | None = None, battery_hours: float = 2.0, battery_power: float = 0.5, efficiency: float = 0.9,
-                 initial_soc: float = 0.5, pv_size: float = 1.0, max_cloud_cover: float = 0.8, load_noise: float = 0.1,
-                 flexible_share: float = 0.2, flexible_window: list[float] = (7.0, 24.0), flexible_power: float = 0.5,
-                 tariff: list[float] = (0.10, 0.20, 0.35), feed_in_price: float = 0.05, voltage_band: float = 0.05,
-                 voltage_penalty: float = 1.0, overload_penalty: float = 1.0, shared_reward: bool = False,
-                 device: torch.device | str = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        task: str = "cigre_lv",
+        num_envs: int = 1,
+        max_steps: int = 24,
+        continuous_actions: bool = True,
+        n_buildings: int | None = None,
+        battery_hours: float = 2.0,
+        battery_power: float = 0.5,
+        efficiency: float = 0.9,
+        initial_soc: float = 0.5,
+        pv_size: float = 1.0,
+        max_cloud_cover: float = 0.8,
+        load_noise: float = 0.1,
+        flexible_share: float = 0.2,
+        flexible_window: list[float] = (7.0, 24.0),
+        flexible_power: float = 0.5,
+        tariff: list[float] = (0.10, 0.20, 0.35),
+        feed_in_price: float = 0.05,
+        voltage_band: float = 0.05,
+        voltage_penalty: float = 1.0,
+        overload_penalty: float = 1.0,
+        shared_reward: bool = False,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
         if task not in FEEDERS:
             raise UsageError(f"unknown grid task '{task}'; choose one of: {', '.join(TASKS)}")
         check_integers(("num_envs", num_envs, 1), ("max_steps", max_steps, 1))
@@ -88,8 +107,10 @@ class GridEnv(SeededTorchEnv):
         self.flexible_power = _number("flexible_power", flexible_power, 0.0, low_open=True)
         if not isinstance(flexible_window, (list, tuple)) or len(flexible_window) != 2:
             raise UsageError(f"env.flexible_window must be [start, end] hours, got {flexible_window!r}")
-        self.flexible_window = (_number("flexible_window[0]", flexible_window[0], 0.0, 24.0),
-                                _number("flexible_window[1]", flexible_window[1], 0.0, 24.0))
+        self.flexible_window = (
+            _number("flexible_window[0]", flexible_window[0], 0.0, 24.0),
+            _number("flexible_window[1]", flexible_window[1], 0.0, 24.0),
+        )
         self.feed_in_price = _number("feed_in_price", feed_in_price, 0.0)
         self.voltage_band = _number("voltage_band", voltage_band, 0.0, 1.0, low_open=True)
         self.voltage_penalty = _number("voltage_penalty", voltage_penalty, 0.0)
@@ -110,9 +131,11 @@ class GridEnv(SeededTorchEnv):
         daily_shape = dt * float(load_shape(middles.float()).double().sum())  # expected daily load energy / L_i (kWh per kW)
         window_hours = dt * int(in_window.sum())
         if self.flexible and self.flexible_share * daily_shape > self.flexible_power * window_hours * (1 + 1e-6):
-            raise UsageError(f"env.flexible_power x the window's {window_hours:g} h must cover the flexible energy (flexible_share x "
-                             f"{daily_shape:.3f} h of peak load): at least {self.flexible_share * daily_shape / window_hours:.3f}, "
-                             f"got {self.flexible_power}")
+            raise UsageError(
+                f"env.flexible_power x the window's {window_hours:g} h must cover the flexible energy (flexible_share x "
+                f"{daily_shape:.3f} h of peak load): at least {self.flexible_share * daily_shape / window_hours:.3f}, "
+                f"got {self.flexible_power}"
+            )
         super().__init__(f"grid/{task}", num_envs, device, seed)
         self.task, self.n_agents, self.max_steps, self.dt = task, n, max_steps, dt
         self.continuous_actions, self.shared_reward = continuous_actions, shared_reward
@@ -149,8 +172,11 @@ class GridEnv(SeededTorchEnv):
         self.last_step: dict[str, torch.Tensor] = {}
         observation = Unbounded(shape=(b, n, 10 if self.flexible else 8), device=dev)
         if not self.flexible:
-            action = (Bounded(-1.0, 1.0, shape=(b, n, 1), device=dev) if continuous_actions
-                      else Categorical(len(ACTION_LEVELS), shape=(b, n), dtype=torch.int64, device=dev))
+            action = (
+                Bounded(-1.0, 1.0, shape=(b, n, 1), device=dev)
+                if continuous_actions
+                else Categorical(len(ACTION_LEVELS), shape=(b, n), dtype=torch.int64, device=dev)
+            )
         elif continuous_actions:  # [battery in [-1, 1], flexible load in [0, 1]]
             low = torch.tensor([-1.0, 0.0], device=dev).expand(b, n, 2)
             action = Bounded(low, torch.ones_like(low), shape=(b, n, 2), device=dev)
@@ -199,10 +225,12 @@ class GridEnv(SeededTorchEnv):
 
     def _out(self, done: torch.Tensor, reward: torch.Tensor | None = None) -> TensorDictBase:
         n, hour = self.n_agents, self._hour()
-        clock = torch.stack([torch.sin(2 * math.pi * hour / 24), torch.cos(2 * math.pi * hour / 24),
-                             price(hour, self.tariff), price(hour + 1, self.tariff)], -1)  # [B, 4]
-        own = torch.stack([self._load[:, :n] / self.peak_kw[:n], self._pv() / self.peak_kw[:n], self._soc,
-                           (self._voltage - 1) / self.voltage_band], -1)  # [B, n, 4]
+        clock = torch.stack(
+            [torch.sin(2 * math.pi * hour / 24), torch.cos(2 * math.pi * hour / 24), price(hour, self.tariff), price(hour + 1, self.tariff)], -1
+        )  # [B, 4]
+        own = torch.stack(
+            [self._load[:, :n] / self.peak_kw[:n], self._pv() / self.peak_kw[:n], self._soc, (self._voltage - 1) / self.voltage_band], -1
+        )  # [B, n, 4]
         observation = torch.cat([clock.unsqueeze(1).expand(-1, n, -1), own], -1)
         if self.flexible:
             start, end = self.flexible_window
@@ -242,8 +270,13 @@ class GridEnv(SeededTorchEnv):
         if self.flexible:
             run = action[..., 1].clamp(0, 1) if self.continuous_actions else self.flexible_levels[action % k]  # [B, n]
             t = self._t.clamp(max=self.max_steps)
-            served = flexible_step(self._flexible_left, run * self.flexible_max_kw * self.dt, self.flexible_max_kw * self.dt,
-                                   self.window_steps_after[t].unsqueeze(-1), self.in_window[t].unsqueeze(-1))
+            served = flexible_step(
+                self._flexible_left,
+                run * self.flexible_max_kw * self.dt,
+                self.flexible_max_kw * self.dt,
+                self.window_steps_after[t].unsqueeze(-1),
+                self.in_window[t].unsqueeze(-1),
+            )
             self._flexible_left = self._flexible_left - served
             flexible_kw = served / self.dt
             import_kw = import_kw + flexible_kw
@@ -264,8 +297,15 @@ class GridEnv(SeededTorchEnv):
         stats["ramping"] = stats["ramping"] + torch.where(first, 0.0, (total - self._last_total).abs())
         stats["violations"] = stats["violations"] + ((voltage_excess > 0) | (overload > 0)).float()
         self._last_total = total
-        self.last_step = {"load_kw": load, "pv_kw": pv, "battery_kw": power, "flexible_kw": flexible_kw, "import_kw": import_kw,
-                          "voltage": voltage, "loading": loading}
+        self.last_step = {
+            "load_kw": load,
+            "pv_kw": pv,
+            "battery_kw": power,
+            "flexible_kw": flexible_kw,
+            "import_kw": import_kw,
+            "voltage": voltage,
+            "loading": loading,
+        }
 
         self._t = self._t + 1
         self._draw(torch.ones_like(first))  # the next step's loads

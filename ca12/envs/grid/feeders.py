@@ -64,8 +64,17 @@ def feeder_from_net(net) -> Feeder:
         if i not in cut:
             z_base = vn[line.from_bus] ** 2 / S_BASE_MVA
             rating = math.sqrt(3) * line.max_i_ka * line.df * line.parallel * vn[line.from_bus] / S_BASE_MVA
-            edges.append(("line", i, line.from_bus, line.to_bus, line.r_ohm_per_km * line.length_km / line.parallel / z_base,
-                          line.x_ohm_per_km * line.length_km / line.parallel / z_base, rating))
+            edges.append(
+                (
+                    "line",
+                    i,
+                    line.from_bus,
+                    line.to_bus,
+                    line.r_ohm_per_km * line.length_km / line.parallel / z_base,
+                    line.x_ohm_per_km * line.length_km / line.parallel / z_base,
+                    rating,
+                )
+            )
     for i, trafo in net.trafo[net.trafo.in_service].iterrows():
         off_tap = not math.isnan(trafo.tap_step_percent) and trafo.tap_pos != trafo.tap_neutral
         if trafo.vn_hv_kv != vn[trafo.hv_bus] or trafo.vn_lv_kv != vn[trafo.lv_bus] or off_tap:
@@ -121,8 +130,12 @@ def feeder_from_net(net) -> Feeder:
     p_mw = torch.tensor((loads.p_mw * loads.scaling).to_numpy(), dtype=torch.float64)
     q_mvar = torch.tensor((loads.q_mvar * loads.scaling).to_numpy(), dtype=torch.float64)
     return Feeder(
-        v0=v0, buses=[int(bus) for bus in buses], branches=[(edges[e][0], int(edges[e][1])) for e in rated],
-        load_peak_kw=(p_mw * 1000).float(), load_tan_phi=(q_mvar / p_mw).float(), load_row=load_row,
+        v0=v0,
+        buses=[int(bus) for bus in buses],
+        branches=[(edges[e][0], int(edges[e][1])) for e in rated],
+        load_peak_kw=(p_mw * 1000).float(),
+        load_tan_phi=(q_mvar / p_mw).float(),
+        load_row=load_row,
         sensitivity=sensitivity.float(),
         branch_to=torch.tensor([row[child[e]] for e in rated]),
         branch_rating=torch.tensor([edges[e][6] for e in rated], dtype=torch.float32),

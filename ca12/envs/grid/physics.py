@@ -58,8 +58,9 @@ def price(hour: torch.Tensor, tariff: torch.Tensor) -> torch.Tensor:
     return torch.where(offpeak, tariff[0], torch.where(peak, tariff[2], tariff[1]))
 
 
-def battery_step(soc: torch.Tensor, request_kw: torch.Tensor, capacity_kwh: torch.Tensor, max_kw: torch.Tensor,
-                 efficiency: float, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+def battery_step(
+    soc: torch.Tensor, request_kw: torch.Tensor, capacity_kwh: torch.Tensor, max_kw: torch.Tensor, efficiency: float, dt: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the batteries: (power at the meter [kW, > 0 charges], the next SoC).
 
     The request is clipped to +-`max_kw`, then to what the SoC allows in `dt` hours, so the SoC
@@ -73,8 +74,9 @@ def battery_step(soc: torch.Tensor, request_kw: torch.Tensor, capacity_kwh: torc
     return power, (soc + stored / capacity_kwh).clamp(0, 1)
 
 
-def flexible_step(remaining_kwh: torch.Tensor, request_kwh: torch.Tensor, max_kwh: torch.Tensor, steps_after: torch.Tensor,
-                  available: torch.Tensor) -> torch.Tensor:
+def flexible_step(
+    remaining_kwh: torch.Tensor, request_kwh: torch.Tensor, max_kwh: torch.Tensor, steps_after: torch.Tensor, available: torch.Tensor
+) -> torch.Tensor:
     """The energy the flexible loads take in one step (kWh), at most what remains.
 
     Outside the window (`available` false) nothing runs. Inside, the load runs at least what

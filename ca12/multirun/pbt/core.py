@@ -179,8 +179,9 @@ def truncation_selection(scores: Sequence[float], quantile: float, rng: np.rando
     return [(member, top[int(rng.integers(len(top)))]) for member in bottom]
 
 
-def pbt_step(scores: Sequence[float], hparams: Sequence[dict], rng: np.random.Generator, explore: Explore | None,
-             quantile: float = 0.25, exploit: bool = True) -> list[Decision]:
+def pbt_step(
+    scores: Sequence[float], hparams: Sequence[dict], rng: np.random.Generator, explore: Explore | None, quantile: float = 0.25, exploit: bool = True
+) -> list[Decision]:
     """One synchronous ready step for the whole population: a `Decision` per member.
 
     Args:

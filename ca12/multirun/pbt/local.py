@@ -20,8 +20,7 @@ import numpy as np
 
 from ca12.errors import UsageError
 from ca12.multirun.pbt.core import generator_state, pbt_step, restore_generator
-from ca12.multirun.pbt.members import (PopulationSpec, install_checkpoint, member_dir, member_score, summary, train_member,
-                                  write_atomic, write_tables)
+from ca12.multirun.pbt.members import PopulationSpec, install_checkpoint, member_dir, member_score, summary, train_member, write_atomic, write_tables
 from ca12.untrusted import check_plain_config, read_json_file
 
 STATE_FILE = "state.json"
@@ -32,8 +31,16 @@ def load_state(spec: PopulationSpec, pbt_dir: Path) -> dict:
     path = pbt_dir / STATE_FILE
     if path.is_file():
         return _checked_state(read_json_file(path, "population state"), spec, path)
-    return {"round": 0, "decided": 0, "hparams": spec.initial_hparams(), "started_from": list(range(spec.population)),
-            "operations": [{}] * spec.population, "pending": [], "rows": [], "rng": generator_state(np.random.default_rng([spec.seed, 2]))}
+    return {
+        "round": 0,
+        "decided": 0,
+        "hparams": spec.initial_hparams(),
+        "started_from": list(range(spec.population)),
+        "operations": [{}] * spec.population,
+        "pending": [],
+        "rows": [],
+        "rng": generator_state(np.random.default_rng([spec.seed, 2])),
+    }
 
 
 def _checked_state(state: Any, spec: PopulationSpec, path: Path) -> dict:
@@ -46,7 +53,9 @@ def _checked_state(state: Any, spec: PopulationSpec, path: Path) -> dict:
     if not isinstance(hparams, list) or len(hparams) != spec.population or any(not isinstance(h, dict) or set(h) != keys for h in hparams):
         raise UsageError(f"{path}: 'hparams' must hold {spec.population} members' values of the searched keys {sorted(keys)}")
     pending = state.get("pending", [])
-    if not isinstance(pending, list) or any(not isinstance(p, list) or len(p) != 2 or any(type(i) is not int or i not in members for i in p) for p in pending):
+    if not isinstance(pending, list) or any(
+        not isinstance(p, list) or len(p) != 2 or any(type(i) is not int or i not in members for i in p) for p in pending
+    ):
         raise UsageError(f"{path}: 'pending' must list [member, donor] pairs of members 0..{spec.population - 1}")
     return state
 
@@ -71,8 +80,17 @@ def run_local(spec: PopulationSpec, pbt_dir: Path) -> list[dict]:
         for i in range(spec.population):
             score = member_score(member_dir(pbt_dir, i), after, until, spec.score) if ok[i] else float("-inf")
             ops = {f"{k}:op": op for k, op in state["operations"][i].items()}
-            state["rows"].append({"round": round_, "member": i, "frames": until, "score": score, "started_from": state["started_from"][i],
-                                  **state["hparams"][i], **ops})
+            state["rows"].append(
+                {
+                    "round": round_,
+                    "member": i,
+                    "frames": until,
+                    "score": score,
+                    "started_from": state["started_from"][i],
+                    **state["hparams"][i],
+                    **ops,
+                }
+            )
         state["round"] = round_
         save()
         write_tables(pbt_dir, keys, state["rows"])
@@ -86,14 +104,22 @@ def _ready_step(state: dict, spec: PopulationSpec, save) -> None:
     scores = [r["score"] for r in sorted((r for r in state["rows"] if r["round"] == state["round"]), key=lambda r: r["member"])]
     rng = restore_generator(state["rng"])
     decisions = pbt_step(scores, state["hparams"], rng, spec.space.explore, spec.quantile)
-    state.update(hparams=[d.hparams for d in decisions], started_from=[i if d.donor is None else d.donor for i, d in enumerate(decisions)],
-                 operations=[d.operations for d in decisions], pending=[[d.member, d.donor] for d in decisions if d.donor is not None],
-                 rng=generator_state(rng), decided=state["round"])
+    state.update(
+        hparams=[d.hparams for d in decisions],
+        started_from=[i if d.donor is None else d.donor for i, d in enumerate(decisions)],
+        operations=[d.operations for d in decisions],
+        pending=[[d.member, d.donor] for d in decisions if d.donor is not None],
+        rng=generator_state(rng),
+        decided=state["round"],
+    )
     save()
     for d in decisions:
         if d.donor is not None:
-            print(f"ca12.pbt: after round {state['round']}: member {d.member} ({scores[d.member]:.4g}) copies member {d.donor} ({scores[d.donor]:.4g}), "
-                  + ", ".join(f"{k} -> {d.hparams[k]!r} ({d.operations.get(k, 'copied')})" for k in spec.space.keys))
+            print(
+                f"ca12.pbt: after round {state['round']}: member {d.member} ({scores[d.member]:.4g}) "
+                f"copies member {d.donor} ({scores[d.donor]:.4g}), "
+                + ", ".join(f"{k} -> {d.hparams[k]!r} ({d.operations.get(k, 'copied')})" for k in spec.space.keys)
+            )
 
 
 def _apply_copies(state: dict, pbt_dir: Path, save) -> None:

@@ -155,7 +155,9 @@ def check_spec(spec: PopulationSpec) -> str:
         _check_searched_key(spec, base, p)
     fpb = base.collector.frames_per_batch
     if spec.ready < 1 or spec.ready % fpb:
-        raise UsageError(f"--ready ({spec.ready}) must be a positive multiple of collector.frames_per_batch ({fpb}): a member stops only between batches")
+        raise UsageError(
+            f"--ready ({spec.ready}) must be a positive multiple of collector.frames_per_batch ({fpb}): a member stops only between batches"
+        )
     if spec.frames < spec.ready or spec.frames % spec.ready:
         raise UsageError(f"--frames ({spec.frames}) must be a positive multiple of --ready ({spec.ready})")
     return EVAL_SCORE if base.eval.every_n_iters > 0 else ROLLOUT_SCORE
@@ -264,8 +266,8 @@ def copy_checkpoint(source: Path, target: Path, **ca12_state: Any) -> None:
     `ca12_state` replaces entries of its `ca12` section."""
     import torch
 
-    from ca12.run.rundir import read_checkpoint
     from ca12.data.buffer_store import collect_garbage, import_segments
+    from ca12.run.rundir import read_checkpoint
 
     source, target = Path(source), Path(target)
     checkpoint = read_checkpoint(source)
@@ -287,8 +289,13 @@ def exploit_events(rows: list[dict], keys: list[str]) -> list[dict]:
         if r["started_from"] == r["member"]:
             continue
         before, donor = by.get((r["round"] - 1, r["member"]), {}), by.get((r["round"] - 1, r["started_from"]), {})
-        event = {"after_round": r["round"] - 1, "member": r["member"], "member_score": before.get("score"),
-                 "donor": r["started_from"], "donor_score": donor.get("score")}
+        event = {
+            "after_round": r["round"] - 1,
+            "member": r["member"],
+            "member_score": before.get("score"),
+            "donor": r["started_from"],
+            "donor_score": donor.get("score"),
+        }
         for key in keys:
             event[f"{key}:donor"], event[key], event[f"{key}:op"] = donor.get(key), r[key], r.get(f"{key}:op", "")
         events.append(event)

@@ -28,7 +28,16 @@ import numpy as np
 
 from ca12.errors import UsageError
 from ca12.multirun.pbt.core import Hyperparameter, SearchSpace
-from ca12.multirun.pbt.members import PopulationSpec, copy_checkpoint, install_checkpoint, member_dir, member_score, summary, train_member, write_tables
+from ca12.multirun.pbt.members import (
+    PopulationSpec,
+    copy_checkpoint,
+    install_checkpoint,
+    member_dir,
+    member_score,
+    summary,
+    train_member,
+    write_tables,
+)
 
 EXPERIMENT = "tune"
 SCORE = "score"
@@ -130,17 +139,33 @@ def run_ray(spec: PopulationSpec, pbt_dir: Path) -> list[dict]:
         tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
     else:
         scheduler = PopulationBasedTraining(
-            time_attr="training_iteration", perturbation_interval=1, hyperparam_mutations={p.key: tune_domain(p) for p in space.params},
-            quantile_fraction=spec.quantile, resample_probability=spec.resample_probability,
-            perturbation_factors=tuple(spec.perturbation_factors), custom_explore_fn=ClipToSpace(space), synch=True,
+            time_attr="training_iteration",
+            perturbation_interval=1,
+            hyperparam_mutations={p.key: tune_domain(p) for p in space.params},
+            quantile_fraction=spec.quantile,
+            resample_probability=spec.resample_probability,
+            perturbation_factors=tuple(spec.perturbation_factors),
+            custom_explore_fn=ClipToSpace(space),
+            synch=True,
         )
         tuner = tune.Tuner(
             trainable,
             param_space={p.key: tune_domain(p) for p in space.params},
-            tune_config=tune.TuneConfig(metric=SCORE, mode="max", scheduler=scheduler, num_samples=spec.population, reuse_actors=True,
-                                        search_alg=BasicVariantGenerator(points_to_evaluate=spec.initial_hparams())),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(pbt_dir.resolve()), stop={"training_iteration": spec.rounds}, verbose=0,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=4)),
+            tune_config=tune.TuneConfig(
+                metric=SCORE,
+                mode="max",
+                scheduler=scheduler,
+                num_samples=spec.population,
+                reuse_actors=True,
+                search_alg=BasicVariantGenerator(points_to_evaluate=spec.initial_hparams()),
+            ),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT,
+                storage_path=str(pbt_dir.resolve()),
+                stop={"training_iteration": spec.rounds},
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
+            ),
         )
     results = tuner.fit()
     if results.errors:
@@ -156,4 +181,3 @@ def run_ray(spec: PopulationSpec, pbt_dir: Path) -> list[dict]:
     write_tables(pbt_dir, space.keys, rows)
     print(summary(rows, space.keys))
     return rows
-

@@ -53,8 +53,9 @@ def gaussian_explore(noise: float):
     return explore
 
 
-def run_toy(steps: int = 100, ready_every: int = 4, lr: float = 0.02, noise: float = 0.2, seed: int = 0,
-            exploit: bool = True, explore: bool = True) -> ToyResult:
+def run_toy(
+    steps: int = 100, ready_every: int = 4, lr: float = 0.02, noise: float = 0.2, seed: int = 0, exploit: bool = True, explore: bool = True
+) -> ToyResult:
     """Two members trained by gradient ascent on their surrogates for `steps` steps, with PBT's
     exploit and/or explore every `ready_every` steps (both off: independent runs, a grid search
     of the two starting h).
