@@ -28,7 +28,7 @@ rose steadily to 1042 / 1044. The full version (640 000 frames = 200 iterations,
 77.5 % of 200 episodes (as blue 0.730, as red 0.820); Elo first 938, latest 1074. The learner's
 rating rose to 1135 by iteration 81 and then eased to 1074 as the league filled with stronger
 snapshots (Elo here is zero-sum between the learner and the snapshots it met). At 16 000 frames (the fast version
-in tests/test_league.py) the win rates were 0.69 / 0.52 / 0.72: too small a budget for every seed.
+in tests/algos/test_league.py) the win rates were 0.69 / 0.52 / 0.72: too small a budget for every seed.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ memory between runs; the OS file cache is warm after the first) and the table sh
 wall-clock seconds, whether it meets the goal, and its ratio to the torch import. `--source DIR`
 times the commands of another ca12 checkout (e.g. `git worktree add /tmp/before HEAD~1`) with
 this environment's packages: run it on the code before a change and after, on the same machine.
-Which modules may load at start-up: docs/ARCHITECTURE.md; tests/test_startup.py checks that
+Which modules may load at start-up: docs/ARCHITECTURE.md; tests/run/test_startup.py checks that
 these commands import none of torch, TorchRL and Lightning.
 """
 

@@ -26,7 +26,7 @@ __all__ = ["EvaluationCallback", "FramesProgressBar", "GracefulStop", "Iteration
 # start-up").
 _CLASSES = {**CONFIGURABLE_CALLBACKS, "GracefulStop": "checkpoint"}
 # What `check_callbacks` needs of those conf/callbacks/ names, known without importing them: class
-# -> (a progress bar?, its constructor's arguments). tests/test_startup.py holds it to the classes.
+# -> (a progress bar?, its constructor's arguments). tests/run/test_startup.py holds it to the classes.
 OWN_CALLBACKS = {
     "FramesProgressBar": (True, ("total_frames", "return_key", "every_percent")),
     "EvaluationCallback": (False, ("evaluator", "every_n_iters", "video_dir")),

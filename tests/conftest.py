@@ -70,9 +70,9 @@ def _tiny_args(algo: str) -> list[str]:
             "checkpoint.every_n_iters=1",
         ]
     args = TINY_REPLAY if "updates_per_frame" in load_config(algo, "vmas/navigation", ["env.continuous_actions=false"]).algo else TINY
-    if algo == "a3c":  # one actor-learner in the training process, no epochs (Ray workers: tests/test_a3c.py)
+    if algo == "a3c":  # one actor-learner in the training process, no epochs (Ray workers: tests/algos/test_a3c.py)
         args = TINY_RUN + ["algo.workers=0"]
-    if algo == "impala":  # in-process actors: deterministic, exact resume (multiasync: tests/test_impala.py)
+    if algo == "impala":  # in-process actors: deterministic, exact resume (multiasync: tests/algos/test_impala.py)
         args = args + ["collector=sync", "algo.num_epochs=1"]
     return args + ([] if "continuous" in cls.action_spaces else ["env.continuous_actions=false"])
 

@@ -98,7 +98,7 @@ def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
 
 
 # What VMAS's step reads from the device, by the function that reads it, and the answer that
-# lets it run without the read (ca12/envs/host_reads.py). Checked by tests/test_vmas_capture.py:
+# lets it run without the read (ca12/envs/host_reads.py). Checked by tests/envs/test_vmas_capture.py:
 # a step under these answers gives the step without them (to rounding), but for one reward below.
 VMAS_HOST_READS = {
     # "any pair of these entities within reach in any world?": a shortcut that skips collision

@@ -57,7 +57,7 @@ class CheckpointConfig:
 
 # `lightning.Trainer.__init__`'s arguments in the Lightning version named, in its order: read
 # instead of its signature while that version is installed, so checking `trainer.*` needs no
-# Lightning import (tests/test_startup.py holds them equal to the signature).
+# Lightning import (tests/run/test_startup.py holds them equal to the signature).
 _KNOWN_TRAINER_ARGUMENTS = (
     "2.6.6",
     (

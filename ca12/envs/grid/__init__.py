@@ -72,7 +72,7 @@ with v_0 the slack's voltage, R_bk the resistance of the common part of the path
 matrix product [B, 2 n_load] @ [2 n_load, n_bus + 2 n_branch] gives every world's (R u + X q) and
 branch flows; v^2 is clamped at 0.01 where a far overloaded feeder would have no solution.
 Against pandapower's AC power flow on random injections (loads 20-100 % of peak, PV, batteries;
-tests/test_grid.py) the voltages are within 0.0034 pu and the loadings within 5.1 % of
+tests/envs/test_grid.py) the voltages are within 0.0034 pu and the loadings within 5.1 % of
 pandapower's (CIGRE LV's industrial transformer near its rating: the losses of the line behind
 it are what the flows miss). Bus-bus switches are zero-impedance ties; the feeder's own static generators
 are ignored.

@@ -10,8 +10,8 @@ from functools import partial
 import pytest
 import torch
 
-from ca12.algos.a3c import A3C
-from ca12.distributed import A3CWorker, ParameterServer
+from ca12.algos.a3c import A3C, A3CWorker
+from ca12.distributed import ParameterServer
 from ca12.envs import make_env, make_spec_env
 from ca12.run.config import load_config
 

@@ -2,7 +2,7 @@
 bounded, state round trips; `--algo a3c` resumes bit for bit in process; on Ray, one worker equals
 synchronous A2C step for step (standalone API and `ca12.fit`), a killed worker is restarted with
 nothing learned lost, one out of restarts is dropped and training goes on. One local Ray
-instance for the module (xdist group "ray"); the two-node cluster is tests/test_ray_cluster.py."""
+instance for the module (xdist group "ray"); the two-node cluster is tests/algos/test_ray_cluster.py."""
 
 from __future__ import annotations
 

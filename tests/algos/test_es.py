@@ -1,6 +1,6 @@
 """Evolution strategies: the estimate points along the true gradient, its noise comes back from
 seeds, fitness shaping, and `--algo es` trains and resumes bit for bit (in-process evaluations;
-Ray workers: tests/test_distributed_ray.py)."""
+Ray workers: tests/algos/test_distributed_ray.py)."""
 
 from __future__ import annotations
 

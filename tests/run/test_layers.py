@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Lowest first; a package may import its own layer and those below it. Commands (and the Python
 # API, which runs the same library) sit on top and import anything.

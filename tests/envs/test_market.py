@@ -25,7 +25,7 @@ from ca12.game_theory.mechanisms import first_price_auction, per_item_auctions, 
 
 
 def _env(**overrides):
-    cfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[1] / "conf/env/market/allocation.yaml"), overrides)
+    cfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[2] / "conf/env/market/allocation.yaml"), overrides)
     return make_env(cfg, seed=0)
 
 

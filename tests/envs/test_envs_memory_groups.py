@@ -20,7 +20,7 @@ from ca12.envs.single_agent import AsAgentGroup, as_agent_group, group_map_of
 from ca12.errors import UsageError
 from ca12.seeding import capture_rng_state, restore_rng_state
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # ---- memory/cue ---------------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from conftest import TINY, tiny_args, tiny_config
 
-from ca12 import tracking
 from ca12.callbacks import GracefulStop
 from ca12.fit import main
+from ca12.run import tracking
 from ca12.run.tracking import ITERATION_KEY, final_summary, make_loggers, read_metrics_rows
 
 

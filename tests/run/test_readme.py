@@ -29,7 +29,7 @@ from ca12.paths import group_options
 from ca12.run.config import SWITCHABLE_GROUPS, load_config
 from ca12.run.tracking import read_metrics_rows
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 SECTIONS = {"algo", "env", "model", "critic_model", "collector", "trainer", "logger", "callbacks", "checkpoint", "eval"}
 # KEY[=VALUE] of a config section, optionally with Hydra's +/~ prefix.

@@ -260,7 +260,7 @@ def test_fictitious_self_play_drives_the_league_mixture_of_rock_paper_scissors_t
 
 
 def _benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "league.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "league.py"
     spec = importlib.util.spec_from_file_location("league_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

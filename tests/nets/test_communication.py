@@ -207,7 +207,7 @@ def test_mappo_with_a_talking_model_checkpoints_and_resumes_bit_for_bit(tmp_path
 
 # --- the referential game ---------------------------------------------------------------------------
 def _env(**overrides):
-    cfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[1] / "conf/env/comm/referential.yaml"), overrides)
+    cfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[2] / "conf/env/comm/referential.yaml"), overrides)
     return make_env(cfg, seed=0)
 
 

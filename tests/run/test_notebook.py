@@ -16,7 +16,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "CA12.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "CA12.ipynb"
 # Fast mode takes about 50 s on 2 idle CPU cores (about a minute under load); the limit is per cell.
 CELL_TIMEOUT_S = 300
 

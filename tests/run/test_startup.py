@@ -18,7 +18,7 @@ import pytest
 
 from ca12.paths import group_options
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The commands benchmarks/startup.py times: every one must stay light.
 _spec = importlib.util.spec_from_file_location("startup_benchmark", ROOT / "benchmarks" / "startup.py")
 startup = importlib.util.module_from_spec(_spec)

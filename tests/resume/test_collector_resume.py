@@ -1,7 +1,7 @@
 """Resume with worker processes (`collector=multisync`, `collector=multiasync`).
 
 Workers keep their envs' random state to themselves, so such a run resumes statistically
-equivalent, not bit for bit (tests/test_resume.py checks the exact `sync` case). What must hold
+equivalent, not bit for bit (tests/resume/test_resume.py checks the exact `sync` case). What must hold
 all the same: the resumed run goes on from the checkpoint's counters, weights and replay buffer,
 samples fresh episodes (not the ones the run started with again), and finishes with finite
 metrics. Every run starts two worker processes, so there are two runs per test: 2 iterations,

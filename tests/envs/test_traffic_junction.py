@@ -22,7 +22,7 @@ GAS, BRAKE = 0, 1
 
 
 def _env(**overrides):
-    cfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[1] / "conf/env/comm/traffic_junction.yaml"), overrides)
+    cfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[2] / "conf/env/comm/traffic_junction.yaml"), overrides)
     return make_env(cfg, seed=0)
 
 
