@@ -55,31 +55,10 @@ ONE_STEP_MATRIX = [
     "algo.updates_per_frame=0.15",
 ]
 
-# IMPALA on discrete navigation: 12 worlds x 100 steps per batch, two Adam steps of 600 frames each.
-IMPALA_NAVIGATION = [
-    "env.continuous_actions=false",
-    "env.num_envs=12",
-    "collector.frames_per_batch=1200",
-    "algo.minibatch_size=600",
-    "algo.lr=3e-4",
-    "algo.entropy_coeff=0",
-    "algo.normalize_advantage=true",
-    "algo.max_grad_norm=1.0",
-]
-
-# Speaker-listener on VMAS with a goal per world, discrete actions (the speaker's are its 3 messages): 100 worlds x 100
-# steps (4 episodes of 25) per batch, 10 epochs of 2 000, lr 3e-4, entropy 0.01, rewards scaled by 0.1 for the critic.
-SPEAKER_LISTENER = [
-    "env.max_steps=25",
-    "env.continuous_actions=false",
-    "env.reward_scale=0.1",
-    "env.num_envs=100",
-    "collector.frames_per_batch=10000",
-    "algo.minibatch_size=2000",
-    "algo.num_epochs=10",
-    "algo.lr=3e-4",
-    "algo.entropy_coeff=0.01",
-]
+# IMPALA on discrete navigation and MAPPO on speaker-listener: their tuned setups are experiments
+# (conf/experiment/navigation_impala.yaml, speaker_listener_mappo.yaml).
+IMPALA_NAVIGATION = ["experiment=navigation_impala"]
+SPEAKER_LISTENER = ["experiment=speaker_listener_mappo"]
 
 # Repeated matrix games against switching scripted opponents: 60 worlds x 10 plays per batch, 10 epochs of 200.
 SWITCHING_OPPONENTS = ["collector.frames_per_batch=600", "algo.minibatch_size=200", "algo.lr=1e-3", "algo.entropy_coeff=0.01"]
@@ -95,7 +74,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        """The env, marked when its actions were made discrete."""
+        """The env, marked with what its overrides change (discrete actions, a network, an experiment...)."""
         marks = [
             mark
             for override, mark in (
@@ -113,6 +92,7 @@ class Row:
             )
             if override in self.overrides
         ]
+        marks += [override.partition("=")[2] for override in self.overrides if override.startswith("experiment=")]
         return self.env + (f" ({', '.join(marks)})" if marks else "")
 
 
@@ -148,37 +128,10 @@ ROWS = [
     Row("maddpg", "vmas/navigation", 150_000, 0.85),
     Row("masac", "vmas/navigation", 150_000, 0.8),
     # Single-agent Gym tasks (a team of one). PPO: RL Zoo's CartPole-v1 settings; SAC: the paper's.
-    Row(
-        "ppo",
-        "gym/CartPole-v1",
-        100_096,
-        475.0,
-        [
-            "env.num_envs=8",
-            "collector.frames_per_batch=256",
-            "algo.minibatch_size=256",
-            "algo.lmbda=0.8",
-            "algo.gamma=0.98",
-            "algo.num_epochs=20",
-            "algo.lr=1e-3",
-        ],
-    ),
-    Row("sac", "gym/Pendulum-v1", 12_000, -250.0, ["env.num_envs=4", "env.max_steps=200", "collector.frames_per_batch=400"]),
+    Row("ppo", "gym/CartPole-v1", 100_096, 475.0, ["experiment=cartpole_ppo_rlzoo"]),
+    Row("sac", "gym/Pendulum-v1", 12_000, -250.0, ["experiment=pendulum_sac"]),
     # MPE2 simple_spread (3 agents, 25 steps, per-agent return): a random policy scores about -26.1.
-    Row(
-        "mappo",
-        "pettingzoo/simple_spread",
-        200_000,
-        -21.5,
-        [
-            "env.num_envs=20",
-            "collector.frames_per_batch=2000",
-            "algo.minibatch_size=400",
-            "algo.lr=1e-4",
-            "algo.entropy_coeff=0.01",
-            "algo.num_epochs=5",
-        ],
-    ),
+    Row("mappo", "pettingzoo/simple_spread", 200_000, -21.5, ["experiment=simple_spread_mappo"]),
     # Memory: the cue is seen at the first step only (success rate; a memoryless policy scores 1/3).
     Row("mappo", "memory/cue", 33_600, 0.9, ["model=gru", "collector.frames_per_batch=2400", "algo.minibatch_size=400", "algo.entropy_coeff=0.01"]),
     Row(
@@ -271,21 +224,7 @@ ROWS = [
         475.0,
         ["env.num_envs=2", "algo.population=16", "collector.frames_per_batch=16000", "algo.lr=0.05", "algo.sigma=0.1", "model.hidden_sizes=[16]"],
     ),
-    Row(
-        "mappo",
-        "comm/traffic_junction",
-        300_000,
-        -10.0,
-        [
-            "model=commnet",
-            "env.num_envs=150",
-            "collector.frames_per_batch=6000",
-            "algo.num_epochs=4",
-            "algo.minibatch_size=2000",
-            "algo.lr=1e-3",
-            "algo.entropy_coeff=0.01",
-        ],
-    ),
+    Row("mappo", "comm/traffic_junction", 300_000, -10.0, ["experiment=traffic_junction_medium"]),
 ]
 
 

@@ -36,16 +36,7 @@ from ca12.run.score import checkpoint_success_rate
 
 # MAPPO on 150 worlds x 40 steps per batch: 4 epochs of 2000 frames (20 000 car slots) at lr 1e-3,
 # a little entropy so the cars keep trying both actions.
-SETTINGS = [
-    "collector.frames_per_batch=6000",
-    "env.num_envs=150",
-    "algo.num_epochs=4",
-    "algo.minibatch_size=2000",
-    "algo.lr=1e-3",
-    "algo.entropy_coeff=0.01",
-    "eval.every_n_iters=0",
-    "logger=csv",
-]
+SETTINGS = ["experiment=traffic_junction_medium", "eval.every_n_iters=0", "logger=csv"]  # conf/experiment/traffic_junction_medium.yaml
 # Every actor has the talking models' encoder width (conf/model/mlp.yaml's default is [256, 256]).
 SAME_WIDTH = ["model.hidden_sizes=[64,64]"]
 # model -> (paper, difficulty, reported success %), printed beside the measured rows.

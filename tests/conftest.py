@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -19,62 +18,18 @@ torch.set_num_threads(1)
 from ca12.envs import make_env  # noqa: E402  (after the thread count is set)
 from ca12.run.config import load_config  # noqa: E402
 
-# A run small enough to finish in seconds: 4 envs x 25 steps per batch, 2 batches, tiny nets.
-TINY_RUN = [
-    "env.num_envs=4",
-    "env.max_steps=25",
-    "collector.frames_per_batch=100",
-    "collector.total_frames=200",
-    "model.hidden_sizes=[32,32]",
-    "critic_model.hidden_sizes=[32,32]",
-    "checkpoint.every_n_iters=1",
-]
-# PPO family: 2 epochs of 2 minibatches per batch.
-TINY = TINY_RUN + ["algo.minibatch_size=50", "algo.num_epochs=2"]
-# Replay family: updates from the first batch on, 5 Adam steps of 32 transitions per batch.
-TINY_REPLAY = TINY_RUN + ["algo.minibatch_size=32", "algo.warmup_frames=100", "algo.updates_per_frame=0.05"]
+# A run small enough to finish in seconds: `debug=tiny` (conf/debug/tiny.yaml: 4 envs x 25 steps
+# per batch, 2 batches, 32-wide nets, a checkpoint every iteration; conf/debug_algo/tiny/<algo>.yaml:
+# what the algorithm needs beside it, e.g. 2 epochs of 2 minibatches for the PPO family).
+TINY = ["debug=tiny"]
 
 
 def tiny_args(algo: str) -> list[str]:
-    """TINY overrides that fit `algo` (its config keys, an env with actions it can take), a new
-    list each call."""
-    return list(_tiny_args(algo))
-
-
-@functools.cache
-def _tiny_args(algo: str) -> list[str]:
-    """`tiny_args`, worked out once per process (it composes a config, and the suite asks often);
-    never handed out itself, so no caller can change it."""
+    """`debug=tiny` on an env with actions `algo` can take (VMAS navigation made discrete for the
+    value methods), a new list each call."""
     from ca12.algos import algo_class
 
-    cls = algo_class(algo)
-    if algo == "maml":  # an iteration is meta_batch x (inner_steps + 1) x num_envs x max_steps = 100 frames
-        return [
-            "env.num_envs=2",
-            "env.max_steps=25",
-            "algo.meta_batch=1",
-            "collector.frames_per_batch=100",
-            "collector.total_frames=200",
-            "model.hidden_sizes=[32,32]",
-            "checkpoint.every_n_iters=1",
-        ]
-    if algo == "es":  # a generation is population x num_envs x max_steps frames, evaluated in-process
-        return [
-            "env.num_envs=2",
-            "env.max_steps=25",
-            "collector.frames_per_batch=100",
-            "collector.total_frames=200",
-            "algo.population=2",
-            "algo.workers=0",
-            "model.hidden_sizes=[32,32]",
-            "checkpoint.every_n_iters=1",
-        ]
-    args = TINY_REPLAY if "updates_per_frame" in load_config(algo, "vmas/navigation", ["env.continuous_actions=false"]).algo else TINY
-    if algo == "a3c":  # one actor-learner in the training process, no epochs (Ray workers: tests/algos/test_a3c.py)
-        args = TINY_RUN + ["algo.workers=0"]
-    if algo == "impala":  # in-process actors: deterministic, exact resume (multiasync: tests/algos/test_impala.py)
-        args = args + ["collector=sync", "algo.num_epochs=1"]
-    return args + ([] if "continuous" in cls.action_spaces else ["env.continuous_actions=false"])
+    return TINY + ([] if "continuous" in algo_class(algo).action_spaces else ["env.continuous_actions=false"])
 
 
 def resume_pair(tmp_path, algo: str, args: list[str], total: int) -> tuple[dict, dict, Path, Path]:

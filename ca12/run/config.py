@@ -34,6 +34,8 @@ SWITCHABLE_GROUPS = {
     "trainer": "trainer",
     "logger": "logger",
     "callbacks": "callbacks",
+    "experiment": "experiment",
+    "debug": "debug",
 }
 # conf/env/<family>/scenario.yaml is the template for any scenario of a family without a YAML.
 GENERIC_ENV = "scenario"
@@ -139,6 +141,28 @@ def _composed(config_dir: str, overrides: tuple[str, ...]) -> DictConfig:
 _MISSING = object()
 
 
+def experiment_choice(overrides: list[str] | None) -> str | None:
+    """The `experiment=NAME` among command-line overrides, checked against conf/experiment/."""
+    chosen = [text.partition("=")[2] for text in overrides or [] if text.partition("=")[0].strip() == "experiment"]
+    if not chosen:
+        return None
+    _group_override("experiment", chosen[-1])
+    return chosen[-1]
+
+
+def experiment_target(name: str) -> tuple[str, str]:
+    """(algorithm, env) an experiment is tuned for: its defaults list's `override /algo: A` and
+    `override /env: FAMILY/TASK` (conf/experiment/NAME.yaml, a file of ca12's own)."""
+    import yaml
+
+    path = conf_dir() / "experiment" / f"{name}.yaml"
+    entries = yaml.safe_load(path.read_text()).get("defaults", [])
+    found = {key.removeprefix("override /"): value for entry in entries if isinstance(entry, dict) for key, value in entry.items()}
+    if "algo" not in found or "env" not in found:
+        raise UsageError(f"experiment={name}: {path} names no algorithm and env (its defaults need 'override /algo: A' and 'override /env: F/T')")
+    return found["algo"], found["env"]
+
+
 def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: int | None = None) -> DictConfig:
     """Compose conf/ for one run, apply the overrides and check the result against the schemas.
 
@@ -153,6 +177,12 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
     """
     if algo not in algo_names():
         raise UsageError(f"unknown algorithm '{algo}'; choose one of: {', '.join(algo_names())}")
+    experiment = experiment_choice(overrides)
+    if experiment is not None and experiment_target(experiment) != (algo, env):
+        tuned_algo, tuned_env = experiment_target(experiment)
+        raise UsageError(
+            f"experiment={experiment} is tuned for --algo {tuned_algo} --env {tuned_env}, not --algo {algo} --env {env} (leave both out)"
+        )
     env_option, env_overrides = _env_choice(env)
     group_overrides = [f"algo={algo}", f"env={env_option}"]
     value_overrides: list[tuple[str, str]] = []

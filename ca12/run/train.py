@@ -47,7 +47,7 @@ def fit_parser() -> argparse.ArgumentParser:
 
 def resolve_run(args: argparse.Namespace):
     """The run's config, run directory, checkpoint to resume from and that checkpoint's ca12 state."""
-    from ca12.run.config import load_config, saved_config
+    from ca12.run.config import experiment_choice, experiment_target, load_config, saved_config
     from ca12.run.trainer import gpu_overrides
 
     if args.resume:
@@ -65,6 +65,9 @@ def resolve_run(args: argparse.Namespace):
             # a metrics.csv that training would replace is refused here, before config.yaml is rewritten
             resumed_rows(run_dir / "metrics.csv", saved.get("iterations", 0))
         return cfg, run_dir, ckpt_path, saved
+    experiment = experiment_choice(args.overrides)
+    if experiment is not None and not args.algo:  # the experiment names its algorithm and env
+        args.algo, args.env = experiment_target(experiment)[0], args.env or experiment_target(experiment)[1]
     if not args.algo:
         raise UsageError("--algo is required (see --list)")
     env = args.env or default_env(args.algo)

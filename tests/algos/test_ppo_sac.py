@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, TINY_REPLAY
+from conftest import TINY
 
 from ca12.algos import algo_class
 from ca12.algos.ippo import IPPO
@@ -32,8 +32,8 @@ def test_ppo_and_sac_are_the_modules_of_their_multi_agent_faces():
     [
         ("ppo", "gym/CartPole-v1", [*TINY, "collector.frames_per_batch=128", "collector.total_frames=256", "algo.minibatch_size=64"]),
         ("ppo", "gym/Pendulum-v1", [*TINY, "collector.frames_per_batch=128", "collector.total_frames=256", "algo.minibatch_size=64"]),
-        ("sac", "gym/Pendulum-v1", [*TINY_REPLAY, "collector.frames_per_batch=128", "collector.total_frames=256"]),
-        ("sac", "gym/CartPole-v1", [*TINY_REPLAY, "collector.frames_per_batch=128", "collector.total_frames=256"]),
+        ("sac", "gym/Pendulum-v1", [*TINY, "collector.frames_per_batch=128", "collector.total_frames=256"]),
+        ("sac", "gym/CartPole-v1", [*TINY, "collector.frames_per_batch=128", "collector.total_frames=256"]),
     ],
 )
 def test_gym_tasks_train_checkpoint_and_resume(algo, env, extra, tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_RUN
+from conftest import TINY
 
 import ca12.multirun.pbt.local as local_backend
 import ca12.multirun.pbt.members as runs
@@ -28,9 +28,8 @@ from ca12.pbt import main
 
 # Two tiny members on generic/coop (4 envs x 25 steps: every batch holds whole episodes, so a
 # resumed member is bit-identical), three rounds of two batches each, scored by the rollout return.
-MEMBER_ARGS = [a for a in TINY_RUN if not a.startswith("collector.total_frames")] + [
-    "algo.minibatch_size=50",
-    "algo.num_epochs=2",
+MEMBER_ARGS = [
+    *TINY,
     "logger=csv",
     "eval.every_n_iters=0",
 ]

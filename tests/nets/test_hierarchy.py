@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, TINY_REPLAY, resume_pair
+from conftest import TINY, resume_pair
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
@@ -228,7 +228,7 @@ def test_qmix_replays_hierarchical_sequences(tmp_path):
         str(tmp_path),
         "logger=csv",
         "eval.every_n_iters=0",
-        *TINY_REPLAY,
+        *TINY,
         "env.continuous_actions=false",
         "algo.sequence_length=8",
         "algo.burn_in=2",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, TINY_RUN
+from conftest import TINY
 
 import ca12
 from ca12.algos import algo_schema
@@ -209,16 +209,16 @@ def test_an_on_policy_minibatch_larger_than_the_batch_is_refused_with_both_value
     for algo in ("mappo", "coma", "trpo"):
         env = "vmas/navigation" if algo != "coma" else "matrix/coordination"
         with pytest.raises(UsageError, match=rf"^algo.minibatch_size \(101\) is larger than collector.frames_per_batch \(100\): {algo} takes"):
-            load_config(algo, env, [*TINY_RUN, "algo.minibatch_size=101"])
-    assert load_config("mappo", "vmas/navigation", [*TINY_RUN, "algo.minibatch_size=100"]).algo.minibatch_size == 100
+            load_config(algo, env, [*TINY, "algo.minibatch_size=101"])
+    assert load_config("mappo", "vmas/navigation", [*TINY, "algo.minibatch_size=100"]).algo.minibatch_size == 100
     # replay: minibatches come from the buffer of many batches
-    assert load_config("qmix", "vmas/navigation", [*TINY_RUN, "env.continuous_actions=false", "algo.minibatch_size=256"]).algo.minibatch_size == 256
+    assert load_config("qmix", "vmas/navigation", [*TINY, "env.continuous_actions=false", "algo.minibatch_size=256"]).algo.minibatch_size == 256
 
 
 # --- 10. sweeps -------------------------------------------------------------------------------------------
 def test_a_sweep_refuses_a_combination_that_cannot_build_before_training_any(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["-m", "--algo", "mappo,qmix", "--run-dir", "sweep", *TINY_RUN, "algo.minibatch_size=50", "logger=none"]) == 2
+    assert main(["-m", "--algo", "mappo,qmix", "--run-dir", "sweep", *TINY, "algo.minibatch_size=50", "logger=none"]) == 2
     _one_line(capsys, "qmix/vmas-navigation/seed0: qmix cannot train on this env: its actions are continuous")
     assert not list(tmp_path.iterdir()), "no run trained, no sweep directory"
 

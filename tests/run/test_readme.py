@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from ca12.algos import default_env
 from ca12.paths import group_options
-from ca12.run.config import SWITCHABLE_GROUPS, load_config
+from ca12.run.config import SWITCHABLE_GROUPS, experiment_choice, experiment_target, load_config
 from ca12.run.tracking import read_metrics_rows
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -161,6 +161,9 @@ def command_configs(command: Command) -> tuple:
         args = _parsers()["fit"].parse_intermixed_args(argv)
         if args.list:
             return ()
+        experiment = experiment_choice(args.overrides)
+        if experiment is not None and not args.algo:  # the experiment names its algorithm and env
+            return (load_config(*experiment_target(experiment), args.overrides, seed=args.seed),)
         algo = args.algo or "mappo"  # --resume RUN: the README's example runs are mappo's
         return (load_config(algo, args.env or default_env(algo), args.overrides, seed=args.seed),)
     if command.module == "evaluate":
