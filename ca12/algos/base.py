@@ -29,7 +29,7 @@ class RLModule(L.LightningModule):
     """Base LightningModule for ca12 algorithms.
 
     Keeps `frames` (env steps x envs over all ranks) and `iterations` as checkpointed counters,
-    counted in Lightning's batch hooks, and logs the timing metrics of ../shared/ARCHITECTURE.md
+    counted in Lightning's batch hooks, and logs the timing metrics of docs/ARCHITECTURE.md ("One iteration")
     around each `training_step`. A subclass builds its networks from `self.groups` (the agent
     groups it trains, from the env's specs) with the network builder, defines `policy` (the
     module the collector acts with), overrides `make_datamodule` if it does not learn from

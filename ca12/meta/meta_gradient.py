@@ -17,7 +17,7 @@ takes the inner gradients (nested inside the outer one for second order), `vmap`
 adaptation over the tasks, and the model is called functionally on a parameter dict
 (`functional_call`), so nothing is written by hand but the recursion above.
 
-learn2learn does not build on Python 3.11 (../shared/NOTES.md), and TorchRL has no MAML.
+learn2learn does not build on Python 3.11, and TorchRL has no MAML.
 
 For RL (section 3.2, "MAML-RL"), L is a policy-gradient surrogate on trajectories sampled with the
 policy being adapted; sampling is not differentiated, as in the paper: the dependence of the
