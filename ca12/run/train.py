@@ -65,18 +65,20 @@ def resolve_run(args: argparse.Namespace):
             # a metrics.csv that training would replace is refused here, before config.yaml is rewritten
             resumed_rows(run_dir / "metrics.csv", saved.get("iterations", 0))
         return cfg, run_dir, ckpt_path, saved
+    algo, env = args.algo, args.env
     experiment = experiment_choice(args.overrides)
-    if experiment is not None and not args.algo:  # the experiment names its algorithm and env
-        args.algo, args.env = experiment_target(experiment)[0], args.env or experiment_target(experiment)[1]
-    if not args.algo:
+    if experiment is not None and not algo:  # the experiment names its algorithm and env
+        algo, tuned_env = experiment_target(experiment)
+        env = env or tuned_env
+    if not algo:
         raise UsageError("--algo is required (see --list)")
-    env = args.env or default_env(args.algo)
-    cfg = load_config(args.algo, env, [*args.overrides, *gpu_overrides(env, args.overrides)], seed=args.seed)
+    env = env or default_env(algo)
+    cfg = load_config(algo, env, [*args.overrides, *gpu_overrides(env, args.overrides)], seed=args.seed)
     launched_many = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if args.run_dir is None and launched_many and not (launched_rank() > 0 and os.environ.get(RUN_DIR_VAR)):
         raise UsageError("launched as several processes (torchrun/SLURM): pass the same --run-dir to every process")
     inherited = os.environ.get(RUN_DIR_VAR) if launched_rank() > 0 else None
-    run_dir = args.run_dir or Path(inherited or default_run_dir(args.algo, env))
+    run_dir = args.run_dir or Path(inherited or default_run_dir(algo, env))
     if holds_run(run_dir) and launched_rank() == 0:
         raise UsageError(f"run directory '{run_dir}' already holds a run; pass --resume {run_dir} to continue it or choose another --run-dir")
     if launched_rank() == 0:

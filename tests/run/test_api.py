@@ -17,10 +17,13 @@ import ca12
 from ca12.api import override_texts
 from ca12.errors import UsageError
 from ca12.fit import main
+from ca12.run.config import load_config
 from ca12.run.score import evaluate
 
-# tiny_args("mappo") as keyword arguments: sections nested, the rest dotted, values typed.
-TINY_KWARGS = {
+# tiny_args("mappo") as keyword arguments.
+TINY_KWARGS = {"debug": "tiny", "logger": "none", "eval.episodes": 2}
+# What debug=tiny sets for mappo, as keyword arguments: sections nested, the rest dotted, values typed.
+EXPLICIT_KWARGS = {
     "env": {"num_envs": 4, "max_steps": 25},
     "collector": {"frames_per_batch": 100, "total_frames": 200},
     "model": {"hidden_sizes": [32, 32]},
@@ -47,7 +50,7 @@ def trained(tmp_path_factory):
 
 
 def test_keyword_overrides_become_the_command_lines_texts():
-    assert override_texts(TINY_KWARGS) == [
+    assert override_texts(EXPLICIT_KWARGS) == [
         "env.num_envs=4",
         "env.max_steps=25",
         "collector.frames_per_batch=100",
@@ -61,6 +64,8 @@ def test_keyword_overrides_become_the_command_lines_texts():
         "eval.episodes=2",
     ]
     assert sorted(TINY_ARGV) == sorted(override_texts(TINY_KWARGS))
+    # debug=tiny is those keys (conf/debug/tiny.yaml + conf/debug_algo/tiny/mappo.yaml)
+    assert load_config("mappo", "vmas/navigation", override_texts(EXPLICIT_KWARGS)) == load_config("mappo", "vmas/navigation", TINY_ARGV)
     assert override_texts(
         {
             "algo": {"lr": 1e-4, "groups": None, "anneal_lr": True},

@@ -293,10 +293,7 @@ def test_a_replay_segment_outside_the_checkpoint_folder_is_refused(tmp_path, cap
                 "qmix",
                 "--run-dir",
                 str(run),
-                *TINY[:-2],
-                "algo.minibatch_size=32",
-                "algo.warmup_frames=100",
-                "algo.updates_per_frame=0.05",
+                *TINY,
                 "env.continuous_actions=false",
                 "logger=none",
             ]
