@@ -5,7 +5,7 @@
     python benchmarks/market.py --only quotes --frames 50000
 
 Each row is a real `python -m ca12.fit` run (`learning.run`, logger=csv) of MAPPO on the
-allocation market (ca12/envs/market.py); its learned efficiency is the mean
+allocation market (ca12/envs/market/); its learned efficiency is the mean
 `rollout/episode_reward_mean` of the last 3 iterations, i.e. the welfare share of the policy as
 sampled while collecting (not its greedy argmax: a conservative number). The baselines are
 measured in the same run on the env's own value draws (the row's env config and seed, `ROUNDS`

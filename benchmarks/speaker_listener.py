@@ -25,7 +25,7 @@ something before the listener reads them. Without it MAPPO stays at the no-messa
 listener heads for the landmarks' centre): a message that means nothing is not worth reading,
 and one nobody reads is not worth making mean something.
 
-`--family vmas` (default): `vmas/speaker_listener` (ca12/envs/vmas_tasks.py: VMAS's port with
+`--family vmas` (default): `vmas/speaker_listener` (ca12/envs/vmas/tasks.py: VMAS's port with
 the goal drawn per world, as MPE draws it per env, and with discrete actions a speaker whose only
 action is its message), discrete actions, rewards scaled by 0.1 for the learner (the critic fits
 returns of order 1), 100 worlds x 100 steps (4 episodes) per 10 000-frame batch, 10 epochs of

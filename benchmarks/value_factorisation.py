@@ -29,7 +29,7 @@ from learning import Row, fit_returns, interval  # the sibling script
 from tensordict import TensorDict
 
 from ca12.api import Run, load
-from ca12.envs.two_step import STATE_NAMES
+from ca12.envs.matrix.two_step import STATE_NAMES
 
 ENV = "matrix/two_step"
 METHODS = ("qmix", "vdn")

@@ -9,8 +9,8 @@ captured graph:
 
     policy(td) -> env.step(td) -> batch[:, t] = td -> td <- step_mdp(td); t += 1
 
-VMAS's own host reads are answered by `NoHostReads` (ca12/envs/host_reads.py) and its state is
-kept in the tensors the graph reads (`CapturedState`, ca12/envs/vmas.py). What stays eager is
+VMAS's own host reads are answered by `NoHostReads` (ca12/envs/vmas/host_reads.py) and its state is
+kept in the tensors the graph reads (`CapturedState`, ca12/envs/vmas/). What stays eager is
 `maybe_reset` after each step: one host read (is any world done?) and, when one is, VMAS's reset
 (its rejection sampling cannot be captured).
 

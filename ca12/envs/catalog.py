@@ -58,8 +58,8 @@ def _package_dir(name: str) -> Path | None:
     return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
 
 
-# --- vmas (ca12/envs/vmas.py) -------------------------------------------------------------------
-# ca12's own VMAS scenarios (ca12/envs/vmas_tasks.py: SCENARIOS maps these names to their classes).
+# --- vmas (ca12/envs/vmas/) -------------------------------------------------------------------
+# ca12's own VMAS scenarios (ca12/envs/vmas/tasks.py: SCENARIOS maps these names to their classes).
 VMAS_OWN_SCENARIOS = ("speaker_listener",)
 
 
@@ -74,11 +74,11 @@ def vmas_tasks() -> list[str]:
     return sorted([path.stem for path in files if path.stem != "__init__"] + list(VMAS_OWN_SCENARIOS))
 
 
-# --- matrix (ca12/envs/matrix.py) ----------------------------------------------------------------
+# --- matrix (ca12/envs/matrix/) ----------------------------------------------------------------
 # Named games: each has conf/env/matrix/<name>.yaml with its payoff tensor.
 MATRIX_GAMES = ("climbing", "coordination", "matching_pennies", "penalty", "prisoners_dilemma", "rock_paper_scissors")
 # The named games, the generic template conf/env/matrix/scenario.yaml ("custom": the user gives env.payoffs)
-# and the QMIX paper's two-step game (ca12/envs/two_step.py: two states in sequence, no payoff table).
+# and the QMIX paper's two-step game (ca12/envs/matrix/two_step.py: two states in sequence, no payoff table).
 MATRIX_TASKS = (*MATRIX_GAMES, "custom", "two_step")
 MATRIX_KEY_DOCS = {
     "history": "past joint actions in each observation, newest first (1: the last play only)",
@@ -87,12 +87,12 @@ MATRIX_KEY_DOCS = {
     "opponent_period": "with opponent_strategies: also draw a new strategy every this many plays (null: at episode starts only)",
 }
 
-# --- generic, memory, market (ca12/envs/generic.py, memory.py, market.py) ------------------------
+# --- generic, memory, market (ca12/envs/generic/, memory.py, market.py) ------------------------
 GENERIC_TASKS = {"coop": True, "coop_discrete": False}  # task -> continuous actions
 MEMORY_TASKS = ("cue",)
 MARKET_TASKS = ("allocation",)
 
-# --- comm (ca12/envs/comm.py) ---------------------------------------------------------------------
+# --- comm (ca12/envs/comm/) ---------------------------------------------------------------------
 COMM_TASKS = ("referential", "traffic_junction")
 # One-line docs of the task kwargs (`--show-config`).
 COMM_KEY_DOCS = {
@@ -104,7 +104,7 @@ COMM_KEY_DOCS = {
     "vision": "traffic_junction: a car sees the (2 vision + 1)^2 square around it",
 }
 
-# --- meta (ca12/envs/meta.py) ---------------------------------------------------------------------
+# --- meta (ca12/envs/meta/) ---------------------------------------------------------------------
 _NAVIGATION = ("goal_range", "max_speed", "agent_counts", "start_radius", "crowd_radius", "crowd_penalty")
 # task -> the kwargs it takes (everything else in the env section is refused).
 META_TASKS = {"navigation": _NAVIGATION, "agents": _NAVIGATION, "opponent": ("game",)}
@@ -142,7 +142,7 @@ GRID_KEY_DOCS = {
     "shared_reward": "every agent is charged the mean cost over buildings instead of its own",
 }
 
-# --- traffic (ca12/envs/traffic.py) ---------------------------------------------------------------
+# --- traffic (ca12/envs/traffic/) ---------------------------------------------------------------
 TRAFFIC_TASKS = ("arterial1x4", "grid2x2", "grid4x4")
 # One-line docs of the task kwargs (`--show-config`).
 TRAFFIC_KEY_DOCS = {
@@ -157,7 +157,7 @@ TRAFFIC_KEY_DOCS = {
     "shared_reward": "every agent gets the network's mean reward instead of its own intersection's",
 }
 
-# --- sumo (ca12/envs/sumo.py) ---------------------------------------------------------------------
+# --- sumo (ca12/envs/sumo/) ---------------------------------------------------------------------
 # task -> (net file, route file) under sumo_rl/nets.
 SUMO_TASKS = {
     "grid2x2": ("2x2grid/2x2.net.xml", "2x2grid/2x2.rou.xml"),
@@ -193,7 +193,7 @@ def check_sumo_task(task: str) -> None:
         raise UsageError("sumo/ runs SUMO over TraCI (several simulations per process); unset LIBSUMO_AS_TRACI")
 
 
-# --- gym (ca12/envs/gym.py) -------------------------------------------------------------------------
+# --- gym (ca12/envs/gym/) -------------------------------------------------------------------------
 GYM_KEY_DOCS = {
     "vectorization": "one Gymnasium vector env in process (gymnasium, the fastest measured), gymnasium_async (worker processes), "
     "or TorchRL's serial / parallel batching"
@@ -289,7 +289,7 @@ def check_gym_task(task: str) -> None:
         raise UsageError(why)
 
 
-# --- pettingzoo (ca12/envs/pettingzoo.py) -------------------------------------------------------
+# --- pettingzoo (ca12/envs/pettingzoo/) -------------------------------------------------------
 PETTINGZOO_KEY_DOCS = {
     "vectorization": "how the worlds step together: batched (one loop, one batch of tensors: the fastest measured), serial "
     "(TorchRL's SerialEnv) or parallel (worker processes)"

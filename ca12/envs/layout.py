@@ -4,7 +4,7 @@ evaluator and data module asks instead of assuming one `"agents"` group.
 TorchRL's multi-agent convention groups agents of one kind under a key: `(group, "observation")`
 [*B, n_agents, ...], `(group, "action")`, `(group, "reward")` [*B, n_agents, 1], with env-level
 `done`/`terminated` [*B, 1]. A single-agent env enters ca12 as a group of one
-(`ca12.envs.single_agent.as_agent_group`); an env with several groups (teams, speaker and
+(`ca12.envs.gym.single_agent.as_agent_group`); an env with several groups (teams, speaker and
 listener, two players) has one `Group` each.
 """
 
@@ -55,7 +55,7 @@ class AgentLayout:
 
     def __init__(self, groups: dict[str, Group]):
         if not groups:
-            raise UsageError("the env has no agent groups (wrap a single-agent env with ca12.envs.single_agent.as_agent_group)")
+            raise UsageError("the env has no agent groups (wrap a single-agent env with ca12.envs.gym.single_agent.as_agent_group)")
         self.groups = groups
 
     @classmethod

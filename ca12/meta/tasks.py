@@ -4,7 +4,7 @@ A task family is a distribution over tasks that share dynamics and differ in a h
 the agent must find out by acting: a goal, an opponent's strategy, the number of teammates.
 Every family steps any batch of worlds at once, each world with its own task, so one call
 advances [n_tasks, worlds] (MAML's rollouts) or [num_envs] (the TorchRL env of
-ca12/envs/meta.py, one task per world) without a Python loop over worlds; `rollout` loops over
+ca12/envs/meta/, one task per world) without a Python loop over worlds; `rollout` loops over
 time steps only.
 
 A family offers:

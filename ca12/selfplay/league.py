@@ -100,7 +100,7 @@ def episode_results(batch: TensorDictBase, learner: str, opponent: str, tol: flo
 def matrix_seat_swap(n_players: int, n_actions: int, seat: int, other: int) -> torch.Tensor:
     """Feature order that shows seat `other`'s matrix-game observation from seat `seat`.
 
-    A matrix-game observation (ca12/envs/matrix.py) is `[one-hot a_0 | ... | one-hot a_{n-1} |
+    A matrix-game observation (ca12/envs/matrix/) is `[one-hot a_0 | ... | one-hot a_{n-1} |
     one-hot id (n) | t]`; swapping the two seats' action blocks and id entries gives a player in
     seat `other` exactly what it would see in seat `seat` of the same (symmetric) game.
     Returns indices [n A + n + 1] for `obs[..., index]`.

@@ -15,8 +15,8 @@ from torchrl.envs import CatTensors, Compose, PendulumEnv, SerialEnv, Transforme
 from torchrl.envs.utils import RandomPolicy, check_env_specs
 
 from ca12.envs import family_tasks, matrix, memory
+from ca12.envs.gym.single_agent import AsAgentGroup, as_agent_group, group_map_of
 from ca12.envs.memory import CueMemoryEnv
-from ca12.envs.single_agent import AsAgentGroup, as_agent_group, group_map_of
 from ca12.errors import UsageError
 from ca12.seeding import capture_rng_state, restore_rng_state
 

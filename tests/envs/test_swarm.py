@@ -1,4 +1,4 @@
-"""The robot-swarm applications on VMAS (ca12/envs/swarm.py): episode statistics on hand-arranged
+"""The robot-swarm applications on VMAS (ca12/envs/vmas/swarm.py): episode statistics on hand-arranged
 worlds and across partial resets, specs, the boids and assignment baselines against random play,
 mismatched baselines, 16 agents, and the statistics in a run's logs."""
 
@@ -12,7 +12,7 @@ from torchrl.envs.utils import check_env_specs
 
 from ca12.data.evaluator import Evaluator
 from ca12.envs import make_env
-from ca12.envs.swarm import cohesion, contacts_per_agent
+from ca12.envs.vmas.swarm import cohesion, contacts_per_agent
 from ca12.errors import UsageError
 from ca12.evaluate import main
 from ca12.fit import main as fit

@@ -13,7 +13,7 @@ from torchrl.envs.utils import check_env_specs
 
 from ca12.data.evaluator import success_rate
 from ca12.envs import AgentLayout, make_env
-from ca12.envs.traffic_junction import PRESETS, TrafficJunctionEnv, episode_success, junction_layout
+from ca12.envs.comm.traffic_junction import PRESETS, TrafficJunctionEnv, episode_success, junction_layout
 from ca12.errors import UsageError
 from ca12.fit import main
 from ca12.run.score import checkpoint_success_rate

@@ -1,4 +1,4 @@
-"""The QMIX paper's two-step game (`matrix/two_step`, ca12/envs/two_step.py): payoffs along every
+"""The QMIX paper's two-step game (`matrix/two_step`, ca12/envs/matrix/two_step.py): payoffs along every
 joint-action path, state transitions and observations, episode ends, refusals, and a tiny fit."""
 
 from __future__ import annotations

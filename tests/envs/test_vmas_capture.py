@@ -1,7 +1,7 @@
 """The pieces of `collector.kind=cudagraph`, checked on the CPU (the capture itself needs a GPU:
 benchmarks/gpu_session.sh runs it there).
 
-* `NoHostReads` (ca12/envs/host_reads.py) answers VMAS's host reads so that its step can be
+* `NoHostReads` (ca12/envs/vmas/host_reads.py) answers VMAS's host reads so that its step can be
   captured: stepped under it, VMAS must give the same worlds as without it, and read nothing.
 * `CapturedCollector` (ca12/data/cuda_graph_collector.py) runs the rollout step the graph captures: its batch
   must be the one TorchRL's collector gives from the same random state.
@@ -21,8 +21,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ca12.algos import algo_class
 from ca12.data.collectors import make_collector
 from ca12.data.cuda_graph_collector import CapturedCollector
-from ca12.envs.host_reads import HostReadError, NoHostReads
-from ca12.envs.vmas import CapturedState
+from ca12.envs.vmas import VMAS_SOURCES, CapturedState
+from ca12.envs.vmas.host_reads import HostReadError, NoHostReads
 from ca12.errors import UsageError
 from ca12.seeding import capture_rng_state, restore_rng_state
 
@@ -89,7 +89,7 @@ def test_vmas_steps_the_same_worlds_with_no_host_read(task, kwargs, continuous):
 
 
 def test_an_unanswered_host_read_is_named():
-    mode = NoHostReads({}, package="/vmas/")
+    mode = NoHostReads({}, package=VMAS_SOURCES)
     env = vmas.make_env("balance", num_envs=2, device="cpu", continuous_actions=True, seed=0)
     env.reset()
     with pytest.raises(HostReadError, match=r"_set_action \(environment.py:\d+\) reads a device value"), mode:

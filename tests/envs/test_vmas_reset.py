@@ -1,4 +1,4 @@
-"""`BatchResetVmasEnv`: done worlds reset together, others untouched (ca12/envs/vmas.py)."""
+"""`BatchResetVmasEnv`: done worlds reset together, others untouched (ca12/envs/vmas/)."""
 
 import copy
 

@@ -1,11 +1,11 @@
-"""ca12's VMAS scenarios (ca12/envs/vmas_tasks.py): speaker-listener with a goal per world."""
+"""ca12's VMAS scenarios (ca12/envs/vmas/tasks.py): speaker-listener with a goal per world."""
 
 from __future__ import annotations
 
 import torch
 from conftest import tiny_config, tiny_env
 
-from ca12.envs.vmas_tasks import LANDMARK_COLOURS
+from ca12.envs.vmas.tasks import LANDMARK_COLOURS
 
 
 def _env(worlds: int = 64):

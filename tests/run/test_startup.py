@@ -178,7 +178,7 @@ def test_vmas_tasks_are_vmas_scenarios_and_ca12s():
     import vmas
 
     from ca12.envs.catalog import vmas_tasks
-    from ca12.envs.vmas_tasks import SCENARIOS
+    from ca12.envs.vmas.tasks import SCENARIOS
 
     assert vmas_tasks() == sorted([*vmas.scenarios, *vmas.mpe_scenarios, *SCENARIOS])
 

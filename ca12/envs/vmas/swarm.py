@@ -17,7 +17,7 @@ values of the episode, reset with their world (at an episode's last step, the ep
         target on the map; without respawns (`targets_respawn: false`) the fraction of the targets
         found, the episode ending at 1; with respawns each respawned target can be found again.
 
-Baselines (`BASELINES`, exposed by ca12/envs/vmas.py): `boids` (flocking), `assignment`
+Baselines (`BASELINES`, exposed by ca12/envs/vmas/): `boids` (flocking), `assignment`
 (dispersion, discovery: targets shared out by a central planner) and `nearest` (the same tasks,
 every agent for its own nearest target: no coordination). Both read the world state (the agents' positions and velocities, the
 target's, the food's or the targets' positions), not the agents' observations: centralised rules

@@ -1,5 +1,5 @@
 """Traffic signal control on SUMO (`--env sumo/<task>`): sumo-rl's bundled networks through
-TorchRL's `PettingZooWrapper`, the same task as the torch model of ca12/envs/traffic.py on the
+TorchRL's `PettingZooWrapper`, the same task as the torch model of ca12/envs/traffic/ on the
 real microscopic simulator (Eclipse SUMO, one `sumo` process per world, driven over TraCI).
 
 Tasks (`TASKS`), as sumo-rl builds them (it counts every green phase of a signal's program):

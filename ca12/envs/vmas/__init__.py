@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from functools import partial
 
 import torch
+import vmas
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from torchrl.data import Composite
@@ -13,13 +15,17 @@ from torchrl.envs import EnvBase
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.environment.environment import Environment
 
-from ca12.envs import swarm
-from ca12.envs.catalog import vmas_tasks  # VMAS's scenarios and ca12's (ca12/envs/vmas_tasks.py), listed without importing VMAS
+from ca12.envs.catalog import vmas_tasks  # VMAS's scenarios and ca12's (ca12/envs/vmas/tasks.py), listed without importing VMAS
 from ca12.envs.common import task_kwargs, with_return_counters
-from ca12.envs.host_reads import STATIC, NoHostReads
-from ca12.envs.vmas_tasks import SCENARIOS
+from ca12.envs.vmas import swarm
+from ca12.envs.vmas.host_reads import STATIC, NoHostReads
+from ca12.envs.vmas.tasks import SCENARIOS
 from ca12.errors import UsageError
 from ca12.seeding import numpy_state_from_plain, numpy_state_to_plain, register_rng_source
+
+# VMAS's own source files (its installed package folder): a host read is attributed to the innermost
+# frame in them, never to ca12's files (ca12/envs/vmas/ has "vmas" in its path too).
+VMAS_SOURCES = os.path.dirname(vmas.__file__) + os.sep
 
 # VMAS draws resets from one random state shared by all its envs in a process (kept apart from
 # the global generators); checkpoints and evaluation isolation must cover it too.
@@ -98,7 +104,7 @@ def reset_worlds_where(env: Environment, mask: torch.Tensor) -> None:
 
 
 # What VMAS's step reads from the device, by the function that reads it, and the answer that
-# lets it run without the read (ca12/envs/host_reads.py). Checked by tests/envs/test_vmas_capture.py:
+# lets it run without the read (ca12/envs/vmas/host_reads.py). Checked by tests/envs/test_vmas_capture.py:
 # a step under these answers gives the step without them (to rounding), but for one reward below.
 VMAS_HOST_READS = {
     # "any pair of these entities within reach in any world?": a shortcut that skips collision
@@ -133,7 +139,7 @@ class CapturedState:
     def __init__(self, env: Environment):
         self.env = env
         self.anchors: dict[tuple[int, str], tuple[object, str, torch.Tensor]] = {}
-        self.mode = NoHostReads(VMAS_HOST_READS, package="/vmas/")
+        self.mode = NoHostReads(VMAS_HOST_READS, package=VMAS_SOURCES)
         self.anchor()
 
     def anchor(self) -> None:
@@ -245,7 +251,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     return swarm.with_stats(env, cfg.task) if cfg.task in swarm.STATS else env
 
 
-# `python -m ca12.evaluate --baseline NAME --env vmas/<task>`: the swarm tasks' rules (ca12/envs/swarm.py).
+# `python -m ca12.evaluate --baseline NAME --env vmas/<task>`: the swarm tasks' rules (ca12/envs/vmas/swarm.py).
 BASELINES = swarm.BASELINES
 
 

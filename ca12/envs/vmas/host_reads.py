@@ -89,7 +89,7 @@ class NoHostReads(TorchFunctionMode):
 
     Args:
         answers: simulator function name (`co_name`) -> `True`, `False` or `STATIC`.
-        package: path fragment of the simulator's source files (e.g. "/vmas/"): a read is
+        package: path prefix of the simulator's source files (its package folder): a read is
             attributed to the innermost calling function from those files.
     """
 
@@ -107,7 +107,7 @@ class NoHostReads(TorchFunctionMode):
 
     def _site(self):
         frame = sys._getframe(2)
-        while frame is not None and self.package not in frame.f_code.co_filename:
+        while frame is not None and not frame.f_code.co_filename.startswith(self.package):
             frame = frame.f_back
         return frame
 
@@ -118,7 +118,7 @@ class NoHostReads(TorchFunctionMode):
         if name not in self.answers:
             raise HostReadError(
                 f"{where} reads a device value on the host, which a CUDA graph cannot capture; "
-                f"ca12 has no safe answer for it (ca12/envs/host_reads.py)"
+                f"ca12 has no safe answer for it (ca12/envs/vmas/host_reads.py)"
             )
         answer = self.answers[name]
         if answer is not STATIC:

@@ -16,7 +16,7 @@ exploration VDN's additive fit of 2B tops out at 6.5 (its least-squares fit of t
 2A's 7, so its greedy policy goes to 2A and earns 7; a monotonic mixer fits 2B exactly and QMIX
 earns 8 (the paper's Table of learned Q_tot and its figure).
 
-Conventions (those of ca12/envs/matrix.py, the family's module):
+Conventions (those of ca12/envs/matrix/, the family's module):
     * One group "agents" of players `player_0`, `player_1`.
     * Observation per agent, `("agents", "observation")` [B, 2, 5]: `[one-hot of the state
       1 / 2A / 2B | the agent's one-hot index]`, as in the paper (each agent sees the full state,

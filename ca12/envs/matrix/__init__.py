@@ -49,7 +49,7 @@ from torchrl.envs import EnvBase
 from ca12.envs.catalog import MATRIX_GAMES as GAMES  # noqa: F401  (the named games and the tasks live in the catalog: start-up)
 from ca12.envs.catalog import MATRIX_TASKS
 from ca12.envs.common import check_integers, family_kwargs, group_output, register_env_rng, reset_mask, set_group_specs, with_return_counters
-from ca12.envs.two_step import make as make_two_step
+from ca12.envs.matrix.two_step import make as make_two_step
 from ca12.errors import UsageError
 
 # Task kwargs this family takes (everything else in the env section is refused).
@@ -307,7 +307,7 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     `env.history` (default 1), `env.opponent_strategies` and `env.opponent_period` (default
     null) are `MatrixGameEnv`'s arguments.
 
-    Task `two_step` is the QMIX paper's two-step game (ca12/envs/two_step.py), built there.
+    Task `two_step` is the QMIX paper's two-step game (ca12/envs/matrix/two_step.py), built there.
 
     Raises:
         UsageError: continuous actions asked for, no or malformed payoffs, unknown kwargs.

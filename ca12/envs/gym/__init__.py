@@ -1,5 +1,5 @@
 """Single-agent Gymnasium tasks (`--env gym/<id>`, any id in Gymnasium's registry) through
-TorchRL's `GymWrapper`, entering ca12 as a team of one (`ca12.envs.single_agent.as_agent_group`:
+TorchRL's `GymWrapper`, entering ca12 as a team of one (`ca12.envs.gym.single_agent.as_agent_group`:
 group "agent" of size 1), so every algorithm, checkpoint, evaluation and metric works on them
 unchanged.
 
@@ -48,7 +48,7 @@ from torchrl.envs import EnvBase, GymWrapper, ParallelEnv, SerialEnv
 from ca12.envs.catalog import GYM_EXTRAS
 from ca12.envs.catalog import check_gym_task as check_task  # its task list and checks live in the catalog (start-up)
 from ca12.envs.common import register_numpy_rng, vectorized_kwargs
-from ca12.envs.single_agent import as_agent_group
+from ca12.envs.gym.single_agent import as_agent_group
 from ca12.errors import UsageError
 
 # How `env.num_envs` copies step together (see the module docstring); the first is the default.

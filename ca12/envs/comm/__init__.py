@@ -27,7 +27,7 @@ Seeding: like `ca12.envs.memory`, each env keeps its own generator (seeded by th
 `seed` and by `set_seed`), registered under `comm/<device>/<seed>` so checkpoints capture it.
 
 The family's other task, `comm/traffic_junction` (CommNet's, IC3Net's and TarMAC's traffic
-junction), is `TrafficJunctionEnv` in ca12/envs/traffic_junction.py; `make` picks by task.
+junction), is `TrafficJunctionEnv` in ca12/envs/comm/traffic_junction.py; `make` picks by task.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
 from ca12.envs.catalog import COMM_TASKS as TASKS  # the catalog lists tasks and documents their kwargs (start-up)
+from ca12.envs.comm.traffic_junction import TrafficJunctionEnv
 from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
-from ca12.envs.traffic_junction import TrafficJunctionEnv
 
 # Task kwargs each task takes (everything else in the env section is refused).
 _KWARGS = {"referential": ("n_targets",), "traffic_junction": ("difficulty", "dim", "n_max", "arrival_prob", "vision")}
@@ -111,7 +111,7 @@ class ReferentialEnv(SeededTorchEnv):
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
-    """The task's env (`ReferentialEnv`, or `TrafficJunctionEnv` of ca12/envs/traffic_junction.py)
+    """The task's env (`ReferentialEnv`, or `TrafficJunctionEnv` of ca12/envs/comm/traffic_junction.py)
     as the config says, seeded, with a per-agent return counter.
 
     Raises:
