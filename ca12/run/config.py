@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ca12.errors import UsageError
 from ca12.paths import conf_dir, group_options
+from ca12.run.experiments import experiment_choice, experiment_target, group_texts
 from ca12.sections import MAX_SEED
 
 # Config groups a user may switch with GROUP=OPTION (algo and env are chosen by --algo/--env);
@@ -140,28 +140,6 @@ def _composed(config_dir: str, overrides: tuple[str, ...]) -> DictConfig:
 
 
 _MISSING = object()
-
-
-def experiment_choice(overrides: list[str] | None) -> str | None:
-    """The `experiment=NAME` among command-line overrides, checked against conf/experiment/."""
-    chosen = [text.partition("=")[2] for text in overrides or [] if text.partition("=")[0].strip() == "experiment"]
-    if not chosen:
-        return None
-    _group_override("experiment", chosen[-1])
-    return chosen[-1]
-
-
-def experiment_target(name: str) -> tuple[str, str]:
-    """(algorithm, env) an experiment is tuned for: its defaults list's `override /algo: A` and
-    `override /env: FAMILY/TASK` (conf/experiment/NAME.yaml, a file of ca12's own)."""
-    import yaml
-
-    path = conf_dir() / "experiment" / f"{name}.yaml"
-    entries = yaml.safe_load(path.read_text()).get("defaults", [])
-    found = {key.removeprefix("override /"): value for entry in entries if isinstance(entry, dict) for key, value in entry.items()}
-    if "algo" not in found or "env" not in found:
-        raise UsageError(f"experiment={name}: {path} names no algorithm and env (its defaults need 'override /algo: A' and 'override /env: F/T')")
-    return found["algo"], found["env"]
 
 
 def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: int | None = None) -> DictConfig:
@@ -342,7 +320,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
     _fill_new_keys(cfg)
     texts = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
     # `experiment=`/`debug=` (the run's own command repeated) stand for their keys, in their place.
-    texts = [each for text in texts for each in (_group_texts(cfg, text) if text.partition("=")[0].strip() in ("experiment", "debug") else [text])]
+    texts = [each for text in texts for each in (group_texts(cfg, text) if text.partition("=")[0].strip() in ("experiment", "debug") else [text])]
     for text in texts:
         if _is_callback_override(text):  # callbacks may be added, changed or removed on resume
             key, value = _callback_override(text)
@@ -381,40 +359,6 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
             continue
         OmegaConf.update(cfg, key, parsed, merge=False)
     return validate(cfg)
-
-
-def _group_texts(cfg: DictConfig, text: str) -> list[str]:
-    """`experiment=NAME` or `debug=NAME` on `--resume`, as the `KEY=VALUE` texts its files set for
-    the run's algorithm (group switches among them as `GROUP=OPTION`), so that `apply_overrides`
-    lets the run's own command be repeated and refuses, key by key, what would change a frozen one."""
-    import yaml
-
-    group, option = _split_override(text)
-    _group_override(group, option)
-    files = [conf_dir() / group / f"{option}.yaml"]
-    run = (cfg.algo.name, f"{cfg.env.family}/{cfg.env.task}")
-    if group == "debug":
-        files.append(conf_dir() / "debug_algo" / option / f"{cfg.algo.name}.yaml")
-    elif experiment_target(option) != run:
-        tuned = experiment_target(option)
-        raise UsageError(f"experiment={option} is tuned for --algo {tuned[0]} --env {tuned[1]}; this run trains {run[0]} on {run[1]}")
-    texts = []
-    for path in filter(lambda path: path.is_file(), files):
-        data = yaml.safe_load(path.read_text()) or {}
-        for entry in data.pop("defaults", []):
-            for target, choice in entry.items() if isinstance(entry, dict) else []:
-                name = target.removeprefix("override /").partition("@")[2] or target.removeprefix("override /")
-                texts += [] if name in ("algo", "env") else [f"{name}={choice}"]  # algo and env: checked by experiment_target
-        texts += [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in _leaves(data)]
-    return texts
-
-
-def _leaves(tree: dict, prefix: str = ""):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def saved_config(run_config: Any, where: str, overrides: list[str] | None = None, seed: int | None = None, callbacks: bool = True) -> DictConfig:

@@ -47,7 +47,8 @@ def fit_parser() -> argparse.ArgumentParser:
 
 def resolve_run(args: argparse.Namespace):
     """The run's config, run directory, checkpoint to resume from and that checkpoint's ca12 state."""
-    from ca12.run.config import experiment_choice, experiment_target, load_config, saved_config
+    from ca12.run.config import load_config, saved_config
+    from ca12.run.experiments import experiment_choice, experiment_target
     from ca12.run.trainer import gpu_overrides
 
     if args.resume:

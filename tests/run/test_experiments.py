@@ -8,7 +8,8 @@ import pytest
 from ca12.algos import default_env
 from ca12.fit import main
 from ca12.paths import conf_dir, group_options
-from ca12.run.config import algo_names, experiment_target, load_config
+from ca12.run.config import algo_names, load_config
+from ca12.run.experiments import experiment_target
 
 
 @pytest.mark.parametrize("name", group_options("experiment"))

@@ -26,7 +26,8 @@ from omegaconf import OmegaConf
 
 from ca12.algos import default_env
 from ca12.paths import group_options
-from ca12.run.config import SWITCHABLE_GROUPS, experiment_choice, experiment_target, load_config
+from ca12.run.config import SWITCHABLE_GROUPS, load_config
+from ca12.run.experiments import experiment_choice, experiment_target
 from ca12.run.tracking import read_metrics_rows
 
 README = Path(__file__).resolve().parents[2] / "README.md"
