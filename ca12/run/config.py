@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ca12.errors import UsageError
 from ca12.paths import conf_dir, group_options
-from ca12.run.experiments import experiment_choice, experiment_target, group_texts
+from ca12.run.experiments import check_option, experiment_choice, experiment_target, group_texts
 from ca12.sections import MAX_SEED
 
 # Config groups a user may switch with GROUP=OPTION (algo and env are chosen by --algo/--env);
@@ -115,11 +115,9 @@ def _already_removed(cfg: DictConfig, key: str) -> bool:
 
 def _group_override(group: str, value: str) -> str:
     """`GROUP=OPTION` (or `logger=[a,b]`) checked against conf/, as Hydra's override string."""
-    options = group_options(SWITCHABLE_GROUPS[group])
     chosen = [v.strip() for v in value.strip("[]").split(",")] if group == "logger" else [value]
     for option in chosen:
-        if option not in options:
-            raise UsageError(f"unknown {group} '{option}'; choose one of: {', '.join(options)}")
+        check_option(group, SWITCHABLE_GROUPS[group], option)
     if group == "critic_model":
         return f"model@critic_model={value}"
     return f"{group}={value}"

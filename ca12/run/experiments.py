@@ -12,17 +12,23 @@ import yaml
 from omegaconf import DictConfig
 
 from ca12.errors import UsageError
-from ca12.paths import conf_dir
+from ca12.paths import conf_dir, group_options
+
+
+def check_option(name: str, group: str, option: str) -> None:
+    """Refuse in one line an option the config group `group` (a folder of conf/) does not hold;
+    `name` is how the command line calls the group (`critic_model` for conf/model/)."""
+    options = group_options(group)
+    if option not in options:
+        raise UsageError(f"unknown {name} '{option}'; choose one of: {', '.join(options)}")
 
 
 def experiment_choice(overrides: list[str] | None) -> str | None:
     """The `experiment=NAME` among command-line overrides, checked against conf/experiment/."""
-    from ca12.run.config import _group_override
-
     chosen = [text.partition("=")[2] for text in overrides or [] if text.partition("=")[0].strip() == "experiment"]
     if not chosen:
         return None
-    _group_override("experiment", chosen[-1])
+    check_option("experiment", "experiment", chosen[-1])
     return chosen[-1]
 
 
@@ -41,10 +47,8 @@ def group_texts(cfg: DictConfig, text: str) -> list[str]:
     """`experiment=NAME` or `debug=NAME` on `--resume`, as the `KEY=VALUE` texts its files set for
     the run's algorithm (group switches among them as `GROUP=OPTION`), so that `apply_overrides`
     lets the run's own command be repeated and refuses, key by key, what would change a frozen one."""
-    from ca12.run.config import _group_override, _split_override
-
-    group, option = _split_override(text)
-    _group_override(group, option)
+    group, _, option = (part.strip() for part in text.partition("="))
+    check_option(group, group, option)
     files = [conf_dir() / group / f"{option}.yaml"]
     run = (cfg.algo.name, f"{cfg.env.family}/{cfg.env.task}")
     if group == "debug":
