@@ -109,8 +109,9 @@ def _callback_class(name: str, entry) -> type:
     if not OmegaConf.is_dict(entry) or "_target_" not in entry:
         raise UsageError(f"callbacks.{name} has no _target_ (the Lightning Callback class to build); remove an entry with ~callbacks.{name}")
     path = entry._target_
-    if own_class_name(path):  # one of ca12's own, under any of its paths
-        path = f"ca12.callbacks.{_CLASSES[own_class_name(path)]}.{own_class_name(path)}"
+    own = own_class_name(path)
+    if own:  # one of ca12's own, under any of its paths
+        path = f"ca12.callbacks.{_CLASSES[own]}.{own}"
     module_name, _, attr = path.rpartition(".") if isinstance(path, str) else ("", "", "")
     if not module_name or not attr:
         raise UsageError(

@@ -155,8 +155,8 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
     if algo not in algo_names():
         raise UsageError(f"unknown algorithm '{algo}'; choose one of: {', '.join(algo_names())}")
     experiment = experiment_choice(overrides)
-    if experiment is not None and experiment_target(experiment) != (algo, env):
-        tuned_algo, tuned_env = experiment_target(experiment)
+    tuned_algo, tuned_env = experiment_target(experiment) if experiment is not None else (algo, env)
+    if (tuned_algo, tuned_env) != (algo, env):
         raise UsageError(
             f"experiment={experiment} is tuned for --algo {tuned_algo} --env {tuned_env}, not --algo {algo} --env {env} (leave both out)"
         )
