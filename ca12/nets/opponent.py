@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+from torch import nn
 from torchrl.data import OneHot
 from torchrl.envs import EnvBase
 
@@ -132,3 +133,48 @@ class OpponentModel(TensorDictModuleBase):
 def _indices(action: torch.Tensor, group: Group) -> torch.Tensor:
     """A discrete group's actions as indices [*B, n_agents] (one-hot actions are [*B, n_agents, A])."""
     return action.long().argmax(-1) if isinstance(group.action_spec, OneHot) else action.long()
+
+
+class OpponentModels(nn.ModuleDict):
+    """`algo.opponent_model`'s networks, one `OpponentModel` per trained group (empty when off): an
+    optional part of the PPO family's update (MAPPO, IPPO, PPO hold one, they do not inherit it).
+
+    Its parts of the update: the models act before the actors (`policy` puts them first and
+    each actor reads `prediction(g)`), their weighted cross-entropy joins the loss
+    (`loss_terms`), and their accuracy while acting is logged (`metrics`). Its state_dict keys
+    are `opponent_models.<group>.*` under the module, as they were when MAPPO held the models.
+    """
+
+    @classmethod
+    def build(cls, algo: DictConfig, groups: list[Group], layout: AgentLayout, env: EnvBase, model: DictConfig) -> "OpponentModels":
+        """The models `algo` (the `algo` section) asks for; one-line `UsageError`s for a setting
+        they cannot serve (a league's snapshots have no opponent model to act with)."""
+        models = cls()
+        if not algo.opponent_model:
+            return models
+        if algo.league.opponents is not None:
+            raise UsageError(
+                "algo.opponent_model=true cannot play a league (algo.league.opponents): its snapshots are actors without an opponent model"
+            )
+        models.coeff = float(algo.opponent_model_coeff)
+        for group in groups:
+            models[group.name] = OpponentModel(group, layout, env, model, device=env.device)
+        return models
+
+    def prediction(self, g: str) -> tuple[tuple[str, str], int] | None:
+        """What group `g`'s actor reads besides its observation (`make_actor(extra_input=...)`)."""
+        return self[g].prediction if g in self else None
+
+    def loss_terms(self, minibatch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """`loss_opponent`, the cross-entropy summed over groups and weighted by
+        `algo.opponent_model_coeff`, and `opponent_cross_entropy`, the plain (detached) one."""
+        if not self:
+            return {}
+        cross_entropy = sum(model.cross_entropy(minibatch) for model in self.values())
+        return {"opponent_cross_entropy": cross_entropy.detach(), "loss_opponent": self.coeff * cross_entropy}
+
+    def metrics(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """`train/opponent_accuracy`: of the predictions made while collecting, mean over groups."""
+        if not self:
+            return {}
+        return {"train/opponent_accuracy": torch.stack([model.accuracy(batch) for model in self.values()]).mean()}

@@ -34,7 +34,7 @@ def test_sequence_values_reproduce_the_collected_ones_and_bootstrap_within_episo
     with torch.no_grad():  # 10 steps of 4-step episodes: two resets inside each trajectory
         batch = env.rollout(10, module.policy, break_when_any_done=False)
     collected = batch["agents", "state_value"].clone()  # the critic steps with the collector
-    module.sequence_values("agents", batch)
+    module.estimators.sequence_values("agents", module.critics["agents"], batch)
     torch.testing.assert_close(batch["agents", "state_value"], collected, rtol=0, atol=1e-6)
     following, same_episode = batch["next", "agents", "state_value"][:, :-1], ~batch["is_init"][:, 1:, 0]
     torch.testing.assert_close(following[same_episode], collected[:, 1:][same_episode], rtol=0, atol=1e-6)

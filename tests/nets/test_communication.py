@@ -357,13 +357,13 @@ def test_a_signalling_bonus_pushes_the_speaker_towards_distinct_messages():
     ceiling = float(-(goals * goals.log()).sum())
     optimiser = torch.optim.Adam(module.actors["speaker"].parameters(), lr=3e-2)
     with torch.no_grad():
-        before = float(module.signalling_information("speaker", frames))
+        before = float(module.signalling.information("speaker", frames))
     for _ in range(300):
         optimiser.zero_grad()
-        (-module.signalling_information("speaker", frames)).backward()
+        (-module.signalling.information("speaker", frames)).backward()
         optimiser.step()
     with torch.no_grad():
-        after = float(module.signalling_information("speaker", frames))
+        after = float(module.signalling.information("speaker", frames))
     # From 0 to at least half the ceiling: gradient ascent alone may stop at a partition (two goals sharing one message).
     assert len(counts) == 3 and before < 0.01 * ceiling and 0.5 * ceiling < after <= ceiling + 1e-4, (before, after, ceiling)
 

@@ -177,3 +177,21 @@ def test_an_algorithm_refuses_an_env_it_cannot_act_in(tmp_path, monkeypatch, cap
     assert len(err) == 1
     assert err[0].startswith("ca12.fit: error: mappo cannot train on this env: its actions are continuous, mappo handles discrete actions")
     assert not run_dir.exists()
+
+
+def test_the_ppo_familys_optional_parts_keep_the_checkpoint_keys_mappo_wrote_when_it_held_them_inline():
+    """Opponent models and recurrent-critic estimators are composed objects now; a checkpoint of
+    the version that built them inside MAPPO (keys `opponent_models.<g>.*`, `estimators.<g>.*`)
+    must still load."""
+    from ca12.envs import make_spec_env
+    from ca12.run.config import load_config
+
+    def keys(algo, env, overrides):
+        cfg = load_config(algo, env, [*TINY, *overrides])
+        return set(algo_class(algo)(cfg, make_spec_env(cfg.env, 0)).state_dict())
+
+    opponent = keys("ppo", "matrix/rock_paper_scissors", ["algo.opponent_model=true"])
+    assert {k.split(".")[0] for k in opponent} == {"_policy", "actors", "critics", "losses", "opponent_models"}
+    assert {f"opponent_models.agents.net.module.params.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")} <= opponent
+    recurrent = keys("mappo", "vmas/navigation", ["critic_model=gru"])
+    assert {"estimators.agents.gamma", "estimators.agents.lmbda"} <= recurrent
