@@ -32,15 +32,24 @@ from ca12.errors import UsageError
 # ca12's callbacks a config names (conf/callbacks/) -> their module in callbacks/ (which imports
 # this table: it is declared here, at the bottom of the imports, so both read one list).
 CONFIGURABLE_CALLBACKS = {"FramesProgressBar": "progress", "EvaluationCallback": "evaluation", "IterationCheckpoint": "checkpoint"}
+
+
+def callback_paths(classes: Mapping[str, str]) -> dict[str, str]:
+    """Every dotted path a config may name one of ca12's callback `classes` (class -> its module
+    in callbacks/) by -> the class: `ca12.callbacks[.<module>].NAME`, and `callbacks[.<module>].NAME`,
+    which run directories written before callbacks/ installed as `ca12.callbacks` (2026-12-07) say."""
+    return {
+        path: name
+        for name, module in classes.items()
+        for package in ("ca12.callbacks", "callbacks")
+        for path in (f"{package}.{name}", f"{package}.{module}.{name}")
+    }
+
+
 # Callback classes a saved run may name: ca12's own under each of their paths, and Lightning's that
 # take plain-valued arguments only and write nothing outside the run.
 ALLOWED_CALLBACKS = frozenset(
-    [
-        path
-        for name, module in CONFIGURABLE_CALLBACKS.items()
-        for package in ("ca12.callbacks", "callbacks")  # callbacks.*: runs of before 2026-12-07
-        for path in (f"{package}.{name}", f"{package}.{module}.{name}")
-    ]
+    [*callback_paths(CONFIGURABLE_CALLBACKS)]
     + [
         f"lightning.pytorch.callbacks.{name}"
         for name in (

@@ -12,7 +12,7 @@ import importlib
 import inspect
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ca12.untrusted import CONFIGURABLE_CALLBACKS
+from ca12.untrusted import CONFIGURABLE_CALLBACKS, callback_paths
 
 if TYPE_CHECKING:
     from ca12.callbacks.checkpoint import GracefulStop, IterationCheckpoint
@@ -25,6 +25,7 @@ __all__ = ["EvaluationCallback", "FramesProgressBar", "GracefulStop", "Iteration
 # config is validated, which needs no Lightning (docs/ARCHITECTURE.md, "What may be imported at
 # start-up").
 _CLASSES = {**CONFIGURABLE_CALLBACKS, "GracefulStop": "checkpoint"}
+_PATHS = callback_paths(_CLASSES)  # every path a config may name them by -> the class
 # What `check_callbacks` needs of those conf/callbacks/ names, known without importing them: class
 # -> (a progress bar?, its constructor's arguments). tests/run/test_startup.py holds it to the classes.
 OWN_CALLBACKS = {
@@ -41,16 +42,9 @@ def __getattr__(name: str):
 
 
 def own_class_name(target: Any) -> str | None:
-    """The name of the ca12 callback class a `_target_` names (`ca12.callbacks.NAME` or
-    `ca12.callbacks.<module>.NAME`; run directories written before `callbacks/` installed as
-    `ca12.callbacks` say `callbacks.NAME`), else None."""
-    if not isinstance(target, str):
-        return None
-    name = target.rpartition(".")[2]
-    if name not in _CLASSES:
-        return None
-    paths = (f"{package}.{name}" for package in ("ca12.callbacks", "callbacks", f"ca12.callbacks.{_CLASSES[name]}", f"callbacks.{_CLASSES[name]}"))
-    return name if target in paths else None
+    """The name of the ca12 callback class a `_target_` names (under any of the paths
+    `untrusted.callback_paths` lists), else None."""
+    return _PATHS.get(target) if isinstance(target, str) else None
 
 
 def _own_callback(entry) -> tuple[str, bool, tuple[str, ...]] | None:
