@@ -1,6 +1,6 @@
 """Time ca12.game_theory against nashpy on random n x n games, side by side in one run.
 
-    /work/venv/bin/python benchmarks/game_theory.py [--sizes 4 5 ... 12] [--budget 60]
+    python benchmarks/game_theory.py [--sizes 4 5 ... 12] [--budget 60]
 
 Columns: all equilibria by support enumeration (ours vs nashpy) and one equilibrium by
 Lemke-Howson from label 0 (median of repeats). nashpy calls are cut off after ``--budget``

@@ -5,7 +5,7 @@
     python benchmarks/vs_benchmarl.py --algo mappo --task navigation --device cuda \\
         --to-return 0.9 --total-frames 600000 --extra algo.cudagraphs=true env.num_envs=200 ...
 
-The work is BenchMARL's fine-tuned VMAS work (../shared/ANCHORS.md):
+The work is BenchMARL's fine-tuned VMAS work (its conf/ for VMAS, docs/benchmarks.md):
   * on-policy (mappo, ippo): 600 envs x 100 steps = 60 000 frames per iteration, 45 epochs of
     minibatch 4096, MLP 2x256 Tanh, lr 5e-5, gamma 0.9, lambda 0.9, clip 0.2, grad-norm clip 5;
   * off-policy (maddpg, masac): 6 000 frames from 60 envs + 1 000 Adam steps of every optimiser on
@@ -120,7 +120,7 @@ def seconds_per_iteration(rows: list[dict]) -> tuple[float, float, float]:
 
 
 def run_benchmarl(site: str, algo: str, task: str, device: str, iters: int, timeout: float) -> tuple[float, float, str]:
-    """BenchMARL 1.5.2 at the same work (../shared/bench/benchmarl_gpu.sh's command): seconds per
+    """BenchMARL 1.5.2 at the same work (`python -m benchmarl.run` with the overrides below): seconds per
     iteration from its progress bar's last rate, the wall time and the last return line."""
     if algo in ON_POLICY:
         work = [

@@ -3,8 +3,7 @@ CUDA graph (`tensordict.nn.CudaGraphModule`) captures whole, so that the hundred
 of optimiser steps of an iteration cost a graph replay each and no host synchronisation.
 
 `algo.cudagraphs=true` (CUDA only) chooses it. `torch.compile` is not offered: measured, it did
-not pay (MAPPO at BenchMARL's work on an H200: 3.08 s per iteration compiled and captured
-against 2.27 s captured alone; on CPU the compiled update was ~4x slower than eager), and
+not pay (slower than capture alone on the GPU and than eager on the CPU; docs/benchmarks.md), and
 TorchRL's losses with functional parameters (DDPG, SAC, QMIX) break its tracing in torch 2.13.
 Inside that function `Stepper.step` (ca12/algos/optim.py) steps directly (`backward()`, one gradient norm that also
 clips, a fused Adam step that skips itself on a NaN/inf update through its `found_inf` input)

@@ -86,8 +86,8 @@ class Stepper:
         In one process (no DDP) without a grad scaler (`16-mixed`), the step calls `backward()`
         and the optimiser's `step()` itself rather than through Lightning's manual-optimisation
         wrappers, which there only dispatch hooks (`on_before_backward`, `on_after_backward`,
-        `on_before_optimizer_step`: not called for these steps) and cost ~1 ms per step, 10 % of
-        a replay iteration on CPU; under DDP `manual_backward` is what averages the gradients.
+        `on_before_optimizer_step`: not called for these steps) and cost a noticeable share of a
+        small replay update on CPU (docs/benchmarks.md); under DDP `manual_backward` is what averages the gradients.
         Returns the gradient norm before clipping.
         """
         inner = getattr(optimiser, "optimizer", optimiser)  # under Lightning's LightningOptimizer

@@ -1,8 +1,8 @@
 """`collector.kind=cudagraph`: on-policy batches from VMAS with each rollout step (policy, env step,
 storing) replayed as one CUDA graph.
 
-TorchRL's `Collector` steps a VMAS env from Python: about 10 ms a step on a GPU whatever the
-number of worlds, almost all of it kernel launches and host reads of device values (the
+TorchRL's `Collector` steps a VMAS env from Python: on a GPU a step costs about the same whatever
+the number of worlds, almost all of it kernel launches and host reads of device values (the
 profile in docs/benchmarks.md). This collector keeps TorchRL's env and policy and its
 `step` / `step_mdp` / `maybe_reset`, and runs the part of a step that has no host read as one
 captured graph:

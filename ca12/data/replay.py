@@ -47,7 +47,7 @@ class ReplayBatch:
 
 
 # Entries a learner never reads from replay: the collector's bookkeeping, envs' info, return
-# counters. Leaving them out makes sampling ~30x cheaper on CPU (fewer tensors to gather).
+# counters. Leaving them out makes sampling much cheaper on CPU (fewer tensors to gather).
 _NOT_REPLAYED = ("collector", "info", "episode_reward")
 
 

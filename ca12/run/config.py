@@ -125,7 +125,7 @@ def _group_override(group: str, value: str) -> str:
 
 def _compose(overrides: list[str]) -> DictConfig:
     """conf/ composed with Hydra `overrides`: a fresh copy of a composition kept per conf/
-    directory and override list, since a Hydra compose costs about 0.2 s and a sweep, a
+    directory and override list, since a Hydra compose is slow next to a copy and a sweep, a
     population or the tests compose the same lists again and again."""
     return copy.deepcopy(_composed(str(conf_dir()), tuple(overrides)))
 

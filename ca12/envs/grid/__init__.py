@@ -107,14 +107,10 @@ Baselines (`BASELINES`, factories `env -> policy`): `no_battery`, the uncontroll
 `rule_based` (batteries: charge fully at off-peak prices, charge the PV surplus, discharge the
 building's own net load at peak prices; flexible loads: the cheapest window steps at full power,
 the earliest of equal price first, each step running what the cheaper steps still to come could
-not take). Measured over 1000 days on `grid/cigre_lv` (defaults; `python -m ca12.evaluate
---baseline NAME --env grid/cigre_lv --episodes 1000`): rule_based costs 26 % less than no_battery
-(967 vs 1303 EUR a day over the 15 buildings, as many violation steps: 5.3 vs 5.2), yet its return
-is lower (-168.5 vs -126.0 per agent): the price herds every battery and the flexible loads' last
-hour onto 23:00, the window's one off-peak hour, where the import peaks (933 vs 609 kW, two
-transformers over their ratings, voltages down to 0.91 pu; ramping 3024 vs 2142 kW), the rebound peak
-of time-of-use tariffs. Room for a learned, coordinated policy. With `flexible_share=0` (batteries
-and PV only): 1006 vs 1352 EUR, peak 651 vs 630 kW, ramping 2231 vs 1759 kW, 5.4 violation steps.
+not take). The rule pays the lowest bill but herds every battery onto the tariff's one off-peak
+hour of the flexible window, the rebound peak of time-of-use tariffs; docs/applications.md has
+their measured costs beside the learners' (`python -m ca12.evaluate --baseline NAME --env
+grid/cigre_lv` measures them).
 
 Seeding: the env keeps its own generator (constructor `seed`, `set_seed`), registered under
 `grid/<task>/<device>/<seed>` so checkpoints capture it.

@@ -18,17 +18,14 @@ Vectorisation (`env.vectorization`): `env.num_envs` copies of the task step as o
       itself (a `reset_mask`), exactly as it does for its own batched envs.
     * `gymnasium_async`: the same with `AsyncVectorEnv` (one process per world).
     * `serial` / `parallel`: TorchRL's `SerialEnv` / `ParallelEnv` of one `GymWrapper` per world.
-Measured with benchmarks/gym_vectorisation.py (random actions through `make_env`, frames/s,
-ratio to `serial` in the same run; two runs on this shared, loaded 2-core machine):
-    CartPole-v1  8 envs: gymnasium 5.3-5.9 k vs serial 1.5-3.0 k (1.8-4.0x); 64 envs: 7.8-8.2x
-    Pendulum-v1  8 envs: gymnasium 8.2-10.6 k vs serial 2.4-3.5 k (3.0-3.5x); 64 envs: 4.8-9.3x
-    at 8 envs gymnasium_async 0.6-3.1x and parallel 0.1-0.5x, each taking 13-37 s to start.
-So `gymnasium` is the default: it batches a step's results in NumPy and crosses into TorchRL
+`gymnasium` is the default and the fastest of the four on CartPole and Pendulum, from 8 worlds
+on (benchmarks/gym_vectorisation.py prints each one's frames/s as a ratio to `serial`, measured
+in the same run; docs/benchmarks.md has the figures): it batches a step's results in NumPy and crosses into TorchRL
 once per step, where `SerialEnv` pays TorchRL's per-env TensorDict work B times, and the
-process-based ones pay a round trip per step that these ~10 us envs cannot repay on 2 cores.
+process-based ones pay a round trip per step that envs this cheap cannot repay on few cores.
 TorchRL's own `GymEnv(num_envs=...)` is not used: it builds an `AsyncVectorEnv` in Gymnasium's
 default NEXT_STEP autoreset mode, whose extra reset step TorchRL 0.14 records as a transition
-(reward 0, the action ignored), and it took ~30 s to start here.
+(reward 0, the action ignored), and its worker processes are slow to start.
 
 Seeding: `env.set_seed(seed)` resets world i with seed + i (Gymnasium's vector seeding); the
 worlds' NumPy generators are registered with `ca12.seeding` (`register_numpy_rng`), so a

@@ -21,12 +21,12 @@ Vectorisation (`env.vectorization`), PettingZoo having no vector API:
   one loop that fills one batch of tensors, with the specs `PettingZooWrapper` gives;
 * `serial` / `parallel`: one `PettingZooWrapper` per world in TorchRL's `SerialEnv` /
   `ParallelEnv` (one process per world).
-Most of a wrapped step is TorchRL's per-world TensorDict work (one world: ~1.2 ms a step
-wrapped, ~0.1-0.26 ms for MPE itself), which `batched` pays once per batch instead of once per
-world. Measured with benchmarks/gym_vectorisation.py: see docs/benchmarks.md. All three give the
-same rollout for the same seed and actions (tested). Seeding and checkpoints as for `gym/...`:
-world i's NumPy generator is seeded through `set_seed` (TorchRL's seed chain: world i+1 gets
-`seed_generator` of world i's seed) and registered with `ca12.seeding`.
+Most of a wrapped step is TorchRL's per-world TensorDict work, several times MPE's own step,
+which `batched` pays once per batch instead of once per world. Measured with
+benchmarks/gym_vectorisation.py: see docs/benchmarks.md. All three give the same rollout for the
+same seed and actions (tested). Seeding and checkpoints as for `gym/...`: world i's NumPy
+generator is seeded through `set_seed` (TorchRL's seed chain: world i+1 gets `seed_generator` of
+world i's seed) and registered with `ca12.seeding`.
 """
 
 from __future__ import annotations
