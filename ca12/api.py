@@ -25,9 +25,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from tensordict.nn import TensorDictModuleBase
 
+from ca12.cli import quiet_libraries
+from ca12.envs import make_env
 from ca12.errors import UsageError
+from ca12.run.config import saved_config
+from ca12.run.rundir import build_module, checkpoint_path, read_checkpoint, run_dir_of
+from ca12.run.train import fit_args, run
 
 
 def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Path | None = None, **overrides: Any) -> "Run":
@@ -43,9 +49,6 @@ def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Pa
         NonFiniteError: a loss became NaN/inf (the last good checkpoint is kept).
         ca12.cli.Interrupted: a signal stopped the run after saving its iteration.
     """
-    from ca12.cli import quiet_libraries
-    from ca12.run.train import fit_args, run
-
     if isinstance(overrides.get("env"), str):
         if env is not None:
             raise UsageError(f"the env is given twice: '{env}' and env='{overrides['env']}'")
@@ -59,8 +62,6 @@ def load(path: str | Path) -> "Run":
     """The run in a run directory (its `checkpoints/last.ckpt`) or of a checkpoint file;
     a missing or unreadable checkpoint, or one whose run config is not plain data, is a
     one-line `UsageError` (ca12.run.rundir, ca12.run.config.saved_config)."""
-    from ca12.run.rundir import checkpoint_path, read_checkpoint, run_dir_of
-
     path = Path(path)
     checkpoint = checkpoint_path(path)
     run = Run(run_dir_of(checkpoint) if checkpoint.is_file() else path, checkpoint)
@@ -137,8 +138,6 @@ class Run:
         """The checkpoint's weights (`state_dict`) and ca12 state (`ca12`: run config, frames,
         iterations), read once."""
         if self._saved is None:
-            from ca12.run.rundir import read_checkpoint
-
             self._saved = _kept(read_checkpoint(self.checkpoint))
         return self._saved
 
@@ -147,8 +146,6 @@ class Run:
         """The run's resolved config (an OmegaConf DictConfig), as its checkpoint holds it, read as
         data (`ca12.run.config.saved_config`: no interpolation resolved, no class imported, not even
         the `callbacks` section's)."""
-        from ca12.run.config import saved_config
-
         return saved_config(self.saved["ca12"]["run_config"], str(self.checkpoint), callbacks=False)
 
     @property
@@ -175,8 +172,6 @@ class Run:
     def module(self):
         """The trained LightningModule: rebuilt from the config, weights from `checkpoint`, on
         the CPU in eval mode."""
-        from ca12.run.rundir import build_module
-
         return build_module(self.config, self.saved["state_dict"], self.checkpoint).cpu().eval()
 
     @cached_property
@@ -187,10 +182,6 @@ class Run:
     def make_env(self, num_envs: int | None = None, seed: int | None = None):
         """The run's env (`num_envs` worlds, default the run's) with the transforms its policy
         needs (a recurrent policy's state), seeded with `seed` (default the run's)."""
-        from omegaconf import OmegaConf
-
-        from ca12.envs import make_env
-
         env_cfg = self.config.env if num_envs is None else OmegaConf.merge(self.config.env, {"num_envs": num_envs})
         return make_env(env_cfg, self.config.seed if seed is None else seed, transforms=self.module.env_transforms())
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import sys
 
 from ca12.cli import run_command
+from ca12.envs import env_families, family_tasks
+from ca12.multirun.sweep import sweep_main
+from ca12.run.config import algo_names, env_config_names
 from ca12.run.train import fit_parser as build_parser
 from ca12.run.train import run
 
 
 def list_choices() -> list[str]:
-    from ca12.envs import env_families, family_tasks
-    from ca12.run.config import algo_names, env_config_names
 
     lines = [f"algo {name}" for name in algo_names()]
     envs = set(env_config_names())
@@ -38,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if "-m" in argv or "--multirun" in argv:  # its own parser: --algo, --env and --seed take lists
-            from ca12.multirun.sweep import sweep_main
-
             return sweep_main(argv)
         # Intermixed: overrides may stand between flags, as Hydra users write them.
         args = build_parser().parse_intermixed_args(argv)

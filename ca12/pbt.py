@@ -32,7 +32,9 @@ from pathlib import Path
 from ca12.algos import DEFAULT_ENV, default_env
 from ca12.cli import OneLineParser, quiet_libraries, run_command
 from ca12.errors import UsageError
+from ca12.multirun.pbt.local import run_local
 from ca12.multirun.pbt.members import SPEC_FILE, PopulationSpec, check_spec
+from ca12.multirun.pbt.ray_tune import require_tune, run_ray
 
 BACKENDS = ("local", "ray")
 
@@ -133,8 +135,6 @@ def run(args) -> list[dict]:
     """Check the population, then train it with its backend; returns the members table's rows."""
     spec, pbt_dir = spec_from_args(args)
     if spec.backend == "ray":
-        from ca12.multirun.pbt.ray_tune import require_tune
-
         require_tune()
     spec.score = check_spec(spec)
     spec.save(pbt_dir)
@@ -143,12 +143,8 @@ def run(args) -> list[dict]:
         f"scored by {spec.score}, backend {spec.backend}: {pbt_dir}"
     )
     if spec.backend == "ray":
-        from ca12.multirun.pbt.ray_tune import run_ray
-
         rows = run_ray(spec, pbt_dir)
     else:
-        from ca12.multirun.pbt.local import run_local
-
         rows = run_local(spec, pbt_dir)
     print(f"ca12.pbt: tables {pbt_dir / 'members.csv'} and {pbt_dir / 'exploits.csv'}")
     return rows

@@ -27,6 +27,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import yaml
+
 from ca12.errors import UsageError
 
 # ca12's callbacks a config names (conf/callbacks/) -> their module in callbacks/ (which imports
@@ -187,8 +189,6 @@ def check_override_texts(texts: Iterable[str], where: str) -> None:
 def read_config_file(path: str | Path) -> dict:
     """A run directory's `config.yaml` as plain data (YAML's safe loader, then
     `check_plain_config`), without OmegaConf: nothing in it is resolved."""
-    import yaml
-
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text())

@@ -12,7 +12,10 @@ import importlib
 import inspect
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ca12.untrusted import CONFIGURABLE_CALLBACKS, callback_paths
+from omegaconf import OmegaConf
+
+from ca12.errors import UsageError
+from ca12.untrusted import CONFIGURABLE_CALLBACKS, callback_paths, hydra_keys, is_callback_class_key
 
 if TYPE_CHECKING:
     from ca12.callbacks.checkpoint import GracefulStop, IterationCheckpoint
@@ -24,7 +27,7 @@ __all__ = ["EvaluationCallback", "FramesProgressBar", "GracefulStop", "Iteration
 # ca12's callback classes -> their module, imported on first use: `check_callbacks` runs when a
 # config is validated, which needs no Lightning (docs/ARCHITECTURE.md, "What may be imported at
 # start-up").
-_CLASSES = {**CONFIGURABLE_CALLBACKS, "GracefulStop": "checkpoint"}
+_CLASSES = {**CONFIGURABLE_CALLBACKS, "GracefulStop": "checkpoint", "ConfigHyperparameters": "hyperparameters"}
 _PATHS = callback_paths(_CLASSES)  # every path a config may name them by -> the class
 # What `check_callbacks` needs of those conf/callbacks/ names, known without importing them: class
 # -> (a progress bar?, its constructor's arguments). tests/run/test_startup.py holds it to the classes.
@@ -74,11 +77,6 @@ def _check_plain_arguments(name: str, entry) -> None:
     """A callback is built as `CLASS(**arguments)` with plain values: Hydra's other keys (`_args_`,
     `_partial_`, `_recursive_`...) and a `_target_` nested in an argument, which Hydra's recursive
     instantiation would call, are refused, wherever the entry came from."""
-    from omegaconf import OmegaConf
-
-    from ca12.errors import UsageError
-    from ca12.untrusted import hydra_keys, is_callback_class_key
-
     found = next((path for path in hydra_keys({"callbacks": {name: OmegaConf.to_container(entry)}}) if not is_callback_class_key(path)), None)
     if found:
         raise UsageError(
@@ -96,9 +94,6 @@ def _callback_class(name: str, entry) -> type:
     be a `lightning.pytorch.Callback`; a one-line `UsageError` otherwise."""
     from lightning.pytorch import Callback
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from omegaconf import OmegaConf
-
-    from ca12.errors import UsageError
 
     if not OmegaConf.is_dict(entry) or "_target_" not in entry:
         raise UsageError(f"callbacks.{name} has no _target_ (the Lightning Callback class to build); remove an entry with ~callbacks.{name}")
@@ -133,10 +128,6 @@ def check_callbacks(section) -> Any:
     entries, each with a `_target_` that imports as a Callback subclass and only arguments its
     constructor takes (values are the constructor's to check). ca12's own classes are checked
     from `OWN_CALLBACKS`, without importing them. Returns the section."""
-    from omegaconf import OmegaConf
-
-    from ca12.errors import UsageError
-
     if not OmegaConf.is_dict(section):
         raise UsageError(
             "callbacks must map names to {_target_: CLASS, ARGUMENT: VALUE}, "
@@ -176,10 +167,6 @@ def make_callbacks(section, runtime: Mapping[type, Mapping[str, Any]] | None = N
     Raises:
         UsageError: one line naming the entry, for a bad class or arguments the constructor refused.
     """
-    from omegaconf import OmegaConf
-
-    from ca12.errors import UsageError
-
     check_callbacks(section)
     built = []
     for name, entry in section.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from ca12.algos.schemas import SCHEMAS
 from ca12.errors import UsageError
 from ca12.paths import group_options
 
@@ -29,8 +30,6 @@ def algo_class(name: str):
 
 def algo_schema(name: str) -> type:
     """The schema of `name`'s `algo` section (ca12/algos/schemas.py), without importing the algorithm."""
-    from ca12.algos.schemas import SCHEMAS
-
     return SCHEMAS[_checked(name)]
 
 

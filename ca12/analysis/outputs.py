@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+from omegaconf import OmegaConf
+
 from ca12.analysis.plots import write_plots
 from ca12.analysis.report import ALL_ENVS, Comparison
 from ca12.analysis.statistics import ESTIMATES
 from ca12.errors import UsageError
+from ca12.paths import conf_dir
 
 
 def markdown(comparison: Comparison, images: Mapping[str, list[str]] | None = None) -> str:
@@ -76,9 +79,7 @@ def log_to_wandb(comparison: Comparison, files: list[Path], out: Path) -> str | 
         import wandb
     except ImportError:
         raise UsageError("--wandb needs the wandb package: pip install wandb") from None
-    from omegaconf import OmegaConf
 
-    from ca12.paths import conf_dir
     from ca12.run.tracking import wandb_mode
 
     settings = comparison.wandb or OmegaConf.to_container(OmegaConf.load(conf_dir() / "logger" / "wandb.yaml").wandb)

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ca12.errors import UsageError
+from ca12.untrusted import read_config_file
 
 FRAMES, ROLLOUT, EVAL = "time/frames", "rollout/episode_reward_mean", "eval/episode_reward_mean"
 METRICS = {"eval": EVAL, "final": ROLLOUT}
@@ -61,7 +62,6 @@ def read_run(run_dir: str | Path) -> RunData:
     """A run's identity (algorithm, env, seed, config) from config.yaml and its return curves from
     metrics.csv; a one-line `UsageError` for a missing or incomplete file."""
     from ca12.run.tracking import read_metrics_rows
-    from ca12.untrusted import read_config_file
 
     run_dir = Path(run_dir)
     config_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.csv"

@@ -24,7 +24,7 @@ a RUN being `{"name", "dir" (relative to SWEEP_DIR), "algo", "env", "seed", "swe
 this one does not list are kept.
 
 Resuming: run the same command with `--run-dir SWEEP_DIR`. A run whose checkpoint holds its
-`collector.total_frames` is skipped (`ca12.run.train.run_is_complete`), an unfinished one continues
+`collector.total_frames` is skipped (`ca12.run.rundir.run_is_complete`), an unfinished one continues
 from its `last.ckpt` (`--resume`), one that never wrote a checkpoint starts again.
 
 Launchers: `local` (default) trains the runs one after another in this process; `ray` runs each
@@ -50,9 +50,18 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ca12.cli import OneLineParser, check_writable
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from ca12.algos import algo_class, default_env
+from ca12.cli import Interrupted, OneLineParser, check_writable, quiet_libraries
+from ca12.envs import make_spec_env
 from ca12.errors import NonFiniteError, UsageError
-from ca12.run.rundir import SWEEP_MANIFEST
+from ca12.multirun.pbt.members import trained_frames, write_atomic
+from ca12.run.config import check_seed, load_config
+from ca12.run.rundir import SWEEP_MANIFEST, holds_run, run_is_complete
+from ca12.run.train import fit_args, resolve_run, run
+from ca12.run.trainer import check_devices
 
 MANIFEST = SWEEP_MANIFEST
 LAUNCHERS = ("local", "ray", "slurm")
@@ -79,8 +88,6 @@ def build_parser() -> OneLineParser:
 def sweep_values(name: str, text: str) -> list[str]:
     """The values of one command-line entry: Hydra's sweep grammar (`a,b`, `range(3)`, brackets
     and quotes kept whole), or the one value of a plain entry, as text."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if not text.strip():
         raise UsageError(f"{name}: empty list")
     try:
@@ -127,7 +134,6 @@ class Sweep:
     slurm: dict = field(default_factory=dict)
 
     def combinations(self) -> list[Combination]:
-        from ca12.algos import default_env
 
         keys = list(self.swept)
         found = []
@@ -141,8 +147,6 @@ class Sweep:
 
 def parse_sweep(argv: list[str]) -> Sweep:
     """The sweep a command line describes, not yet checked against the configs."""
-    from ca12.run.config import check_seed
-
     args = build_parser().parse_intermixed_args(argv)
     if not args.algo:
         raise UsageError("--algo is required (see --list)")
@@ -194,10 +198,6 @@ def plan(sweep: Sweep) -> list[dict]:
     """Every combination composed and checked as its run will be (fresh, or resumed with these
     overrides), before anything runs: one manifest entry each, finished ones already `done`.
     Raises the first combination's `UsageError`, prefixed with its name."""
-    from ca12.run.config import load_config
-    from ca12.run.rundir import holds_run
-    from ca12.run.train import fit_args, resolve_run, run_is_complete
-
     runs, composed = [], {}
     for combination in sweep.combinations():
         overrides = sweep.overrides(combination)
@@ -239,9 +239,6 @@ def _check_builds(cfg) -> None:
     does first: what only the env's specs can refuse (an algorithm that cannot act in the env's
     action space, a group the env lacks, a recurrent network the algorithm cannot replay) is
     refused before any run of the sweep trains. Nothing built is kept."""
-    from ca12.algos import algo_class
-    from ca12.envs import make_spec_env
-    from ca12.run.trainer import check_devices
     from ca12.seeding import isolated_rng
 
     check_devices(cfg)
@@ -252,8 +249,6 @@ def _check_builds(cfg) -> None:
 def _check_one_process(cfg) -> None:
     """A sweep's runs are one process each: Lightning's DDP launcher would re-run the whole sweep
     command for every extra rank."""
-    from omegaconf import OmegaConf
-
     trainer = cfg.trainer
     devices, accelerator = trainer.get("devices", 1), str(trainer.get("accelerator", "auto"))
     one = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1) or (devices == "auto" and accelerator == "cpu")
@@ -268,11 +263,6 @@ def run_one(job: dict, cwd: str | None = None) -> dict:
     sweep command's directory (a Ray or Slurm worker starts elsewhere; the run index
     runs/index.txt is kept there). Returns the manifest fields `status`, `action`, `frames`,
     `total_frames`, `error`. A run stopped by a signal raises `ca12.cli.Interrupted`."""
-    from ca12.cli import quiet_libraries
-    from ca12.multirun.pbt.members import trained_frames
-    from ca12.run.rundir import holds_run
-    from ca12.run.train import fit_args, resolve_run, run, run_is_complete
-
     if cwd is not None:
         os.chdir(cwd)
     quiet_libraries()
@@ -319,7 +309,6 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        from ca12.multirun.pbt.members import write_atomic
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps({**self.head, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": self.runs}, indent=1))
@@ -367,7 +356,6 @@ def run_sweep(sweep: Sweep, argv: list[str]) -> dict[str, int]:
 
 
 def _launch_local(jobs: list[dict], sweep: Sweep, manifest: Manifest, by_name: dict, record) -> None:
-    from ca12.cli import Interrupted
 
     for job in jobs:
         run = by_name[job["name"]]
@@ -446,8 +434,6 @@ def _first_line(exc: BaseException) -> str:
 def sweep_main(argv: list[str]) -> int:
     """`python -m ca12.fit -m ...` (called by `ca12.fit.main`, which prints a `UsageError` in one
     line): 0 when every run is complete, 1 when one failed."""
-    from ca12.cli import quiet_libraries
-
     sweep = parse_sweep(argv)
     quiet_libraries()
     counts = run_sweep(sweep, argv)

@@ -19,12 +19,21 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from ca12.algos import algo_schema
+from ca12.algos.schemas import OnPolicyConfig
+from ca12.callbacks import check_callbacks
+from ca12.envs import check_task, env_families, family_key_docs
+from ca12.envs.catalog import EnvConfig
 from ca12.errors import UsageError
 from ca12.paths import conf_dir, group_options
 from ca12.run.experiments import check_option, experiment_choice, experiment_target, group_texts
-from ca12.sections import MAX_SEED
+from ca12.run.trainer import CheckpointConfig, check_trainer_args
+from ca12.schema import docs, typed
+from ca12.sections import MAX_SEED, CollectorConfig, EvalConfig, LoggerConfig, envs_per_batch, model_schema
+from ca12.untrusted import check_callback_classes, check_plain_config
 
 # Config groups a user may switch with GROUP=OPTION (algo and env are chosen by --algo/--env);
 # critic_model takes the options of conf/model/.
@@ -57,8 +66,6 @@ def env_config_names() -> list[str]:
 
 def _env_choice(env: str) -> tuple[str, list[str]]:
     """Map `--env family/task` to the env group option plus any extra overrides it needs."""
-    from ca12.envs import check_task, env_families
-
     if env in env_config_names():
         return env, []
     family, _, task = env.partition("/")
@@ -205,11 +212,6 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
 def _section_schemas(cfg: DictConfig) -> dict[str, tuple[type, bool]]:
     """Section -> (its schema, whether it may hold keys the schema does not name), for the
     algorithm and network kinds `cfg` chose; `trainer` is checked against Lightning itself."""
-    from ca12.algos import algo_schema
-    from ca12.envs.catalog import EnvConfig
-    from ca12.run.trainer import CheckpointConfig
-    from ca12.sections import CollectorConfig, EvalConfig, LoggerConfig, model_schema
-
     return {
         "algo": (algo_schema(cfg.algo.name), False),
         "model": (model_schema(cfg.model.get("kind")), False),
@@ -225,12 +227,6 @@ def _section_schemas(cfg: DictConfig) -> dict[str, tuple[type, bool]]:
 def validate(cfg: DictConfig) -> DictConfig:
     """`cfg` checked section by section against the schemas, plus the checks across keys that
     no single schema can express. Returns the typed config."""
-    from ca12.algos.schemas import OnPolicyConfig
-    from ca12.callbacks import check_callbacks
-    from ca12.run.trainer import check_trainer_args
-    from ca12.schema import typed
-    from ca12.sections import envs_per_batch
-
     if "name" not in cfg.get("algo", {}):
         raise UsageError("the config has no algo.name")
     sections = _section_schemas(cfg)
@@ -371,9 +367,6 @@ def saved_config(run_config: Any, where: str, overrides: list[str] | None = None
             the saved section comes back as the plain data it is, its classes neither checked
             against the allowlist nor imported, so one the run's owner wrote cannot stop them.
     """
-    from ca12.envs import check_task
-    from ca12.untrusted import check_callback_classes, check_plain_config
-
     check_plain_config(run_config, where)
     run_config, saved_callbacks = dict(run_config), run_config.get("callbacks")
     if callbacks:
@@ -425,8 +418,6 @@ def _relink_callbacks(cfg: DictConfig) -> None:
 def _parse_value(text: str) -> Any:
     """A command-line value as Hydra's override grammar reads it (1 -> int, 1e-4 -> float,
     true -> bool, [1,2] -> list), so resume overrides read exactly like fresh ones."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         return OverridesParser.create().parse_override(f"key={text}").value()
     except Exception:
@@ -436,8 +427,6 @@ def _parse_value(text: str) -> Any:
 def describe(cfg: DictConfig) -> str:
     """The composed config as YAML-like lines, each key followed by its one-line doc
     (`python -m ca12.fit --show-config`)."""
-    from ca12.schema import docs
-
     schemas = _section_schemas(cfg)
     lines = [f"seed: {cfg.seed}  # seeds Python, NumPy, torch and the env"]
     for section, node in cfg.items():
@@ -446,8 +435,6 @@ def describe(cfg: DictConfig) -> str:
         lines.append(f"{section}:")
         documented = docs(schemas[section][0]) if section in schemas else {}
         if section == "env":  # a family documents its own keys (e.g. gym's vectorization)
-            from ca12.envs import family_key_docs
-
             documented = {**family_key_docs(node.family), **documented}
         for name, value in node.items():
             if section == "logger" and value is None:

@@ -24,7 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ca12.algos import algo_class
+from ca12.envs import make_spec_env
 from ca12.errors import UsageError
+from ca12.run.config import saved_config
+from ca12.untrusted import read_config_file
 
 # Files that mark a directory as a sweep (above its runs) or a PBT population (its members' parent).
 SWEEP_MANIFEST = "sweep.json"
@@ -62,8 +66,6 @@ def known_runs(algo: str, env: str) -> list[Path]:
     family, _, task = env.partition("/")
     paths = set((Path("runs") / algo / f"{family}-{task}").glob("*/checkpoints/last.ckpt"))
     if RUN_INDEX.is_file():
-        from ca12.untrusted import read_config_file
-
         for run in map(Path, RUN_INDEX.read_text().splitlines()):
             if (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file():
                 try:  # read as data; a run whose config.yaml cannot be is not the one asked for
@@ -214,8 +216,6 @@ def load_state(module: Any, state_dict: dict, where: str | Path) -> None:
 def build_module(cfg: Any, state_dict: dict, where: str | Path) -> Any:
     """The algorithm `cfg` (a config from `saved_config`) names, built on the CPU with the
     weights `state_dict`, in training mode as it comes out of its constructor."""
-    from ca12.algos import algo_class
-    from ca12.envs import make_spec_env
     from ca12.seeding import isolated_rng
 
     with isolated_rng():  # building an env draws from global generators (VMAS's): leave the caller's alone
@@ -227,9 +227,13 @@ def build_module(cfg: Any, state_dict: dict, where: str | Path) -> Any:
 def load_module(path: str | Path) -> tuple[Any, Any, dict]:
     """(module, run config, checkpoint) of the checkpoint at `path` (a file or a run directory),
     built by `build_module`. The run's callbacks are not read (`saved_config`)."""
-    from ca12.run.config import saved_config
-
     where = checkpoint_path(path)
     checkpoint = read_checkpoint(where)
     cfg = saved_config(checkpoint["ca12"]["run_config"], str(where), callbacks=False)
     return build_module(cfg, checkpoint["state_dict"], where), cfg, checkpoint
+
+
+def run_is_complete(cfg, saved: dict) -> bool:
+    """Whether the run a checkpoint's ca12 state `saved` belongs to has trained the
+    `collector.total_frames` of `cfg` (False for a fresh run: `saved` is empty)."""
+    return bool(saved) and saved.get("frames", 0) >= cfg.collector.total_frames

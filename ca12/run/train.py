@@ -1,7 +1,8 @@
 """One training run, as `python -m ca12.fit` starts it: the command line read into a config and
-a run directory (fresh or resumed), then the pipeline that builds the env, the algorithm's
-LightningModule and its data module and hands them to a Lightning Trainer that writes everything
-to the run directory: config.yaml, metrics.csv, checkpoints/ and wandb/.
+a run directory (fresh or resumed), refused in one line where it cannot run, then handed to the
+pipeline (ca12/run/pipeline.py) that builds the env, the algorithm's LightningModule and its data
+module and trains them with a Lightning Trainer. This module imports nothing heavy (the
+pipeline is imported when a run starts), so usage errors and `--show-config` answer fast.
 
 `ca12.fit` (the command), `ca12.train` (the Python API), sweeps and PBT's members all train
 through `run(fit_args(...))`, so they train as the command does and fail with its messages.
@@ -11,15 +12,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import sys
-from functools import cache, partial
 from pathlib import Path
 
 from ca12.algos import DEFAULT_ENV, default_env
-from ca12.cli import Interrupted, OneLineParser, check_writable, out_of_memory, quiet_libraries
+from ca12.cli import OneLineParser, check_writable, quiet_libraries
 from ca12.errors import UsageError
-from ca12.run.rundir import RUN_DIR_VAR, default_run_dir, find_resume_checkpoint, holds_run, launched_rank, remember_run
+from ca12.run.config import describe, load_config, saved_config
+from ca12.run.experiments import experiment_choice, experiment_target
+from ca12.run.rundir import (
+    RUN_DIR_VAR,
+    default_run_dir,
+    find_resume_checkpoint,
+    holds_run,
+    launched_rank,
+    read_checkpoint,
+    run_dir_of,
+    run_is_complete,
+)
+from ca12.run.trainer import gpu_overrides
 
 
 def fit_parser() -> argparse.ArgumentParser:
@@ -47,12 +57,7 @@ def fit_parser() -> argparse.ArgumentParser:
 
 def resolve_run(args: argparse.Namespace):
     """The run's config, run directory, checkpoint to resume from and that checkpoint's ca12 state."""
-    from ca12.run.config import load_config, saved_config
-    from ca12.run.experiments import experiment_choice, experiment_target
-    from ca12.run.trainer import gpu_overrides
-
     if args.resume:
-        from ca12.run.rundir import read_checkpoint, run_dir_of  # torch, Lightning: a fresh run's refusals answer without them
         from ca12.run.tracking import resumed_rows
 
         ckpt_path = find_resume_checkpoint(args.resume, args.algo, args.env or default_env(args.algo))
@@ -92,8 +97,6 @@ def _check_resume_flags(args: argparse.Namespace, cfg, run_dir: Path) -> None:
     only restate the resumed run's own (the user repeating its command), as they would otherwise
     be ignored without a word. An `--env` that names the run's env through its YAML (whose task
     may read otherwise, e.g. matrix/rps5_switching's `custom`) is composed to compare."""
-    from ca12.run.config import load_config
-
     env = f"{cfg.env.family}/{cfg.env.task}"
     if args.env is not None and args.env != env:
         given = load_config(cfg.algo.name, args.env).env
@@ -119,179 +122,15 @@ def fit_args(
     return fit_parser().parse_intermixed_args([*argv, *overrides])
 
 
-def run_is_complete(cfg, saved: dict) -> bool:
-    """Whether the run a checkpoint's ca12 state `saved` belongs to has trained the
-    `collector.total_frames` of `cfg` (False for a fresh run: `saved` is empty)."""
-    return bool(saved) and saved.get("frames", 0) >= cfg.collector.total_frames
-
-
 def run(args: argparse.Namespace) -> Path | None:
     """Train as `args` say; returns the run directory (None when there was nothing to do)."""
     cfg, run_dir, ckpt_path, saved = resolve_run(args)
     if args.show_config:
-        from ca12.run.config import describe
-
         print(describe(cfg))
         return None
     # Only a run imports torch, TorchRL and Lightning: a refused config and --show-config answer
     # without them (docs/ARCHITECTURE.md, "What may be imported at start-up").
     quiet_libraries()
-    import lightning as L
-    from omegaconf import OmegaConf
+    from ca12.run.pipeline import train
 
-    from ca12.algos import algo_class
-    from ca12.data.evaluator import Evaluator
-    from ca12.envs import make_env, make_spec_env
-    from ca12.run.config import num_iterations
-    from ca12.run.tracking import finish_wandb, make_loggers
-    from ca12.run.trainer import check_devices, make_trainer
-
-    check_devices(cfg)
-    if run_is_complete(cfg, saved):
-        print(
-            f"ca12.fit: the run in {run_dir} is complete ({saved['frames']} of collector.total_frames={cfg.collector.total_frames} frames); "
-            f"train it longer with --resume {run_dir} collector.total_frames=N (N > {saved['frames']})"
-        )
-        return run_dir
-    _note_rounding(cfg)
-    algorithm = algo_class(cfg.algo.name)
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    spec_env = make_spec_env(cfg.env, cfg.seed)
-    module = algorithm(cfg, spec_env)
-    if ckpt_path:  # weights that do not fit the config are refused before anything of the run is written
-        from ca12.run.rundir import check_state, read_checkpoint
-
-        check_state(module, read_checkpoint(ckpt_path, mmap=True)["state_dict"], ckpt_path)
-    transforms = module.env_transforms()
-    env_factory = partial(make_env, cfg.env, transforms=transforms, training=True)
-    datamodule = algorithm.make_datamodule(cfg, env_factory)
-    evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed, cfg.eval.deterministic, cfg.algo.groups, transforms)
-    callbacks = make_run_callbacks(cfg, run_dir, evaluator)  # before the run directory: bad arguments write nothing
-    stop = callbacks[-1]
-
-    created = launched_rank() == 0 and not run_dir.exists()
-    try:
-        if launched_rank() == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-            os.environ[RUN_DIR_VAR] = str(run_dir.resolve())
-            if not ckpt_path:
-                remember_run(run_dir)
-        loggers = make_loggers(cfg, run_dir, wandb_id=saved.get("wandb_id"), resume_iteration=saved.get("iterations"))
-        trainer = make_trainer(cfg, run_dir, loggers, [config_hyperparameters(), *callbacks])
-        # One epoch = one collector batch per process = one iteration; frames count over all processes.
-        trainer.fit_loop.max_epochs = num_iterations(cfg, trainer.world_size, saved.get("iterations", 0), saved.get("frames", 0))
-        try:
-            # weights_only=True: PyTorch's safe loader; a checkpoint holds plain values only (ca12.run.rundir).
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
-        finally:
-            finish_wandb(loggers)
-            if launched_rank() == 0:
-                os.environ.pop(RUN_DIR_VAR, None)
-    except BaseException as exc:
-        if created and not holds_run(run_dir):  # never leave a run directory that holds no run
-            shutil.rmtree(run_dir, ignore_errors=True)
-        if out_of_memory(exc):
-            raise UsageError(
-                f"out of memory ({type(exc).__name__}) with env.num_envs={cfg.env.num_envs}, "
-                f"collector.frames_per_batch={cfg.collector.frames_per_batch}: lower them"
-            ) from None
-        raise
-    if trainer.is_global_zero:
-        from ca12.run.tracking import final_summary
-
-        print(final_summary(trainer.callback_metrics, module, run_dir, stop.requested))
-    if stop.requested is not None:
-        raise Interrupted(stop.requested)
-    return run_dir
-
-
-def make_run_callbacks(cfg, run_dir: Path, evaluator) -> list:
-    """The Trainer's callbacks: the `callbacks` section's entries in its order (conf/callbacks/),
-    ca12's own given what only the run knows (the evaluator, where its videos and checkpoints
-    go), then `GracefulStop`, always last: after the checkpoint, so a signal stops the run once
-    its iteration is saved."""
-    from ca12.callbacks import EvaluationCallback, GracefulStop, IterationCheckpoint, make_callbacks
-
-    runtime = {
-        EvaluationCallback: {"evaluator": evaluator, "video_dir": run_dir / "videos" if cfg.eval.video else None},
-        IterationCheckpoint: {"dirpath": run_dir / "checkpoints"},
-    }
-    return make_callbacks(cfg.callbacks, runtime) + [GracefulStop()]
-
-
-def _config_buffers(module) -> dict:
-    """The buffers of `module` that hold a config value rather than learnt state: those TorchRL's
-    losses declare schedulable (`entropy_coeff`, `critic_coeff`, `clip_epsilon`, `clip_value`,
-    SAC's alpha bounds, DQN's `gamma`...) and every buffer of a value estimator (`gamma`,
-    `lmbda`, V-trace's clips). Name -> a copy."""
-    from torchrl.objectives import LossModule
-    from torchrl.objectives.value import ValueEstimatorBase
-
-    found = {}
-    for prefix, sub in module.named_modules():
-        if isinstance(sub, LossModule):
-            names = type(sub)._all_schedulable_buffers
-        elif isinstance(sub, ValueEstimatorBase):
-            names = set(sub._buffers)
-        else:
-            continue
-        for name in names:
-            if sub._buffers.get(name) is not None:
-                found[f"{prefix}.{name}" if prefix else name] = sub._buffers[name].detach().clone()
-    return found
-
-
-def config_hyperparameters():
-    """A Lightning callback by which a resumed run trains with its config's hyperparameters, not
-    the checkpoint's.
-
-    Lightning restores the module's state dict and each optimiser's state dict, and both carry
-    hyperparameters: the optimisers' parameter groups their `lr` (and betas, eps, weight decay),
-    TorchRL's losses and value estimators their coefficients as buffers (`entropy_coeff`,
-    `clip_epsilon`, `gamma`, `lmbda`...). So `--resume RUN algo.lr=...` (PBT's explore step) would
-    silently keep the old values. The callback notes what the config built, before the restore
-    (`setup`: the module's buffers; `on_fit_start`: the optimisers' groups), and puts it back after
-    (`on_train_start`), keeping the learnt state (weights, Adam's moments and step counts). A
-    group with `initial_lr` (an annealed or scheduled lr) gets the config's lr as its schedule's
-    base. On a run resumed with its own config this changes nothing.
-    """
-    return _config_hyperparameters_class()()
-
-
-@cache
-def _config_hyperparameters_class() -> type:
-    import torch
-    from lightning.pytorch import Callback  # here, not at the top: `--list` and usage errors stay fast
-
-    class ConfigHyperparameters(Callback):
-        def setup(self, trainer, pl_module, stage: str) -> None:
-            self.buffers = _config_buffers(pl_module)
-
-        def on_fit_start(self, trainer, pl_module) -> None:
-            self.groups = [[{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups] for opt in trainer.optimizers]
-
-        @torch.no_grad()
-        def on_train_start(self, trainer, pl_module) -> None:
-            for name, value in self.buffers.items():
-                pl_module.get_buffer(name).copy_(value)
-            for opt, groups in zip(trainer.optimizers, self.groups):
-                for group, fresh in zip(opt.param_groups, groups):
-                    if "initial_lr" in group:
-                        group["initial_lr"] = fresh["lr"]
-                    group.update(fresh)
-
-    return ConfigHyperparameters
-
-
-def _note_rounding(cfg) -> None:
-    """Say so when total_frames is not a whole number of batches (the last batch overshoots)."""
-    fpb, total = cfg.collector.frames_per_batch, cfg.collector.total_frames
-    if total % fpb:
-        iterations = -(-total // fpb)
-        print(
-            f"ca12.fit: note: collector.total_frames={total} is not a multiple of collector.frames_per_batch={fpb}; "
-            f"training runs {iterations} iterations = {iterations * fpb} frames",
-            file=sys.stderr,
-        )
+    return train(cfg, run_dir, ckpt_path, saved)

@@ -16,7 +16,7 @@ from ca12.callbacks import EvaluationCallback, FramesProgressBar, GracefulStop, 
 from ca12.errors import UsageError
 from ca12.fit import main
 from ca12.run.config import apply_overrides, load_config
-from ca12.run.train import make_run_callbacks
+from ca12.run.pipeline import make_run_callbacks
 
 LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
 MODULE = "ca12_test_recorder"

@@ -9,7 +9,7 @@ buffer), counters and run config, so the copy goes on as the donor's run would (
 random stream: donor and copy then differ only by their hyperparameters), only its W&B run
 stays its own. A resumed run takes the overrides' hyperparameters even where the checkpoint
 holds old ones (optimiser learning rates, TorchRL's loss coefficients): see
-`config_hyperparameters` in ca12/fit.py.
+`ConfigHyperparameters` in callbacks/hyperparameters.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,7 +28,10 @@ from omegaconf import OmegaConf
 
 from ca12.errors import NonFiniteError, UsageError
 from ca12.multirun.pbt.core import Hyperparameter, SearchSpace
-from ca12.run.rundir import POPULATION_SPEC
+from ca12.run.config import is_frozen_on_resume, load_config
+from ca12.run.rundir import POPULATION_SPEC, read_checkpoint
+from ca12.run.train import fit_parser, run
+from ca12.untrusted import check_override_texts, check_plain_config, read_json_file
 
 SPEC_FILE = POPULATION_SPEC
 MEMBERS_TABLE = "members.csv"
@@ -85,10 +88,6 @@ class PopulationSpec:
     def load(cls, pbt_dir: Path) -> "PopulationSpec":
         """The spec saved in `pbt_dir`, read as data from anyone (ca12/untrusted.py): known fields
         of plain types only, and overrides and searched keys that set values, never a class."""
-        from dataclasses import fields
-
-        from ca12.untrusted import check_override_texts, check_plain_config, read_json_file
-
         path = Path(pbt_dir) / SPEC_FILE
         if not path.is_file():
             raise UsageError(f"--resume: no population in '{pbt_dir}' (no {SPEC_FILE})")
@@ -137,8 +136,6 @@ def check_spec(spec: PopulationSpec) -> str:
     """Check the spec against ca12's config schemas (one-line `UsageError`s) and return the
     score column: every searched key must be a value a resumed run may change, each bound (or
     choice) must pass the key's own schema, and the intervals must be whole collector batches."""
-    from ca12.run.config import load_config
-
     space = spec.space  # parses every --search
     if spec.population < 2:
         raise UsageError(f"--population must be at least 2, got {spec.population}")
@@ -166,8 +163,6 @@ def check_spec(spec: PopulationSpec) -> str:
 def _check_searched_key(spec: PopulationSpec, base, p: Hyperparameter) -> None:
     """`p` names a value of the composed config `base` that a resumed run may change, of a type
     its prior can give, and whose bounds (or choices) the key's schema accepts."""
-    from ca12.run.config import is_frozen_on_resume, load_config
-
     value = OmegaConf.select(base, p.key, default=_MISSING)
     if value is _MISSING:
         parent = p.key.rpartition(".")[0]
@@ -215,8 +210,6 @@ def train_member(spec: PopulationSpec, run_dir: Path, seed: int, hparams: dict, 
     stopped on a non-finite loss (its last good checkpoint stays), True otherwise. A run that a
     signal stopped raises `ca12.cli.Interrupted`.
     """
-    from ca12.run.train import fit_parser, run
-
     values = overrides_of(hparams) + [f"collector.total_frames={frames}"]
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         if trained_frames(run_dir) >= frames:  # done before an interruption
@@ -267,7 +260,6 @@ def copy_checkpoint(source: Path, target: Path, **ca12_state: Any) -> None:
     import torch
 
     from ca12.data.buffer_store import collect_garbage, import_segments
-    from ca12.run.rundir import read_checkpoint
 
     source, target = Path(source), Path(target)
     checkpoint = read_checkpoint(source)

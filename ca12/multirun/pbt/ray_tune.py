@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ca12.cli import quiet_libraries
 from ca12.errors import UsageError
 from ca12.multirun.pbt.core import Hyperparameter, SearchSpace
 from ca12.multirun.pbt.members import (
@@ -86,8 +87,6 @@ def member_trainable(config: dict, spec: dict, pbt_dir: str) -> None:
     """One member as a Tune function trainable: rounds from the trial's checkpoint (its own or,
     after an exploit, its donor's) to the last, a `tune.report` with a checkpoint after each."""
     from ray import tune
-
-    from ca12.cli import quiet_libraries
 
     quiet_libraries()
     spec, pbt_dir = PopulationSpec(**spec), Path(pbt_dir)
