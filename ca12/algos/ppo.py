@@ -14,11 +14,16 @@ policy and value see only its own observation, which is IPPO. The defaults are S
 
 from __future__ import annotations
 
-from ca12.algos.ippo import IPPO
+from torchrl.objectives.multiagent import IPPOLoss
+
+from ca12.algos.mappo import MAPPO
 
 
-class PPO(IPPO):
-    """PPO as a LightningModule: MAPPO's update with per-agent values (a team of one: PPO)."""
+class PPO(MAPPO):
+    """PPO as a LightningModule: MAPPO's update with per-agent values (a team of one: PPO), as IPPO's."""
+
+    loss_class = IPPOLoss
+    centralised_critic = False
 
 
 ALGORITHM = PPO

@@ -13,11 +13,13 @@ networks, Adam 3e-4, minibatches of 256, one update per collected frame, gamma 0
 
 from __future__ import annotations
 
-from ca12.algos.isac import ISAC
+from ca12.algos.masac import MASAC
 
 
-class SAC(ISAC):
-    """SAC as a LightningModule: MASAC's update with per-agent critics (a team of one: SAC)."""
+class SAC(MASAC):
+    """SAC as a LightningModule: MASAC's update with per-agent critics (a team of one: SAC), as ISAC's."""
+
+    centralised_critic = False
 
 
 ALGORITHM = SAC

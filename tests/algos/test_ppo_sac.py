@@ -24,7 +24,11 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def test_ppo_and_sac_are_the_modules_of_their_multi_agent_faces():
-    assert issubclass(algo_class("ppo"), IPPO) and issubclass(algo_class("sac"), ISAC)
+    """PPO is IPPO's module and SAC ISAC's: the same algorithm subclassed with the same
+    attributes, one level below it (a variant never subclasses another variant)."""
+    ppo, sac = algo_class("ppo"), algo_class("sac")
+    assert ppo.__bases__ == IPPO.__bases__ and (ppo.loss_class, ppo.centralised_critic) == (IPPO.loss_class, IPPO.centralised_critic)
+    assert sac.__bases__ == ISAC.__bases__ and sac.centralised_critic == ISAC.centralised_critic is False
 
 
 @pytest.mark.parametrize(
