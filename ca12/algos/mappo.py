@@ -13,8 +13,9 @@ each agent predicts the others' actions and its actor reads the prediction), the
 bonus (`algo.signalling_coeff`, ca12/algos/signalling.py: a speaker paid for messages that say
 something about what it sees), the league (`algo.league`, ca12/selfplay/: the untrained group
 plays the learner's snapshots) and GAE for recurrent critics (`critic_model=gru|lstm`,
-ca12/algos/recurrent_critic.py). The first two add loss terms and metrics through the same two
-methods (`loss_terms`, `metrics`).
+ca12/algos/critic_values.py); and value normalisation (`algo.value_norm`, ca12/algos/value_norm.py:
+the critics learn standardised returns). The first two add loss terms and metrics through the
+same two methods (`loss_terms`, `metrics`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from torchrl.objectives import ValueEstimators
 from torchrl.objectives.multiagent import MAPPOLoss
 
 from ca12.algos.base import RLModule
+from ca12.algos.critic_values import CriticValuesGAE
 from ca12.algos.on_policy import minibatch_epochs
 from ca12.algos.optim import fused_adam
-from ca12.algos.recurrent_critic import RecurrentCriticGAE
 from ca12.algos.signalling import Signalling
+from ca12.algos.value_norm import ValueNorms
 from ca12.nets.builder import is_recurrent
 from ca12.nets.opponent import OpponentModels
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
@@ -89,8 +91,13 @@ class MAPPO(RLModule):
             )
             loss.make_value_estimator(ValueEstimators.MAGAE, gamma=self.cfg.gamma, lmbda=self.cfg.lmbda)
             self.losses[g] = loss
-        # critic_model=gru|lstm: GAE on values the critics compute over whole trajectories (empty otherwise)
-        self.estimators = RecurrentCriticGAE.build(self.losses, is_recurrent(self.critic_model_cfg), self.cfg.gamma, self.cfg.lmbda)
+        # algo.value_norm: the critics learn standardised returns (empty when off)
+        self.value_norms = ValueNorms.build(self.cfg.value_norm, list(self.losses), device=env.device)
+        # critic_model=gru|lstm (values over whole trajectories) or algo.value_norm (values rescaled
+        # to returns): GAE on values computed here (empty otherwise: TorchRL's GAE calls the critic)
+        self.estimators = CriticValuesGAE.build(
+            self.losses, is_recurrent(self.critic_model_cfg), bool(self.value_norms), self.cfg.gamma, self.cfg.lmbda
+        )
         self.signalling = Signalling.build(self.cfg, self.layout, self.actors)  # None when algo.signalling_coeff=0
         self.features = [f for f in (self.opponent_models, self.signalling) if f]  # the parts that add loss terms and metrics
         # With a league (algo.league), the untrained group plays the learner's snapshots.
@@ -133,7 +140,13 @@ class MAPPO(RLModule):
         """Writes `(group, "advantage")` and `(group, "value_target")` into `batch` ([B, T, n_agents, 1])."""
         for g, loss in self.losses.items():
             if g in self.estimators:
-                self.estimators.advantage(g, self.critics[g], batch)
+                keys = loss.tensor_keys
+                self.estimators.values(g, self.critics[g], batch)
+                if g in self.value_norms:
+                    self.value_norms.to_returns(g, batch, keys.value)
+                self.estimators.advantage(g, batch)
+                if g in self.value_norms:
+                    self.value_norms.to_targets(g, batch, keys.value, keys.value_target)
             else:
                 loss.value_estimator(batch, params=loss.critic_network_params, target_params=loss.target_critic_network_params)
         return batch

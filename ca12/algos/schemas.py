@@ -111,6 +111,11 @@ class MAPPOConfig(OnPolicyConfig):
     target_kl: Optional[float] = key(
         "stop a batch's epochs early once an epoch's mean approximate KL (summed over trained groups) exceeds this (null: never)", positive=True
     )
+    value_norm: str = key(
+        "the critics learn value targets standardised by running statistics, their outputs rescaled to returns for GAE "
+        "(MAPPO's ValueNorm, ca12/algos/value_norm.py): none, popart (exponential averages, MAPPO's) or running (exact)",
+        choices=("none", "popart", "running"),
+    )
     opponent_model: bool = key(
         "each agent predicts the other agents' actions from its observation and its actor reads the prediction (ca12/nets/opponent.py)"
     )
