@@ -93,15 +93,16 @@ MEMORY_TASKS = ("cue",)
 MARKET_TASKS = ("allocation",)
 
 # --- comm (ca12/envs/comm/) ---------------------------------------------------------------------
-COMM_TASKS = ("referential", "traffic_junction")
+COMM_TASKS = ("referential", "traffic_junction", "predator_prey")
 # One-line docs of the task kwargs (`--show-config`).
 COMM_KEY_DOCS = {
     "n_targets": "referential: possible targets, also the number of actions",
     "difficulty": "traffic_junction: easy | medium | hard (the grid, its routes and the presets)",
-    "dim": "traffic_junction: grid side (null: 7 / 14 / 18 by difficulty)",
+    "dim": "traffic_junction: grid side (null: 7 / 14 / 18 by difficulty); predator_prey: grid side",
     "n_max": "traffic_junction: most cars at once, the agent slots (null: 5 / 10 / 20)",
     "arrival_prob": "traffic_junction: probability an entry admits a car each step (null: 0.3 / 0.2 / 0.05)",
-    "vision": "traffic_junction: a car sees the (2 vision + 1)^2 square around it",
+    "vision": "traffic_junction, predator_prey: an agent sees the (2 vision + 1)^2 square around it",
+    "n_agents": "predator_prey: predators searching the grid",
 }
 
 # --- meta (ca12/envs/meta/) ---------------------------------------------------------------------

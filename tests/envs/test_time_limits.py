@@ -26,6 +26,7 @@ FAMILIES = [
     ("meta/navigation", "truncated", ()),
     ("traffic/grid2x2", "truncated", ()),
     ("sumo/grid2x2", "truncated", ()),
+    ("comm/predator_prey", "truncated", ()),
     # The horizon is the task's: the repeated game's last play (its observation counts the plays), one
     # day of the grid (its observation is the hour), the memory task's answer, the rounds of the
     # referential game and the market, the papers' fixed traffic-junction episode.

@@ -26,8 +26,10 @@ Reward per agent, `("agents", "reward")` [B, 2, 1].
 Seeding: like `ca12.envs.memory`, each env keeps its own generator (seeded by the constructor's
 `seed` and by `set_seed`), registered under `comm/<device>/<seed>` so checkpoints capture it.
 
-The family's other task, `comm/traffic_junction` (CommNet's, IC3Net's and TarMAC's traffic
-junction), is `TrafficJunctionEnv` in ca12/envs/comm/traffic_junction.py; `make` picks by task.
+The family's other tasks: `comm/traffic_junction` (CommNet's, IC3Net's and TarMAC's traffic
+junction), `TrafficJunctionEnv` in ca12/envs/comm/traffic_junction.py, and `comm/predator_prey`
+(IC3Net's predator-prey: limited vision, any number of predators), `PredatorPreyEnv` in
+ca12/envs/comm/predator_prey.py; `make` picks by task.
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
 from ca12.envs.catalog import COMM_TASKS as TASKS  # the catalog lists tasks and documents their kwargs (start-up)
+from ca12.envs.comm.predator_prey import PredatorPreyEnv
 from ca12.envs.comm.traffic_junction import TrafficJunctionEnv
 from ca12.envs.common import SeededTorchEnv, check_integers, group_output, make_discrete, reset_mask, set_group_specs
 
 # Task kwargs each task takes (everything else in the env section is refused).
-_KWARGS = {"referential": ("n_targets",), "traffic_junction": ("difficulty", "dim", "n_max", "arrival_prob", "vision")}
+_KWARGS = {
+    "referential": ("n_targets",),
+    "traffic_junction": ("difficulty", "dim", "n_max", "arrival_prob", "vision"),
+    "predator_prey": ("n_agents", "dim", "vision"),
+}
 SPEAKER, LISTENER = 0, 1
 
 
@@ -111,12 +118,14 @@ class ReferentialEnv(SeededTorchEnv):
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:
-    """The task's env (`ReferentialEnv`, or `TrafficJunctionEnv` of ca12/envs/comm/traffic_junction.py)
-    as the config says, seeded, with a per-agent return counter.
+    """The task's env (`ReferentialEnv`, `TrafficJunctionEnv` of ca12/envs/comm/traffic_junction.py
+    or `PredatorPreyEnv` of ca12/envs/comm/predator_prey.py) as the config says, seeded, with a per-agent return counter.
 
     Raises:
         UsageError: unknown task or kwarg, continuous actions asked for, or a bad size.
     """
+    if cfg.task == "predator_prey":
+        return make_discrete(cfg, seed, PredatorPreyEnv, TASKS, _KWARGS[cfg.task], "a move on the grid")
     if cfg.task == "traffic_junction":
         return make_discrete(cfg, seed, TrafficJunctionEnv, TASKS, _KWARGS[cfg.task], "gas or brake")
     return make_discrete(cfg, seed, ReferentialEnv, TASKS, _KWARGS.get(cfg.task, ()), "name the target")
