@@ -81,14 +81,16 @@ def evaluate_baseline(
 
 
 def checkpoint_success_rate(path: str | Path, episodes: int = 500, deterministic: bool = True) -> float:
-    """Success rate over `episodes` episodes of a trained `comm/traffic_junction` run (its run
-    directory or checkpoint file), on the evaluation seed of `ca12.data.evaluator.Evaluator`."""
+    """Success rate over `episodes` episodes of a trained run (its run directory or checkpoint
+    file) on an env that writes `("stats", "success")` (comm/traffic_junction, comm/predator_prey),
+    on the evaluation seed of `ca12.data.evaluator.Evaluator`: every run of a seed plays the
+    same episodes."""
     module, cfg, _ = load_module(path)
-    if (cfg.env.family, cfg.env.task) != ("comm", "traffic_junction"):
-        raise UsageError(f"{path} was trained on {cfg.env.family}/{cfg.env.task}, not comm/traffic_junction")
     with isolated_rng():
         env = make_env(
             OmegaConf.merge(cfg.env, {"num_envs": episodes, "device": "cpu"}), cfg.seed + EVAL_SEED_OFFSET, transforms=module.env_transforms()
         )
+        if ("stats", "success") not in env.full_observation_spec.keys(True):
+            raise UsageError(f"{path} was trained on {cfg.env.family}/{cfg.env.task}, which reports no success (no ('stats', 'success') entry)")
         torch.manual_seed(cfg.seed + EVAL_SEED_OFFSET)
         return success_rate(module.policy.cpu(), env, deterministic)

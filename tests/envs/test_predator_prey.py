@@ -12,6 +12,7 @@ from ca12.envs.comm.predator_prey import ON_PREY_REWARD, TIME_PENALTY, PredatorP
 from ca12.errors import UsageError
 from ca12.fit import main
 from ca12.run.config import load_config
+from ca12.run.score import checkpoint_success_rate
 
 UP, RIGHT, DOWN, LEFT, STAY = range(5)
 
@@ -85,3 +86,11 @@ def test_talking_teams_of_eight_train_on_it(model, tmp_path):
     args = [*TINY, "logger=csv", "env.n_agents=8", "env.dim=6", "env.max_steps=10", f"model={model}", "collector.total_frames=200"]
     assert main(["--algo", "mappo", "--env", "comm/predator_prey", "--run-dir", str(tmp_path / "run"), *args]) == 0
     assert "rollout/success_mean" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    rate = checkpoint_success_rate(tmp_path / "run", episodes=16)
+    assert 0.0 <= rate <= 1.0 and checkpoint_success_rate(tmp_path / "run", episodes=16) == rate  # the same evaluation episodes
+
+
+def test_a_success_rate_of_a_task_without_one_is_refused_in_one_line(tmp_path):
+    assert main(["--algo", "mappo", "--run-dir", str(tmp_path / "run"), *TINY, "logger=none", "collector.total_frames=100"]) == 0
+    with pytest.raises(UsageError, match="reports no success"):
+        checkpoint_success_rate(tmp_path / "run", episodes=4)
