@@ -289,6 +289,7 @@ FROZEN_ON_RESUME = (
     "algo.name",
     "algo.groups",
     "algo.opponent_model",
+    "algo.value_norm",
     "algo.league.opponents",
     "algo.league.max_size",
     "model.",

@@ -69,3 +69,15 @@ def test_value_norm_statistics_resume_bit_for_bit(tmp_path):
 def test_an_unknown_value_norm_is_refused_in_one_line():
     with pytest.raises(UsageError, match="algo.value_norm"):
         load_config("mappo", "vmas/navigation", [*TINY, "algo.value_norm=popartt"])
+
+
+def test_value_norm_cannot_change_on_resume_and_old_runs_resume_without_it():
+    from omegaconf import OmegaConf
+
+    from ca12.run.config import apply_overrides
+
+    with pytest.raises(UsageError, match="algo.value_norm"):
+        apply_overrides(load_config("mappo", "vmas/navigation", TINY), ["algo.value_norm=popart"])
+    saved = OmegaConf.create(OmegaConf.to_container(load_config("mappo", "vmas/navigation", TINY)))
+    del saved.algo["value_norm"]  # a run saved before the key existed
+    assert apply_overrides(saved, []).algo.value_norm == "none"
