@@ -99,7 +99,8 @@ def make_env(
     own device as `process_device` and samples there. `transforms` are what the acting policy
     needs on the env (recurrent policies: `InitTracker` and hidden-state primers); copies are
     appended, so one list serves many envs. `training=True` (the envs a learner collects from)
-    applies `env.reward_scale`; evaluation and the Python API see the env's own rewards.
+    applies `env.reward_scale` and `env.curriculum`; evaluation and the Python API see the env's
+    own rewards and configured parameters.
     """
     from ca12.envs.common import hide_observation, scale_rewards
 
@@ -110,6 +111,10 @@ def make_env(
     env = builder(cfg, seed)
     if cfg.get("hide_observation"):
         env = hide_observation(env, OmegaConf.to_container(cfg.hide_observation))
+    if training and cfg.get("curriculum"):
+        from ca12.envs.curriculum import add_curriculum
+
+        env = add_curriculum(env, OmegaConf.to_container(cfg.curriculum), f"curriculum/{cfg.family}/{cfg.task}/{device}/{seed}")
     if training and cfg.get("reward_scale", 1.0) != 1.0:
         env = scale_rewards(env, cfg.reward_scale)
     for transform in transforms or []:

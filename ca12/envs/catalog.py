@@ -20,7 +20,7 @@ import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ca12.errors import UsageError
 from ca12.schema import key
@@ -41,6 +41,13 @@ class EnvConfig:
     hide_observation: Optional[Dict[str, List[int]]] = dataclasses.field(
         default=None,
         metadata={"doc": "{group: [feature indices]} zeroed in that group's observation, an ablation (e.g. cut a message channel); null: none"},
+    )
+    curriculum: Optional[Dict[str, List[Any]]] = dataclasses.field(
+        default=None,
+        metadata={
+            "doc": "{parameter: [start value, first frame, last frame]}: the training envs' parameter moves linearly from the start "
+            "value to its configured one over those frames (ca12/envs/curriculum.py); evaluation plays the configured one; null: none"
+        },
     )
     reward_scale: float = dataclasses.field(
         default=1.0,

@@ -17,7 +17,8 @@ offers it batched in torch, so it is written here by hand; it follows IC3Net's c
     * Presets (IC3Net's README and the papers): easy dim 7, n_max 5, arrival 0.3, 20 steps;
       medium dim 14, n_max 10, arrival 0.2, 40 steps; hard dim 18, n_max 20, arrival 0.05,
       80 steps (`env.max_steps` is the episode length; set it with the difficulty). IC3Net
-      trains with a curriculum from `add_rate_min` up to these rates; here the rate is fixed.
+      trains with a curriculum from `add_rate_min` up to these rates: `env.curriculum=
+      {arrival_prob: [START, FIRST_FRAME, LAST_FRAME]}` (ca12/envs/curriculum.py) is that.
     * A step: every active car acts, gas (0: one cell along its route) or brake (1: stay); a car
       that gasses on the last cell of its route leaves, and its slot is free again. Then each
       entry, in order, admits a car with probability `arrival_prob` while fewer than `n_max`
