@@ -285,11 +285,11 @@ def test_a_tiny_population_writes_member_runs_and_tables(population):
 def test_an_interrupted_population_resumes_without_redoing_rounds(population, tmp_path, monkeypatch, where):
     """Stopped in round 2 (after member 0 trained it) or half-way through the exploit after
     round 1: `--resume` trains only what is left and ends with the same tables."""
-    import ca12.run.train
+    import ca12.multirun.pbt.members
 
     monkeypatch.chdir(tmp_path)
     trained, install = [], local_backend.install_checkpoint
-    fit_run = ca12.run.train.run
+    fit_run = ca12.multirun.pbt.members.run  # a member's training run (ca12.run.train.run)
 
     def counted_run(args):
         trained.append(args)
@@ -303,7 +303,7 @@ def test_an_interrupted_population_resumes_without_redoing_rounds(population, tm
             raise KeyboardInterrupt
         return install(*args)
 
-    monkeypatch.setattr(ca12.run.train, "run", counted_run)
+    monkeypatch.setattr(ca12.multirun.pbt.members, "run", counted_run)
     monkeypatch.setattr(local_backend, "install_checkpoint", failing_install)
     assert main([*POPULATION, "--dir", str(tmp_path / "pop")]) == 130
     state = json.loads((tmp_path / "pop" / "state.json").read_text())
