@@ -25,7 +25,8 @@ KEYS = ("value", "reward", "done", "terminated", "advantage", "value_target")
 
 class CriticValuesGAE(nn.ModuleDict):
     """One `MultiAgentGAE` per group whose values the module computes itself, keyed by group
-    (empty when no group's are). Its state_dict keys are `estimators.<group>.*` under the module,
+    (empty when no group's are): `values` writes the critic's values into a batch, then
+    `estimators[g](batch)` computes the advantages and value targets from them. Its state_dict keys are `estimators.<group>.*` under the module,
     as they were when MAPPO built the estimators of recurrent critics itself."""
 
     recurrent: bool = False
@@ -55,8 +56,3 @@ class CriticValuesGAE(nn.ModuleDict):
         with set_recurrent_mode(True):
             critic(batch)  # writes V(o_t) and the state after each step under "next"
         batch.set(("next", *value), step_on_next(critic, batch).get(value))
-
-    def advantage(self, g: str, batch: TensorDictBase) -> None:
-        """Writes group `g`'s advantage and value target into `batch` ([B, T, n_agents, 1]) from
-        the values `values` wrote (rescaled to returns where the critic is normalised)."""
-        self[g](batch)

@@ -7,13 +7,13 @@ The loss is TorchRL's `MAPPOLoss` (clipped surrogate, value loss, entropy bonus)
 per batch, then `num_epochs` passes of shuffled minibatches, each one Adam step with
 gradient-norm clipping through Lightning.
 
-Four optional parts of the update are objects the module holds, not code it inherits (IPPO and
+Five optional parts of the update are objects the module holds, not code it inherits (IPPO and
 PPO hold the same ones): the opponent models (`algo.opponent_model`, ca12/nets/opponent.py:
 each agent predicts the others' actions and its actor reads the prediction), the signalling
 bonus (`algo.signalling_coeff`, ca12/algos/signalling.py: a speaker paid for messages that say
 something about what it sees), the league (`algo.league`, ca12/selfplay/: the untrained group
-plays the learner's snapshots) and GAE for recurrent critics (`critic_model=gru|lstm`,
-ca12/algos/critic_values.py); and value normalisation (`algo.value_norm`, ca12/algos/value_norm.py:
+plays the learner's snapshots), GAE on values the module computes (recurrent critics,
+`critic_model=gru|lstm`, and normalised ones; ca12/algos/critic_values.py) and value normalisation (`algo.value_norm`, ca12/algos/value_norm.py:
 the critics learn standardised returns). The first two add loss terms and metrics through the
 same two methods (`loss_terms`, `metrics`).
 """
@@ -144,7 +144,7 @@ class MAPPO(RLModule):
                 self.estimators.values(g, self.critics[g], batch)
                 if g in self.value_norms:
                     self.value_norms.to_returns(g, batch, keys.value)
-                self.estimators.advantage(g, batch)
+                self.estimators[g](batch)  # TorchRL's MultiAgentGAE on the values in the batch
                 if g in self.value_norms:
                     self.value_norms.to_targets(g, batch, keys.value, keys.value_target)
             else:
