@@ -273,6 +273,20 @@ def interval(values: list[float]) -> tuple[float, float]:
     return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
 
 
+def welch(a: list[float], b: list[float]) -> str:
+    """mean(b) - mean(a), with Welch's 95 % interval and p-value when both have a spread."""
+    import statistics
+
+    from scipy import stats
+
+    text = f"{statistics.fmean(b) - statistics.fmean(a):+.3f}"
+    if min(len(a), len(b)) > 1 and max(statistics.stdev(a), statistics.stdev(b)) > 0:
+        test = stats.ttest_ind(b, a, equal_var=False)
+        low, high = test.confidence_interval(0.95)
+        text += f" (Welch 95% CI {low:+.3f} .. {high:+.3f}, p = {test.pvalue:.3f})"
+    return text
+
+
 def ablation(title: str, variants: dict[str, Row], seed: int, gain: str) -> dict[str, float]:
     """Runs each labelled row (the same task with one thing changed), prints their final returns
     and seconds under `title`, and the first minus the second as `gain`; returns label -> final."""

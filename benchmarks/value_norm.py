@@ -25,8 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # small nets: torch's thread pool only spins on shared cores
 
-from learning import Row, fit_returns, interval  # noqa: E402  (the sibling script)
-from scipy import stats  # noqa: E402
+from learning import Row, fit_returns, interval, welch  # noqa: E402  (the sibling script)
 
 import ca12  # noqa: E402
 
@@ -49,16 +48,6 @@ def measure(env: str, frames: int, overrides: list[str], variant: str, seed: int
     final = statistics.fmean(returns[-LAST:])
     print(f"{env} value_norm={variant} seed {seed}: final {final:.3f}, evaluation {evaluation:.3f} ({seconds:.0f} s)", flush=True)
     return final, evaluation
-
-
-def welch(a: list[float], b: list[float]) -> str:
-    """b - a with Welch's 95 % interval (when both have a spread)."""
-    text = f"{statistics.fmean(b) - statistics.fmean(a):+.3f}"
-    if min(len(a), len(b)) > 1 and max(statistics.stdev(a), statistics.stdev(b)) > 0:
-        test = stats.ttest_ind(b, a, equal_var=False)
-        low, high = test.confidence_interval(0.95)
-        text += f" (Welch 95% CI {low:+.3f} .. {high:+.3f}, p = {test.pvalue:.3f})"
-    return text
 
 
 def main() -> None:
