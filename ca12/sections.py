@@ -26,6 +26,7 @@ MAX_SEED = 2**32 - 1
 ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "gelu": "GELU"}
 RECURRENT = ("gru", "lstm")
 HIERARCHICAL = "hierarchical"
+IC3NET = "ic3net"  # recurrent controllers that talk (ca12/nets/ic3net.py)
 COMMUNICATION = ("commnet", "tarmac", "dial", "graph")
 # `model=graph`: who hears whom (ca12/nets/communication.py builds them).
 GRAPHS = ("ring", "star", "grid", "complete", "random_geometric")
@@ -36,7 +37,8 @@ class MLPConfig:
     """conf/model/mlp.yaml."""
 
     kind: str = key(
-        "network kind: mlp, gru, lstm, commnet, tarmac, dial, graph, hierarchical", choices=("mlp", *RECURRENT, *COMMUNICATION, HIERARCHICAL)
+        "network kind: mlp, gru, lstm, commnet, tarmac, dial, graph, hierarchical, ic3net",
+        choices=("mlp", *RECURRENT, *COMMUNICATION, HIERARCHICAL, IC3NET),
     )
     hidden_sizes: list[int] = key(
         "hidden layer widths (recurrent kinds: the encoder before the core; talking kinds: the encoder, its last "
@@ -52,6 +54,13 @@ class RecurrentConfig(MLPConfig):
 
     hidden_size: int = key("width of the recurrent state", positive=True)
     num_layers: int = key("stacked recurrent layers", positive=True)
+
+
+@dataclass
+class IC3NetConfig(RecurrentConfig):
+    """conf/model/ic3net.yaml: IC3Net, LSTM controllers that hear the mean of the others' states."""
+
+    gated: bool = key("each agent learns when to speak (IC3Net's gate); false: all always speak (recurrent CommNet)")
 
 
 @dataclass
@@ -115,6 +124,7 @@ _MODEL_SCHEMAS: dict[str, type] = {
     "dial": DIALConfig,
     "graph": GraphConfig,
     HIERARCHICAL: HierarchicalConfig,
+    IC3NET: IC3NetConfig,
 }
 
 

@@ -32,17 +32,17 @@ from torchrl.envs import EnvBase
 
 from ca12.algos.trpo import TRPO
 from ca12.errors import UsageError
-from ca12.sections import COMMUNICATION, HIERARCHICAL
+from ca12.sections import COMMUNICATION, HIERARCHICAL, IC3NET
 
 
 class HATRPO(TRPO):
     """HATRPO as a LightningModule: TRPO's critic and advantages, sequential per-agent steps."""
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
-        if cfg.model.kind in (*COMMUNICATION, HIERARCHICAL):
+        if cfg.model.kind in (*COMMUNICATION, HIERARCHICAL, IC3NET):
             raise UsageError(
                 f"hatrpo steps each agent's own parameters in turn: model={cfg.model.kind} shares weights between agents "
-                f"({'the message channel' if cfg.model.kind in COMMUNICATION else 'the team managers'}), so one agent's step "
+                f"({'the team managers' if cfg.model.kind == HIERARCHICAL else 'the message channel'}), so one agent's step "
                 "would move the others' policies outside their trust regions; use mappo or trpo with it"
             )
         super().__init__(cfg, env)

@@ -28,14 +28,15 @@ from torchrl.modules import MultiAgentMLP
 from ca12.errors import UsageError
 from ca12.nets.communication import AttentionCommunication, CommNet, DIALCommunication, GraphCommunication
 from ca12.nets.hierarchy import make_hierarchy
+from ca12.nets.ic3net import GatedMessages
 from ca12.nets.recurrent import make_recurrent
-from ca12.sections import ACTIVATIONS, COMMUNICATION, HIERARCHICAL, RECURRENT  # the kinds and their schemas (ca12/sections.py: start-up)
+from ca12.sections import ACTIVATIONS, COMMUNICATION, HIERARCHICAL, IC3NET, RECURRENT  # the kinds and their schemas (ca12/sections.py: start-up)
 
 
 def is_recurrent(model: DictConfig) -> bool:
-    """The network keeps a state from step to step (gru, lstm, hierarchical): the collector
-    carries it and the losses replay whole sequences."""
-    return model.kind in (*RECURRENT, HIERARCHICAL)
+    """The network keeps a state from step to step (gru, lstm, hierarchical, ic3net): the
+    collector carries it and the losses replay whole sequences."""
+    return model.kind in (*RECURRENT, HIERARCHICAL, IC3NET)
 
 
 def is_communicating(model: DictConfig) -> bool:
@@ -53,8 +54,8 @@ def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised:
     `centralised` every agent's output sees all agents' inputs. A talking `model` kind gives a
     `TalkingNet` (its agents also exchange messages); `hierarchical` is refused (its goals are
     a state kept between steps, which a network of assembled inputs cannot hold)."""
-    if model.kind == HIERARCHICAL:
-        raise UsageError("model=hierarchical keeps its goals between steps, which this plain feed-forward network cannot: use model=mlp here")
+    if model.kind in (HIERARCHICAL, IC3NET):
+        raise UsageError(f"model={model.kind} keeps a state between steps, which this plain feed-forward network cannot: use model=mlp here")
     if is_communicating(model):
         return TalkingNet(model, n_in, n_out, n_agents, centralised=centralised, device=device)
     return MultiAgentMLP(
@@ -181,6 +182,8 @@ def agent_net(
     )
     if model.kind == HIERARCHICAL:
         steps.append(_hierarchy(model, net))
+    elif model.kind == IC3NET:
+        steps.append(_ic3net(model, net))
     else:
         steps.append(
             make_recurrent(model.kind, hidden_size=model.hidden_size, num_layers=model.num_layers, mlp_sizes=list(model.hidden_sizes), **net)
@@ -188,6 +191,17 @@ def agent_net(
     if head is not None:
         steps.append(TensorDictModule(head, in_keys=[group.key(f"{name}_out")], out_keys=out_keys))
     return steps[0] if len(steps) == 1 else TensorDictSequential(*steps)
+
+
+def _ic3net(model: DictConfig, net: dict) -> TensorDictModuleBase:
+    """IC3Net's controllers from an `IC3NetConfig` section: an LSTM core that hears `GatedMessages`."""
+    sizes = list(model.hidden_sizes)
+    if not sizes:
+        raise UsageError("model=ic3net needs hidden_sizes (the encoder e(o); each step's message is added to its output)")
+    if model.num_layers != 1:
+        raise UsageError(f"model=ic3net has one LSTM layer (its message joins that layer's input), got model.num_layers={model.num_layers}")
+    talk = GatedMessages(model.hidden_size, sizes[-1], gated=model.gated).to(net["device"])
+    return make_recurrent("lstm", hidden_size=model.hidden_size, num_layers=1, mlp_sizes=sizes, talk=talk, **net)
 
 
 def _hierarchy(model: DictConfig, net: dict) -> TensorDictModuleBase:

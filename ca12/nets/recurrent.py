@@ -47,11 +47,12 @@ from torchrl.modules import recurrent_mode as global_recurrent_mode
 _GATES = {"gru": 3, "lstm": 4}
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x [..., n, F] @ weight [A, O, F] + bias [A, O] -> [..., n, O]; A is 1 (shared) or n."""
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., n, F] @ weight [A, O, F] (+ bias [A, O]) -> [..., n, O]; A is 1 (shared) or n."""
     if weight.shape[0] == 1:
-        return F.linear(x, weight[0], bias[0])
-    return torch.einsum("...nf,nof->...no", x, weight) + bias
+        return F.linear(x, weight[0], None if bias is None else bias[0])
+    y = torch.einsum("...nf,nof->...no", x, weight)
+    return y if bias is None else y + bias
 
 
 def time_major_inputs(tensordict: TensorDictBase, in_key: NestedKey, n_agents: int, sequence: bool) -> tuple[torch.Size, torch.Tensor, torch.Tensor]:
@@ -102,6 +103,7 @@ class MultiAgentRecurrent(TensorDictModuleBase):
         in_key: NestedKey,
         out_key: NestedKey,
         name: str,
+        talk: nn.Module | None = None,
     ):
         super().__init__()
         if kind not in _GATES:
@@ -114,6 +116,14 @@ class MultiAgentRecurrent(TensorDictModuleBase):
         self.in_keys = [unravel_key(in_key), "is_init", *self.hidden_keys]
         self.out_keys = [unravel_key(out_key), *(("next", *key) for key in self.hidden_keys)]
         self._recurrent_mode = False
+        # Talking controllers (IC3Net, ca12/nets/ic3net.py): `talk(h, replayed gates)` turns the state
+        # before a step into a message added to the core's input, and the gates it took are written.
+        self.talk = talk
+        self.gate_key = (group, f"{name}_gate")
+        if talk is not None:
+            if num_layers != 1:
+                raise ValueError("a talking controller has one recurrent layer (its message joins the layer's input)")
+            self.out_keys.append(self.gate_key)
 
         mlp_sizes = list(mlp_sizes)
         agent_net = dict(n_agents=n_agents, centralized=False, share_params=share_params, device=device)
@@ -174,7 +184,12 @@ class MultiAgentRecurrent(TensorDictModuleBase):
                 state.append(stored.reshape(-1, steps, n, *shape)[:, 0])  # state at t=0: [M, n, L, H]
         if self.encoder is not None:
             x = self.encoder(x)  # [T, M, n, E]
-        y, states = self._unroll(x, reset, state)  # [T, M, n, H], each [T, M, n, L, H]
+        # Sequence mode replays the gates the rollout took; step mode draws its own (in step mode a
+        # gate left in the tensordict is the previous step's, kept by step_mdp).
+        replay = tensordict.get(self.gate_key, None) if self.talk is not None and self.recurrent_mode else None
+        if replay is not None:
+            replay = replay.reshape(-1, steps, n, 1).transpose(0, 1)  # [T, M, n, 1]
+        y, states, gates = self._unroll(x, reset, state, replay)  # [T, M, n, H], each [T, M, n, L, H], [T, M, n, 1]
 
         def to_batch(value: torch.Tensor) -> torch.Tensor:  # [T, M, ...] -> [*batch, ...]
             return value.transpose(0, 1).reshape(*batch, *value.shape[2:])
@@ -183,35 +198,48 @@ class MultiAgentRecurrent(TensorDictModuleBase):
             if prefix not in tensordict.keys(include_nested=True):  # a group's entries carry the agent dim
                 tensordict.set(prefix, TensorDict(batch_size=(*batch, n), device=tensordict.device, names=[*tensordict.names, None]))
         tensordict.set(self.out_keys[0], to_batch(self.head(y)))  # [*batch, n, n_out]
-        for key, value in zip(self.out_keys[1:], states):
+        for key, value in zip(self.out_keys[1 : 1 + len(states)], states):
             tensordict.set(key, to_batch(value))  # [*batch, n, L, H]
+        if gates is not None:
+            tensordict.set(self.gate_key, to_batch(gates))  # [*batch, n, 1]
+            self.talk.record(gates)
         return tensordict
 
-    def _unroll(self, x: torch.Tensor, reset: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _unroll(
+        self, x: torch.Tensor, reset: torch.Tensor, state: list[torch.Tensor], replay: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """Runs the stacked core over T steps, layer by layer.
 
         Args:
             x: inputs [T, M, n, F].
             reset: [T, M], True where the hidden state is zeroed before the step.
             state: hidden state(s) before step 0, each [M, n, L, H] (h, or h and c).
+            replay: with `talk`, the gates to reuse [T, M, n, 1] (None: `talk` draws them).
 
         Returns:
-            Top-layer outputs [T, M, n, H] and the state(s) after every step, each [T, M, n, L, H].
+            Top-layer outputs [T, M, n, H], the state(s) after every step, each [T, M, n, L, H],
+            and with `talk` the gates of every step [T, M, n, 1] (else None).
         """
         keep = ~reset[..., None, None]  # [T, M, 1, 1]
-        per_layer = []
+        per_layer, gates = [], []
         for layer in range(self.num_layers):
             gi = _linear(x, self.w_ih[layer], self.b_ih[layer])  # [T, M, n, G*H]: all steps in one matmul
             s = [v[:, :, layer] for v in state]  # [M, n, H] each
             trace: list[list[torch.Tensor]] = [[] for _ in s]
             for t in range(x.shape[0]):
                 s = [torch.where(keep[t], v, 0.0) for v in s]  # episode start: zero state
-                s = self._cell(gi[t], _linear(s[0], self.w_hh[layer], self.b_hh[layer]), s)
+                step_in = gi[t]
+                if self.talk is not None:  # the message heard before this step joins its input: W_ih (e + c)
+                    message, gate = self.talk(s[0], None if replay is None else replay[t])
+                    step_in = step_in + _linear(message, self.w_ih[layer])
+                    gates.append(gate)
+                s = self._cell(step_in, _linear(s[0], self.w_hh[layer], self.b_hh[layer]), s)
                 for acc, v in zip(trace, s):
                     acc.append(v)
             per_layer.append([torch.stack(acc) for acc in trace])  # [T, M, n, H] each
             x = per_layer[-1][0]  # this layer's h feeds the next layer
-        return x, [torch.stack([states[i] for states in per_layer], dim=-2) for i in range(len(state))]
+        states = [torch.stack([states[i] for states in per_layer], dim=-2) for i in range(len(state))]
+        return x, states, torch.stack(gates) if gates else None
 
     def _cell(self, gi: torch.Tensor, gh: torch.Tensor, s: list[torch.Tensor]) -> list[torch.Tensor]:
         """One step of PyTorch's GRU (gates r, z, n) or LSTM (gates i, f, g, o); gi, gh [M, n, G*H]."""
@@ -257,6 +285,7 @@ def make_recurrent(
     in_key: NestedKey,
     out_key: NestedKey,
     name: str,
+    talk: nn.Module | None = None,
 ) -> MultiAgentRecurrent:
     """A GRU ("gru") or LSTM ("lstm") multi-agent network as a TensorDict module.
 
@@ -277,6 +306,9 @@ def make_recurrent(
         in_key: input entry, e.g. `(group, "observation")`.
         out_key: output entry, e.g. `(group, "logits")` or `(group, "action_value")`.
         name: hidden state entries are `(group, f"{name}_h")` (and `_c` for "lstm").
+        talk: talking controllers (IC3Net's `GatedMessages`, ca12/nets/ic3net.py): before each
+            step the message it makes of the state joins the core's input; the gates it took
+            are written to `(group, f"{name}_gate")` and replayed in sequence mode.
 
     Raises:
         ValueError: unknown kind or a non-positive size.
@@ -296,4 +328,5 @@ def make_recurrent(
         in_key=in_key,
         out_key=out_key,
         name=name,
+        talk=talk,
     )
