@@ -1,16 +1,22 @@
-"""Traffic junction (medium): MAPPO without communication against talking models, same frames.
+"""Traffic junction: MAPPO without communication against talking models, same frames, over seeds.
 
-    python benchmarks/traffic_junction.py                       # mlp, commnet, tarmac, 300k frames each
-    python benchmarks/traffic_junction.py --frames 60000 --models mlp commnet
+    python benchmarks/traffic_junction.py                       # mlp, commnet, tarmac, ic3net; 300k frames; seeds 0 1 2
+    python benchmarks/traffic_junction.py --frames 60000 --models mlp commnet --seed 0
+    python benchmarks/traffic_junction.py --models ic3net commnet_lstm --curriculum 0.05 75000 375000
     python benchmarks/traffic_junction.py --difficulty easy --steps 20
 
-Each row is a real `python -m ca12.fit --algo mappo --env comm/traffic_junction` run (seed 0,
-logger=csv) with the shared settings below and `model=<row>`, every actor 2 x 64 wide (critic:
-the default MLP). After
-training, the checkpoint acts greedily in `--episodes` evaluation episodes (one per world, on
-the evaluation seed): the success rate is the share without a collision, as CommNet, IC3Net and
-TarMAC report it. The table shows it next to the last rollout return (per car slot) and the
-papers' reported success rates; the last column is each row's success over the MLP row's.
+Each row is a real `python -m ca12.fit --algo mappo --env comm/traffic_junction` run per seed
+(logger=csv) with the shared settings below and the model's overrides (`MODELS`), every actor's
+encoder 2 x 64 wide (critic: the default MLP). `ic3net` is IC3Net's gated LSTM controllers
+(`model=ic3net`, ca12/nets/ic3net.py) and `commnet_lstm` the same controllers with every gate
+open (IC3Net's recurrent CommNet); `commnet` and `tarmac` are the feed-forward talking kinds.
+`--curriculum START FIRST LAST` ramps the training worlds' arrival probability from START to the
+difficulty's value between those frames (IC3Net's curriculum; `env.curriculum`), evaluation
+plays the difficulty's own. After training, each checkpoint acts greedily in `--episodes`
+evaluation episodes on its seed's evaluation seed (the same episodes for every model of a seed):
+the success rate is the share without a collision, as CommNet, IC3Net and TarMAC report it. The
+table shows each model's mean success with its 95 % t-interval over seeds, each seed's, the mean
+last rollout return (per car slot) and the papers' reported success rates.
 
 Reported success rates (%), mean +- std over their runs:
     * IC3Net (Singh et al. 2019, Table 2; recurrent REINFORCE controllers, 2000 epochs x 5000
@@ -26,10 +32,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from learning import interval  # the sibling script
 
 from ca12.fit import main as fit_main
 from ca12.run.score import checkpoint_success_rate
@@ -39,66 +48,89 @@ from ca12.run.score import checkpoint_success_rate
 SETTINGS = ["experiment=traffic_junction_medium", "eval.every_n_iters=0", "logger=csv"]  # conf/experiment/traffic_junction_medium.yaml
 # Every actor has the talking models' encoder width (conf/model/mlp.yaml's default is [256, 256]).
 SAME_WIDTH = ["model.hidden_sizes=[64,64]"]
+MODELS = {
+    "mlp": ["model=mlp"],
+    "commnet": ["model=commnet"],
+    "tarmac": ["model=tarmac"],
+    "ic3net": ["model=ic3net"],
+    "commnet_lstm": ["model=ic3net", "model.gated=false"],  # IC3Net's controllers, every gate open
+}
 # model -> (paper, difficulty, reported success %), printed beside the measured rows.
 REPORTED = {
     "mlp": [("IC3Net T2, IC (memory)", "medium", "3.4 +- 0.5"), ("TarMAC T3, no comm", "easy/hard", "84.9 / 74.1")],
     "commnet": [("IC3Net T2, CommNet (memory)", "medium", "54.3 +- 14.2"), ("IC3Net T2, IC3Net = gated CommNet (memory)", "medium", "89.3 +- 2.5")],
     "tarmac": [("TarMAC T3, 2-round", "easy/hard", "99.9 / 97.1")],
+    "ic3net": [("IC3Net T2, IC3Net (memory)", "medium", "89.3 +- 2.5")],
+    "commnet_lstm": [("IC3Net T2, CommNet (memory)", "medium", "54.3 +- 14.2")],
 }
 
 
-def train(model: str, frames: int, difficulty: str, steps: int, episodes: int, run_dir: Path, extra: list[str]) -> tuple[float, float, float]:
+def train(model: str, seed: int, args, run_dir: Path) -> tuple[float, float, float]:
     """(seconds, last rollout return, greedy success rate) of one MAPPO run with `model`."""
+    curriculum = []
+    if args.curriculum:
+        start, first, last = args.curriculum
+        curriculum = [f"env.curriculum={{arrival_prob:[{start},{int(first)},{int(last)}]}}"]
     argv = [
         "--algo",
         "mappo",
         "--env",
         "comm/traffic_junction",
         "--seed",
-        "0",
+        str(seed),
         "--run-dir",
         str(run_dir),
         *SETTINGS,
-        f"env.difficulty={difficulty}",
-        f"env.max_steps={steps}",
-        f"collector.total_frames={frames}",
-        f"model={model}",
+        f"env.difficulty={args.difficulty}",
+        f"env.max_steps={args.steps}",
+        f"collector.total_frames={args.frames}",
         *SAME_WIDTH,
-        *extra,
+        *MODELS[model],
+        *curriculum,
+        *args.overrides,
     ]
     start = time.perf_counter()
     if fit_main(argv) != 0:
-        raise SystemExit(f"mappo with model={model} failed")
+        raise SystemExit(f"mappo with {model} (seed {seed}) failed")
     seconds = time.perf_counter() - start
     with open(run_dir / "metrics.csv") as f:
         returns = [float(row["rollout/episode_reward_mean"]) for row in csv.DictReader(f) if row.get("rollout/episode_reward_mean")]
-    return seconds, returns[-1], checkpoint_success_rate(run_dir, episodes)
+    return seconds, returns[-1], checkpoint_success_rate(run_dir, args.episodes)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=["mlp", "commnet", "tarmac"], help="model kinds (mlp: no communication)")
-    parser.add_argument("--frames", type=int, default=300_000, help="training frames (world steps) per model")
+    parser.add_argument("--models", nargs="*", default=["mlp", "commnet", "tarmac", "ic3net"], choices=list(MODELS))
+    parser.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--frames", type=int, default=300_000, help="training frames (world steps) per run")
     parser.add_argument("--difficulty", default="medium", choices=["easy", "medium", "hard"])
     parser.add_argument("--steps", type=int, default=40, help="episode length (the papers: 20 easy, 40 medium, 80 hard)")
-    parser.add_argument("--episodes", type=int, default=1000, help="greedy evaluation episodes per model")
+    parser.add_argument("--episodes", type=int, default=1000, help="greedy evaluation episodes per run")
+    parser.add_argument("--curriculum", type=float, nargs=3, default=None, metavar=("START", "FIRST", "LAST"), help="arrival-rate ramp")
     parser.add_argument("--keep", type=Path, default=None, help="keep the run directories under this folder")
     parser.add_argument("overrides", nargs="*", help="extra KEY=VALUE overrides for every run")
     args = parser.parse_args()
-    rows = []
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         for model in args.models:
-            rows.append((model, *train(model, args.frames, args.difficulty, args.steps, args.episodes, root / model, args.overrides)))
-            print(f"{model}: {rows[-1][1:]}", file=sys.stderr, flush=True)
-    baseline = {model: success for model, _, _, success in rows}.get("mlp")
-    header = f"{'model':<9}{'frames':>9}{'seconds':>9}{'return':>9}{'success %':>11}{'vs mlp':>8}   reported success % (paper, difficulty)"
-    print(f"\ncomm/traffic_junction {args.difficulty}, MAPPO, {args.frames} frames each, greedy success over {args.episodes} episodes")
+            for seed in args.seed:
+                runs[model, seed] = train(model, seed, args, root / f"{model}_{seed}")
+                print(f"{model} seed {seed}: seconds, return, success = {runs[model, seed]}", file=sys.stderr, flush=True)
+    ramp = f", arrival-rate curriculum {args.curriculum}" if args.curriculum else ""
+    print(
+        f"\ncomm/traffic_junction {args.difficulty}, MAPPO, {args.frames} frames a run{ramp}, seeds {' '.join(map(str, args.seed))}, "
+        f"greedy success over {args.episodes} episodes"
+    )
+    header = f"{'model':<13}{'seconds':>9}{'return':>9}{'success %':>11}{'95% CI':>9}   {'per seed':<22}reported success % (paper, difficulty)"
     print(header + "\n" + "-" * len(header))
-    for model, seconds, final, success in rows:
-        ratio = f"{success / baseline:.2f}" if baseline else "-"
+    for model in args.models:
+        rows = [runs[model, seed] for seed in args.seed]
+        success, half = interval([100 * success for _, _, success in rows])
+        per_seed = " / ".join(f"{100 * success:.1f}" for _, _, success in rows)
         reported = "; ".join(f"{value} ({paper}, {level})" for paper, level, value in REPORTED.get(model, []))
-        print(f"{model:<9}{args.frames:>9}{seconds:>9.0f}{final:>9.2f}{100 * success:>11.1f}{ratio:>8}   {reported}")
+        seconds, final = statistics.fmean(r[0] for r in rows), statistics.fmean(r[1] for r in rows)
+        print(f"{model:<13}{seconds:>9.0f}{final:>9.2f}{success:>11.1f}{'+-' + format(half, '.1f'):>9}   {per_seed:<22}{reported}")
 
 
 if __name__ == "__main__":
