@@ -16,17 +16,26 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from ca12.errors import UsageError
 
 
-def key(doc: str, *, minimum: float | None = None, maximum: float | None = None, positive: bool = False, choices: Sequence[str] | None = None) -> Any:
+def key(
+    doc: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    below: float | None = None,
+    positive: bool = False,
+    choices: Sequence[str] | None = None,
+) -> Any:
     """A schema field with no default (conf/ gives the value) and its documentation.
 
     Args:
         doc: one line shown by --show-config.
         minimum: the value must be >= minimum.
         maximum: the value must be <= maximum (a discount factor above 1 makes returns diverge).
+        below: the value must be < below (a line search's shrink factor of 1 never shrinks).
         positive: the value must be > 0.
         choices: the value must be one of these strings.
     """
-    meta = {"doc": doc, "minimum": minimum, "maximum": maximum, "positive": positive, "choices": tuple(choices) if choices else None}
+    meta = {"doc": doc, "minimum": minimum, "maximum": maximum, "below": below, "positive": positive, "choices": tuple(choices) if choices else None}
     return dataclasses.field(default=MISSING, metadata=meta)
 
 
@@ -91,5 +100,7 @@ def check(schema: type, node: DictConfig, where: str) -> None:
             raise UsageError(f"{where}.{f.name} must be >= {meta['minimum']}, got {value}")
         if meta.get("maximum") is not None and not value <= meta["maximum"]:
             raise UsageError(f"{where}.{f.name} must be <= {meta['maximum']}, got {value}")
+        if meta.get("below") is not None and not value < meta["below"]:
+            raise UsageError(f"{where}.{f.name} must be below {meta['below']}, got {value}")
         if meta.get("choices") and value not in meta["choices"]:
             raise UsageError(f"{where}.{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")

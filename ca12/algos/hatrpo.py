@@ -39,15 +39,16 @@ class HATRPO(TRPO):
     """HATRPO as a LightningModule: TRPO's critic and advantages, sequential per-agent steps."""
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
+        name = cfg.algo.name
         if cfg.model.kind in (*COMMUNICATION, HIERARCHICAL, IC3NET):
             raise UsageError(
-                f"hatrpo steps each agent's own parameters in turn: model={cfg.model.kind} shares weights between agents "
+                f"{name} steps each agent's own parameters in turn: model={cfg.model.kind} shares weights between agents "
                 f"({'the team managers' if cfg.model.kind == HIERARCHICAL else 'the message channel'}), so one agent's step "
                 "would move the others' policies outside their trust regions; use mappo or trpo with it"
             )
         super().__init__(cfg, env)
         if self.model_cfg.share_params:
-            raise UsageError("hatrpo updates each agent's own policy: model.share_params=true is refused (hatrpo's default is false)")
+            raise UsageError(f"{name} updates each agent's own policy: model.share_params=true is refused ({name}'s default is false)")
         self.order_generator = torch.Generator().manual_seed(cfg.seed)
         self.last_order: list[int] = []
 

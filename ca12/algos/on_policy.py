@@ -11,7 +11,13 @@ from ca12.nets.builder import is_recurrent
 
 
 def minibatch_epochs(
-    module, batch: TensorDictBase, loss=None, num_epochs: int | None = None, suffix: str = "", target_kl: float | None = None
+    module,
+    batch: TensorDictBase,
+    loss=None,
+    num_epochs: int | None = None,
+    suffix: str = "",
+    target_kl: float | None = None,
+    optimiser=None,
 ) -> dict:
     """`num_epochs` (default `algo.num_epochs`) passes over a collected batch [B, T] in
     shuffled minibatches of `algo.minibatch_size` frames, one guarded optimiser step on `loss`
@@ -19,10 +25,11 @@ def minibatch_epochs(
     critic gets minibatches of whole trajectories ([b, T], b = minibatch_size // T)
     replayed in sequence mode; otherwise frames are shuffled singly. With `target_kl`, the
     epochs stop early once an epoch's mean `kl_approx` term exceeds it (one host sync per
-    epoch). Returns the mean loss terms, the gradient norm and the epochs run
-    (`train/epochs`) as `train/` metrics, each name followed by `suffix`.
+    epoch). `optimiser` defaults to the module's only one. Returns the mean loss terms, the
+    gradient norm and the epochs run (`train/epochs`) as `train/` metrics, each name followed
+    by `suffix`.
     """
-    optimiser, loss = module.optimizers(), loss or module.loss
+    optimiser, loss = optimiser or module.optimizers(), loss or module.loss
     sequences = is_recurrent(module.model_cfg) or (module.recurrent_critic and is_recurrent(module.critic_model_cfg))
     frames = batch if sequences else batch.reshape(-1)
     size = max(1, module.cfg.minibatch_size // batch.shape[-1]) if sequences else module.cfg.minibatch_size

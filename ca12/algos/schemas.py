@@ -213,7 +213,19 @@ class MASACConfig(ActorCriticReplayConfig):
 
 
 @dataclass
-class TRPOConfig(OnPolicyConfig):
+class CentralCriticConfig(OnPolicyConfig):
+    """What TRPO, HATRPO and HAPPO share: GAE advantages from a centralised critic fitted by Adam."""
+
+    gamma: float = key("discount factor", minimum=0.0, maximum=1.0)
+    lmbda: float = key("GAE lambda", minimum=0.0, maximum=1.0)
+    normalize_advantage: bool = key("standardise advantages over the batch")
+    critic_lr: float = key("Adam learning rate of the critic", positive=True)
+    num_epochs: int = key("critic passes over each batch", positive=True)
+    minibatch_size: int = key("frames per minibatch (one Adam step each; happo: the actors' too)", positive=True)
+
+
+@dataclass
+class TRPOConfig(CentralCriticConfig):
     """TRPO's and HATRPO's keys."""
 
     max_kl: float = key(
@@ -222,15 +234,19 @@ class TRPOConfig(OnPolicyConfig):
     )
     damping: float = key("added to the Fisher matrix (F + damping I) so conjugate gradient stays well posed", minimum=0.0)
     cg_iters: int = key("conjugate-gradient iterations for the natural-gradient direction", positive=True)
-    fisher_fraction: float = key("share of the batch's frames (drawn at random) the Fisher-vector products use, in (0, 1]", positive=True)
+    fisher_fraction: float = key("share of the batch's frames (drawn at random) the Fisher-vector products use", positive=True, maximum=1.0)
     line_search_steps: int = key("step sizes tried (each backtrack_coeff times the last) before the step is rejected", positive=True)
-    backtrack_coeff: float = key("factor shrinking the step at each line-search try, in (0, 1)", positive=True)
-    gamma: float = key("discount factor", minimum=0.0, maximum=1.0)
-    lmbda: float = key("GAE lambda", minimum=0.0, maximum=1.0)
-    normalize_advantage: bool = key("standardise advantages over the batch")
-    critic_lr: float = key("Adam learning rate of the critic", positive=True)
-    num_epochs: int = key("critic passes over each batch (the policy takes one trust-region step per batch)", positive=True)
-    minibatch_size: int = key("frames per critic minibatch (one Adam step each)", positive=True)
+    backtrack_coeff: float = key("factor shrinking the step at each line-search try", positive=True, below=1.0)
+
+
+@dataclass
+class HAPPOConfig(CentralCriticConfig):
+    """HAPPO's keys: HATRPO's sequential scheme with PPO's clipped step per agent."""
+
+    lr: float = key("Adam learning rate of each agent's policy", positive=True)
+    clip_epsilon: float = key("PPO clip of each agent's probability ratio", positive=True)
+    actor_epochs: int = key("passes over the batch for each agent's policy, in minibatches of minibatch_size", positive=True)
+    entropy_coeff: float = key("weight of each agent's entropy bonus", minimum=0.0)
 
 
 @dataclass
@@ -262,6 +278,7 @@ SCHEMAS: dict[str, type] = {
     "ppo": MAPPOConfig,
     "trpo": TRPOConfig,
     "hatrpo": TRPOConfig,
+    "happo": HAPPOConfig,
     "maddpg": MADDPGConfig,
     "iddpg": MADDPGConfig,
     "masac": MASACConfig,

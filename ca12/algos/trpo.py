@@ -49,7 +49,7 @@ from ca12.advantages import compute_gae
 from ca12.algos.base import RLModule
 from ca12.algos.on_policy import minibatch_epochs
 from ca12.algos.optim import fused_adam
-from ca12.errors import NonFiniteError, UsageError
+from ca12.errors import NonFiniteError
 from ca12.nets.policies import make_actor, make_critic
 
 
@@ -116,10 +116,6 @@ class TRPO(RLModule):
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg, env)
-        if not 0 < self.cfg.backtrack_coeff < 1:
-            raise UsageError(f"algo.backtrack_coeff must be between 0 and 1 (exclusive), got {self.cfg.backtrack_coeff}")
-        if not 0 < self.cfg.fisher_fraction <= 1:
-            raise UsageError(f"algo.fisher_fraction must be in (0, 1], got {self.cfg.fisher_fraction}")
         group = self.groups[0]
         self.actor = make_actor(group, self.model_cfg, device=env.device)
         self.critic = make_critic(group, self.critic_model_cfg, centralised=True, device=env.device)
@@ -130,6 +126,10 @@ class TRPO(RLModule):
 
     def configure_optimizers(self):
         return fused_adam(self.critic.parameters(), lr=self.cfg.critic_lr)
+
+    def critic_optimiser(self):
+        """The critic's optimiser (TRPO's only one: its policy moves by natural-gradient steps)."""
+        return self.optimizers()
 
     @torch.no_grad()
     def compute_advantage(self, batch: TensorDictBase) -> None:
@@ -265,7 +265,7 @@ class TRPO(RLModule):
         """Advantages with the critic as it stands, one policy step, then the critic's fit."""
         self.compute_advantage(batch)
         metrics = self.policy_update(batch.reshape(-1))
-        metrics.update(minibatch_epochs(self, batch, self.loss_critic, suffix="_critic"))
+        metrics.update(minibatch_epochs(self, batch, self.loss_critic, suffix="_critic", optimiser=self.critic_optimiser()))
         metrics["rollout/episode_reward_mean"] = self.episode_reward_mean(batch)
         return metrics
 

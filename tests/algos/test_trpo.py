@@ -221,9 +221,9 @@ def test_fit_writes_checkpoints_and_resumes_bit_for_bit(algo, actions, tmp_path)
 @pytest.mark.parametrize(
     "algo, override, message",
     [
-        ("trpo", "algo.backtrack_coeff=1.5", "algo.backtrack_coeff must be between 0 and 1 (exclusive), got 1.5"),
+        ("trpo", "algo.backtrack_coeff=1.5", "algo.backtrack_coeff must be below 1.0, got 1.5"),
         ("trpo", "algo.max_kl=0", "algo.max_kl must be positive, got 0"),
-        ("trpo", "algo.fisher_fraction=2", "algo.fisher_fraction must be in (0, 1], got 2"),
+        ("trpo", "algo.fisher_fraction=2", "algo.fisher_fraction must be <= 1.0, got 2"),
         ("hatrpo", "model.share_params=true", "hatrpo updates each agent's own policy: model.share_params=true is refused"),
         *[
             ("hatrpo", f"model={kind}", f"model={kind} shares weights between agents")

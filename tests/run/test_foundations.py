@@ -41,7 +41,7 @@ def test_every_group_option_composes_with_every_algorithm(algo):
         for option in group_options("model" if group == "critic_model" else group):
             args = [a for a in tiny_args(algo) if fixed_batch or not a.startswith("collector.frames_per_batch")]
             cfg = load_config(algo, env, args + [f"{group}={option}"] + ([] if fixed_batch else ["collector.frames_per_batch=200"]))
-            if algo == "hatrpo" and group == "model" and option in ("commnet", "tarmac", "dial", "graph", "hierarchical", "ic3net"):
+            if algo in ("hatrpo", "happo") and group == "model" and option in ("commnet", "tarmac", "dial", "graph", "hierarchical", "ic3net"):
                 with pytest.raises(UsageError, match="shares weights between agents"):  # per-agent trust regions
                     cls(cfg, make_spec_env(cfg.env, 0))
                 continue
