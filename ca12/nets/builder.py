@@ -1,6 +1,6 @@
 """One builder for every network an algorithm uses, composed by config (conf/model/).
 
-`model=mlp|gru|lstm|hierarchical` chooses the actor's (or Q-network's) network and
+`model=mlp|gru|lstm|hierarchical|ic3net` chooses the actor's (or Q-network's) network and
 `critic_model=...` the critic's; sizes, activation and parameter sharing come from the same
 section. Algorithms never call a fixed MLP builder: they ask this module for
 * `agent_net(...)`: a TensorDict module from a group's observation to an output entry, per agent
@@ -15,6 +15,8 @@ networks with no change of its own.
 `model=hierarchical` gives team managers that set sub-goals for per-agent workers every
 `period` steps (ca12/nets/hierarchy.py); it keeps its goals as state, like a GRU its hidden
 state, so it counts as recurrent (`is_recurrent`) and is built by `agent_net` only.
+`model=ic3net` gives LSTM controllers that talk (IC3Net's gated messages, ca12/nets/ic3net.py):
+recurrent, so also `agent_net` only.
 """
 
 from __future__ import annotations
@@ -143,8 +145,8 @@ def agent_net(
     """The network that maps a group's observation to `out_key` [*, n_agents, n_out].
 
     Feed-forward, recurrent (model=gru|lstm), hierarchical (team managers over workers, with
-    state like a recurrent net) or talking (model=commnet|tarmac|dial|graph, a `TalkingNet`);
-    recurrence and communication together are not offered.
+    state like a recurrent net), talking (model=commnet|tarmac|dial|graph, a `TalkingNet`) or
+    recurrent and talking (model=ic3net: LSTM controllers with IC3Net's gated messages).
 
     Args:
         model: the `model` (or `critic_model`) section.
