@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 STARTED_AT = time.time()
 
 # The Python API (ca12/api.py), imported on first use: `import ca12` stays light (no torch).
-_API = ("train", "load", "Run")
+_API = ("train", "load", "make_env", "Run")
 __all__ = list(_API)
 
 

@@ -5,6 +5,7 @@ finished run; both return a `Run`.
     run = ca12.train("mappo", "vmas/balance", seed=1, algo={"lr": 1e-4}, env={"num_envs": 32}, logger="csv")
     run.metrics                       # metrics.csv as a pandas DataFrame
     env = run.make_env()              # the run's env, with what its policy needs on it
+    env = ca12.make_env("vmas/balance", seed=3, num_envs=8)   # any registered env, as ca12.fit builds it
     td = env.step(run.policy(env.reset()))
     run.evaluate(episodes=32).episode_reward_mean
     run = ca12.load("runs/mappo/vmas-balance/20260101-120000")   # a run directory or a .ckpt file
@@ -28,10 +29,11 @@ from typing import Any
 from omegaconf import OmegaConf
 from tensordict.nn import TensorDictModuleBase
 
+from ca12.algos import OWN_ENVS
 from ca12.cli import quiet_libraries
-from ca12.envs import make_env
+from ca12.envs import make_env as build_env
 from ca12.errors import UsageError
-from ca12.run.config import saved_config
+from ca12.run.config import load_config, saved_config
 from ca12.run.rundir import build_module, checkpoint_path, read_checkpoint, run_dir_of
 from ca12.run.train import fit_args, run
 
@@ -56,6 +58,24 @@ def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Pa
     args = fit_args(algo=algo, env=env, seed=seed, run_dir=run_dir, overrides=override_texts(overrides))
     quiet_libraries()
     return Run(run(args))
+
+
+def make_env(env: str, /, seed: int = 0, algo: str | None = None, **overrides: Any):
+    """The registered env `env` ("family/task") as `python -m ca12.fit --env ENV` builds it for
+    the learner to evaluate on (a TorchRL `EnvBase`, batched over `num_envs` worlds, seeded), for
+    your own loops and notebooks. Keyword arguments are its `env` keys (`num_envs=8`,
+    `n_agents=5`: conf/env/FAMILY/TASK.yaml, or any VMAS scenario kwarg), with the same types and
+    checks as on the command line. `algo` composes the env as that algorithm's config does (e.g.
+    `algo="qmix"` asks for discrete actions); by default the algorithm that trains the family
+    (`maml` for meta/, else `mappo`).
+
+    Raises:
+        UsageError: an unknown env, key or value, in one line.
+    """
+    family = env.split("/")[0]
+    algo = algo or next((name for name, own in OWN_ENVS.items() if own.split("/")[0] == family), "mappo")
+    cfg = load_config(algo, env, ["logger=none", *override_texts({"env": overrides})])
+    return build_env(cfg.env, seed)
 
 
 def load(path: str | Path) -> "Run":
@@ -183,7 +203,7 @@ class Run:
         """The run's env (`num_envs` worlds, default the run's) with the transforms its policy
         needs (a recurrent policy's state), seeded with `seed` (default the run's)."""
         env_cfg = self.config.env if num_envs is None else OmegaConf.merge(self.config.env, {"num_envs": num_envs})
-        return make_env(env_cfg, self.config.seed if seed is None else seed, transforms=self.module.env_transforms())
+        return build_env(env_cfg, self.config.seed if seed is None else seed, transforms=self.module.env_transforms())
 
     def evaluate(self, episodes: int | None = None, deterministic: bool = True):
         """`python -m ca12.evaluate`'s evaluation of `checkpoint` (`ca12.run.score.evaluate`):

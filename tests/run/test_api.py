@@ -181,3 +181,19 @@ def test_import_ca12_stays_light_and_exports_the_api_lazily():
         "assert 'lightning' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_make_env_builds_a_registered_env_as_the_cli_composes_it():
+    env = ca12.make_env("vmas/navigation", seed=1, num_envs=3, n_agents=2)
+    assert env.batch_size == (3,) and env.full_observation_spec_unbatched["agents", "observation"].shape[0] == 2
+    first = env.reset()["agents", "observation"]
+    again = ca12.make_env("vmas/navigation", seed=1, num_envs=3, n_agents=2)
+    torch.testing.assert_close(again.reset()["agents", "observation"], first)  # seeded
+    assert not torch.equal(ca12.make_env("vmas/navigation", seed=2, num_envs=3, n_agents=2).reset()["agents", "observation"], first)
+    assert ca12.make_env("meta/navigation").batch_size  # a family only maml trains is composed with maml
+    cartpole = ca12.make_env("gym/CartPole-v1", algo="ppo", num_envs=2)  # one agent, grouped as the learners see it
+    assert cartpole.batch_size == (2,) and ("agent", "action") in cartpole.full_action_spec_unbatched.keys(True)
+    with pytest.raises(UsageError, match="unknown vmas task 'nowhere'"):
+        ca12.make_env("vmas/nowhere")
+    with pytest.raises(UsageError, match="expects an integer"):
+        ca12.make_env("vmas/navigation", num_envs="many")
