@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config, tiny_env
+from test_trpo import FIT as TRPO_FIT
 
 from ca12.algos import algo_class
 from ca12.fit import main
@@ -90,18 +91,7 @@ def test_the_weight_of_each_agents_surrogate_is_the_product_of_the_earlier_agent
     assert not torch.allclose(calls[-1][1], torch.ones(100))
 
 
-FIT = [
-    "logger=none",
-    "env.num_envs=4",
-    "env.max_steps=25",
-    "collector.frames_per_batch=100",
-    "model.hidden_sizes=[16,16]",
-    "critic_model.hidden_sizes=[16,16]",
-    "algo.minibatch_size=50",
-    "algo.num_epochs=2",
-    "algo.actor_epochs=2",
-    "eval.every_n_iters=0",
-]
+FIT = [*TRPO_FIT, "algo.actor_epochs=2"]  # tiny navigation, 100-frame batches
 
 
 def test_happo_resumes_bit_for_bit(tmp_path):
