@@ -34,7 +34,7 @@ _PATHS = callback_paths(_CLASSES)  # every path a config may name them by -> the
 OWN_CALLBACKS = {
     "FramesProgressBar": (True, ("total_frames", "return_key", "every_percent")),
     "EvaluationCallback": (False, ("evaluator", "every_n_iters", "video_dir")),
-    "IterationCheckpoint": (False, ("dirpath", "every_n_iters", "keep")),
+    "IterationCheckpoint": (False, ("dirpath", "every_n_iters", "keep", "every_s")),
 }
 
 

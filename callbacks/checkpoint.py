@@ -2,6 +2,10 @@
 
 `last.ckpt` is rewritten after every iteration and `iter_<N>.ckpt` kept every `every_n_iters`
 (only the newest `keep` of them, when set: a long run of short iterations otherwise fills the disk).
+With `every_s` (`checkpoint.every_s`), `last.ckpt` is rewritten only once that many seconds have
+passed since its last write, for runs of many short iterations where writing it costs a real share
+of each; the first and the last iteration, an iteration a stop signal (GracefulStop) ends and each
+`iter_<N>.ckpt` still write it, so a stop loses nothing and a crash at most `every_s` seconds.
 Each file is written under a temporary name and renamed into place, so a crash mid-write
 leaves the previous `last.ckpt` intact. A replay buffer's contents go into segment files in
 `buffer/` beside them (ca12/data/buffer_store.py), never modified once written; the files that
@@ -15,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import lightning as L
@@ -25,10 +30,12 @@ from ca12.untrusted import unsafe_entry
 
 
 class IterationCheckpoint(L.Callback):
-    def __init__(self, dirpath: str | Path, every_n_iters: int, keep: int | None = None):
+    def __init__(self, dirpath: str | Path, every_n_iters: int, keep: int | None = None, every_s: float | None = None):
         self.dirpath = Path(dirpath)
         self.every_n_iters = every_n_iters
         self.keep = keep
+        self.every_s = every_s
+        self._written_at: float | None = None  # when last.ckpt was last written (time.monotonic)
         self._manifests: dict = {}  # the segment files each checkpoint refers to (collect_garbage's cache)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -50,8 +57,11 @@ class IterationCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         iteration = trainer.current_epoch + 1  # one epoch is one iteration
-        self.save(trainer, self.dirpath / "last.ckpt")
-        if iteration % self.every_n_iters == 0:
+        numbered = iteration % self.every_n_iters == 0
+        if numbered or self.last_due(trainer, iteration):
+            self.save(trainer, self.dirpath / "last.ckpt")
+            self._written_at = time.monotonic()
+        if numbered:
             self.save(trainer, self.dirpath / f"iter_{iteration:05d}.ckpt")
         if trainer.is_global_zero:
             if self.keep is not None:  # all but the newest `keep`, by iteration (past 99 999 the names outgrow their padding)
@@ -60,6 +70,17 @@ class IterationCheckpoint(L.Callback):
                 for path in kept[: -self.keep]:
                     path.unlink(missing_ok=True)
             collect_garbage(self.dirpath, self._manifests)  # and the buffer files only they referred to
+
+    def last_due(self, trainer: L.Trainer, iteration: int) -> bool:
+        """Whether `last.ckpt` is written after this iteration: always without `every_s`; with it,
+        at the first and last iteration, when a stop was asked for, or `every_s` after the last
+        write. Under DDP rank 0's clock decides for every rank (they all take part in a save)."""
+        if self.every_s is None:
+            return True
+        stopping = trainer.should_stop or iteration >= trainer.max_epochs
+        stopping = stopping or any(isinstance(cb, GracefulStop) and cb.requested is not None for cb in trainer.callbacks)
+        due = stopping or self._written_at is None or time.monotonic() - self._written_at >= self.every_s
+        return bool(trainer.strategy.broadcast(due, src=0))
 
     @staticmethod
     def save(trainer: L.Trainer, path: Path) -> None:

@@ -53,6 +53,11 @@ class CheckpointConfig:
 
     every_n_iters: int = key("keep checkpoints/iter_<N>.ckpt every N iterations (last.ckpt: every iteration)", positive=True)
     keep: Optional[int] = key("keep only the newest this many iter_<N>.ckpt, deleting older ones (null: keep all)", positive=True)
+    every_s: Optional[float] = key(
+        "rewrite last.ckpt at most every this many seconds (null: after every iteration); the first and last iteration, a stop "
+        "signal and each iter_<N>.ckpt always write it",
+        positive=True,
+    )
 
 
 # `lightning.Trainer.__init__`'s arguments in the Lightning version named, in its order: read

@@ -109,10 +109,10 @@ def _start_fit(run_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ca12.fit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, iterations: int = 2) -> None:
+def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, name: str = "iter_00002.ckpt") -> None:
     deadline = time.time() + 120
     while time.time() < deadline:
-        path = run_dir / "checkpoints" / f"iter_{iterations:05d}.ckpt"
+        path = run_dir / "checkpoints" / name
         if path.exists():
             return
         assert proc.poll() is None, proc.communicate()
@@ -133,17 +133,35 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert _ckpt(run_dir)["ca12"]["frames"] == (saved + 2) * 100
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_finishes_the_iteration_saves_and_exits_with_128_plus_its_number(signum, tmp_path):
+HOURLY = ["checkpoint.every_s=3600", "checkpoint.every_n_iters=100000"]  # last.ckpt after iteration 1, then only on a stop
+
+
+@pytest.mark.parametrize("signum, extra", [(signal.SIGTERM, []), (signal.SIGINT, []), (signal.SIGTERM, HOURLY)])
+def test_a_signal_finishes_the_iteration_saves_and_exits_with_128_plus_its_number(signum, extra, tmp_path):
+    """Also with last.ckpt written at most hourly: the iteration a signal ends is saved all the same."""
     run_dir = tmp_path / "run"
-    proc = _start_fit(run_dir)
-    _wait_for_checkpoint(run_dir, proc)
+    proc = _start_fit(run_dir, *extra)
+    _wait_for_checkpoint(run_dir, proc, "last.ckpt" if extra else "iter_00002.ckpt")
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err  # 130 for Ctrl-C, 143 for SIGTERM: interrupted, not done
     state = _ckpt(run_dir)["ca12"]
     assert f"after iteration {state['iterations']}, checkpoint saved" in out
     assert state["frames"] == state["iterations"] * 100 < 100000
+
+
+def test_checkpoint_every_s_writes_last_ckpt_at_the_first_and_last_iteration_and_each_iter_ckpt(tmp_path, monkeypatch):
+    from ca12.callbacks.checkpoint import IterationCheckpoint
+
+    written, save = [], IterationCheckpoint.save
+    monkeypatch.setattr(IterationCheckpoint, "save", staticmethod(lambda trainer, path: (written.append(path.name), save(trainer, path))))
+    args = ["--algo", "mappo", "--run-dir", str(tmp_path / "run"), *TINY, "logger=none", "collector.total_frames=600"]
+    assert main([*args, "checkpoint.every_s=3600", "checkpoint.every_n_iters=3"]) == 0
+    assert written == ["last.ckpt", "last.ckpt", "iter_00003.ckpt", "last.ckpt", "iter_00006.ckpt"]  # iterations 1, 3, 6 of 6
+    assert _ckpt(tmp_path / "run")["ca12"]["iterations"] == 6
+    written.clear()
+    assert main([*args[:3], str(tmp_path / "every"), *args[4:], "checkpoint.every_n_iters=3"]) == 0  # the default: every iteration
+    assert written.count("last.ckpt") == 6
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
