@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import resume_pair
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torch import nn
@@ -151,3 +152,14 @@ def test_mappo_with_ic3net_actors_replays_its_rollout_exactly():
     _, terms = module.loss(batch)
     assert terms["kl_approx"].abs() < 1e-6 and terms["clip_fraction"] == 0
     torch.testing.assert_close(batch["agents", "actor_gate"], gates)
+
+
+def test_mappo_with_ic3net_resumes_bit_for_bit(tmp_path):
+    """The gates are drawn from torch's generator, which a checkpoint carries: a resumed run draws the same ones
+    (batches of whole episodes, the condition of an exact resume: ca12/data/rollout.py)."""
+    args = ["--env", "comm/predator_prey", "logger=csv", "eval.every_n_iters=0", "model=ic3net", "model.hidden_size=8", "model.hidden_sizes=[8]"]
+    args += ["env.n_agents=3", "env.dim=5", "env.num_envs=6", "env.max_steps=20", "collector.frames_per_batch=120"]
+    args += ["algo.minibatch_size=60", "algo.num_epochs=2"]
+    a, b, one_go, split = resume_pair(tmp_path, "mappo", args, 480)
+    assert any("talk.gate" in key for key in a)
+    assert [key for key in a if not torch.equal(a[key], b[key])] == []
