@@ -11,8 +11,11 @@ encoder 2 x 64 wide (critic: the default MLP). `ic3net` is IC3Net's gated LSTM c
 (`model=ic3net`, ca12/nets/ic3net.py) and `commnet_lstm` the same controllers with every gate
 open (IC3Net's recurrent CommNet); `commnet` and `tarmac` are the feed-forward talking kinds.
 `--curriculum START FIRST LAST` ramps the training worlds' arrival probability from START to the
-difficulty's value between those frames (IC3Net's curriculum; `env.curriculum`), evaluation
-plays the difficulty's own. After training, each checkpoint acts greedily in `--episodes`
+difficulty's value between those frames (`env.curriculum`), evaluation plays the difficulty's
+own. IC3Net's reference code (github.com/IC3Net/IC3Net, README) ramps the medium junction's rate
+from 0.05 to 0.2 between epochs 250 and 1 250 of 2 000 (12.5 % to 62.5 % of training), with
+128-wide LSTMs and the talk/silent gate as an action (`--hard_attn`); `--curriculum 0.05 60000
+300000` is that ramp's shape on 600 k frames. After training, each checkpoint acts greedily in `--episodes`
 evaluation episodes on its seed's evaluation seed (the same episodes for every model of a seed):
 the success rate is the share without a collision, as CommNet, IC3Net and TarMAC report it. The
 table shows each model's mean success with its 95 % t-interval over seeds, each seed's, the mean
