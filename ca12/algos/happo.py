@@ -17,7 +17,8 @@ its slice of the actor's agent-stacked weights (`model.share_params=false`, as H
 agent's Adam holds the whole actor but only ever sees gradients in its own slice: the others'
 moments stay exactly zero and Adam moves them by exactly zero (tested bit for bit). Entropy:
 closed form for categorical policies; a one-sample estimate -log pi(a~) for TanhNormal ones, which
-have none (TorchRL's ClipPPOLoss does the same).
+have none (TorchRL's ClipPPOLoss does the same). The ratio is the joint one over action dimensions
+(HARL's `action_aggregation: prod`); conf/algo/happo.yaml says where the defaults differ from HARL's.
 """
 
 from __future__ import annotations
