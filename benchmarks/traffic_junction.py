@@ -1,6 +1,6 @@
 """Traffic junction: MAPPO without communication against talking models, same frames, over seeds.
 
-    python benchmarks/traffic_junction.py                       # mlp, commnet, tarmac, ic3net; 300k frames; seeds 0 1 2
+    python benchmarks/traffic_junction.py                       # every model; 300k frames; seeds 0 1 2
     python benchmarks/traffic_junction.py --frames 60000 --models mlp commnet --seed 0
     python benchmarks/traffic_junction.py --models ic3net commnet_lstm --curriculum 0.05 75000 375000
     python benchmarks/traffic_junction.py --difficulty easy --steps 20
@@ -103,7 +103,7 @@ def train(model: str, seed: int, args, run_dir: Path) -> tuple[float, float, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=["mlp", "commnet", "tarmac", "ic3net"], choices=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--frames", type=int, default=300_000, help="training frames (world steps) per run")
     parser.add_argument("--difficulty", default="medium", choices=["easy", "medium", "hard"])
