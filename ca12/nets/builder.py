@@ -57,7 +57,8 @@ def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised:
     `TalkingNet` (its agents also exchange messages); `hierarchical` is refused (its goals are
     a state kept between steps, which a network of assembled inputs cannot hold)."""
     if model.kind in (HIERARCHICAL, IC3NET):
-        raise UsageError(f"model={model.kind} keeps a state between steps, which this plain feed-forward network cannot: use model=mlp here")
+        kept = "its goals" if model.kind == HIERARCHICAL else "its controllers' state"
+        raise UsageError(f"model={model.kind} keeps {kept} between steps, which this plain feed-forward network cannot: use model=mlp here")
     if is_communicating(model):
         return TalkingNet(model, n_in, n_out, n_agents, centralised=centralised, device=device)
     return MultiAgentMLP(
