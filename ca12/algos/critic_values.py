@@ -26,8 +26,9 @@ KEYS = ("value", "reward", "done", "terminated", "advantage", "value_target")
 class CriticValuesGAE(nn.ModuleDict):
     """One `MultiAgentGAE` per group whose values the module computes itself, keyed by group
     (empty when no group's are): `values` writes the critic's values into a batch, then
-    `estimators[g](batch)` computes the advantages and value targets from them. Its state_dict keys are `estimators.<group>.*` under the module,
-    as they were when MAPPO built the estimators of recurrent critics itself."""
+    `estimators[g](batch)` computes the advantages and value targets from them. Its state_dict
+    keys are `estimators.<group>.*` under the module, as they were when MAPPO built the
+    estimators of recurrent critics itself."""
 
     recurrent: bool = False
 

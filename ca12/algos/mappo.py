@@ -13,8 +13,9 @@ each agent predicts the others' actions and its actor reads the prediction), the
 bonus (`algo.signalling_coeff`, ca12/algos/signalling.py: a speaker paid for messages that say
 something about what it sees), the league (`algo.league`, ca12/selfplay/: the untrained group
 plays the learner's snapshots), GAE on values the module computes (recurrent critics,
-`critic_model=gru|lstm`, and normalised ones; ca12/algos/critic_values.py) and value normalisation (`algo.value_norm`, ca12/algos/value_norm.py:
-the critics learn standardised returns). The first two add loss terms and metrics through the
+`critic_model=gru|lstm`, and normalised ones; ca12/algos/critic_values.py) and value
+normalisation (`algo.value_norm`, ca12/algos/value_norm.py: the critics learn standardised
+returns). The first two add loss terms and metrics through the
 same two methods (`loss_terms`, `metrics`).
 """
 

@@ -54,8 +54,9 @@ def activation_class(name: str) -> type[nn.Module]:
 def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised: bool = False, device=None) -> nn.Module:
     """A feed-forward net per agent, [*, n_agents, n_in] -> [*, n_agents, n_out]; with
     `centralised` every agent's output sees all agents' inputs. A talking `model` kind gives a
-    `TalkingNet` (its agents also exchange messages); `hierarchical` is refused (its goals are
-    a state kept between steps, which a network of assembled inputs cannot hold)."""
+    `TalkingNet` (its agents also exchange messages); `hierarchical` and `ic3net` are refused
+    (their goals or controllers' state are kept between steps, which a network of assembled
+    inputs cannot hold)."""
     if model.kind in (HIERARCHICAL, IC3NET):
         kept = "its goals" if model.kind == HIERARCHICAL else "its controllers' state"
         raise UsageError(f"model={model.kind} keeps {kept} between steps, which this plain feed-forward network cannot: use model=mlp here")
