@@ -171,7 +171,11 @@ class RLModule(L.LightningModule):
             "wandb_id": wandb_ids[0] if wandb_ids else None,
         }
 
+    def upgrade_state(self, state_dict: dict) -> None:
+        """Renames in place the entries an older ca12 wrote under other names (nothing here)."""
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.upgrade_state(checkpoint.get("state_dict", {}))
         state = checkpoint.get("ca12", {})
         self.frames = state.get("frames", 0)
         self.iterations = state.get("iterations", 0)

@@ -79,6 +79,9 @@ class MAPPO(RLModule):
                 normalize_advantage=self.cfg.normalize_advantage,
                 clip_value=self.cfg.clip_value,
                 loss_critic_type=self.cfg.critic_loss,
+                # The loss calls the networks as they are: a functional loss swaps their parameters
+                # in and out on every call, a fifth of a small network's update on the CPU.
+                functional=False,
             )
             loss.set_keys(
                 reward=(g, "reward"),
@@ -136,6 +139,16 @@ class MAPPO(RLModule):
     def configure_optimizers(self):
         return fused_adam([*self.losses.parameters(), *self.opponent_models.parameters()], lr=self.cfg.lr)
 
+    def upgrade_state(self, state_dict: dict) -> None:
+        """Renames in place the loss entries of checkpoints written while the losses were
+        functional (ca12 before 2026-12-08): `losses.<g>.actor_network_params.*` ->
+        `losses.<g>.actor_network.*`, the same for the critic."""
+        for g in self.losses:
+            for net in ("actor_network", "critic_network"):
+                old = f"losses.{g}.{net}_params."
+                for key in [k for k in state_dict if k.startswith(old)]:
+                    state_dict[f"losses.{g}.{net}." + key.removeprefix(old)] = state_dict.pop(key)
+
     @torch.no_grad()
     def compute_advantage(self, batch: TensorDictBase) -> TensorDictBase:
         """Writes `(group, "advantage")` and `(group, "value_target")` into `batch` ([B, T, n_agents, 1])."""
@@ -149,7 +162,7 @@ class MAPPO(RLModule):
                 if g in self.value_norms:
                     self.value_norms.to_targets(g, batch, keys.value, keys.value_target)
             else:
-                loss.value_estimator(batch, params=loss.critic_network_params, target_params=loss.target_critic_network_params)
+                loss.value_estimator(batch)
         return batch
 
     def loss(self, minibatch: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:

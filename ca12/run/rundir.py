@@ -180,6 +180,8 @@ def check_state(module: Any, state_dict: dict, where: str | Path) -> None:
     so a run about to be resumed keeps the module its config built until Lightning restores it."""
     import torch
 
+    if hasattr(module, "upgrade_state"):  # an older ca12's names for the same weights
+        module.upgrade_state(state_dict)
     expected = module.state_dict()
     missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
     shapes = [

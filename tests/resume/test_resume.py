@@ -213,3 +213,24 @@ def test_the_ppo_familys_optional_parts_keep_the_checkpoint_keys_mappo_wrote_whe
     assert {f"opponent_models.agents.net.module.params.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")} <= opponent
     recurrent = keys("mappo", "vmas/navigation", ["critic_model=gru"])
     assert {"estimators.agents.gamma", "estimators.agents.lmbda"} <= recurrent
+
+
+def test_a_checkpoint_from_when_the_ppo_losses_were_functional_loads_and_resumes_bit_for_bit(tmp_path):
+    """Until 2026-12-08 MAPPO's losses swapped the networks' parameters in on each call and named
+    them `losses.<g>.actor_network_params.*`; now they call the networks as they are
+    (`losses.<g>.actor_network.*`). A run saved under the old names evaluates and resumes."""
+    import ca12
+
+    one_go, old = tmp_path / "one_go", tmp_path / "old"
+    assert main(["--algo", "mappo", "--run-dir", str(one_go), *FOUR_ITERS]) == 0
+    assert main(["--algo", "mappo", "--run-dir", str(old), *FOUR_ITERS, "collector.total_frames=200"]) == 0
+    checkpoint = _ckpt(old)
+    renamed = {k.replace("_network.", "_network_params.", 1) if k.startswith("losses.") else k: v for k, v in checkpoint["state_dict"].items()}
+    assert any(k.startswith("losses.agents.actor_network_params.") for k in renamed)
+    assert any(k.startswith("losses.agents.critic_network_params.") for k in renamed)
+    torch.save({**checkpoint, "state_dict": renamed}, old / "checkpoints" / "last.ckpt")
+
+    loaded = ca12.load(old).module.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in checkpoint["state_dict"].items())
+    assert main(["--resume", str(old), "collector.total_frames=400"]) == 0
+    _assert_same_training_state(_ckpt(one_go), _ckpt(old))
