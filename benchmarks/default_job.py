@@ -5,7 +5,9 @@ start (start-up included: imports, env, W&B, the first iterations).
     python benchmarks/default_job.py [--runs 3] [-- KEY=VALUE ...]
 
 Reads each run's metrics.csv (`time/since_start_s`, `rollout/episode_reward_mean`) and prints
-every run and the medians. The goal (the speed issue): time to 0.9 <= 60 s on 2 CPU cores.
+every run and the medians. The goal (the speed issue): the whole run <= 60 s on 2 idle CPU cores,
+ending at a training return >= 0.9 (the default is MAPPO's tuned setup for navigation,
+conf/tuned/mappo/vmas/navigation.yaml; `tuned=none` times the generic defaults).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def one_run(overrides: list[str]) -> dict:
     rows, wall = run_ca12(ROOT, "mappo", "navigation", overrides, timeout=3600)
-    result = {"wall": wall, "final": float(rows[-1]["rollout/episode_reward_mean"]), "frames": int(float(rows[-1]["time/frames"]))}
+    last = rows[-1]
+    result = {"wall": wall, "final": float(last["rollout/episode_reward_mean"]), "frames": int(float(last["time/frames"]))}
+    result["eval"] = float(last["eval/episode_reward_mean"]) if last.get("eval/episode_reward_mean") else float("nan")
     for target in TARGETS:
         hit = next(
             (r for r in rows if r["rollout/episode_reward_mean"] not in ("", "nan") and float(r["rollout/episode_reward_mean"]) >= target), None
@@ -45,7 +49,7 @@ def main() -> None:
         print(
             f"run {i}: "
             + ", ".join(f"{t} at {r[t][0]:.1f} s ({r[t][1]} frames)" for t in TARGETS)
-            + f"; whole run {r['wall']:.1f} s, final return {r['final']:.3f} at {r['frames']} frames",
+            + f"; whole run {r['wall']:.1f} s, final return {r['final']:.3f} (evaluation {r['eval']:.3f}) at {r['frames']} frames",
             flush=True,
         )
     print(

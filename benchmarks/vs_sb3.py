@@ -1,7 +1,7 @@
 """ca12 against Stable-Baselines3 on the same task with the same hyperparameters, in one run.
 
-    python benchmarks/vs_sb3.py                 # PPO on CartPole-v1 and SAC on Pendulum-v1
-    python benchmarks/vs_sb3.py --only ppo
+    python benchmarks/vs_sb3.py                 # PPO on CartPole-v1 and SAC on Pendulum-v1, seeds 0 1 2
+    python benchmarks/vs_sb3.py --only ppo --seed 0
 
 Settings are RL Zoo's tuned ones for PPO on CartPole-v1 (8 envs x 32 steps, minibatches of 256,
 20 epochs, gamma 0.98, lambda 0.8, learning rate 1e-3, clip 0.2, [64, 64] tanh networks) with the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -182,25 +183,36 @@ def fmt(value, spec: str) -> str:
     return "not reached" if value is None else format(value, spec)
 
 
+def ratio(a, b) -> float | None:
+    return a / b if a and b else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(TASKS), default=sorted(TASKS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds (each library runs once per seed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
     for name in args.only:
         task = TASKS[name]
-        ours, theirs = run_ca12(task, args.seed), run_sb3(task, args.seed)
-        rows.append((task, ours, theirs))
-    header = f"{'algo':<6}{'env':<14}{'threshold':>10}{'ca12 frames':>13}{'SB3 frames':>12}{'ratio':>7}{'ca12 s':>9}{'SB3 s':>8}{'ratio':>7}"
+        for seed in args.seed:  # the libraries alternate, so machine noise hits both
+            rows.append((task, seed, run_ca12(task, seed), run_sb3(task, seed)))
+    header = f"{'algo':<6}{'env':<14}{'seed':>5}{'threshold':>10}{'ca12 frames':>13}{'SB3 frames':>12}{'ratio':>7}"
+    header += f"{'ca12 s':>9}{'SB3 s':>8}{'ratio':>7}"
     print("\n" + header + "\n" + "-" * len(header))
-    for task, (f1, s1), (f2, s2) in rows:
-        fr = f1 / f2 if f1 and f2 else None
-        sr = s1 / s2 if s1 and s2 else None
+    for task, seed, (f1, s1), (f2, s2) in rows:
         print(
-            f"{task.algo:<6}{task.env:<14}{task.threshold:>10.0f}{fmt(f1, 'd'):>13}{fmt(f2, 'd'):>12}{fmt(fr, '.2f'):>7}"
-            f"{fmt(s1, '.1f'):>9}{fmt(s2, '.1f'):>8}{fmt(sr, '.2f'):>7}"
+            f"{task.algo:<6}{task.env:<14}{seed:>5}{task.threshold:>10.0f}{fmt(f1, 'd'):>13}{fmt(f2, 'd'):>12}{fmt(ratio(f1, f2), '.2f'):>7}"
+            f"{fmt(s1, '.1f'):>9}{fmt(s2, '.1f'):>8}{fmt(ratio(s1, s2), '.2f'):>7}"
+        )
+    for name in args.only:
+        mine = [(ratio(f1, f2), ratio(s1, s2)) for task, _, (f1, s1), (f2, s2) in rows if task.algo == name]
+        frames, seconds = ([r[i] for r in mine if r[i] is not None] for i in (0, 1))
+        print(
+            f"{name}: median ratio over {len(mine)} seeds (ca12 / SB3; a seed where either missed the threshold counts in neither): "
+            f"frames {fmt(statistics.median(frames) if frames else None, '.2f')}, "
+            f"wall-clock {fmt(statistics.median(seconds) if seconds else None, '.2f')}"
         )
 
 

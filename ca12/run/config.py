@@ -168,7 +168,9 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
             f"experiment={experiment} is tuned for --algo {tuned_algo} --env {tuned_env}, not --algo {algo} --env {env} (leave both out)"
         )
     env_option, env_overrides = _env_choice(env)
-    group_overrides = [f"algo={algo}", f"env={env_option}"]
+    # conf/tuned/<algo>/<env>.yaml: the algorithm's settings for this env, unless an experiment
+    # (a whole setup of its own) is chosen
+    group_overrides = [f"algo={algo}", f"env={env_option}"] + (["~tuned"] if experiment is not None else [])
     value_overrides: list[tuple[str, str]] = []
     callback_overrides: list[tuple[str, str | None]] = []
     for text in overrides or []:
@@ -178,6 +180,11 @@ def load_config(algo: str, env: str, overrides: list[str] | None = None, seed: i
         key, value = _split_override(text)
         if key in ("algo", "env"):
             raise UsageError(f"choose the {key} with --{key}, not {key}={value}")
+        if key == "tuned":
+            if value.strip() != "none":
+                raise UsageError(f"tuned={value}: the only choice is tuned=none (the algorithm's generic defaults, not its settings for this env)")
+            group_overrides.append("~tuned")
+            continue
         if key in SWITCHABLE_GROUPS:
             group_overrides.append(_group_override(key, value))
         else:
@@ -332,6 +339,8 @@ def apply_overrides(cfg: DictConfig, overrides: list[str] | None, seed: int | No
             _group_override(key, value)
             cfg[key] = _compose([f"{key}={value}"])[key]
             continue
+        if key == "tuned":
+            raise UsageError("'tuned' cannot change when resuming a run (the run's config already holds the settings it was composed with)")
         if key in ("algo", "env") or key in SWITCHABLE_GROUPS:
             # Each option of model/ and collector/ names itself in its section's `kind`: the one the
             # run was composed with may be restated (the run's own command repeated), no other.

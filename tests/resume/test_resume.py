@@ -17,7 +17,7 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage
 from ca12.algos import algo_class
 from ca12.fit import main
 
-FOUR_ITERS = TINY + ["collector.total_frames=400", "logger=none", "eval.every_n_iters=1", "eval.episodes=2"]
+FOUR_ITERS = TINY + ["tuned=none", "collector.total_frames=400", "logger=none", "eval.every_n_iters=1", "eval.episodes=2"]
 
 
 def _ckpt(run_dir: Path) -> dict:

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from ca12.algos import algo_class
 from ca12.envs import make_env
 from ca12.errors import UsageError
-from ca12.run.config import algo_names, conf_dir, env_config_names, group_options, load_config
+from ca12.run.config import algo_names, apply_overrides, conf_dir, env_config_names, group_options, load_config
 
 
 @pytest.mark.parametrize("algo", algo_names())
@@ -117,3 +117,21 @@ def test_unknown_scenario_kwarg_is_refused_when_the_env_is_built():
 def test_conf_dir_is_found_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert (conf_dir() / "config.yaml").is_file()
+
+
+def test_tuned_settings_apply_to_their_algorithm_and_env_only_and_give_way_to_experiments_and_the_command_line():
+    """conf/tuned/<algo>/<family>/<task>.yaml (RL Zoo's way): MAPPO on navigation, the default
+    job, runs its tuned learning rate and budget; `tuned=none` the generic defaults; an
+    experiment (a whole setup) ignores the tuned file; other envs never see it."""
+    tuned = load_config("mappo", "vmas/navigation")
+    generic = load_config("mappo", "vmas/navigation", ["tuned=none"])
+    assert (tuned.algo.lr, tuned.algo.anneal_lr, tuned.collector.total_frames) == (1e-3, True, 96_000)
+    assert (generic.algo.lr, generic.algo.anneal_lr, generic.collector.total_frames) == (3e-4, False, 240_000)
+    assert load_config("mappo", "vmas/balance").algo.lr == 3e-4
+    assert load_config("mappo", "vmas/navigation", ["algo.lr=2e-4"]).algo.lr == 2e-4
+    benchmarl = load_config("mappo", "vmas/navigation", ["experiment=vmas_navigation_benchmarl"])
+    assert benchmarl.algo.lr == 5e-5 and not benchmarl.algo.anneal_lr
+    with pytest.raises(UsageError, match="the only choice is tuned=none"):
+        load_config("mappo", "vmas/navigation", ["tuned=fast"])
+    with pytest.raises(UsageError, match="'tuned' cannot change when resuming"):
+        apply_overrides(tuned, ["tuned=none"])

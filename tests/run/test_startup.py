@@ -111,7 +111,7 @@ def test_show_config_documents_every_key():
             assert "  # " in line, f"{section}: {line}"
     for key, doc in docs(MAPPOConfig).items():
         assert any(line.startswith(f"  {key}: ") and line.endswith(f"  # {doc}") for line in out.splitlines()), key
-    assert "  lr: 0.0003  # Adam learning rate of actor and critic" in out.splitlines()
+    assert "  lr: 0.001  # Adam learning rate of actor and critic" in out.splitlines()  # conf/tuned/mappo/vmas/navigation.yaml
 
 
 def test_show_config_documents_a_family_key():
