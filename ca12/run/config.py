@@ -394,8 +394,9 @@ def saved_config(run_config: Any, where: str, overrides: list[str] | None = None
 
 def _fill_new_keys(cfg: DictConfig) -> None:
     """Keys ca12 gained after the run was saved (e.g. `algo.anneal_lr`) take their conf/ default,
-    which is the behaviour the run had, so an older run still resumes; saved values are kept."""
-    fresh = _compose([f"algo={cfg.algo.name}"])
+    which is the behaviour the run had, so an older run still resumes; saved values are kept. The
+    generic defaults, not an env's tuned ones (conf/tuned/): a run that lacks a key predates them."""
+    fresh = _compose([f"algo={cfg.algo.name}", "~tuned"])
     for section in ("algo", "collector", "eval", "checkpoint"):
         if section in cfg and section in fresh:
             for key, value in fresh[section].items():

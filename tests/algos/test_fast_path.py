@@ -62,7 +62,7 @@ def test_a_nan_on_the_fast_path_stops_before_the_checkpoint_and_names_the_term(t
 def test_skipped_nan_updates_leave_weights_and_adam_state_untouched(tmp_path, uncaptured, monkeypatch):
     nan_critic_from_iteration(monkeypatch, 3)
     good, skipped = tmp_path / "good", tmp_path / "skipped"
-    args = [*tiny_args("mappo"), "logger=none", "eval.every_n_iters=100"]
+    args = [*tiny_args("mappo"), "tuned=none", "logger=none", "eval.every_n_iters=100"]
     assert main(["--algo", "mappo", "--run-dir", str(good), *args, "collector.total_frames=200", "algo.cudagraphs=true"]) == 0
     assert (
         main(["--algo", "mappo", "--run-dir", str(skipped), *args, "collector.total_frames=300", "algo.cudagraphs=true", "algo.skip_nonfinite=true"])

@@ -59,7 +59,7 @@ def test_without_value_norm_nothing_changes():
 
 
 def test_value_norm_statistics_resume_bit_for_bit(tmp_path):
-    args = [*TINY, "logger=none", "algo.value_norm=popart"]
+    args = [*TINY, "tuned=none", "logger=none", "algo.value_norm=popart"]
     a, b, _, _ = resume_pair(tmp_path, "ippo", args, 400)
     assert {"value_norms.agents.running_mean", "value_norms.agents.debiasing_term"} <= set(a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -125,7 +125,7 @@ def test_tuned_settings_apply_to_their_algorithm_and_env_only_and_give_way_to_ex
     experiment (a whole setup) ignores the tuned file; other envs never see it."""
     tuned = load_config("mappo", "vmas/navigation")
     generic = load_config("mappo", "vmas/navigation", ["tuned=none"])
-    assert (tuned.algo.lr, tuned.algo.anneal_lr, tuned.collector.total_frames) == (1e-3, True, 96_000)
+    assert (tuned.algo.lr, tuned.algo.anneal_lr, tuned.collector.total_frames) == (1e-3, True, 72_000)
     assert (generic.algo.lr, generic.algo.anneal_lr, generic.collector.total_frames) == (3e-4, False, 240_000)
     assert load_config("mappo", "vmas/balance").algo.lr == 3e-4
     assert load_config("mappo", "vmas/navigation", ["algo.lr=2e-4"]).algo.lr == 2e-4

@@ -163,7 +163,8 @@ def test_anneal_lr_decays_linearly_over_the_frame_budget_and_resumes_on_the_same
     import shutil
 
     one_go, copy = tmp_path / "one_go", tmp_path / "copy"
-    assert main(["--algo", "mappo", "--run-dir", str(one_go), *TINY, "logger=none", "algo.anneal_lr=true", "collector.total_frames=400"]) == 0
+    args = [*TINY, "tuned=none", "logger=none", "algo.anneal_lr=true", "collector.total_frames=400"]
+    assert main(["--algo", "mappo", "--run-dir", str(one_go), *args]) == 0
     shutil.copytree(one_go, copy)
     assert main(["--resume", str(copy / "checkpoints" / "iter_00002.ckpt")]) == 0
     for i, frames_before in ((2, 100), (4, 300)):
@@ -178,7 +179,7 @@ def test_a_run_saved_before_a_key_existed_resumes_with_its_default(tmp_path):
     """A checkpoint from an older ca12 lacks keys added since (here `algo.anneal_lr`): they take
     their conf/ default, the behaviour the run had."""
     run_dir = tmp_path / "run"
-    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=none"]) == 0
+    assert main(["--algo", "mappo", "--run-dir", str(run_dir), *TINY, "logger=none"]) == 0  # navigation's tuned settings anneal
     last = run_dir / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=False)
     del state["ca12"]["run_config"]["algo"]["anneal_lr"]
