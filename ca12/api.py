@@ -36,31 +36,42 @@ from ca12.errors import UsageError
 from ca12.run.config import load_config, saved_config
 from ca12.run.rundir import build_module, checkpoint_path, read_checkpoint, run_dir_of
 from ca12.run.train import fit_args, run
+from ca12.untrusted import is_env_factory, name_env_factory
 
 
-def train(algo: str, env: str | None = None, /, seed: int = 0, run_dir: str | Path | None = None, **overrides: Any) -> "Run":
+def train(algo: str, env: Any = None, /, seed: int = 0, run_dir: str | Path | None = None, **overrides: Any) -> "Run":
     """Train `algo` on `env` as `python -m ca12.fit --algo ALGO --env ENV --seed SEED
     --run-dir DIR KEY=VALUE...` does (`ca12.run.train.run`: same composition, checks, run directory,
     console output) and return the finished run.
 
     `algo` and `env` are positional so that `algo={...}` and `env={...}` can be sections of
-    overrides; `env="family/task"` by keyword names the env too.
+    overrides; `env="family/task"` by keyword names the env too. Your own env: `env=make_env` (a
+    function or class that builds it, see ca12/envs/user.py) or its import path `"module:function"`.
 
     Raises:
         UsageError: bad input (unknown name, key or type; a directory that holds a run...).
         NonFiniteError: a loss became NaN/inf (the last good checkpoint is kept).
         ca12.cli.Interrupted: a signal stopped the run after saving its iteration.
     """
-    if isinstance(overrides.get("env"), str):
+    if isinstance(overrides.get("env"), str) or callable(overrides.get("env")):
         if env is not None:
             raise UsageError(f"the env is given twice: '{env}' and env='{overrides['env']}'")
         env = overrides.pop("env")
+    env = _named(env)
     args = fit_args(algo=algo, env=env, seed=seed, run_dir=run_dir, overrides=override_texts(overrides))
     quiet_libraries()
     return Run(run(args))
 
 
-def make_env(env: str, /, seed: int = 0, algo: str | None = None, **overrides: Any):
+def _named(env: Any) -> str | None:
+    """`env` as `--env` text: a function or class that builds your own env, or its import path
+    `module:function`, is named as the user's own code (ca12/envs/user.py) and given by its path."""
+    if env is None or (isinstance(env, str) and not is_env_factory(env)):
+        return env
+    return name_env_factory(env)
+
+
+def make_env(env: Any, /, seed: int = 0, algo: str | None = None, **overrides: Any):
     """The registered env `env` ("family/task") as `python -m ca12.fit --env ENV` builds it for
     the learner to evaluate on (a TorchRL `EnvBase`, batched over `num_envs` worlds, seeded), for
     your own loops and notebooks. Keyword arguments are its `env` keys (`num_envs=8`,
@@ -72,16 +83,20 @@ def make_env(env: str, /, seed: int = 0, algo: str | None = None, **overrides: A
     Raises:
         UsageError: an unknown env, key or value, in one line.
     """
+    env = _named(env)
     family = env.split("/")[0]
     algo = algo or next((name for name, own in OWN_ENVS.items() if own.split("/")[0] == family), "mappo")
     cfg = load_config(algo, env, ["logger=none", *override_texts({"env": overrides})])
     return build_env(cfg.env, seed)
 
 
-def load(path: str | Path) -> "Run":
+def load(path: str | Path, env: Any = None) -> "Run":
     """The run in a run directory (its `checkpoints/last.ckpt`) or of a checkpoint file;
     a missing or unreadable checkpoint, or one whose run config is not plain data, is a
-    one-line `UsageError` (ca12.run.rundir, ca12.run.config.saved_config)."""
+    one-line `UsageError` (ca12.run.rundir, ca12.run.config.saved_config). A run of your own
+    env loads when `env` names its factory (the function, or `module:function`): building the
+    env runs that code, which a saved run may not choose."""
+    _named(env)
     path = Path(path)
     checkpoint = checkpoint_path(path)
     run = Run(run_dir_of(checkpoint) if checkpoint.is_file() else path, checkpoint)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ca12.cli import OneLineParser, check_writable, out_of_memory, quiet_libraries, run_command
 from ca12.errors import UsageError
+from ca12.untrusted import is_env_factory, name_env_factory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a checkpoint file or a run directory (its checkpoints/last.ckpt); with --baseline: env overrides",
     )
     parser.add_argument("--baseline", default=None, metavar="NAME", help="evaluate the env family's baseline policy NAME instead of a checkpoint")
-    parser.add_argument("--env", default=None, metavar="FAMILY/TASK", help="with --baseline: the env")
+    parser.add_argument(
+        "--env", default=None, metavar="FAMILY/TASK", help="with --baseline: the env; with a run of your own env: its factory MODULE:FUNCTION"
+    )
     parser.add_argument("--seed", type=int, default=0, help="with --baseline: the seed a run would have (evaluation uses it as a run's does)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval.episodes)")
     mode = parser.add_mutually_exclusive_group()
@@ -57,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         args = build_parser().parse_args(argv)
+        if args.env is not None and is_env_factory(args.env):
+            name_env_factory(args.env)  # the user's own code, named by their command
         if args.video is not None:
             check_writable(args.video, "--video", directory=False)
         quiet_libraries()
@@ -69,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = evaluate_baseline(args.baseline, args.env, args.args, args.seed, args.episodes, args.video)
                 title, extra = f"{result.episodes} episodes of the {args.baseline} baseline on {args.env}", {"baseline": args.baseline}
             else:
-                if args.env is not None:
-                    raise UsageError("--env goes with --baseline; a checkpoint names its own env")
+                if args.env is not None and not is_env_factory(args.env):
+                    raise UsageError("--env goes with --baseline, or names the factory of a run's own env (--env MODULE:FUNCTION)")
                 if len(args.args) != 1:
                     raise UsageError("give one checkpoint or run directory (or --baseline NAME --env FAMILY/TASK)")
                 result, saved = evaluate(Path(args.args[0]), args.episodes, args.deterministic, args.video)

@@ -22,6 +22,7 @@ from ca12.multirun.sweep import sweep_main
 from ca12.run.config import algo_names, env_config_names
 from ca12.run.train import fit_parser as build_parser
 from ca12.run.train import run
+from ca12.untrusted import name_env_factories_in
 
 
 def list_choices() -> list[str]:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
 
     def body() -> int:
+        name_env_factories_in(argv)  # `--env module:function`: the user's own code, named by their command
         if "-m" in argv or "--multirun" in argv:  # its own parser: --algo, --env and --seed take lists
             return sweep_main(argv)
         # Intermixed: overrides may stand between flags, as Hydra users write them.

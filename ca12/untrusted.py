@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -162,6 +163,66 @@ def check_callback_classes(config: Mapping, where: str, overrides: Iterable[str]
             f"{where}: callbacks.{name} names the class '{target}', which neither ca12 nor Lightning ships; a saved run may not make "
             f"ca12 import code: if you trust it, name it yourself (+callbacks.{name}._target_={target}) or drop it (~callbacks.{name})"
         )
+
+
+# Env factories (`--env module:function`, ca12/envs/user.py) the user's own command or Python call
+# named in this process: path -> the object given from Python (None: imported by its path).
+# Building such an env imports and calls that code, so a path read from a file (a saved run, a
+# population, a sweep) is built only when it is here.
+_NAMED_ENV_FACTORIES: dict[str, Any] = {}
+_FACTORY_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+def is_env_factory(env: str) -> bool:
+    """Whether an `--env` value names a factory (`module:attribute`, or `user/module:attribute`)."""
+    return ":" in env
+
+
+def check_env_factory_path(path: str) -> None:
+    if not _FACTORY_PATH.fullmatch(path):
+        raise UsageError(f"env factory '{path}': expected an import path MODULE:ATTRIBUTE, e.g. my_package.envs:make_env")
+
+
+def name_env_factory(factory: Any) -> str:
+    """Record that the user named `factory` (an import path, or a function or class from Python,
+    recorded under `module:qualname`); returns its path."""
+    if isinstance(factory, str):
+        path = factory.removeprefix("user/")
+        check_env_factory_path(path)
+        _NAMED_ENV_FACTORIES.setdefault(path, None)
+        return path
+    if not callable(factory):
+        raise UsageError(f"env: a {type(factory).__name__} is neither FAMILY/TASK, MODULE:FUNCTION nor a function that builds an env")
+    path = f"{factory.__module__}:{factory.__qualname__}".replace("<", "").replace(">", "")
+    check_env_factory_path(path)
+    _NAMED_ENV_FACTORIES[path] = factory
+    return path
+
+
+def name_env_factories_in(argv: Iterable[str]) -> None:
+    """Record the factories a command line's `--env` values name (comma lists: a sweep's)."""
+    argv = list(argv)
+    for i, text in enumerate(argv):
+        value = argv[i + 1] if text == "--env" and i + 1 < len(argv) else text.partition("=")[2] if text.startswith("--env=") else None
+        for env in (value or "").split(","):
+            if is_env_factory(env):
+                name_env_factory(env.strip())
+
+
+def named_env_factory(path: str) -> Any:
+    """The object the user gave from Python for `path` (None: import it by its path)."""
+    return _NAMED_ENV_FACTORIES.get(path)
+
+
+def check_env_factory(env_section: Mapping, where: str) -> None:
+    """Refuse an env built by a factory that the user's own command did not name: the path came
+    from a file (a saved run, a population, a sweep), and building its env would run its code."""
+    if env_section.get("family") != "user":
+        return
+    path = str(env_section.get("task"))
+    check_env_factory_path(path)
+    if path not in _NAMED_ENV_FACTORIES:
+        raise UsageError(f"{where}: the env is built by {path}, code ca12 runs only when your own command names it: if you trust it, --env {path}")
 
 
 def check_override_texts(texts: Iterable[str], where: str) -> None:

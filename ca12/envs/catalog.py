@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ca12.errors import UsageError
 from ca12.schema import key
+from ca12.untrusted import check_env_factory_path
 
 
 @dataclass
@@ -383,4 +384,6 @@ FAMILIES: dict[str, Family] = {
     "grid": Family("ca12.envs.grid", _fixed(GRID_FEEDERS), GRID_KEY_DOCS),
     "traffic": Family("ca12.envs.traffic", _fixed(TRAFFIC_TASKS), TRAFFIC_KEY_DOCS),
     "sumo": Family("ca12.envs.sumo", _fixed(SUMO_TASKS), SUMO_KEY_DOCS, check_sumo_task),
+    # Your own env: the task is a factory's import path, MODULE:ATTRIBUTE (checked here, imported when built).
+    "user": Family("ca12.envs.user", _fixed(()), check_task=check_env_factory_path),
 }

@@ -33,7 +33,7 @@ from ca12.run.experiments import check_option, experiment_choice, experiment_tar
 from ca12.run.trainer import CheckpointConfig, check_trainer_args
 from ca12.schema import docs, typed
 from ca12.sections import MAX_SEED, CollectorConfig, EvalConfig, LoggerConfig, envs_per_batch, model_schema
-from ca12.untrusted import check_callback_classes, check_plain_config
+from ca12.untrusted import check_callback_classes, check_env_factory, check_plain_config, is_env_factory
 
 # Config groups a user may switch with GROUP=OPTION (algo and env are chosen by --algo/--env);
 # critic_model takes the options of conf/model/.
@@ -68,6 +68,10 @@ def _env_choice(env: str) -> tuple[str, list[str]]:
     """Map `--env family/task` to the env group option plus any extra overrides it needs."""
     if env in env_config_names():
         return env, []
+    if is_env_factory(env):  # your own env (ca12/envs/user.py): the user's command names the code it runs
+        path = env.removeprefix("user/")
+        check_env_factory({"family": "user", "task": path}, "--env")
+        return f"user/{GENERIC_ENV}", [f"env.task={path}"]
     family, _, task = env.partition("/")
     families = env_families()
     if family not in families or not task:
@@ -378,6 +382,8 @@ def saved_config(run_config: Any, where: str, overrides: list[str] | None = None
             against the allowlist nor imported, so one the run's owner wrote cannot stop them.
     """
     check_plain_config(run_config, where)
+    if isinstance(run_config.get("env"), dict):
+        check_env_factory(run_config["env"], where)
     run_config, saved_callbacks = dict(run_config), run_config.get("callbacks")
     if callbacks:
         check_callback_classes(run_config, where, overrides or [])

@@ -29,6 +29,7 @@ from ca12.paths import group_options
 from ca12.run.config import SWITCHABLE_GROUPS, load_config
 from ca12.run.experiments import experiment_choice, experiment_target
 from ca12.run.tracking import read_metrics_rows
+from ca12.untrusted import name_env_factories_in
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
@@ -146,6 +147,7 @@ def command_configs(command: Command) -> tuple:
     """The configs `command` composes (several for a sweep), after its own parser accepted it;
     raises what the command would report (a `UsageError`)."""
     argv = list(command.argv)
+    name_env_factories_in(argv)  # `--env my_envs:Meet`: the reader's own env, named as ca12.fit names it
     if command.module == "fit" and ("-m" in argv or "--multirun" in argv):
         from ca12.multirun.sweep import parse_sweep
 
