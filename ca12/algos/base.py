@@ -6,6 +6,8 @@ as `policy`, and do their whole update in `training_step` (manual optimisation).
 
 from __future__ import annotations
 
+import sys
+
 import time
 
 import lightning as L
@@ -46,6 +48,8 @@ class RLModule(L.LightningModule):
     recurrent = False
     # Can learn with a recurrent critic (critic_model=gru|lstm).
     recurrent_critic = False
+    # Leaves the steps an env marks as not acted (`Group.masked`: agents that left) out of its losses.
+    masks_agents = False
 
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> L.LightningDataModule:
@@ -86,6 +90,13 @@ class RLModule(L.LightningModule):
                     f"{name} cannot train on this env: its actions are {group.action_kind}, "
                     f"{name} handles {' and '.join(self.action_spaces)} actions{hint}"
                 )
+        masked = [group.name for group in self.groups if group.masked]
+        if masked and not self.masks_agents:
+            print(
+                f"ca12.fit: note: the env marks which agents act in group {masked[0]} (agents that leave mid-episode); {name} trains "
+                "on every agent's steps, the unmarked ones too (mappo, ippo and ppo leave them out)",
+                file=sys.stderr,
+            )
         if is_recurrent(cfg.model) and not self.recurrent:
             raise UsageError(
                 f"{name} has no recurrent version yet: model={cfg.model.kind} keeps a state between steps and is refused (use model=mlp)"

@@ -36,6 +36,7 @@ from ca12.algos.on_policy import minibatch_epochs
 from ca12.algos.optim import fused_adam
 from ca12.algos.signalling import Signalling
 from ca12.algos.value_norm import ValueNorms
+from ca12.errors import UsageError
 from ca12.nets.builder import is_recurrent
 from ca12.nets.opponent import OpponentModels
 from ca12.nets.policies import FixedRandomPolicy, make_actor, make_critic
@@ -58,6 +59,7 @@ class MAPPO(RLModule):
     multi_group = True
     recurrent = True
     recurrent_critic = True
+    masks_agents = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg, env)
@@ -93,8 +95,13 @@ class MAPPO(RLModule):
                 done="done",  # team-level [B, T, 1]; MultiAgentGAE broadcasts it to the agents
                 terminated="terminated",
             )
+            if group.masked:  # agents that leave: each one's trajectory ends with its own flags
+                check_agent_flags(env, g)
+                loss.set_keys(done=(g, "done"), terminated=(g, "terminated"))
             loss.make_value_estimator(ValueEstimators.MAGAE, gamma=self.cfg.gamma, lmbda=self.cfg.lmbda)
             self.losses[g] = loss
+        # Groups whose steps the env marks (Group.masked): the loss reads the mark as TorchRL's validity mask.
+        self.masked = [group.name for group in self.groups if group.masked]
         # algo.value_norm: the critics learn standardised returns (empty when off)
         self.value_norms = ValueNorms.build(self.cfg.value_norm, list(self.losses), device=env.device)
         # critic_model=gru|lstm (values over whole trajectories) or algo.value_norm (values rescaled
@@ -169,8 +176,8 @@ class MAPPO(RLModule):
         """Total loss to minimise (the groups' losses summed) and the loss terms for logging
         (summed over groups, TorchRL's names), and those of the optional parts (`self.features`)."""
         terms = None
-        for loss in self.losses.values():
-            out = loss(minibatch)
+        for g, loss in self.losses.items():
+            out = loss(minibatch) if g not in self.masked else masked_loss(loss, minibatch, g)
             terms = out if terms is None else terms + out.select(*terms.keys())
         for feature in self.features:
             terms.update(feature.loss_terms(minibatch))
@@ -184,6 +191,27 @@ class MAPPO(RLModule):
         for feature in self.features:
             metrics.update(feature.metrics(batch))
         return metrics
+
+
+def check_agent_flags(env: EnvBase, group: str) -> None:
+    """An env that marks which agents act must say when each one's trajectory ends."""
+    missing = [flag for flag in ("done", "terminated") if (group, flag) not in env.done_keys]
+    if missing:
+        raise UsageError(
+            f"group '{group}' marks which agents act ((group, 'mask')) but has no per-agent {' or '.join(missing)} flag "
+            f"({group}, '{missing[0]}') of shape [n_agents, 1] saying when each one's trajectory ends"
+        )
+
+
+def masked_loss(loss: nn.Module, minibatch: TensorDictBase, group: str) -> TensorDictBase:
+    """`loss` on `minibatch` with the steps the env did not mark as acted, `(group, "mask")`, left
+    out of every term and of the advantage's standardisation: TorchRL's losses read "shifted_valid"
+    as a validity mask (`LossModule.loss_mask_key="auto"`), set here for this group only."""
+    minibatch.set("shifted_valid", minibatch.get((group, "mask")).unsqueeze(-1))
+    try:
+        return loss(minibatch)
+    finally:
+        minibatch.del_("shifted_valid")
 
 
 ALGORITHM = MAPPO

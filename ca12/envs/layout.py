@@ -30,6 +30,9 @@ class Group:
         discrete: Categorical / OneHot actions (else continuous, Bounded or Unbounded).
         n_actions: number of choices of a discrete action (None for continuous).
         action_dim: what a network outputs per agent: n_actions, or the continuous action size.
+        masked: the env marks which agents act at each step, `(name, "mask")` [n_agents] (TorchRL's
+            PettingZoo convention: agents that leave mid-episode, turn-based games); algorithms
+            that can (`RLModule.masks_agents`) leave the unmarked steps out of their losses.
     """
 
     name: str
@@ -40,6 +43,7 @@ class Group:
     discrete: bool
     n_actions: int | None
     action_dim: int
+    masked: bool = False
 
     def key(self, *entry: str) -> tuple[str, ...]:
         """`group.key("observation")` -> `(name, "observation")`."""
@@ -78,6 +82,7 @@ class AgentLayout:
                 discrete=discrete,
                 n_actions=n_actions,
                 action_dim=n_actions if discrete else int(action_spec.shape[-1]),
+                masked=(name, "mask") in env.full_observation_spec_unbatched.keys(True, True),
             )
         return cls(groups)
 

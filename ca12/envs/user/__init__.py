@@ -142,15 +142,20 @@ def _pettingzoo(world: Any, make_world: Callable, cfg: DictConfig) -> EnvBase:
             "return a ParallelEnv (pettingzoo.utils.aec_to_parallel where every agent acts each step)"
         )
 
+    # use_mask, done_on_any=False: agents may leave mid-episode ((group, "mask"), Group.masked), the episode
+    # ends when every agent has (TorchRL ends a parallel env's episode when the first one does)
     def wrap(raw: Any) -> EnvBase:
-        return PettingZooWrapper(raw, categorical_actions=True, device=cfg.device)
+        return PettingZooWrapper(raw, categorical_actions=True, use_mask=True, done_on_any=False, device=cfg.device)
 
     probe = wrap(world)
     group_map = {group: list(agents) for group, agents in probe.group_map.items()}
     if cfg.num_envs == 1:
         return probe
     probe.close()
-    env = SerialEnv(cfg.num_envs, lambda: PettingZooWrapper(make_world(), group_map=group_map, categorical_actions=True, device=cfg.device))
+    env = SerialEnv(
+        cfg.num_envs,
+        lambda: PettingZooWrapper(make_world(), group_map=group_map, categorical_actions=True, use_mask=True, done_on_any=False, device=cfg.device),
+    )
     env.group_map = group_map
     return env
 
