@@ -7,7 +7,6 @@ as `policy`, and do their whole update in `training_step` (manual optimisation).
 from __future__ import annotations
 
 import sys
-
 import time
 
 import lightning as L
