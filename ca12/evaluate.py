@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--env", default=None, metavar="FAMILY/TASK", help="with --baseline: the env; with a run of your own env: its factory MODULE:FUNCTION"
     )
+    parser.add_argument(
+        "--opponent",
+        default=None,
+        metavar="NAME",
+        help="a board game's run (pettingzoo/tictactoe, connect_four): play --episodes games against random, minimax:N or perfect",
+    )
     parser.add_argument("--seed", type=int, default=0, help="with --baseline: the seed a run would have (evaluation uses it as a run's does)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval.episodes)")
     mode = parser.add_mutually_exclusive_group()
@@ -65,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.video is not None:
             check_writable(args.video, "--video", directory=False)
         quiet_libraries()
-        from ca12.run.score import evaluate, evaluate_baseline  # torch, TorchRL: after the arguments were read
+        from ca12.run.score import evaluate, evaluate_against, evaluate_baseline  # torch, TorchRL: after the arguments were read
 
         try:
             if args.baseline is not None:
+                if args.opponent is not None:
+                    raise UsageError("--opponent plays a trained run's policy; a baseline has no seat to fill (leave one out)")
                 if args.env is None:
                     raise UsageError("--baseline needs --env FAMILY/TASK")
                 result = evaluate_baseline(args.baseline, args.env, args.args, args.seed, args.episodes, args.video)
@@ -78,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise UsageError("--env goes with --baseline, or names the factory of a run's own env (--env MODULE:FUNCTION)")
                 if len(args.args) != 1:
                     raise UsageError("give one checkpoint or run directory (or --baseline NAME --env FAMILY/TASK)")
+                if args.opponent is not None:
+                    match, saved = evaluate_against(Path(args.args[0]), args.opponent, args.episodes)
+                    report_match(match, saved, args)
+                    return
                 result, saved = evaluate(Path(args.args[0]), args.episodes, args.deterministic, args.video)
                 title = f"{result.episodes} episodes after {saved['frames']} training frames ({saved['iterations']} iterations)"
                 extra = {"frames": saved["frames"]}
@@ -89,6 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         report(result, title, extra, args)
 
     return run_command("ca12.evaluate", body)
+
+
+def report_match(match, saved: dict, args) -> None:
+    """Win, draw and loss rates against an opponent: one JSON line (`--json`) or a few lines."""
+    if args.json:
+        print(json.dumps({**match.metrics(), "games": match.games, "opponent": match.opponent, "frames": saved["frames"]}))
+        return
+    print(f"{match.games} games against {match.opponent} after {saved['frames']} training frames (half moving first)")
+    for seat, (win, draw, loss) in match.outcomes.items():
+        label = {"all": "all games", "first": "moving first", "second": "moving second"}[seat]
+        print(f"{label:<14} win {100 * win:5.1f} %  draw {100 * draw:5.1f} %  loss {100 * loss:5.1f} %")
 
 
 def report(result, title: str, extra: dict, args) -> None:

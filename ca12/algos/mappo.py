@@ -204,12 +204,18 @@ def check_agent_flags(env: EnvBase, group: str) -> None:
 
 
 def masked_loss(loss: nn.Module, minibatch: TensorDictBase, group: str) -> TensorDictBase:
-    """`loss` on `minibatch` with the steps the env did not mark as acted, `(group, "mask")`, left
-    out of every term and of the advantage's standardisation: TorchRL's losses read "shifted_valid"
-    as a validity mask (`LossModule.loss_mask_key="auto"`), set here for this group only."""
+    """`loss` on `minibatch` where the env marks which agents act, `(group, "mask")`: the actor's
+    terms and the advantage's standardisation over the steps each agent acted (TorchRL's losses
+    read "shifted_valid" as a validity mask, `LossModule.loss_mask_key="auto"`, set here for this
+    group only), the critic's over the steps it was still in the episode (not `(group, "done")`
+    before the step: a seat waiting for its turn has a value, an agent that left has none)."""
     minibatch.set("shifted_valid", minibatch.get((group, "mask")).unsqueeze(-1))
     try:
-        return loss(minibatch)
+        out = loss(minibatch)
+        in_play = ~minibatch.get((group, "done"))  # [*B, n_agents, 1]
+        critic = loss.loss_critic(minibatch)[0]  # per step and agent
+        out.set("loss_critic", torch.where(in_play, critic, 0.0).sum() / in_play.sum().clamp_min(1))
+        return out
     finally:
         minibatch.del_("shifted_valid")
 

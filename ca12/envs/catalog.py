@@ -318,6 +318,8 @@ _MPE_TASKS = (
     "simple_tag",
     "simple_world_comm",
 )
+# PettingZoo's turn-based classic games ca12 plays (ca12/envs/pettingzoo/turn_based.py): name -> module.
+PETTINGZOO_CLASSIC = {"tictactoe": "pettingzoo.classic.tictactoe_v3", "connect_four": "pettingzoo.classic.connect_four_v3"}
 _PETTINGZOO_INSTALL = 'needs pettingzoo and mpe2: pip install -e ".[pettingzoo]"'
 
 
@@ -338,7 +340,7 @@ def mpe_newest_versions() -> dict[str, str]:
 
 
 def pettingzoo_tasks() -> list[str]:
-    return sorted(mpe_newest_versions() if pettingzoo_installed() else _MPE_TASKS)
+    return sorted([*(mpe_newest_versions() if pettingzoo_installed() else _MPE_TASKS), *PETTINGZOO_CLASSIC])
 
 
 def check_pettingzoo_task(task: str) -> None:

@@ -33,6 +33,8 @@ class Group:
         masked: the env marks which agents act at each step, `(name, "mask")` [n_agents] (TorchRL's
             PettingZoo convention: agents that leave mid-episode, turn-based games); algorithms
             that can (`RLModule.masks_agents`) leave the unmarked steps out of their losses.
+        action_masked: the env gives the legal actions, `(name, "action_mask")` [n_agents, n_actions]
+            (discrete actions; PettingZoo's classic games): every discrete policy samples only those.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Group:
     n_actions: int | None
     action_dim: int
     masked: bool = False
+    action_masked: bool = False
 
     def key(self, *entry: str) -> tuple[str, ...]:
         """`group.key("observation")` -> `(name, "observation")`."""
@@ -83,6 +86,7 @@ class AgentLayout:
                 n_actions=n_actions,
                 action_dim=n_actions if discrete else int(action_spec.shape[-1]),
                 masked=(name, "mask") in env.full_observation_spec_unbatched.keys(True, True),
+                action_masked=discrete and (name, "action_mask") in env.full_observation_spec_unbatched.keys(True, True),
             )
         return cls(groups)
 

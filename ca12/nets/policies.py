@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import Categorical as CategoricalDist
 from torchrl.data import OneHot
 from torchrl.modules import ProbabilisticActor, TanhNormal
-from torchrl.modules.distributions import OneHotCategorical
+from torchrl.modules.distributions import MaskedCategorical, MaskedOneHotCategorical, OneHotCategorical
 
 from ca12.envs.layout import Group
 from ca12.nets.builder import JointObservation, agent_net, is_recurrent, mlp
@@ -37,8 +37,13 @@ def make_actor(group: Group, model: DictConfig, device=None, extra_input: tuple[
     net_group = group if extra_input is None else dataclasses.replace(group, obs_dim=group.obs_dim + extra_input[1])
     if group.discrete:
         module = agent_net(model, net_group, group.n_actions, (g, "logits"), name="actor", device=device)
-        dist_class = OneHotCategorical if isinstance(group.action_spec, OneHot) else CategoricalDist
-        dist_keys, dist_kwargs = [(g, "logits")], {}
+        one_hot = isinstance(group.action_spec, OneHot)
+        if group.action_masked:  # the env's legal actions: the distribution puts no mass on the others
+            dist_class = MaskedOneHotCategorical if one_hot else MaskedCategorical
+            dist_keys, dist_kwargs = {"logits": (g, "logits"), "mask": (g, "action_mask")}, {}
+        else:
+            dist_class = OneHotCategorical if one_hot else CategoricalDist
+            dist_keys, dist_kwargs = [(g, "logits")], {}
     else:
         module = agent_net(
             model, net_group, 2 * group.action_dim, [(g, "loc"), (g, "scale")], name="actor", head=NormalParamExtractor(), device=device
@@ -123,10 +128,16 @@ class FixedRandomPolicy(TensorDictModuleBase):
     def __init__(self, group: Group):
         super().__init__()
         self.spec = group.action_spec  # [n_agents, ...]
-        self.in_keys, self.out_keys = [], [group.key("action")]
+        self.in_keys, self.out_keys = ([group.key("action_mask")] if group.action_masked else []), [group.key("action")]
 
     def forward(self, tensordict):
-        tensordict.set(self.out_keys[0], self.spec.expand(*tensordict.batch_size, *self.spec.shape).rand().to(tensordict.device))
+        if self.in_keys:  # uniform over the legal actions
+            legal = tensordict.get(self.in_keys[0]).float()  # [*B, n_agents, n_actions]
+            choice = torch.multinomial(legal.flatten(0, -2), 1).view(legal.shape[:-1])
+            action = torch.nn.functional.one_hot(choice, legal.shape[-1]) if isinstance(self.spec, OneHot) else choice
+        else:
+            action = self.spec.expand(*tensordict.batch_size, *self.spec.shape).rand()
+        tensordict.set(self.out_keys[0], action.to(tensordict.device))
         return tensordict
 
 

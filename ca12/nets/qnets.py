@@ -28,6 +28,9 @@ def make_qnet(group: Group, model: DictConfig, full_action_spec, device=None) ->
         out_keys=[(g, "action"), (g, "action_value"), (g, "chosen_action_value")],
         spec=full_action_spec,
         action_space=None,
+        # the env's legal actions: the others' values are the dtype's minimum, so neither the greedy
+        # action nor a TD target's max picks them
+        action_mask_key=(g, "action_mask") if group.action_masked else None,
     )
     return TensorDictSequential(values, greedy)
 
@@ -41,4 +44,5 @@ def make_egreedy(group: Group, *, eps_init: float, eps_end: float, annealing_fra
         eps_end=eps_end,
         annealing_num_steps=annealing_frames,
         action_key=group.key("action"),
+        action_mask_key=group.key("action_mask") if group.action_masked else None,  # random moves among the legal ones
     )

@@ -18,6 +18,7 @@ from ca12.envs import family_baselines, family_renders, make_env
 from ca12.errors import UsageError
 from ca12.run.config import load_config
 from ca12.run.rundir import load_module
+from ca12.sections import MAX_SEED
 from ca12.seeding import isolated_rng
 
 
@@ -59,6 +60,28 @@ def evaluate(path: Path, episodes: int | None = None, deterministic: bool = True
     evaluator = Evaluator(cfg.env, _episodes(cfg, episodes), cfg.seed, deterministic, cfg.algo.groups, module.env_transforms())
     module.to(evaluator.env.device)
     return _run(evaluator, module.policy, video, trace), saved
+
+
+def evaluate_against(path: Path, opponent: str, episodes: int | None = None):
+    """(match result, the checkpoint's ca12 section) of the run at `path`, a turn-based board
+    game's (`pettingzoo/tictactoe`, `pettingzoo/connect_four`), playing `episodes` games against
+    the classical player `opponent` (ca12/selfplay/opponents.py), half of them moving first."""
+    import numpy as np
+
+    from ca12.selfplay.board_games import GAMES
+    from ca12.selfplay.opponents import opponent_player, play_matches
+
+    module, cfg, saved = load_policy(path)
+    if cfg.env.family != "pettingzoo" or cfg.env.task not in GAMES:
+        raise UsageError(f"--opponent plays the board games ({', '.join(f'pettingzoo/{g}' for g in GAMES)}), not {cfg.env.family}/{cfg.env.task}")
+    games = _episodes(cfg, episodes)
+    seed = (cfg.seed + EVAL_SEED_OFFSET) % (MAX_SEED + 1)
+    game = GAMES[cfg.env.task]
+    player = opponent_player(opponent, game, cfg.env.task, np.random.default_rng(seed))
+    with isolated_rng():
+        env = make_env(OmegaConf.merge(cfg.env, {"num_envs": games, "device": "cpu"}), seed, transforms=module.env_transforms())
+        torch.manual_seed(seed)
+        return play_matches(module.policy.cpu(), env, "player", game, player, opponent, cfg.env.max_steps), saved
 
 
 def evaluate_baseline(

@@ -109,6 +109,12 @@ def simple_spread():
     return simple_spread_v3.parallel_env(N=2, max_cycles=1000)
 
 
+def turn_based():
+    from mpe2 import simple_spread_v3
+
+    return simple_spread_v3.env(N=3, max_cycles=1000)
+
+
 def navigation():
     from vmas.scenarios.navigation import Scenario
 
@@ -124,8 +130,9 @@ def navigation():
         (TwoAgents, {"agents": 2}),
         (simple_spread, {"agent": 2}),
         (navigation, {"agents": 4}),
+        (turn_based, {"agent_0": 1, "agent_1": 1, "agent_2": 1}),
     ],
-    ids=["gymnasium", "gymnasium-vector", "torchrl-batched", "torchrl-unbatched", "pettingzoo", "vmas"],
+    ids=["gymnasium", "gymnasium-vector", "torchrl-batched", "torchrl-unbatched", "pettingzoo", "vmas", "pettingzoo-aec"],
 )
 def test_each_kind_enters_the_layout_and_its_time_limit_truncates(factory, groups):
     env = ca12.make_env(factory, num_envs=3, max_steps=6)
@@ -146,12 +153,6 @@ def gymnasium_autoreset(num_envs):
     return gymnasium.make_vec("CartPole-v1", num_envs, vectorization_mode="sync")
 
 
-def turn_based():
-    from mpe2 import simple_spread_v3
-
-    return simple_spread_v3.env()
-
-
 def four_worlds(num_envs):
     return generic_team(4, 0)
 
@@ -163,11 +164,10 @@ def four_worlds(num_envs):
         (TwoAgents, {"observation": "obs"}, "group 'agents' has no (group, 'observation') entry"),
         (TwoAgents, {"colour": 1}, "got an unexpected keyword argument 'colour' (it takes shared, observation"),
         (gymnasium_autoreset, {}, "must be made with autoreset_mode=AutoresetMode.DISABLED"),
-        (turn_based, {}, "PettingZoo AEC (turn-based) envs need action masks"),
         (four_worlds, {}, "batch size (4,); env.num_envs is 3"),
         (lambda: np.zeros(3), {}, "returned a ndarray: expected a TorchRL EnvBase"),
     ],
-    ids=["shared-reward", "no-observation", "unknown-kwarg", "autoreset", "aec", "batch", "not-an-env"],
+    ids=["shared-reward", "no-observation", "unknown-kwarg", "autoreset", "batch", "not-an-env"],
 )
 def test_an_env_that_does_not_fit_is_one_line(factory, kwargs, says):
     with pytest.raises(UsageError) as error:

@@ -44,9 +44,10 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl._utils import seed_generator
 from torchrl.envs import EnvBase, ParallelEnv, PettingZooWrapper, SerialEnv
 
+from ca12.envs.catalog import PETTINGZOO_CLASSIC, mpe_newest_versions
 from ca12.envs.catalog import check_pettingzoo_task as check_task  # its task list and checks live in the catalog (start-up)
-from ca12.envs.catalog import mpe_newest_versions
 from ca12.envs.common import register_numpy_rng, vectorized_kwargs, with_return_counters
+from ca12.envs.pettingzoo import turn_based
 from ca12.errors import UsageError
 
 # How `env.num_envs` worlds step together; the first is the default.
@@ -200,6 +201,8 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
         UsageError: unknown env, missing package, unknown kwarg or vectorisation.
     """
     check_task(cfg.task)
+    if cfg.task in PETTINGZOO_CLASSIC:  # turn-based games: one seat moves at a time (turn_based.py)
+        return turn_based.make(cfg, seed)
     vectorization, kwargs = vectorized_kwargs(cfg, VECTORIZATIONS, scenario_kwargs(cfg.task))
     env = batched_env(
         cfg.task,

@@ -11,14 +11,15 @@ a return counter per group):
   the action keys) or single-agent (root "action": a group "agent" of one, as `gym/...`);
 * a Gymnasium `Env` (`GymWrapper`, a group "agent" of one) or `VectorEnv` (made with
   `autoreset_mode=AutoresetMode.DISABLED`, so TorchRL resets finished worlds itself);
-* a PettingZoo `ParallelEnv` (`PettingZooWrapper`, agents grouped by name prefix);
+* a PettingZoo `ParallelEnv` (`PettingZooWrapper`, agents grouped by name prefix, agents may
+  leave mid-episode) or `AECEnv` (turn-based: one group per agent, who moves and the legal moves
+  marked, ca12/envs/pettingzoo/turn_based.py);
 * a VMAS `BaseScenario` (an instance, or the class as the factory itself: VMAS batches its
   worlds, and the env keys go to the scenario's `make_world`, as for `vmas/...`).
 A factory that does not take `num_envs` is called once per world and its worlds step as one
 batch (Gymnasium's `SyncVectorEnv`, TorchRL's `SerialEnv`). Every env but VMAS's gets TorchRL's
 `StepCounter(env.max_steps)`: an episode cut there is `truncated`, not `terminated`, so value
-targets bootstrap (an env's own earlier limit stays). PettingZoo AEC (turn-based) envs are
-refused: they need action masks, which ca12 does not honour yet.
+targets bootstrap (an env's own earlier limit stays).
 
 Each way an env can be wrong is one line (`UsageError`) before training starts: a missing
 observation, action or reward key, a reward that is not per agent, no env-level done flag,
@@ -42,6 +43,7 @@ from torchrl.envs import EnvBase, SerialEnv, StepCounter, TransformedEnv
 
 from ca12.envs.common import numpy_worlds, register_numpy_rng, task_kwargs, with_return_counters
 from ca12.envs.gym.single_agent import as_agent_group
+from ca12.envs.pettingzoo.turn_based import batched_games
 from ca12.errors import UsageError
 from ca12.untrusted import check_env_factory_path, named_env_factory
 
@@ -136,11 +138,9 @@ def _pettingzoo(world: Any, make_world: Callable, cfg: DictConfig) -> EnvBase:
     from pettingzoo import AECEnv
     from torchrl.envs import PettingZooWrapper
 
-    if isinstance(world, AECEnv):
-        raise UsageError(
-            "PettingZoo AEC (turn-based) envs need action masks, which ca12 does not honour yet: "
-            "return a ParallelEnv (pettingzoo.utils.aec_to_parallel where every agent acts each step)"
-        )
+    if isinstance(world, AECEnv):  # turn-based: TorchRL's groups (one per agent), who moves and the legal moves marked
+        world.close()
+        return batched_games(make_world, cfg.num_envs, None, "serial", cfg.device)
 
     # use_mask, done_on_any=False: agents may leave mid-episode ((group, "mask"), Group.masked), the episode
     # ends when every agent has (TorchRL ends a parallel env's episode when the first one does)
@@ -238,7 +238,7 @@ def _adapt(world: Any, make_world: Callable, cfg: DictConfig, seed: int, kwargs:
     else:
         raise UsageError(
             f"env factory {path} returned a {type(world).__name__}: expected a TorchRL EnvBase, a Gymnasium Env or VectorEnv, "
-            "a PettingZoo ParallelEnv or a VMAS BaseScenario"
+            "a PettingZoo ParallelEnv or AECEnv, or a VMAS BaseScenario"
         )
     env = TransformedEnv(env, StepCounter(max_steps=cfg.max_steps))
     group_map = _group_map(env)
