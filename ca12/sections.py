@@ -28,6 +28,7 @@ RECURRENT = ("gru", "lstm")
 HIERARCHICAL = "hierarchical"
 IC3NET = "ic3net"  # recurrent controllers that talk (ca12/nets/ic3net.py)
 COMMUNICATION = ("commnet", "tarmac", "dial", "graph")
+CNN = "cnn"  # a convolutional encoder for image observations, then the MLP
 # `model=graph`: who hears whom (ca12/nets/communication.py builds them).
 GRAPHS = ("ring", "star", "grid", "complete", "random_geometric")
 
@@ -37,8 +38,8 @@ class MLPConfig:
     """conf/model/mlp.yaml."""
 
     kind: str = key(
-        "network kind: mlp, gru, lstm, commnet, tarmac, dial, graph, hierarchical, ic3net",
-        choices=("mlp", *RECURRENT, *COMMUNICATION, HIERARCHICAL, IC3NET),
+        "network kind: mlp, cnn, gru, lstm, commnet, tarmac, dial, graph, hierarchical, ic3net",
+        choices=("mlp", CNN, *RECURRENT, *COMMUNICATION, HIERARCHICAL, IC3NET),
     )
     hidden_sizes: list[int] = key(
         "hidden layer widths (recurrent kinds: the encoder before the core; talking kinds: the encoder, its last "
@@ -116,7 +117,18 @@ class HierarchicalConfig(MLPConfig):
     manager_sizes: list[int] = key("hidden widths of the manager MLP (shared by all teams; empty: linear)")
 
 
+@dataclass
+class CNNConfig(MLPConfig):
+    """conf/model/cnn.yaml: convolutions over each agent's image observation [C, H, W] (TorchRL's
+    MultiAgentConvNet), flattened into the MLP (`hidden_sizes`)."""
+
+    channels: list[int] = key("output channels of each convolution")
+    kernel_sizes: list[int] = key("kernel size of each convolution (one per channel entry)")
+    strides: list[int] = key("stride of each convolution (one per channel entry)")
+
+
 _MODEL_SCHEMAS: dict[str, type] = {
+    CNN: CNNConfig,
     "gru": RecurrentConfig,
     "lstm": RecurrentConfig,
     "commnet": CommNetConfig,

@@ -49,6 +49,8 @@ class RLModule(L.LightningModule):
     recurrent_critic = False
     # Leaves the steps an env marks as not acted (`Group.masked`: agents that left) out of its losses.
     masks_agents = False
+    # Reads image observations through its networks only (`Group.image`: model=cnn, or mlp flattened).
+    images = False
 
     @classmethod
     def make_datamodule(cls, cfg: DictConfig, make_env) -> L.LightningDataModule:
@@ -89,6 +91,8 @@ class RLModule(L.LightningModule):
                     f"{name} cannot train on this env: its actions are {group.action_kind}, "
                     f"{name} handles {' and '.join(self.action_spaces)} actions{hint}"
                 )
+        if not self.images and any(group.image is not None for group in self.layout.groups.values()):
+            raise UsageError(f"{name} reads flat observations; image observations train with mappo, ippo or ppo (model=cnn)")
         masked = [group.name for group in self.groups if group.masked]
         if masked and not self.masks_agents:
             print(

@@ -60,6 +60,7 @@ class MAPPO(RLModule):
     recurrent = True
     recurrent_critic = True
     masks_agents = True
+    images = True
 
     def __init__(self, cfg: DictConfig, env: EnvBase):
         super().__init__(cfg, env)

@@ -96,7 +96,7 @@ MATRIX_KEY_DOCS = {
 }
 
 # --- generic, memory, market (ca12/envs/generic/, memory.py, market.py) ------------------------
-GENERIC_TASKS = {"coop": True, "coop_discrete": False}  # task -> continuous actions
+GENERIC_TASKS = {"coop": True, "coop_discrete": False, "pixels": False}  # task -> continuous actions (pixels: images)
 MEMORY_TASKS = ("cue",)
 MARKET_TASKS = ("allocation",)
 

@@ -25,7 +25,9 @@ class Group:
     Attributes:
         name: the group's key in the env's TensorDicts.
         n_agents: agents in the group (the spec's first dimension).
-        obs_dim: size of each agent's flat observation.
+        obs_dim: size of each agent's flat observation (an image's C x H x W).
+        image: (C, H, W) when each agent's observation is an image (`model=cnn` reads it as one;
+            an MLP reads it flattened), else None.
         observation_spec, action_spec: unbatched specs, [n_agents, ...].
         discrete: Categorical / OneHot actions (else continuous, Bounded or Unbounded).
         n_actions: number of choices of a discrete action (None for continuous).
@@ -47,6 +49,7 @@ class Group:
     action_dim: int
     masked: bool = False
     action_masked: bool = False
+    image: tuple[int, int, int] | None = None
 
     def key(self, *entry: str) -> tuple[str, ...]:
         """`group.key("observation")` -> `(name, "observation")`."""
@@ -72,14 +75,18 @@ class AgentLayout:
         for name in group_map:
             obs_spec = env.full_observation_spec_unbatched[name, "observation"]
             action_spec = env.full_action_spec_unbatched[name, "action"]
-            if obs_spec.ndim != 2:
-                raise UsageError(f"group '{name}': expected flat per-agent observations [n_agents, dim], got shape {tuple(obs_spec.shape)}")
+            if obs_spec.ndim not in (2, 4):
+                raise UsageError(
+                    f"group '{name}': expected flat per-agent observations [n_agents, dim] or images [n_agents, C, H, W], "
+                    f"got shape {tuple(obs_spec.shape)}"
+                )
             discrete = isinstance(action_spec, (Categorical, OneHot))
             n_actions = int(action_spec.space.n) if discrete else None
             groups[name] = Group(
                 name=name,
                 n_agents=int(obs_spec.shape[0]),
-                obs_dim=int(obs_spec.shape[1]),
+                obs_dim=int(obs_spec.shape[1:].numel()),
+                image=tuple(int(x) for x in obs_spec.shape[1:]) if obs_spec.ndim == 4 else None,
                 observation_spec=obs_spec,
                 action_spec=action_spec,
                 discrete=discrete,

@@ -25,14 +25,14 @@ import torch
 from omegaconf import DictConfig
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
-from torchrl.modules import MultiAgentMLP
+from torchrl.modules import MultiAgentConvNet, MultiAgentMLP
 
 from ca12.errors import UsageError
 from ca12.nets.communication import AttentionCommunication, CommNet, DIALCommunication, GraphCommunication
 from ca12.nets.hierarchy import make_hierarchy
 from ca12.nets.ic3net import GatedMessages
 from ca12.nets.recurrent import make_recurrent
-from ca12.sections import ACTIVATIONS, COMMUNICATION, HIERARCHICAL, IC3NET, RECURRENT  # the kinds and their schemas (ca12/sections.py: start-up)
+from ca12.sections import ACTIVATIONS, CNN, COMMUNICATION, HIERARCHICAL, IC3NET, RECURRENT  # the kinds and their schemas (ca12/sections.py: start-up)
 
 
 def is_recurrent(model: DictConfig) -> bool:
@@ -57,6 +57,8 @@ def mlp(model: DictConfig, n_in: int, n_out: int, n_agents: int, *, centralised:
     `TalkingNet` (its agents also exchange messages); `hierarchical` and `ic3net` are refused
     (their goals or controllers' state are kept between steps, which a network of assembled
     inputs cannot hold)."""
+    if model.kind == CNN:
+        raise UsageError("model=cnn convolves a group's image observations; this network reads assembled inputs (use model=mlp)")
     if model.kind in (HIERARCHICAL, IC3NET):
         kept = "its goals" if model.kind == HIERARCHICAL else "its controllers' state"
         raise UsageError(f"model={model.kind} keeps {kept} between steps, which this plain feed-forward network cannot: use model=mlp here")
@@ -164,6 +166,9 @@ def agent_net(
     """
     in_key, n_in = group.key("observation"), group.obs_dim
     out_keys = out_key if isinstance(out_key, list) else [out_key]
+    if model.kind == CNN or group.image is not None:
+        net = image_net(model, group, n_out, centralised=centralised, device=device)
+        return TensorDictModule(net if head is None else nn.Sequential(net, head), in_keys=[in_key], out_keys=out_keys)
     if not is_recurrent(model):
         net = mlp(model, n_in, n_out, group.n_agents, centralised=centralised, device=device)
         return TensorDictModule(net if head is None else nn.Sequential(net, head), in_keys=[in_key], out_keys=out_keys)
@@ -195,6 +200,56 @@ def agent_net(
     if head is not None:
         steps.append(TensorDictModule(head, in_keys=[group.key(f"{name}_out")], out_keys=out_keys))
     return steps[0] if len(steps) == 1 else TensorDictSequential(*steps)
+
+
+def image_net(model: DictConfig, group, n_out: int, *, centralised: bool = False, device=None) -> nn.Module:
+    """A group's network over image observations [*, n_agents, C, H, W]: `model=cnn`'s
+    convolutions then MLP (`ImageNet`), or `model=mlp` on the flattened image; other kinds refused."""
+    if group.image is None:
+        raise UsageError(f"model=cnn reads image observations [n_agents, C, H, W]; group '{group.name}' observes flat vectors (use model=mlp)")
+    if model.kind == CNN:
+        return ImageNet(model, group.image, n_out, group.n_agents, centralised=centralised, device=device)
+    if model.kind == "mlp":
+        return nn.Sequential(nn.Flatten(-3), mlp(model, group.obs_dim, n_out, group.n_agents, centralised=centralised, device=device))
+    raise UsageError(f"group '{group.name}' observes images: model={model.kind} reads flat observations; use model=cnn (or mlp)")
+
+
+class ImageNet(nn.Module):
+    """Convolutions over each agent's image [*, n_agents, C, H, W] (TorchRL's `MultiAgentConvNet`;
+    `centralised`: each agent's sees every agent's image, stacked as channels), flattened, then a
+    per-agent MLP (`hidden_sizes`) to `n_out`."""
+
+    def __init__(self, model: DictConfig, image: tuple[int, int, int], n_out: int, n_agents: int, *, centralised: bool, device=None):
+        super().__init__()
+        if not len(model.channels) == len(model.kernel_sizes) == len(model.strides):
+            raise UsageError("model=cnn: channels, kernel_sizes and strides need one entry per convolution")
+        act = activation_class(model.activation)
+        self.conv = MultiAgentConvNet(
+            n_agents,
+            centralized=centralised,
+            share_params=model.share_params,
+            in_features=image[0],  # per agent: a centralised net stacks the n_agents images itself
+            num_cells=list(model.channels),
+            kernel_sizes=list(model.kernel_sizes),
+            strides=list(model.strides),
+            activation_class=act,
+            device=device,
+        )
+        with torch.no_grad():
+            features = self.conv(torch.zeros(1, n_agents, *image, device=device)).shape[-1]
+        self.head = MultiAgentMLP(
+            features,
+            n_out,
+            n_agents,
+            centralized=False,
+            share_params=model.share_params,
+            num_cells=list(model.hidden_sizes),
+            activation_class=act,
+            device=device,
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(images))
 
 
 def _ic3net(model: DictConfig, net: dict) -> TensorDictModuleBase:

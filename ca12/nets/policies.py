@@ -23,6 +23,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.modules.distributions import MaskedCategorical, MaskedOneHotCategorical, OneHotCategorical
 
 from ca12.envs.layout import Group
+from ca12.errors import UsageError
 from ca12.nets.builder import JointObservation, agent_net, is_recurrent, mlp
 
 
@@ -83,6 +84,8 @@ def make_critic(group: Group, model: DictConfig, *, centralised: bool, device=No
     A recurrent `model` keeps its state in `(group, "critic_h")`.
     """
     if centralised and all_groups and len(all_groups) > 1 and not is_recurrent(model):
+        if any(g.image is not None for g in all_groups):
+            raise UsageError("a centralised critic over several groups reads flat observations: images are refused there (use ippo)")
         n_in = sum(g.n_agents * g.obs_dim for g in all_groups)
         net = JointInput(group.n_agents, mlp(model, n_in, 1, group.n_agents, device=device))
         return TensorDictModule(net, in_keys=[g.key("observation") for g in all_groups], out_keys=[group.key("state_value")])

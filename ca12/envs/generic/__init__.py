@@ -160,6 +160,10 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     Raises:
         UsageError: unknown task or kwarg, or continuous_actions disagreeing with the task.
     """
+    if cfg.task == "pixels":  # egocentric images (ca12/envs/generic/pixels.py)
+        from ca12.envs.generic import pixels
+
+        return pixels.make(cfg, seed)
     kwargs = family_kwargs(cfg, TASKS, _KWARGS)
     if bool(cfg.continuous_actions) != TASKS[cfg.task]:
         other = "coop" if cfg.continuous_actions else "coop_discrete"
