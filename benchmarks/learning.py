@@ -90,6 +90,7 @@ class Row:
                 ("model=commnet", "CommNet"),
                 ("model=graph", "graph"),
                 ("model=dial", "DIAL"),
+                ("model=cnn", "CNN"),
                 ("model=hierarchical", "hierarchical"),
                 ("collector=sync", "sync actors"),
                 ("algo.opponent_model=true", "opponent model"),

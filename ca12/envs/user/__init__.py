@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from functools import partial
 from typing import Any, Callable
 
@@ -218,14 +219,14 @@ def make(cfg: DictConfig, seed: int) -> EnvBase:
     takes_num_envs = "num_envs" in arguments
     make_world = partial(factory, **arguments)
     world = make_world()
-    env = _adapt(world, make_world, cfg, seed, kwargs, takes_num_envs, path)
+    env = _adapt(world, make_world, cfg, seed, takes_num_envs, path)
     env.set_seed(seed)
     if all(hasattr(world, "np_random") for world in numpy_worlds(env)):  # Gymnasium's, and PettingZoo envs that keep one
         register_numpy_rng(env, f"user/{path}/{cfg.device}/{seed}")
     return env
 
 
-def _adapt(world: Any, make_world: Callable, cfg: DictConfig, seed: int, kwargs: dict, takes_num_envs: bool, path: str) -> EnvBase:
+def _adapt(world: Any, make_world: Callable, cfg: DictConfig, seed: int, takes_num_envs: bool, path: str) -> EnvBase:
     """The batched env in ca12's layout from the factory's first `world`."""
     if _is_vmas_scenario(world):
         return _vmas(world, cfg, seed, {})
@@ -254,8 +255,6 @@ def _adapt(world: Any, make_world: Callable, cfg: DictConfig, seed: int, kwargs:
 def _is_a(obj: Any, package: str, names: tuple[str, ...]) -> bool:
     """Whether `obj` is an instance of one of `package`'s classes `names`, without importing a
     package the env does not come from."""
-    import sys
-
     root = sys.modules.get(package)
     if root is None:
         return False
