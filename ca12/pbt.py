@@ -35,6 +35,7 @@ from ca12.errors import UsageError
 from ca12.multirun.pbt.local import run_local
 from ca12.multirun.pbt.members import SPEC_FILE, PopulationSpec, check_spec
 from ca12.multirun.pbt.ray_tune import require_tune, run_ray
+from ca12.untrusted import is_env_factory
 
 BACKENDS = ("local", "ray")
 
@@ -153,6 +154,10 @@ def run(args) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         args = build_parser().parse_intermixed_args(argv)
+        if args.env is not None and is_env_factory(args.env):
+            raise UsageError(
+                f"--env {args.env}: populations do not train your own env (their members build envs in processes of their own); train it with python -m ca12.fit (-m for a sweep)"
+            )
         quiet_libraries()
         run(args)
 
