@@ -156,10 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_intermixed_args(argv)
         if args.env is not None and is_env_factory(args.env):
             raise UsageError(
-            raise UsageError(
                 f"--env {args.env}: populations do not train your own env (their members build envs in processes of their own); "
                 "train it with python -m ca12.fit (-m for a sweep)"
-            )
             )
         quiet_libraries()
         run(args)
