@@ -129,7 +129,7 @@ def test_collector_records_the_gates_and_the_loss_replay_matches_them():
 def test_model_ic3net_builds_from_its_config_and_refuses_stacked_layers():
     sizes = {"hidden_sizes": [E], "hidden_size": H, "num_layers": 1}
     model = OmegaConf.create({"kind": "ic3net", **sizes, "gated": True, "activation": "tanh", "share_params": True})
-    group = type("G", (), {"name": "agents", "n_agents": N, "obs_dim": F, "key": staticmethod(lambda k: ("agents", k))})()
+    group = type("G", (), {"name": "agents", "n_agents": N, "obs_dim": F, "image": None, "key": staticmethod(lambda k: ("agents", k))})()
     net = agent_net(model, group, OUT, ("agents", "logits"), name="actor")
     td = _batch()[:, 0]
     net(td)

@@ -87,7 +87,7 @@ def test_any_vmas_scenario_by_name_with_scenario_kwargs():
             "mappo",
             "vmas/navigation",
             ["model=transformer"],
-            "unknown model 'transformer'; choose one of: commnet, dial, graph, gru, hierarchical, ic3net, lstm, mlp, tarmac",
+            "unknown model 'transformer'; choose one of: cnn, commnet, dial, graph, gru, hierarchical, ic3net, lstm, mlp, tarmac",
         ),
         ("mappo", "vmas/navigation", ["model.activation=sigmoid"], "model.activation must be one of tanh, relu, elu, gelu, got 'sigmoid'"),
         ("mappo", "vmas/navigation", ["trainer.max_epochs=3"], "trainer.max_epochs is set by ca12 itself"),

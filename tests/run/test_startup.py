@@ -126,7 +126,7 @@ def test_show_config_documents_a_family_key():
         ("unknown algorithm", "unknown algorithm 'nope'; choose one of: a3c, coma, es"),
         ("unknown env family", "unknown env 'nope/x'; expected FAMILY/TASK with FAMILY one of: comm, generic, grid, gym"),
         ("unknown env task", "unknown vmas task 'nope'; choose one of: balance, ball_passage"),
-        ("unknown group option", "unknown model 'nope'; choose one of: commnet, dial, graph"),
+        ("unknown group option", "unknown model 'nope'; choose one of: cnn, commnet, dial, graph"),
         ("unknown key", "unknown override key 'algo.nope'; keys under 'algo': anneal_lr, clip_epsilon"),
         ("unknown trainer key", "unknown key 'trainer.nope'; Lightning's Trainer takes: accelerator, strategy, devices"),
         ("wrong type", "algo.lr expects a number, got 'abc'"),

@@ -49,19 +49,17 @@ class FlatObservation(Transform):
             if board is None:
                 continue
             tensordict.pop((group, "observation"))
-            planes = self._planes[group]
-            tensordict.set((group, "observation"), board.reshape(*board.shape[: board.ndim - planes], -1).float())
+            agents = tensordict.batch_dims + 1  # [*B, n_agents] lead the board's planes
+            tensordict.set((group, "observation"), board.reshape(*board.shape[:agents], -1).float())
         return tensordict
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
         return self._call(tensordict_reset)
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
-        self._planes = {}
         for group in self.groups:
             board = observation_spec[group, "observation", "observation"]
             agents = observation_spec[group].shape  # [*B, n]
-            self._planes[group] = board.ndim - len(agents)
             size = math.prod(board.shape[len(agents) :])
             observation_spec[group]["observation"] = Unbounded(shape=(*agents, size), device=board.device)
         return observation_spec
