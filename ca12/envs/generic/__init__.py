@@ -132,10 +132,7 @@ class MultiAgentEnvironment(SeededTorchEnv):
         b, n, d = self._pos.shape
         mask = reset_mask(self, tensordict)  # [B]
         # Draw for every world whatever the mask, so the stream does not depend on which reset.
-        pos, goal = self._uniform(b, n, d), self._uniform(b, d)
-        self._pos = torch.where(mask.view(b, 1, 1), pos, self._pos)
-        self._goal = torch.where(mask.view(b, 1), goal, self._goal)
-        self._t = torch.where(mask, torch.zeros_like(self._t), self._t)
+        place(self, mask, self._uniform(b, n, d), self._uniform(b, d))
         return self._out(torch.zeros(b, 1, dtype=torch.bool, device=self.device))
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -152,6 +149,15 @@ class MultiAgentEnvironment(SeededTorchEnv):
         team = -distance.mean(-1) + self.bonus * arrived.float()  # [B]
         reward = team.view(b, 1, 1).expand(b, n, 1).clone()  # [B, n, 1]
         return self._out((self._t >= self.max_steps).unsqueeze(-1), reward)
+
+
+def place(env: EnvBase, mask: torch.Tensor, pos: torch.Tensor, goal: torch.Tensor) -> None:
+    """Start the worlds in `mask` [B] of a goal-reaching env (`_pos` [B, n, d], `_goal` [B, d],
+    `_t` [B]) at `pos` and `goal`, at step 0; the others keep theirs."""
+    b = mask.shape[0]
+    env._pos = torch.where(mask.view(b, 1, 1), pos, env._pos)
+    env._goal = torch.where(mask.view(b, 1), goal, env._goal)
+    env._t = torch.where(mask, torch.zeros_like(env._t), env._t)
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:

@@ -20,6 +20,7 @@ from torchrl.data import Categorical, Unbounded
 from torchrl.envs import EnvBase
 
 from ca12.envs.common import SeededTorchEnv, check_integers, family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
+from ca12.envs.generic import place
 
 _KWARGS = ("n_agents", "size", "view")
 MOVES = torch.tensor([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])  # (row, column) per action
@@ -61,10 +62,7 @@ class GridPixels(SeededTorchEnv):
     def _reset(self, tensordict: TensorDictBase | None, **kwargs) -> TensorDictBase:
         b = self._pos.shape[0]
         mask = reset_mask(self, tensordict)
-        pos, goal = self._cells(self.n_agents), self._cells(1)[:, 0]  # drawn for every world: one stream
-        self._pos = torch.where(mask.view(b, 1, 1), pos, self._pos)
-        self._goal = torch.where(mask.view(b, 1), goal, self._goal)
-        self._t = torch.where(mask, torch.zeros_like(self._t), self._t)
+        place(self, mask, self._cells(self.n_agents), self._cells(1)[:, 0])  # drawn for every world: one stream
         return self._out(torch.zeros(b, 1, dtype=torch.bool, device=self.device))
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
