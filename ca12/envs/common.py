@@ -175,6 +175,15 @@ def reset_mask(env: EnvBase, tensordict: TensorDictBase | None) -> torch.Tensor:
     return torch.ones(b, dtype=torch.bool, device=env.device)
 
 
+def place(env: EnvBase, mask: torch.Tensor, pos: torch.Tensor, goal: torch.Tensor) -> None:
+    """Start the worlds in `mask` [B] of a goal-reaching env (`_pos` [B, n, d], `_goal` [B, d],
+    `_t` [B]) at `pos` and `goal`, at step 0; the others keep theirs."""
+    b = mask.shape[0]
+    env._pos = torch.where(mask.view(b, 1, 1), pos, env._pos)
+    env._goal = torch.where(mask.view(b, 1), goal, env._goal)
+    env._t = torch.where(mask, torch.zeros_like(env._t), env._t)
+
+
 def group_output(env: EnvBase, groups: dict[str, dict[str, torch.Tensor]], done: torch.Tensor, ends_by: str) -> TensorDictBase:
     """A reset's or step's output: each group's entries ([B, k, ...]) and the done flags.
 

@@ -36,7 +36,7 @@ from torchrl.data import Bounded, Categorical, Unbounded
 from torchrl.envs import EnvBase
 
 from ca12.envs.catalog import GENERIC_TASKS as TASKS  # task -> continuous actions (the catalog lists tasks: start-up)
-from ca12.envs.common import SeededTorchEnv, family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
+from ca12.envs.common import SeededTorchEnv, family_kwargs, group_output, place, reset_mask, set_group_specs, with_return_counters
 from ca12.errors import UsageError
 
 # Task kwargs this family takes (everything else in the env section is refused).
@@ -149,15 +149,6 @@ class MultiAgentEnvironment(SeededTorchEnv):
         team = -distance.mean(-1) + self.bonus * arrived.float()  # [B]
         reward = team.view(b, 1, 1).expand(b, n, 1).clone()  # [B, n, 1]
         return self._out((self._t >= self.max_steps).unsqueeze(-1), reward)
-
-
-def place(env: EnvBase, mask: torch.Tensor, pos: torch.Tensor, goal: torch.Tensor) -> None:
-    """Start the worlds in `mask` [B] of a goal-reaching env (`_pos` [B, n, d], `_goal` [B, d],
-    `_t` [B]) at `pos` and `goal`, at step 0; the others keep theirs."""
-    b = mask.shape[0]
-    env._pos = torch.where(mask.view(b, 1, 1), pos, env._pos)
-    env._goal = torch.where(mask.view(b, 1), goal, env._goal)
-    env._t = torch.where(mask, torch.zeros_like(env._t), env._t)
 
 
 def make(cfg: DictConfig, seed: int) -> EnvBase:

@@ -19,8 +19,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Categorical, Unbounded
 from torchrl.envs import EnvBase
 
-from ca12.envs.common import SeededTorchEnv, check_integers, family_kwargs, group_output, reset_mask, set_group_specs, with_return_counters
-from ca12.envs.generic import place
+from ca12.envs.common import SeededTorchEnv, check_integers, family_kwargs, group_output, place, reset_mask, set_group_specs, with_return_counters
 
 _KWARGS = ("n_agents", "size", "view")
 MOVES = torch.tensor([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])  # (row, column) per action
