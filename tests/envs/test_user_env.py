@@ -200,3 +200,8 @@ def test_the_api_trains_and_loads_a_run_of_its_own_env(tmp_path, fresh_names):
         ca12.load(tmp_path / "run").config
     result = ca12.load(tmp_path / "run", env=cartpole).evaluate(episodes=2)
     assert result.episodes == 2 and result.episode_reward_mean > 0
+
+
+def test_one_world_is_still_a_batch_of_one():
+    env = ca12.make_env(simple_spread, num_envs=1, max_steps=4)  # (a lone PettingZoo world came back unbatched)
+    assert env.batch_size == (1,) and env.rollout(4).batch_size == (1, 4)

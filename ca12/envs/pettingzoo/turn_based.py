@@ -78,13 +78,16 @@ def flat_observations(env: EnvBase) -> EnvBase:
 
 
 def one_world(make_game: Callable, group_map: dict | None, device: str) -> PettingZooWrapper:
-    """One game (module level, so `ParallelEnv` workers can unpickle a partial)."""
-    return PettingZooWrapper(make_game(), group_map=group_map, use_mask=True, categorical_actions=True, device=device)
+    """One world (module level, so `ParallelEnv` workers can unpickle a partial): `use_mask` marks
+    who acts, and `done_on_any=False` ends a parallel env's episode when every agent has left, not
+    the first (an AEC env's default already)."""
+    return PettingZooWrapper(make_game(), group_map=group_map, use_mask=True, done_on_any=False, categorical_actions=True, device=device)
 
 
 def batched_games(make_game: Callable, num_envs: int, group_map: dict | None, vectorization: str = "serial", device: str = "cpu") -> EnvBase:
-    """`num_envs` games of `make_game` (a raw PettingZoo AEC env) as one env [num_envs] in ca12's
-    layout (flat observations, `group_map` set); `group_map` None: TorchRL's, one group per agent."""
+    """`num_envs` worlds of `make_game` (a raw PettingZoo AEC or parallel env) as one env
+    [num_envs] in ca12's layout (flat observations, `group_map` set); `group_map` None: TorchRL's
+    (AEC: one group per agent; parallel: agents grouped by name prefix)."""
     probe = one_world(make_game, group_map, device)
     group_map = {group: list(agents) for group, agents in probe.group_map.items()}
     probe.close()

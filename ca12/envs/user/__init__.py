@@ -136,29 +136,10 @@ def _gym(world: Any, make_world: Callable, cfg: DictConfig, takes_num_envs: bool
 
 
 def _pettingzoo(world: Any, make_world: Callable, cfg: DictConfig) -> EnvBase:
-    from pettingzoo import AECEnv
-    from torchrl.envs import PettingZooWrapper
-
-    if isinstance(world, AECEnv):  # turn-based: TorchRL's groups (one per agent), who moves and the legal moves marked
-        world.close()
-        return batched_games(make_world, cfg.num_envs, None, "serial", cfg.device)
-
-    # use_mask, done_on_any=False: agents may leave mid-episode ((group, "mask"), Group.masked), the episode
-    # ends when every agent has (TorchRL ends a parallel env's episode when the first one does)
-    def wrap(raw: Any) -> EnvBase:
-        return PettingZooWrapper(raw, categorical_actions=True, use_mask=True, done_on_any=False, device=cfg.device)
-
-    probe = wrap(world)
-    group_map = {group: list(agents) for group, agents in probe.group_map.items()}
-    if cfg.num_envs == 1:
-        return probe
-    probe.close()
-    env = SerialEnv(
-        cfg.num_envs,
-        lambda: PettingZooWrapper(make_world(), group_map=group_map, categorical_actions=True, use_mask=True, done_on_any=False, device=cfg.device),
-    )
-    env.group_map = group_map
-    return env
+    """Parallel or turn-based (AEC): TorchRL's group map, who acts marked (agents may leave
+    mid-episode, the seat to move), the legal moves where the env gives them."""
+    world.close()
+    return batched_games(make_world, cfg.num_envs, None, "serial", cfg.device)
 
 
 def _torchrl(world: EnvBase, make_world: Callable, cfg: DictConfig, takes_num_envs: bool) -> EnvBase:
