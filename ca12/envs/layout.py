@@ -72,6 +72,7 @@ class AgentLayout:
     def from_env(cls, env: EnvBase) -> "AgentLayout":
         group_map = getattr(env, "group_map", None) or {}
         groups = {}
+        observed = set(env.full_observation_spec_unbatched.keys(True, True))
         for name in group_map:
             obs_spec = env.full_observation_spec_unbatched[name, "observation"]
             action_spec = env.full_action_spec_unbatched[name, "action"]
@@ -92,8 +93,8 @@ class AgentLayout:
                 discrete=discrete,
                 n_actions=n_actions,
                 action_dim=n_actions if discrete else int(action_spec.shape[-1]),
-                masked=(name, "mask") in env.full_observation_spec_unbatched.keys(True, True),
-                action_masked=discrete and (name, "action_mask") in env.full_observation_spec_unbatched.keys(True, True),
+                masked=(name, "mask") in observed,
+                action_masked=discrete and (name, "action_mask") in observed,
             )
         return cls(groups)
 
